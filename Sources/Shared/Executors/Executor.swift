@@ -1,0 +1,70 @@
+import Foundation
+import Synchronization
+
+/// Set when a job must stop (cancelled by an operator, agent shutting down, deadline).
+/// Executors check it between steps and while they wait.
+public final class CancellationFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public func cancel() { flag.store(true, ordering: .relaxed) }
+    public var isCancelled: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// Everything an executor gets to run one attempt of one job.
+public struct ExecutionContext: Sendable {
+    public var envelope: Envelope
+    public var node: String
+    /// nvidia-smi indexes of the job's GPUs (for CUDA_VISIBLE_DEVICES).
+    public var gpuIndexes: [Int]
+    /// Directory where the job's output files go (created by the agent).
+    public var outputDirectory: String
+    /// Where executors write a marker per (job id, attempt) when asked to (chaos runs count them).
+    public var markerDirectory: String?
+    public var cancellation: CancellationFlag
+    /// Wall clock, injected for tests.
+    public var now: @Sendable () -> Date
+
+    public init(envelope: Envelope, node: String, gpuIndexes: [Int], outputDirectory: String,
+                markerDirectory: String? = nil, cancellation: CancellationFlag = CancellationFlag(),
+                now: @escaping @Sendable () -> Date = { Date() }) {
+        self.envelope = envelope; self.node = node; self.gpuIndexes = gpuIndexes
+        self.outputDirectory = outputDirectory; self.markerDirectory = markerDirectory
+        self.cancellation = cancellation; self.now = now
+    }
+
+    public var deadline: Date? { envelope.deadline.map { Date(timeIntervalSince1970: $0) } }
+}
+
+/// What a successful attempt hands back.
+public struct ExecutionResult: Sendable, Equatable {
+    public var output: JSONValue
+    public var peakVRAMBytes: UInt64?
+    public init(output: JSONValue, peakVRAMBytes: UInt64? = nil) { self.output = output; self.peakVRAMBytes = peakVRAMBytes }
+}
+
+/// A failed attempt: the class drives the retry policy, the message reaches the operator.
+public struct ExecutionFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public var failureClass: FailureClass
+    public var message: String
+    public init(_ failureClass: FailureClass, _ message: String) { self.failureClass = failureClass; self.message = message }
+    public var description: String { "\(failureClass.rawValue): \(message)" }
+}
+
+/// Runs one job kind. `execute` blocks (it runs on the job's own thread, never
+/// on a Swift concurrency thread) and throws `ExecutionFailure`.
+public protocol Executor: Sendable {
+    var kind: String { get }
+    func execute(_ context: ExecutionContext) throws -> ExecutionResult
+}
+
+/// Sleeps while watching for cancellation and the deadline.
+public func interruptibleSleep(seconds: Double, context: ExecutionContext) throws {
+    let end = Date().addingTimeInterval(seconds)
+    while true {
+        if context.cancellation.isCancelled { throw ExecutionFailure(.transient, "cancelled") }
+        if let d = context.deadline, context.now() >= d { throw ExecutionFailure(.timeout, "deadline passed") }
+        let left = end.timeIntervalSinceNow
+        if left <= 0 { return }
+        Thread.sleep(forTimeInterval: min(left, 0.05))
+    }
+}

@@ -1,0 +1,159 @@
+import CLibPQ
+import Foundation
+
+public struct PGError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable { case connect, query, io }
+    public var code: Code
+    /// SQLSTATE when the server sent one (e.g. 23505 unique violation, 40001 serialization failure).
+    public var sqlState: String?
+    public var message: String
+    public var description: String { message }
+
+    /// Errors after which the connection must be re-made (server restarted, socket gone).
+    public var isConnectionLoss: Bool {
+        if code == .connect || code == .io { return true }
+        guard let s = sqlState else { return false }
+        return s.hasPrefix("08") || s == "57P01" || s == "57P02" || s == "57P03"
+    }
+}
+
+/// Rows of a query result, columns addressed by name.
+public struct PGRows: Sendable {
+    public var columns: [String]
+    public var rows: [[String?]]
+    public var affected: Int
+
+    public var count: Int { rows.count }
+    public func value(_ row: Int, _ column: String) -> String? {
+        guard let i = columns.firstIndex(of: column) else { return nil }
+        return rows[row][i]
+    }
+    public subscript(row: Int) -> PGRow { PGRow(columns: columns, values: rows[row]) }
+    public var all: [PGRow] { rows.map { PGRow(columns: columns, values: $0) } }
+}
+
+public struct PGRow: Sendable {
+    public var columns: [String]
+    public var values: [String?]
+    public subscript(_ column: String) -> String? {
+        guard let i = columns.firstIndex(of: column) else { return nil }
+        return values[i]
+    }
+    public func int(_ c: String) -> Int? { self[c].flatMap { Int($0) } }
+    public func int64(_ c: String) -> Int64? { self[c].flatMap { Int64($0) } }
+    public func double(_ c: String) -> Double? { self[c].flatMap { Double($0) } }
+    public func bool(_ c: String) -> Bool? { self[c].map { $0 == "t" || $0 == "true" } }
+    public func json(_ c: String) -> JSONValue? {
+        self[c].flatMap { try? JSONCoding.decode(JSONValue.self, from: $0) }
+    }
+    /// `{a,b}` text-array form.
+    public func textArray(_ c: String) -> [String] {
+        guard var s = self[c], s.count >= 2 else { return [] }
+        s.removeFirst(); s.removeLast()
+        if s.isEmpty { return [] }
+        return s.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+    }
+}
+
+/// One blocking libpq connection. Not thread-safe; one owner at a time.
+/// Parameters go as text ($1, $2, ...); results come back as text.
+public final class PGConnection {
+    public let url: String
+    private var conn: OpaquePointer?
+
+    public init(url: String) { self.url = url }
+    deinit { close() }
+
+    public func close() {
+        if let conn { PQfinish(conn) }
+        conn = nil
+    }
+
+    public func connect() throws {
+        if let c = conn, PQstatus(c) == CONNECTION_OK { return }
+        close()
+        let c = PQconnectdb(url)
+        guard let c else { throw PGError(code: .connect, message: "cannot allocate a PostgreSQL connection") }
+        if PQstatus(c) != CONNECTION_OK {
+            let msg = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
+            PQfinish(c)
+            throw PGError(code: .connect, message: "cannot connect to PostgreSQL (\(Self.redacted(url))): \(msg)")
+        }
+        conn = c
+        _ = try? exec("SET client_min_messages TO warning")
+    }
+
+    /// The URL without its password, for messages.
+    public static func redacted(_ url: String) -> String {
+        guard var u = URLComponents(string: url), u.password != nil else { return url }
+        u.password = "****"
+        return u.string ?? "postgres://****"
+    }
+
+    @discardableResult
+    public func exec(_ sql: String, _ params: [String?] = []) throws -> PGRows {
+        try connect()
+        guard let conn else { throw PGError(code: .connect, message: "not connected") }
+        let res: OpaquePointer?
+        if params.isEmpty {
+            res = PQexec(conn, sql)
+        } else {
+            var cParams: [UnsafeMutablePointer<CChar>?] = params.map { $0.flatMap { strdup($0) } }
+            defer { for p in cParams { free(p) } }
+            res = cParams.withUnsafeMutableBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buf.count) { ptr in
+                    PQexecParams(conn, sql, Int32(params.count), nil, ptr, nil, nil, 0)
+                }
+            }
+        }
+        guard let res else {
+            let msg = String(cString: PQerrorMessage(conn))
+            close()
+            throw PGError(code: .io, message: "PostgreSQL: \(msg)")
+        }
+        defer { PQclear(res) }
+        let status = PQresultStatus(res)
+        if status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK {
+            let state = PQresultErrorField(res, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let msg = String(cString: PQresultErrorMessage(res)).trimmingCharacters(in: .whitespacesAndNewlines)
+            let err = PGError(code: PQstatus(conn) == CONNECTION_OK ? .query : .io, sqlState: state, message: "PostgreSQL: \(msg)")
+            if err.isConnectionLoss { close() }
+            throw err
+        }
+        let nf = Int(PQnfields(res))
+        let nt = Int(PQntuples(res))
+        var columns: [String] = []
+        for i in 0..<nf { columns.append(String(cString: PQfname(res, Int32(i)))) }
+        var rows: [[String?]] = []
+        rows.reserveCapacity(nt)
+        for r in 0..<nt {
+            var row: [String?] = []
+            row.reserveCapacity(nf)
+            for c in 0..<nf {
+                if PQgetisnull(res, Int32(r), Int32(c)) == 1 { row.append(nil) }
+                else { row.append(String(cString: PQgetvalue(res, Int32(r), Int32(c)))) }
+            }
+            rows.append(row)
+        }
+        let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
+        return PGRows(columns: columns, rows: rows, affected: affected)
+    }
+
+    /// Runs `body` in a transaction; rolls back if it throws.
+    public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        try exec("BEGIN")
+        do {
+            let v = try body(self)
+            try exec("COMMIT")
+            return v
+        } catch {
+            if conn != nil { _ = try? exec("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Text form of a string array parameter (`{"a","b"}`).
+    public static func textArray(_ items: [String]) -> String {
+        "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+
+/// One stream entry: its ID and its field/value pairs (nil fields = entry deleted or trimmed).
+public struct StreamEntry: Sendable, Equatable {
+    public var id: String
+    public var fields: [String: String]?
+
+    public init(id: String, fields: [String: String]?) { self.id = id; self.fields = fields }
+}
+
+/// Redis key names, in one place (DESIGN.md "Redis keys and messages").
+public enum RedisKeys {
+    public static let results = "hydra:results"
+    public static let events = "hydra:events"
+    public static let deadLetter = "hydra:deadletter"
+    public static let nodes = "hydra:nodes"
+    public static let agentsGroup = "agents"
+    public static let coordinatorGroup = "coordinator"
+    public static func heartbeat(_ node: String) -> String { "hydra:node:\(node):heartbeat" }
+    public static func jobs(_ node: String) -> String { "hydra:node:\(node):jobs" }
+}
+
+extension RedisConnection {
+    /// Creates the consumer group (and the stream); an existing group is fine.
+    public func ensureGroup(stream: String, group: String, startID: String = "0") throws {
+        let r = try command(["XGROUP", "CREATE", stream, group, startID, "MKSTREAM"])
+        if case .error(let e) = r, !e.hasPrefix("BUSYGROUP") {
+            throw RedisError(code: .server, message: "XGROUP CREATE \(stream) \(group): \(e)")
+        }
+    }
+
+    /// XREADGROUP on one stream. `id` is `>` for new entries or `0` for this consumer's pending ones.
+    /// A missing group (Redis restarted without persistence) is re-created and the read retried once.
+    public func readGroup(stream: String, group: String, consumer: String, id: String, count: Int, blockMillis: Int?) throws -> [StreamEntry] {
+        var args = ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(count)]
+        if let blockMillis { args += ["BLOCK", String(blockMillis)] }
+        args += ["STREAMS", stream, id]
+        var reply = try command(args)
+        if case .error(let e) = reply, e.hasPrefix("NOGROUP") {
+            try ensureGroup(stream: stream, group: group)
+            reply = try command(args)
+        }
+        if case .error(let e) = reply { throw RedisError(code: .server, message: "XREADGROUP \(stream): \(e)") }
+        return Self.parseStreamRead(reply)
+    }
+
+    /// Parses the `[[key, [entry...]]]` shape of XREAD/XREADGROUP (nil = nothing).
+    public static func parseStreamRead(_ reply: RedisReply) -> [StreamEntry] {
+        guard let streams = reply.array else { return [] }
+        var out: [StreamEntry] = []
+        for s in streams {
+            guard let pair = s.array, pair.count == 2, let entries = pair[1].array else { continue }
+            out += parseEntries(entries)
+        }
+        return out
+    }
+
+    public static func parseEntries(_ entries: [RedisReply]) -> [StreamEntry] {
+        var out: [StreamEntry] = []
+        for e in entries {
+            guard let parts = e.array, parts.count == 2, let id = parts[0].string else { continue }
+            guard let kv = parts[1].array else { out.append(StreamEntry(id: id, fields: nil)); continue }
+            var fields: [String: String] = [:]
+            var i = 0
+            while i + 1 < kv.count {
+                if let k = kv[i].string { fields[k] = kv[i + 1].string ?? "" }
+                i += 2
+            }
+            out.append(StreamEntry(id: id, fields: fields))
+        }
+        return out
+    }
+
+    /// XAUTOCLAIM until the cursor wraps; returns claimed entries and IDs whose payload was deleted.
+    public func autoClaim(stream: String, group: String, consumer: String, minIdleMillis: Int, count: Int = 100) throws -> (claimed: [StreamEntry], deleted: [String]) {
+        var cursor = "0-0"
+        var claimed: [StreamEntry] = []
+        var deleted: [String] = []
+        repeat {
+            let r = try command(["XAUTOCLAIM", stream, group, consumer, String(minIdleMillis), cursor, "COUNT", String(count)])
+            if case .error(let e) = r {
+                if e.hasPrefix("NOGROUP") { return ([], []) }
+                throw RedisError(code: .server, message: "XAUTOCLAIM \(stream): \(e)")
+            }
+            guard let parts = r.array, parts.count >= 2 else { break }
+            cursor = parts[0].string ?? "0-0"
+            claimed += Self.parseEntries(parts[1].array ?? [])
+            if parts.count >= 3 { deleted += (parts[2].array ?? []).compactMap(\.string) }
+        } while cursor != "0-0"
+        return (claimed, deleted)
+    }
+}
