@@ -1,0 +1,170 @@
+import Foundation
+
+/// One job of a batch after `count`/`matrix` expansion, ready to insert.
+public struct NewJob: Sendable, Equatable {
+    public var name: String
+    public var kind: String
+    public var spec: JSONValue
+    public var vramBytes: UInt64
+    public var gpus: Int
+    public var constraints: JSONValue
+    public var priority: Int
+    public var maxAttempts: Int
+    public var deadlineSeconds: Double?
+}
+
+public struct BatchPlan: Sendable, Equatable {
+    public var name: String
+    public var priority: Int
+    public var jobs: [NewJob]
+    public var spec: JSONValue
+}
+
+/// Reads and validates a batch file. Everything is checked before anything is
+/// written, and every error names the file, the job and the field.
+public enum BatchFile {
+    public static let maxJobs = 200_000
+    static let batchKeys: Set<String> = ["name", "priority", "max_attempts", "jobs", "description"]
+    static let jobKeys: Set<String> = ["name", "kind", "count", "matrix", "vram", "gpus", "spec", "constraints",
+                                       "priority", "max_attempts", "deadline_s"]
+
+    public static func load(path: String, cluster: ClusterConfig?) throws -> BatchPlan {
+        let text = try ConfigLoader.readFile(path)
+        return try parse(text: text, file: path, cluster: cluster)
+    }
+
+    public static func parse(text: String, file: String, cluster: ClusterConfig?) throws -> BatchPlan {
+        let doc = try ConfigLoader.parseDocument(text, file: file)
+        guard let top = doc.objectValue else { throw InputError(file: file, problem: "expected a map with 'name' and 'jobs'") }
+        for k in top.keys where !batchKeys.contains(k) {
+            throw InputError(file: file, location: k, problem: "unknown field '\(k)' (known: \(batchKeys.sorted().joined(separator: ", ")))")
+        }
+        guard let name = top["name"]?.stringValue, !name.isEmpty else {
+            throw InputError(file: file, location: "name", problem: "the batch needs a non-empty 'name'")
+        }
+        let priority = try int(top["priority"], default: 0, file: file, at: "priority", range: -1000...1000)
+        let maxAttempts = try int(top["max_attempts"], default: 3, file: file, at: "max_attempts", range: 1...100)
+        guard let jobsValue = top["jobs"] else { throw InputError(file: file, location: "jobs", problem: "required field 'jobs' is missing") }
+        guard let jobs = jobsValue.arrayValue, !jobs.isEmpty else {
+            throw InputError(file: file, location: "jobs", problem: "expected a non-empty list of jobs")
+        }
+        var out: [NewJob] = []
+        for (i, j) in jobs.enumerated() {
+            out += try expand(j, index: i, file: file, batchPriority: priority, batchMaxAttempts: maxAttempts, cluster: cluster)
+            if out.count > maxJobs {
+                throw InputError(file: file, location: "jobs[\(i)]", problem: "the batch expands to more than \(maxJobs) jobs")
+            }
+        }
+        return BatchPlan(name: name, priority: priority, jobs: out, spec: doc)
+    }
+
+    static func expand(_ j: JSONValue, index i: Int, file: String, batchPriority: Int, batchMaxAttempts: Int,
+                       cluster: ClusterConfig?) throws -> [NewJob] {
+        guard let o = j.objectValue else { throw InputError(file: file, location: "jobs[\(i)]", problem: "expected a map") }
+        let label = o["name"]?.stringValue.map { "jobs[\(i)] '\($0)'" } ?? "jobs[\(i)]"
+        for k in o.keys where !jobKeys.contains(k) {
+            throw InputError(file: file, location: "\(label).\(k)", problem: "unknown field '\(k)' (known: \(jobKeys.sorted().joined(separator: ", ")))")
+        }
+        let name = o["name"]?.stringValue ?? "job\(i)"
+        guard let kindValue = o["kind"] else { throw InputError(file: file, location: "\(label).kind", problem: "required field 'kind' is missing") }
+        guard let kind = kindValue.stringValue, JobKind(rawValue: kind) != nil else {
+            throw InputError(file: file, location: "\(label).kind",
+                             problem: "unknown kind '\(kindValue.stringValue ?? "\(kindValue)")' (known: \(JobKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let gpus = try int(o["gpus"], default: (o["vram"] == nil || isZero(o["vram"])) ? 0 : 1, file: file, at: "\(label).gpus", range: 0...16)
+        var vram: UInt64 = 0
+        if let v = o["vram"] {
+            if let n = v.doubleValue, n >= 0 { vram = UInt64(n) }
+            else if let s = v.stringValue, let b = ByteSize.parse(s) { vram = b }
+            else { throw InputError(file: file, location: "\(label).vram", problem: "'\(v.stringValue ?? "\(v)")' is not a size (use e.g. 8GiB)") }
+        }
+        if vram > 0 && gpus == 0 {
+            throw InputError(file: file, location: "\(label).gpus", problem: "a job with vram needs gpus ≥ 1")
+        }
+        if let cluster {
+            let largest = cluster.largestGPUBytes
+            if vram > largest {
+                throw InputError(file: file, location: "\(label).vram",
+                                 problem: "needs \(ByteSize.format(vram)) per GPU but the largest GPU in the cluster has \(ByteSize.format(largest))")
+            }
+            if gpus > 0 {
+                let fitting = cluster.nodes.map { n in n.gpus.filter { $0.memory.bytes >= vram }.count }.max() ?? 0
+                if fitting < gpus {
+                    throw InputError(file: file, location: "\(label).gpus",
+                                     problem: "needs \(gpus) GPUs with \(ByteSize.format(vram)) each on one node; no node has that many")
+                }
+            }
+        }
+        let count = try int(o["count"], default: 1, file: file, at: "\(label).count", range: 1...maxJobs)
+        let spec = o["spec"] ?? .object([:])
+        guard spec.objectValue != nil else { throw InputError(file: file, location: "\(label).spec", problem: "expected a map") }
+        try validateSpec(kind: kind, spec: spec, file: file, at: "\(label).spec")
+        let constraints = o["constraints"] ?? .object([:])
+        guard constraints.objectValue != nil else { throw InputError(file: file, location: "\(label).constraints", problem: "expected a map") }
+        let priority = try int(o["priority"], default: batchPriority, file: file, at: "\(label).priority", range: -1000...1000)
+        let maxAttempts = try int(o["max_attempts"], default: batchMaxAttempts, file: file, at: "\(label).max_attempts", range: 1...100)
+        var deadline: Double?
+        if let d = o["deadline_s"] {
+            guard let s = d.doubleValue, s > 0 else { throw InputError(file: file, location: "\(label).deadline_s", problem: "expected a positive number of seconds") }
+            deadline = s
+        }
+
+        var combos: [[(String, JSONValue)]] = [[]]
+        if let m = o["matrix"] {
+            guard let mo = m.objectValue, !mo.isEmpty else { throw InputError(file: file, location: "\(label).matrix", problem: "expected a map of lists") }
+            for key in mo.keys.sorted() {
+                guard let values = mo[key]!.arrayValue, !values.isEmpty else {
+                    throw InputError(file: file, location: "\(label).matrix.\(key)", problem: "expected a non-empty list")
+                }
+                combos = combos.flatMap { c in values.map { c + [(key, $0)] } }
+                if combos.count * count > maxJobs {
+                    throw InputError(file: file, location: "\(label).matrix", problem: "expands to more than \(maxJobs) jobs")
+                }
+            }
+        }
+        var out: [NewJob] = []
+        for combo in combos {
+            for k in 0..<count {
+                var s = spec.objectValue ?? [:]
+                var suffix = ""
+                for (key, v) in combo {
+                    s[key] = v
+                    suffix += "-\(key)=\(v.stringValue ?? v.doubleValue.map { $0.rounded() == $0 ? String(Int($0)) : String($0) } ?? "x")"
+                }
+                if count > 1 { suffix += "-\(k + 1)" }
+                out.append(NewJob(name: name + suffix, kind: kind, spec: .object(s), vramBytes: vram, gpus: gpus,
+                                  constraints: constraints, priority: priority, maxAttempts: maxAttempts, deadlineSeconds: deadline))
+            }
+        }
+        return out
+    }
+
+    static func validateSpec(kind: String, spec: JSONValue, file: String, at: String) throws {
+        switch kind {
+        case "sleep":
+            if let d = spec["duration_s"], (d.doubleValue ?? -1) < 0 {
+                throw InputError(file: file, location: "\(at).duration_s", problem: "expected a number of seconds ≥ 0")
+            }
+        case "command":
+            guard let argv = spec["argv"]?.arrayValue, !argv.isEmpty, argv.allSatisfy({ $0.stringValue != nil }) else {
+                throw InputError(file: file, location: "\(at).argv", problem: "a command job needs 'argv': a non-empty list of strings (no shell)")
+            }
+        default:
+            break
+        }
+    }
+
+    static func isZero(_ v: JSONValue?) -> Bool {
+        guard let v else { return true }
+        if let d = v.doubleValue { return d == 0 }
+        if let s = v.stringValue { return ByteSize.parse(s) == 0 }
+        return false
+    }
+
+    static func int(_ v: JSONValue?, default d: Int, file: String, at: String, range: ClosedRange<Int>) throws -> Int {
+        guard let v else { return d }
+        guard let i = v.intValue else { throw InputError(file: file, location: at, problem: "expected a whole number") }
+        guard range.contains(i) else { throw InputError(file: file, location: at, problem: "\(i) is outside \(range.lowerBound)…\(range.upperBound)") }
+        return i
+    }
+}

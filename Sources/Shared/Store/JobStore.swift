@@ -1,0 +1,326 @@
+import Foundation
+
+/// What a transition did, for logs, metrics and follow-up work (stream clean-up).
+public struct AppliedTransition: Sendable, Equatable {
+    public var jobID: String
+    public var attempt: Int
+    public var from: JobState
+    public var to: JobState
+    public var node: String?
+    public var streamID: String?
+    public var kind: String
+}
+
+/// A job the coordinator has just marked dispatched and must now put on a node stream.
+public struct DispatchedJob: Sendable, Equatable {
+    public var id: String
+    public var attempt: Int
+    public var kind: String
+    public var spec: JSONValue
+    public var vramBytes: UInt64
+    public var deadlineSeconds: Double?
+    public var node: String
+    public var gpuUUIDs: [String]
+}
+
+/// All reads and guarded writes of job state. Every transition is an UPDATE with
+/// the expected state (and attempt) in its WHERE clause, so a duplicate or late
+/// message changes nothing.
+public final class JobStore {
+    public let db: PGConnection
+    public var policy: RetryPolicy
+    /// Random source in [0, 1) for retry jitter (injected for tests).
+    public var random: () -> Double
+
+    public init(db: PGConnection, policy: RetryPolicy = RetryPolicy(), random: @escaping () -> Double = { Double.random(in: 0..<1) }) {
+        self.db = db; self.policy = policy; self.random = random
+    }
+
+    // MARK: submit
+
+    /// Writes the batch and all its jobs in one transaction; returns the batch id.
+    public func submit(_ plan: BatchPlan, submittedBy: String?) throws -> String {
+        let batchID = UUID().uuidString.lowercased()
+        try db.transaction { tx in
+            try tx.exec("INSERT INTO batches (id, name, submitted_by, priority, spec) VALUES ($1, $2, $3, $4, $5::jsonb)",
+                        [batchID, plan.name, submittedBy, String(plan.priority), try JSONCoding.encodeString(plan.spec)])
+            var i = 0
+            while i < plan.jobs.count {
+                let chunk = plan.jobs[i..<min(i + 2000, plan.jobs.count)]
+                var ids: [String] = [], names: [String] = [], kinds: [String] = [], specs: [String] = []
+                var prios: [String] = [], vrams: [String] = [], gpus: [String] = [], cons: [String] = []
+                var maxes: [String] = [], deadlines: [String] = [], keys: [String] = []
+                for (k, j) in chunk.enumerated() {
+                    ids.append(UUID().uuidString.lowercased())
+                    names.append(j.name); kinds.append(j.kind); specs.append(try JSONCoding.encodeString(j.spec))
+                    prios.append(String(j.priority)); vrams.append(String(j.vramBytes)); gpus.append(String(j.gpus))
+                    cons.append(try JSONCoding.encodeString(j.constraints)); maxes.append(String(j.maxAttempts))
+                    deadlines.append(j.deadlineSeconds.map { String($0) } ?? "NULL")
+                    keys.append("\(batchID):\(i + k)")
+                }
+                try tx.exec("""
+                    INSERT INTO jobs (id, batch_id, name, kind, spec, state, priority, vram_request_bytes, gpus_requested,
+                                      placement_constraints, max_attempts, deadline_s, idempotency_key)
+                    SELECT u.id, $1::uuid, u.name, u.kind, u.spec::jsonb, 'pending', u.prio, u.vram, u.gpus, u.cons::jsonb,
+                           u.maxa, u.deadline, u.key
+                    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[], $8::int[],
+                                $9::text[], $10::int[], $11::float8[], $12::text[])
+                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key)
+                    """, [batchID, PGConnection.textArray(ids), PGConnection.textArray(names), PGConnection.textArray(kinds),
+                          PGConnection.textArray(specs), "{" + prios.joined(separator: ",") + "}",
+                          "{" + vrams.joined(separator: ",") + "}", "{" + gpus.joined(separator: ",") + "}",
+                          PGConnection.textArray(cons), "{" + maxes.joined(separator: ",") + "}",
+                          "{" + deadlines.joined(separator: ",") + "}", PGConnection.textArray(keys)])
+                i += chunk.count
+            }
+            try tx.exec("""
+                INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
+                SELECT id, 0, NULL, 'pending', '{"event":"submitted"}'::jsonb FROM jobs WHERE batch_id = $1::uuid
+                """, [batchID])
+        }
+        return batchID
+    }
+
+    // MARK: reads for the coordinator
+
+    public func pendingJobs(limit: Int = 10_000) throws -> [JobRow] {
+        try db.exec("SELECT \(JobRow.columns) FROM jobs WHERE state = 'pending' ORDER BY priority DESC, seq LIMIT $1",
+                    [String(limit)]).all.map(JobRow.init(row:))
+    }
+
+    public func activeJobs() throws -> [JobRow] {
+        try db.exec("SELECT \(JobRow.columns) FROM jobs WHERE state IN ('placed', 'dispatched', 'running')").all.map(JobRow.init(row:))
+    }
+
+    public func job(_ id: String) throws -> JobRow? {
+        guard UUID(uuidString: id) != nil else { return nil }
+        return try db.exec("SELECT \(JobRow.columns) FROM jobs WHERE id = $1::uuid", [id]).all.first.map(JobRow.init(row:))
+    }
+
+    // MARK: transitions
+
+    /// pending → dispatched for each assignment (guarded); bumps the attempt and sets the lease.
+    public func markDispatched(_ assignments: [(jobID: String, node: String, gpuUUIDs: [String])], leaseSeconds: Double) throws -> [DispatchedJob] {
+        if assignments.isEmpty { return [] }
+        return try db.transaction { tx in
+            let rows = try tx.exec("""
+                UPDATE jobs AS j SET state = 'dispatched', node = v.node, gpu_uuids = string_to_array(v.gpus, ','),
+                       attempt = j.attempt + 1, dispatched_at = now(), started_at = NULL,
+                       lease_expires_at = now() + make_interval(secs => $4::float8), pending_reason = NULL, stream_id = NULL
+                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, node, gpus)
+                WHERE j.id = v.id AND j.state = 'pending'
+                RETURNING j.id, j.attempt, j.kind, j.spec, j.vram_request_bytes, j.deadline_s, j.node, j.gpu_uuids
+                """, [PGConnection.textArray(assignments.map(\.jobID)), PGConnection.textArray(assignments.map(\.node)),
+                      PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds)])
+            let out = rows.all.map { r in
+                DispatchedJob(id: r["id"] ?? "", attempt: r.int("attempt") ?? 0, kind: r["kind"] ?? "",
+                              spec: r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("vram_request_bytes") ?? 0),
+                              deadlineSeconds: r.double("deadline_s"), node: r["node"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
+            }
+            try insertEvents(tx, out.map { ($0.id, $0.attempt, "pending", "dispatched", "{\"node\":\"\($0.node)\"}") })
+            return out
+        }
+    }
+
+    public func setStreamIDs(_ items: [(jobID: String, attempt: Int, streamID: String)]) throws {
+        if items.isEmpty { return }
+        try db.exec("""
+            UPDATE jobs AS j SET stream_id = v.sid FROM unnest($1::uuid[], $2::int[], $3::text[]) AS v(id, attempt, sid)
+            WHERE j.id = v.id AND j.attempt = v.attempt
+            """, [PGConnection.textArray(items.map(\.jobID)), "{" + items.map { String($0.attempt) }.joined(separator: ",") + "}",
+                  PGConnection.textArray(items.map(\.streamID))])
+    }
+
+    /// Applies agents' results. A result for another attempt than the job's current
+    /// one is fenced off (ignored): a late agent cannot overwrite a newer attempt.
+    public func apply(results: [AttemptResult]) throws -> [AppliedTransition] {
+        if results.isEmpty { return [] }
+        return try db.transaction { tx in
+            let ids = Array(Set(results.map(\.jobID).filter { UUID(uuidString: $0) != nil }))
+            var current: [String: (state: JobState, attempt: Int, max: Int, node: String?, stream: String?, kind: String)] = [:]
+            for r in try tx.exec("SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs WHERE id = ANY($1::uuid[]) FOR UPDATE",
+                                 [PGConnection.textArray(ids)]).all {
+                current[r["id"] ?? ""] = (JobState(rawValue: r["state"] ?? "") ?? .pending, r.int("attempt") ?? 0,
+                                          r.int("max_attempts") ?? 3, r["node"], r["stream_id"], r["kind"] ?? "")
+            }
+            var applied: [AppliedTransition] = []
+            var events: [(String, Int, String?, String, String)] = []
+            for res in results {
+                guard var cur = current[res.jobID], cur.attempt == res.attempt else { continue }
+                let event: JobEvent
+                switch res.outcome {
+                case .started: event = .started
+                case .succeeded: event = .succeeded
+                case .failed: event = .failed(res.failureClass ?? .transient)
+                case .released: event = .released
+                }
+                guard let (next, retryAfter) = JobLifecycle.next(cur.state, event, attempt: cur.attempt, maxAttempts: cur.max,
+                                                                  policy: policy, random: random()) else { continue }
+                let detail = try JSONCoding.encodeString(JSONValue.object([
+                    "node": .string(res.node), "outcome": .string(res.outcome.rawValue),
+                    "failure_class": res.failureClass.map { .string($0.rawValue) } ?? .null,
+                    "error": res.error.map { .string($0) } ?? .null,
+                ]))
+                var sets = ["state = $3"]
+                var params: [String?] = [res.jobID, cur.state.rawValue, next.rawValue, String(cur.attempt)]
+                func param(_ v: String?) -> String { params.append(v); return "$\(params.count)" }
+                switch res.outcome {
+                case .started:
+                    sets.append("started_at = to_timestamp(\(param(String(res.startedAt ?? Date().timeIntervalSince1970))))")
+                case .succeeded:
+                    let result = JSONValue.object([
+                        "output": res.result ?? .null, "duration_s": res.durationSeconds.map { .number($0) } ?? .null,
+                        "peak_vram_bytes": res.peakVRAMBytes.map { .number(Double($0)) } ?? .null, "node": .string(res.node),
+                    ])
+                    sets.append("result = \(param(try JSONCoding.encodeString(result)))::jsonb")
+                    sets.append("finished_at = now()")
+                    if let s = res.startedAt { sets.append("started_at = coalesce(started_at, to_timestamp(\(param(String(s)))))") }
+                case .failed:
+                    let entry = JSONValue.array([.object([
+                        "attempt": .number(Double(cur.attempt)), "class": .string((res.failureClass ?? .transient).rawValue),
+                        "message": .string(res.error ?? ""), "node": .string(res.node),
+                        "at": .number(Date().timeIntervalSince1970),
+                    ])])
+                    sets.append("error = error || \(param(try JSONCoding.encodeString(entry)))::jsonb")
+                    sets.append("failure_class = \(param((res.failureClass ?? .transient).rawValue))")
+                    if next.isTerminal { sets.append("finished_at = now()") }
+                case .released:
+                    // Giving a job back must not use up one of its attempts.
+                    sets.append("max_attempts = max_attempts + 1")
+                }
+                if next == .pending || next == .retryWait { sets.append("node = NULL, gpu_uuids = NULL, lease_expires_at = NULL") }
+                if let retryAfter { sets.append("not_before = now() + make_interval(secs => \(param(String(retryAfter)))::float8)") }
+                let sql = "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = $1::uuid AND state = $2 AND attempt = $4::int"
+                let r = try tx.exec(sql, params)
+                guard r.affected == 1 else { continue }
+                applied.append(AppliedTransition(jobID: res.jobID, attempt: cur.attempt, from: cur.state, to: next,
+                                                 node: cur.node, streamID: cur.stream, kind: cur.kind))
+                events.append((res.jobID, cur.attempt, cur.state.rawValue, next.rawValue, detail))
+                cur.state = next
+                current[res.jobID] = cur
+            }
+            try insertEvents(tx, events)
+            return applied
+        }
+    }
+
+    /// Extends the lease of jobs an agent's heartbeat says it holds.
+    public func renewLeases(jobIDs: [String], leaseSeconds: Double) throws {
+        let ids = jobIDs.filter { UUID(uuidString: $0) != nil }
+        if ids.isEmpty { return }
+        try db.exec("""
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2::float8)
+            WHERE id = ANY($1::uuid[]) AND state IN ('dispatched', 'running')
+            """, [PGConnection.textArray(ids), String(leaseSeconds)])
+    }
+
+    /// Jobs whose lease ran out (their node died, or their message was lost) are
+    /// `lost`: back to pending, or dead when out of attempts.
+    public func expireLeases() throws -> [AppliedTransition] {
+        try db.transaction { tx in
+            let rows = try tx.exec("""
+                SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs
+                WHERE state IN ('placed', 'dispatched', 'running') AND lease_expires_at < now() FOR UPDATE SKIP LOCKED
+                """).all
+            var applied: [AppliedTransition] = []
+            var events: [(String, Int, String?, String, String)] = []
+            for r in rows {
+                guard let id = r["id"], let from = JobState(rawValue: r["state"] ?? ""), let attempt = r.int("attempt") else { continue }
+                let maxA = r.int("max_attempts") ?? 3
+                guard let (next, _) = JobLifecycle.next(from, .lost, attempt: attempt, maxAttempts: maxA, policy: policy, random: 0) else { continue }
+                let entry = try JSONCoding.encodeString(JSONValue.array([.object([
+                    "attempt": .number(Double(attempt)), "class": .string("lost"),
+                    "message": .string("lease expired on node \(r["node"] ?? "?") (node down or message lost)"),
+                    "node": .string(r["node"] ?? ""), "at": .number(Date().timeIntervalSince1970),
+                ])]))
+                let res = try tx.exec("""
+                    UPDATE jobs SET state = $3, failure_class = 'lost', error = error || $5::jsonb,
+                           node = CASE WHEN $3 = 'pending' THEN NULL ELSE node END,
+                           gpu_uuids = CASE WHEN $3 = 'pending' THEN NULL ELSE gpu_uuids END,
+                           lease_expires_at = NULL, finished_at = CASE WHEN $3 = 'dead' THEN now() ELSE NULL END
+                    WHERE id = $1::uuid AND state = $2 AND attempt = $4::int
+                    """, [id, from.rawValue, next.rawValue, String(attempt), entry])
+                guard res.affected == 1 else { continue }
+                applied.append(AppliedTransition(jobID: id, attempt: attempt, from: from, to: next, node: r["node"],
+                                                 streamID: r["stream_id"], kind: r["kind"] ?? ""))
+                events.append((id, attempt, from.rawValue, next.rawValue, "{\"event\":\"lease_expired\"}"))
+            }
+            try insertEvents(tx, events)
+            return applied
+        }
+    }
+
+    /// retry_wait → pending once the backoff has elapsed.
+    @discardableResult
+    public func releaseBackoffs() throws -> Int {
+        try db.exec("""
+            WITH moved AS (
+              UPDATE jobs SET state = 'pending', not_before = NULL WHERE state = 'retry_wait' AND not_before <= now() RETURNING id, attempt)
+            INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
+            SELECT id, attempt, 'retry_wait', 'pending', '{"event":"backoff_elapsed"}'::jsonb FROM moved
+            """).affected
+    }
+
+    public func setPendingReasons(_ reasons: [String: String]) throws {
+        if reasons.isEmpty { return }
+        let keys = Array(reasons.keys)
+        try db.exec("""
+            UPDATE jobs AS j SET pending_reason = v.reason FROM unnest($1::uuid[], $2::text[]) AS v(id, reason)
+            WHERE j.id = v.id AND j.state = 'pending' AND j.pending_reason IS DISTINCT FROM v.reason
+            """, [PGConnection.textArray(keys), PGConnection.textArray(keys.map { reasons[$0]! })])
+    }
+
+    /// Cancelled jobs that were on a node and whose agent has not been told yet.
+    public func cancellationsToSend() throws -> [(jobID: String, attempt: Int, node: String, streamID: String?)] {
+        try db.exec("SELECT id, attempt, node, stream_id FROM jobs WHERE state = 'cancelled' AND NOT cancel_sent AND node IS NOT NULL LIMIT 1000").all.map {
+            ($0["id"] ?? "", $0.int("attempt") ?? 0, $0["node"] ?? "", $0["stream_id"])
+        }
+    }
+
+    public func markCancelSent(_ ids: [String]) throws {
+        if ids.isEmpty { return }
+        try db.exec("UPDATE jobs SET cancel_sent = true WHERE id = ANY($1::uuid[])", [PGConnection.textArray(ids)])
+    }
+
+    func insertEvents(_ tx: PGConnection, _ events: [(String, Int, String?, String, String)]) throws {
+        if events.isEmpty { return }
+        try tx.exec("""
+            INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[])
+            """, [PGConnection.textArray(events.map(\.0)), "{" + events.map { String($0.1) }.joined(separator: ",") + "}",
+                  "{" + events.map { $0.2.map { "\"\($0)\"" } ?? "NULL" }.joined(separator: ",") + "}",
+                  PGConnection.textArray(events.map(\.3)), PGConnection.textArray(events.map(\.4))])
+    }
+
+    // MARK: nodes
+
+    public func upsertNodes(_ nodes: [NodeRow]) throws {
+        for n in nodes {
+            try db.exec("""
+                INSERT INTO nodes (name, last_seen, up, agent_version, inventory, running)
+                VALUES ($1, to_timestamp($2::float8), $3::boolean, $4, $5::jsonb, $6::jsonb)
+                ON CONFLICT (name) DO UPDATE SET last_seen = coalesce(EXCLUDED.last_seen, nodes.last_seen), up = EXCLUDED.up,
+                    agent_version = coalesce(EXCLUDED.agent_version, nodes.agent_version),
+                    inventory = coalesce(EXCLUDED.inventory, nodes.inventory), running = EXCLUDED.running
+                """, [n.name, n.lastSeen.map { String($0) }, n.up ? "true" : "false", n.agentVersion,
+                      n.up ? try JSONCoding.encodeString(n.inventory) : nil, try JSONCoding.encodeString(n.running)])
+        }
+    }
+
+    public func markNodesDown(except live: [String]) throws {
+        try db.exec("UPDATE nodes SET up = false, running = '[]'::jsonb WHERE up AND NOT (name = ANY($1::text[]))", [PGConnection.textArray(live)])
+    }
+
+    public func nodes() throws -> [NodeRow] {
+        try db.exec("SELECT name, extract(epoch from last_seen) AS last_seen, up, draining, agent_version, inventory, running FROM nodes ORDER BY name").all.map { r in
+            let inv = r["inventory"].flatMap { try? JSONCoding.decode(Inventory.self, from: $0) } ?? Inventory()
+            let running = r["running"].flatMap { try? JSONCoding.decode([String].self, from: $0) } ?? []
+            return NodeRow(name: r["name"] ?? "", lastSeen: r.double("last_seen"), up: r.bool("up") ?? false,
+                           draining: r.bool("draining") ?? false, agentVersion: r["agent_version"], inventory: inv, running: running)
+        }
+    }
+
+    public func setDraining(node: String, _ draining: Bool) throws -> Bool {
+        try db.exec("UPDATE nodes SET draining = $2::boolean WHERE name = $1", [node, draining ? "true" : "false"]).affected == 1
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+
+/// Versioned schema migrations. Each runs once, in order, in its own transaction,
+/// under an advisory lock so two `hydra migrate` at once cannot interleave.
+public enum Migrations {
+    public static let all: [(version: Int, name: String, sql: String)] = [
+        (1, "initial schema", """
+        CREATE TABLE batches (
+            id uuid PRIMARY KEY,
+            name text NOT NULL,
+            submitted_at timestamptz NOT NULL DEFAULT now(),
+            submitted_by text,
+            priority int NOT NULL DEFAULT 0,
+            spec jsonb NOT NULL,
+            state text NOT NULL DEFAULT 'active'
+        );
+        CREATE TABLE jobs (
+            id uuid PRIMARY KEY,
+            seq bigserial,
+            batch_id uuid NOT NULL REFERENCES batches(id),
+            name text NOT NULL,
+            kind text NOT NULL,
+            spec jsonb NOT NULL,
+            state text NOT NULL,
+            priority int NOT NULL DEFAULT 0,
+            vram_request_bytes bigint NOT NULL DEFAULT 0,
+            gpus_requested int NOT NULL DEFAULT 0,
+            placement_constraints jsonb NOT NULL DEFAULT '{}',
+            attempt int NOT NULL DEFAULT 0,
+            max_attempts int NOT NULL DEFAULT 3,
+            node text,
+            gpu_uuids text[],
+            stream_id text,
+            submitted_at timestamptz NOT NULL DEFAULT now(),
+            dispatched_at timestamptz,
+            lease_expires_at timestamptz,
+            started_at timestamptz,
+            finished_at timestamptz,
+            not_before timestamptz,
+            deadline_s double precision,
+            pending_reason text,
+            failure_class text,
+            cancel_sent boolean NOT NULL DEFAULT false,
+            result jsonb,
+            error jsonb NOT NULL DEFAULT '[]',
+            idempotency_key text UNIQUE
+        );
+        CREATE INDEX jobs_state_prio ON jobs (state, priority DESC, seq);
+        CREATE INDEX jobs_batch_state ON jobs (batch_id, state);
+        CREATE INDEX jobs_on_node ON jobs (node) WHERE state IN ('placed', 'dispatched', 'running');
+        CREATE TABLE job_events (
+            id bigserial PRIMARY KEY,
+            job_id uuid NOT NULL,
+            at timestamptz NOT NULL DEFAULT now(),
+            attempt int,
+            from_state text,
+            to_state text NOT NULL,
+            detail jsonb
+        );
+        CREATE INDEX job_events_job ON job_events (job_id, id);
+        CREATE TABLE nodes (
+            name text PRIMARY KEY,
+            last_seen timestamptz,
+            up boolean NOT NULL DEFAULT false,
+            draining boolean NOT NULL DEFAULT false,
+            agent_version text,
+            inventory jsonb,
+            running jsonb
+        );
+        CREATE TABLE runtime_stats (
+            kind text NOT NULL,
+            model_key text NOT NULL,
+            gpu_model text NOT NULL,
+            n bigint NOT NULL,
+            mean_s double precision NOT NULL,
+            p95_s double precision NOT NULL,
+            peak_vram_p95_bytes bigint,
+            PRIMARY KEY (kind, model_key, gpu_model)
+        );
+        """),
+    ]
+
+    /// Applies what is missing; returns the versions applied now.
+    @discardableResult
+    public static func migrate(_ db: PGConnection) throws -> [Int] {
+        try db.exec("SELECT pg_advisory_lock(7210001)")
+        defer { _ = try? db.exec("SELECT pg_advisory_unlock(7210001)") }
+        try db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        let done = Set(try db.exec("SELECT version FROM schema_migrations").all.compactMap { $0.int("version") })
+        var applied: [Int] = []
+        for m in all where !done.contains(m.version) {
+            try db.transaction { tx in
+                try tx.exec(m.sql)
+                try tx.exec("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(m.version), m.name])
+            }
+            applied.append(m.version)
+        }
+        return applied
+    }
+
+    public static var latest: Int { all.map(\.version).max() ?? 0 }
+
+    /// Fails with a clear message when the schema is older than this binary expects.
+    public static func check(_ db: PGConnection) throws {
+        let rows: PGRows
+        do {
+            rows = try db.exec("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")
+        } catch let e as PGError where e.sqlState == "42P01" {
+            throw StoreError.schemaMissing
+        }
+        let v = rows[0].int("v") ?? 0
+        if v < latest { throw StoreError.schemaOld(have: v, want: latest) }
+    }
+}
+
+public enum StoreError: Error, CustomStringConvertible, Equatable {
+    case schemaMissing
+    case schemaOld(have: Int, want: Int)
+    case notFound(String)
+    case ambiguous(String)
+
+    public var description: String {
+        switch self {
+        case .schemaMissing: return "the database has no Hydra schema yet: run `hydra migrate`"
+        case .schemaOld(let h, let w): return "the database schema is at version \(h), this hydra needs \(w): run `hydra migrate`"
+        case .notFound(let s): return s
+        case .ambiguous(let s): return s
+        }
+    }
+}

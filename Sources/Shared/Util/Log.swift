@@ -1,0 +1,78 @@
+import Foundation
+import Synchronization
+
+public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
+    case debug = 0, info, warning, error
+
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug", "trace": self = .debug
+        case "info": self = .info
+        case "warn", "warning": self = .warning
+        case "error": self = .error
+        default: return nil
+        }
+    }
+    public var name: String { ["debug", "info", "warn", "error"][rawValue] }
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+private let currentLevel = Atomic<Int>(LogLevel.info.rawValue)
+private let writeLock = Mutex<Void>(())
+
+/// logfmt lines to stderr (journald keeps them): `ts=… level=… component=… node=… job=… msg="…"`.
+public struct Log: Sendable {
+    public var component: String
+    public var fields: [(String, String)]
+
+    public init(component: String, fields: [(String, String)] = []) {
+        self.component = component; self.fields = fields
+    }
+
+    public static func setLevel(_ l: LogLevel) { currentLevel.store(l.rawValue, ordering: .relaxed) }
+    public static var level: LogLevel { LogLevel(rawValue: currentLevel.load(ordering: .relaxed)) ?? .info }
+
+    /// From `--log-level`, else HYDRA_LOG_LEVEL, else info.
+    public static func configure(flag: String?) throws {
+        let name = flag ?? ProcessInfo.processInfo.environment["HYDRA_LOG_LEVEL"] ?? "info"
+        guard let l = LogLevel(name: name) else {
+            throw InputError(file: "--log-level", problem: "'\(name)' is not one of debug, info, warn, error")
+        }
+        setLevel(l)
+    }
+
+    public func with(_ key: String, _ value: String) -> Log {
+        var l = self
+        l.fields.append((key, value))
+        return l
+    }
+
+    public func debug(_ msg: String, _ extra: [(String, String)] = []) { emit(.debug, msg, extra) }
+    public func info(_ msg: String, _ extra: [(String, String)] = []) { emit(.info, msg, extra) }
+    public func warning(_ msg: String, _ extra: [(String, String)] = []) { emit(.warning, msg, extra) }
+    public func error(_ msg: String, _ extra: [(String, String)] = []) { emit(.error, msg, extra) }
+
+    func emit(_ level: LogLevel, _ msg: String, _ extra: [(String, String)]) {
+        guard level >= Log.level else { return }
+        var line = "ts=\(Self.timestamp()) level=\(level.name) component=\(component)"
+        for (k, v) in fields + extra { line += " \(k)=\(Self.quote(v))" }
+        line += " msg=\(Self.quote(msg))\n"
+        writeLock.withLock { _ in FileHandle.standardError.write(Data(line.utf8)) }
+    }
+
+    static func timestamp() -> String {
+        var tv = timeval()
+        gettimeofday(&tv, nil)
+        var t = time_t(tv.tv_sec)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tmv.tm_year + 1900, tmv.tm_mon + 1, tmv.tm_mday,
+                      tmv.tm_hour, tmv.tm_min, tmv.tm_sec, Int(tv.tv_usec / 1000))
+    }
+
+    static func quote(_ v: String) -> String {
+        if !v.isEmpty, !v.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\n" }) { return v }
+        return "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+}
