@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import Shared
+
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Create or update the PostgreSQL schema (safe to run twice).")
+    @OptionGroup var conn: ConnectionOptions
+
+    func run() throws {
+        let db = PGConnection(url: conn.database)
+        do {
+            let applied = try Migrations.migrate(db)
+            print(applied.isEmpty ? "schema is up to date (version \(Migrations.latest))"
+                                  : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema at version \(Migrations.latest)")
+        } catch { fail("\(error)") }
+    }
+}
+
+struct CoordinatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Run the coordinator service (places jobs, dispatches them, applies results).",
+        discussion: "One coordinator leads; more can run as standbys and take over through a PostgreSQL advisory lock."
+    )
+    @OptionGroup var conn: ConnectionOptions
+    @OptionGroup var clusterOption: ClusterOption
+    @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port).") var metricsListen = "127.0.0.1:9100"
+    @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
+    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+
+    func run() throws {
+        do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
+        guard lease > 0 else { throw ValidationError("--lease must be > 0") }
+        let cluster = try clusterOption.load()
+        do { _ = try RedisEndpoint(url: conn.redis) } catch { throw ValidationError("\(error)") }
+        let service = CoordinatorService(settings: CoordinatorSettings(redisURL: conn.redis, databaseURL: conn.database,
+                                                                      cluster: cluster, leaseSeconds: lease))
+        let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
+        let server = MiniHTTPServer(host: host, port: port) { req in
+            switch req.path {
+            case "/metrics": return .text(service.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            case "/healthz": return .text("ok\n")
+            default: return .text("not found\n", status: 404)
+            }
+        }
+        do { try server.start() } catch { fail("\(error)") }
+        let t = Thread { service.run() }
+        t.start()
+        Log(component: "coordinator").info("coordinator started", [("metrics", metricsListen), ("redis", RedisEndpoint.redacted(conn.redis)),
+                                                                    ("database", PGConnection.redacted(conn.database))])
+        waitForTermination()
+        service.stop()
+        server.stop()
+        Thread.sleep(forTimeInterval: 0.3)
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT.
+func waitForTermination() {
+    let sem = DispatchSemaphore(value: 0)
+    signal(SIGTERM, SIG_IGN)
+    signal(SIGINT, SIG_IGN)
+    let q = DispatchQueue(label: "signals")
+    let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: q)
+        s.setEventHandler { sem.signal() }
+        s.resume()
+        return s
+    }
+    sem.wait()
+    withExtendedLifetime(sources) {}
+}

@@ -1,0 +1,325 @@
+import Foundation
+import Shared
+import Synchronization
+
+/// Settings of one `hydra-agent run`.
+struct AgentSettings: Sendable {
+    var node: String
+    var redisURL: String
+    var instanceID: String
+    var heartbeatInterval: Double
+    var graceSeconds: Double
+    var outputDirectory: String
+    var markerDirectory: String?
+    var prefetch: Int
+    var version: String
+}
+
+/// A job the agent holds: read from its stream, running on its own thread.
+final class RunningJob: Sendable {
+    let envelope: Envelope
+    let streamID: String
+    let cancellation = CancellationFlag()
+    /// Why it was cancelled: by an operator, or because the agent is shutting down.
+    let handBack = Atomic<Bool>(false)
+    init(envelope: Envelope, streamID: String) { self.envelope = envelope; self.streamID = streamID }
+}
+
+/// hydra-agent: heartbeats with the live inventory, pulls envelopes from its node
+/// stream, runs them through executors, reports results, serves /metrics.
+/// Each loop is a thread with its own Redis connection: hiredis blocks, and
+/// a thread per connection keeps blocking calls off Swift's cooperative pool.
+final class Agent: Sendable {
+    let settings: AgentSettings
+    let readInventory: @Sendable () throws -> Inventory
+    let simulated: SimulatedGPUs?
+    let executors: [String: any Executor]
+    let metrics: AgentMetrics
+    let log: Log
+
+    private let stopping = Atomic<Bool>(false)
+    private let jobs = Mutex<[String: RunningJob]>([:])
+    private let lastInventory = Mutex<Inventory>(Inventory())
+    private let lastHeartbeatOK = Mutex<Date?>(nil)
+    private let results: Mutex<RedisConnection>
+    private let loopsDone = DispatchGroup()
+
+    init(settings: AgentSettings, readInventory: @escaping @Sendable () throws -> Inventory, simulated: SimulatedGPUs?,
+         executors: [String: any Executor]) throws {
+        self.settings = settings
+        self.readInventory = readInventory
+        self.simulated = simulated
+        self.executors = executors
+        self.metrics = AgentMetrics(node: settings.node)
+        self.log = Log(component: "agent", fields: [("node", settings.node)])
+        self.results = Mutex(try RedisConnection(url: settings.redisURL))
+    }
+
+    var jobsStream: String { RedisKeys.jobs(settings.node) }
+    var consumerName: String { "agent-\(settings.node)" }
+    var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    var healthy: Bool {
+        guard let t = lastHeartbeatOK.withLock({ $0 }) else { return false }
+        return Date().timeIntervalSince(t) < max(3 * settings.heartbeatInterval, 3)
+    }
+
+    func runningJobIDs() -> [String] { jobs.withLock { Array($0.keys).sorted() } }
+
+    // MARK: lifecycle
+
+    func start() {
+        spawn("heartbeat") { self.heartbeatLoop() }
+        spawn("consumer") { self.consumerLoop() }
+    }
+
+    private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
+        loopsDone.enter()
+        let t = Thread { body(); self.loopsDone.leave() }
+        t.name = name
+        t.start()
+    }
+
+    /// Graceful stop: take no new jobs, let running ones finish within the grace
+    /// period, hand the rest back, then stop heartbeating.
+    func shutdown() {
+        log.info("shutting down: no new jobs; waiting for running jobs", [("running", String(runningJobIDs().count)), ("grace_s", String(settings.graceSeconds))])
+        stopping.store(true, ordering: .relaxed)
+        let deadline = Date().addingTimeInterval(settings.graceSeconds)
+        while !runningJobIDs().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        let left = jobs.withLock { Array($0.values) }
+        for j in left {
+            j.handBack.store(true, ordering: .relaxed)
+            j.cancellation.cancel()
+        }
+        let handBackDeadline = Date().addingTimeInterval(10)
+        while !runningJobIDs().isEmpty && Date() < handBackDeadline { Thread.sleep(forTimeInterval: 0.02) }
+        _ = loopsDone.wait(timeout: .now() + max(5, 2 * settings.heartbeatInterval))
+        // The node is going away on purpose: say so at once rather than after the TTL.
+        if let c = try? RedisConnection(url: settings.redisURL) {
+            _ = try? c.command(["DEL", RedisKeys.heartbeat(settings.node)])
+        }
+        log.info("stopped", [("handed_back", String(left.count))])
+    }
+
+    // MARK: heartbeat
+
+    private func heartbeatLoop() {
+        let conn: RedisConnection
+        do { conn = try RedisConnection(url: settings.redisURL) } catch { log.error("\(error)"); return }
+        while !isStopping {
+            let started = Date()
+            collectAndPublish(conn)
+            let next = started.addingTimeInterval(settings.heartbeatInterval)
+            while !isStopping && Date() < next { Thread.sleep(forTimeInterval: min(0.05, max(0, next.timeIntervalSinceNow))) }
+        }
+    }
+
+    func collectAndPublish(_ conn: RedisConnection) {
+        let t0 = Date()
+        do {
+            let inv = try readInventory()
+            lastInventory.withLock { $0 = inv }
+            metrics.recordInventory(inv, reservedByUUID: reservations())
+        } catch {
+            let reason = (error as? CustomStringConvertible).map { Self.reasonLabel($0.description) } ?? "error"
+            metrics.collectionError(reason: reason)
+            log.warning("GPU inventory collection failed: \(error)")
+        }
+        metrics.collectionDuration(Date().timeIntervalSince(t0))
+        let inv = lastInventory.withLock { $0 }
+        let running = runningJobIDs()
+        metrics.jobsRunning(running.count)
+        do {
+            let key = RedisKeys.heartbeat(settings.node)
+            let ttl = max(1, Int((3 * settings.heartbeatInterval).rounded(.up)))
+            let replies = try conn.pipeline([
+                ["HSET", key, "inventory", try JSONCoding.encodeString(inv), "version", settings.version,
+                 "running", try JSONCoding.encodeString(running), "sent_at", String(Date().timeIntervalSince1970),
+                 "instance", settings.instanceID],
+                ["EXPIRE", key, String(ttl)],
+                ["SADD", RedisKeys.nodes, settings.node],
+            ])
+            if let e = replies.first(where: { if case .error = $0 { return true }; return false }) {
+                log.warning("heartbeat rejected by Redis: \(e)")
+            } else {
+                lastHeartbeatOK.withLock { $0 = Date() }
+            }
+        } catch {
+            log.warning("heartbeat failed: \(error)")
+        }
+    }
+
+    static func reasonLabel(_ message: String) -> String {
+        let m = message.lowercased()
+        if m.contains("timed out") || m.contains("deadline") { return "timeout" }
+        if m.contains("not found") || m.contains("no such file") { return "not_found" }
+        if m.contains("exit") || m.contains("status") { return "exit_status" }
+        if m.contains("pars") { return "parse" }
+        return "error"
+    }
+
+    private func reservations() -> [String: UInt64] {
+        jobs.withLock { js in
+            var out: [String: UInt64] = [:]
+            for j in js.values { for u in j.envelope.gpuUUIDs { out[u, default: 0] += j.envelope.vramBytes } }
+            return out
+        }
+    }
+
+    // MARK: jobs
+
+    private func consumerLoop() {
+        let conn: RedisConnection
+        do { conn = try RedisConnection(url: settings.redisURL) } catch { log.error("\(error)"); return }
+        var recovered = false
+        while !isStopping {
+            do {
+                if !recovered {
+                    try conn.ensureGroup(stream: jobsStream, group: RedisKeys.agentsGroup)
+                    try recoverPending(conn)
+                    recovered = true
+                }
+                // Prefetch is bounded so that jobs still waiting stay visible (and claimable) in Redis.
+                let room = settings.prefetch - runningJobIDs().count
+                if room <= 0 { Thread.sleep(forTimeInterval: 0.01); continue }
+                let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
+                                                 id: ">", count: room, blockMillis: 500)
+                for e in entries { handle(e, conn: conn, recovered: false) }
+            } catch {
+                log.warning("job stream read failed, retrying: \(error)")
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+        }
+    }
+
+    /// Entries this consumer read before a crash or restart: their process is gone,
+    /// so each is reported failed (retryable) instead of being run a second time.
+    private func recoverPending(_ conn: RedisConnection) throws {
+        while true {
+            let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
+                                             id: "0", count: 100, blockMillis: nil)
+            if entries.isEmpty { return }
+            for e in entries { handle(e, conn: conn, recovered: true) }
+        }
+    }
+
+    private func ack(_ conn: RedisConnection, _ id: String) {
+        do { try conn.run(["XACK", jobsStream, RedisKeys.agentsGroup, id]) } catch { log.warning("XACK \(id) failed: \(error)") }
+    }
+
+    private func deadLetter(_ conn: RedisConnection, entry: StreamEntry, reason: String) {
+        metrics.deadLettered(reason: reason)
+        log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)])
+        let raw = entry.fields?["envelope"] ?? entry.fields.map { "\($0)" } ?? ""
+        _ = try? conn.command(["XADD", RedisKeys.deadLetter, "MAXLEN", "~", "100000", "*", "node", settings.node,
+                               "stream", jobsStream, "id", entry.id, "reason", reason, "raw", String(raw.prefix(4096))])
+    }
+
+    func handle(_ entry: StreamEntry, conn: RedisConnection, recovered: Bool) {
+        guard let fields = entry.fields else {
+            // Trimmed or deleted while pending: its payload is gone; the coordinator re-dispatches by state.
+            ack(conn, entry.id)
+            return
+        }
+        if fields["type"] == "cancel" {
+            if let id = fields["job_id"], let j = jobs.withLock({ $0[id] }) {
+                log.info("cancel requested", [("job", id)])
+                j.cancellation.cancel()
+            }
+            ack(conn, entry.id)
+            return
+        }
+        guard let raw = fields["envelope"] else {
+            deadLetter(conn, entry: entry, reason: "missing_envelope")
+            ack(conn, entry.id)
+            return
+        }
+        let env: Envelope
+        do { env = try JSONCoding.decode(Envelope.self, from: raw) } catch {
+            deadLetter(conn, entry: entry, reason: "malformed")
+            ack(conn, entry.id)
+            return
+        }
+        if recovered {
+            log.warning("found a job from before a restart; reporting it failed", [("job", env.jobID), ("attempt", String(env.attempt))])
+            publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed, failureClass: .lost,
+                                  error: "agent on \(settings.node) restarted while holding this job; its process is gone"))
+            ack(conn, entry.id)
+            return
+        }
+        if jobs.withLock({ $0[env.jobID] != nil }) { return }
+        let job = RunningJob(envelope: env, streamID: entry.id)
+        jobs.withLock { $0[env.jobID] = job }
+        let t = Thread { self.run(job) }
+        t.name = "job-\(env.jobID.prefix(8))"
+        t.start()
+    }
+
+    private func publish(_ r: AttemptResult) {
+        let payload: String
+        do { payload = try JSONCoding.encodeString(r) } catch { log.error("cannot encode a result: \(error)"); return }
+        // A result must reach Redis before the XACK; keep trying while Redis is away.
+        var delay = 0.05
+        while true {
+            do {
+                try results.withLock { c in try c.run(["XADD", RedisKeys.results, "MAXLEN", "~", "1000000", "*", "result", payload]) }
+                return
+            } catch {
+                log.warning("cannot publish a result yet: \(error)", [("job", r.jobID)])
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 2)
+            }
+        }
+    }
+
+    private func run(_ job: RunningJob) {
+        let env = job.envelope
+        let jlog = log.with("job", env.jobID).with("attempt", String(env.attempt))
+        let started = Date()
+        let inv = lastInventory.withLock { $0 }
+        let indexes = env.gpuUUIDs.compactMap { u in inv.gpus.first { $0.uuid == u }?.index }
+        simulated?.allocate(jobID: env.jobID, uuids: env.gpuUUIDs, bytesPerGPU: env.vramBytes)
+        publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .started,
+                              startedAt: started.timeIntervalSince1970))
+        let outDir = "\(settings.outputDirectory)/\(env.jobID)"
+        try? FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        let ctx = ExecutionContext(envelope: env, node: settings.node, gpuIndexes: indexes, outputDirectory: outDir,
+                                   markerDirectory: settings.markerDirectory, cancellation: job.cancellation)
+        var result: AttemptResult
+        if let ex = executors[env.kind] {
+            jlog.debug("running", [("kind", env.kind)])
+            do {
+                let r = try ex.execute(ctx)
+                result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .succeeded,
+                                       result: r.output, startedAt: started.timeIntervalSince1970,
+                                       finishedAt: Date().timeIntervalSince1970, durationSeconds: Date().timeIntervalSince(started),
+                                       peakVRAMBytes: r.peakVRAMBytes)
+            } catch let f as ExecutionFailure {
+                result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed,
+                                       failureClass: f.failureClass, error: f.message, startedAt: started.timeIntervalSince1970,
+                                       finishedAt: Date().timeIntervalSince1970, durationSeconds: Date().timeIntervalSince(started))
+            } catch {
+                result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed,
+                                       failureClass: .transient, error: "\(error)")
+            }
+        } else {
+            result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed,
+                                   failureClass: .permanent, error: "no executor for kind '\(env.kind)' on node \(settings.node)")
+        }
+        if job.handBack.load(ordering: .relaxed) {
+            result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
+                                   error: "agent on \(settings.node) shut down before the job finished")
+        }
+        simulated?.release(jobID: env.jobID)
+        publish(result)
+        do {
+            try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup, job.streamID]) }
+        } catch {
+            log.warning("XACK \(job.streamID) failed: \(error)")
+        }
+        jobs.withLock { _ = $0.removeValue(forKey: env.jobID) }
+        metrics.jobFinished(kind: env.kind, outcome: result.outcome == .failed ? (result.failureClass?.rawValue ?? "failed") : result.outcome.rawValue)
+        jlog.info("finished", [("outcome", result.outcome.rawValue), ("duration_s", String(format: "%.3f", Date().timeIntervalSince(started)))])
+    }
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import Shared
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the agent for one node (the systemd unit's command).",
+        discussion: """
+        GPUs come from nvidia-smi (--nvidia-smi), or are simulated from the node's entry in the
+        cluster file (--simulate). A node without NVIDIA GPUs runs with neither and takes CPU-only jobs.
+        SIGTERM: stop taking jobs, let running ones finish within --grace seconds, hand back the rest, exit 0.
+        """
+    )
+
+    @Option(help: "This node's name, as in the cluster file.") var node: String
+    @Option(help: "Cluster YAML (GPU models for --simulate, command allowlist).") var cluster: String?
+    @Flag(help: "Simulate this node's GPUs from the cluster file instead of reading nvidia-smi.") var simulate = false
+    @Option(name: .customLong("nvidia-smi"), help: "Path of the nvidia-smi executable to read GPUs from.") var nvidiaSMI: String?
+    @Option(help: "Address for /metrics and /healthz (host:port; port 0 picks one).") var listen = "127.0.0.1:9101"
+    @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats (TTL is 3×).") var heartbeatInterval = 1.0
+    @Option(help: "Seconds running jobs get to finish on SIGTERM before they are handed back.") var grace = 30.0
+    @Option(name: .customLong("output-dir"), help: "Directory for job outputs.") var outputDir = "/var/lib/hydra/outputs"
+    @Option(name: .customLong("marker-dir"), help: "Write one marker file per (job, attempt) here (chaos runs).") var markerDir: String?
+    @Option(help: "Jobs held at once (running plus prefetched).") var prefetch = 64
+    @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
+    var allowCommand: [String] = []
+    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+
+    func validate() throws {
+        if simulate && nvidiaSMI != nil { throw ValidationError("--simulate and --nvidia-smi exclude each other") }
+        if simulate && cluster == nil { throw ValidationError("--simulate needs --cluster FILE (the GPUs to simulate)") }
+        if heartbeatInterval <= 0 { throw ValidationError("--heartbeat-interval must be > 0") }
+        if prefetch < 1 { throw ValidationError("--prefetch must be ≥ 1") }
+    }
+
+    func run() throws {
+        do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
+        let log = Log(component: "agent", fields: [("node", node)])
+        var nodeConfig: NodeConfig?
+        if let cluster {
+            let c: ClusterConfig
+            do { c = try ClusterConfig.load(path: cluster) } catch { throw ValidationError("\(error)") }
+            guard let n = c.node(named: node) else {
+                throw ValidationError("\(cluster): no node named '\(node)' (nodes: \(c.nodes.map(\.name).joined(separator: ", ")))")
+            }
+            nodeConfig = n
+        }
+        let redisURL = ProcessInfo.processInfo.environment["HYDRA_REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+        do { _ = try RedisEndpoint(url: redisURL) } catch { throw ValidationError("\(error)") }
+
+        var simulated: SimulatedGPUs?
+        let readInventory: @Sendable () throws -> Inventory
+        if simulate, let nodeConfig {
+            let sim = SimulatedGPUs(node: node, gpus: nodeConfig.gpus)
+            simulated = sim
+            readInventory = { sim.inventory() }
+        } else if let nvidiaSMI {
+            let reader = NvidiaSMIReader(executable: nvidiaSMI)
+            readInventory = { try reader.read() }
+        } else {
+            readInventory = { Inventory() }
+        }
+        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        if let markerDir { try FileManager.default.createDirectory(atPath: markerDir, withIntermediateDirectories: true) }
+
+        var executors: [String: any Executor] = [:]
+        executors["sleep"] = SleepExecutor()
+        executors["command"] = CommandExecutor(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
+        for (k, v) in extraExecutors(nodeConfig: nodeConfig) { executors[k] = v }
+
+        let settings = AgentSettings(node: node, redisURL: redisURL, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
+                                     heartbeatInterval: heartbeatInterval, graceSeconds: grace, outputDirectory: outputDir,
+                                     markerDirectory: markerDir, prefetch: prefetch, version: hydraVersion)
+        let agent = try Agent(settings: settings, readInventory: readInventory, simulated: simulated, executors: executors)
+
+        let (host, port) = try MiniHTTPServer.parseListen(listen)
+        let server = MiniHTTPServer(host: host, port: port) { req in
+            switch req.path {
+            case "/metrics": return .text(agent.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            case "/healthz": return agent.healthy ? .text("ok\n") : .text("no heartbeat recently\n", status: 503)
+            default: return .text("not found\n", status: 404)
+            }
+        }
+        let bound: Int
+        do { bound = try server.start() } catch {
+            log.error("\(error)")
+            throw ExitCode(1)
+        }
+        log.info("agent started", [("listen", "\(host):\(bound)"), ("gpus", simulate ? "simulated" : (nvidiaSMI ?? "none")),
+                                   ("redis", RedisEndpoint.redacted(redisURL))])
+        agent.start()
+        waitForTermination()
+        agent.shutdown()
+        server.stop()
+    }
+
+    func extraExecutors(nodeConfig: NodeConfig?) -> [String: any Executor] { [:] }
+}
+
+/// Blocks until SIGTERM or SIGINT.
+func waitForTermination() {
+    let sem = DispatchSemaphore(value: 0)
+    signal(SIGTERM, SIG_IGN)
+    signal(SIGINT, SIG_IGN)
+    let q = DispatchQueue(label: "signals")
+    let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: q)
+        s.setEventHandler { sem.signal() }
+        s.resume()
+        return s
+    }
+    sem.wait()
+    withExtendedLifetime(sources) {}
+}
