@@ -594,3 +594,110 @@ final class NvidiaSMIReaderTests: XCTestCase {
         XCTAssertEqual(result.exitStatus, 128 + 15)
     }
 }
+
+final class NvidiaSMIXMLTests: XCTestCase {
+    struct Expected {
+        var uuid: String, name: String
+        var total: UInt64, used: UInt64, free: UInt64
+        var util: Double?, temp: Double, power: Double?
+        var processes: Int
+    }
+
+    static let expected: [String: Expected] = [
+        "a100-sxm4-40gb-mig-510.47.03-q-x.xml": Expected(
+            uuid: "GPU-27b94a00-ed54-5c24-b1fd-1054085de32a", name: "NVIDIA A100-SXM4-40GB",
+            total: 40960, used: 38, free: 40315, util: nil, temp: 36, power: 66.92, processes: 0),
+        "a100-sxm4-80gb-mig-535.54.03-q-x.xml": Expected(
+            uuid: "GPU-513536b6-7d19-9063-b049-1e69664bb298", name: "NVIDIA A100-SXM4-80GB",
+            total: 81920, used: 50, free: 80999, util: nil, temp: 27, power: 67.03, processes: 0),
+        "a10g-515.105.01-q-x.xml": Expected(
+            uuid: "GPU-9a9a6c50-2a47-2f51-a902-b82c3b127e94", name: "NVIDIA A10G",
+            total: 23028, used: 22, free: 22569, util: 0, temp: 17, power: 25.58, processes: 0),
+        "grid-p4-1q-vgpu-513.46-q-x.xml": Expected(
+            uuid: "GPU-1b1ea7c7-1c4b-ed49-1c72-26c65f2dd207", name: "GRID P4-1Q",
+            total: 1024, used: 807, free: 106, util: 0, temp: 0, power: nil, processes: 13),
+        "gt1030-470.74-q-x.xml": Expected(
+            uuid: "GPU-857c6374-f681-cf3a-f99f-9063a87b8ac0", name: "NVIDIA GeForce GT 1030",
+            total: 1998, used: 875, free: 1123, util: 0, temp: 36, power: nil, processes: 0),
+        "gtx1660ti-418.43-q-x.xml": Expected(
+            uuid: "GPU-304a277d-3545-63b8-3a36-dfde3c992989", name: "Graphics Device",
+            total: 5912, used: 0, free: 5912, util: 0, temp: 40, power: 8.93, processes: 0),
+        "rtx-pro-6000-blackwell-maxq-590.44.01-q-x.xml": Expected(
+            uuid: "GPU-12345678-aaaa-bbbb-cccc-0123456789ab",
+            name: "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition",
+            total: 97887, used: 65720, free: 31531, util: 0, temp: 24, power: 3.99, processes: 1),
+        "rtx3060-570.124.04-q-x.xml": Expected(
+            uuid: "GPU-d6889ff6-2523-9142-ca3c-1ca3f396a625", name: "NVIDIA GeForce RTX 3060",
+            total: 12288, used: 116, free: 11806, util: 0, temp: 42, power: 11.63, processes: 0),
+        "rtx3080-595.58.03-q-x.xml": Expected(
+            uuid: "GPU-19d6d965-2acc-f646-00f8-4c76979aabb4", name: "NVIDIA GeForce RTX 3080",
+            total: 10240, used: 9184, free: 660, util: 65, temp: 27, power: 142.33, processes: 0),
+        "rtx3090-525.147.05-q-x.xml": Expected(
+            uuid: "GPU-12345678-aaaa-bbbb-cccc-0123456789ab", name: "NVIDIA GeForce RTX 3090",
+            total: 24576, used: 1, free: 24258, util: 0, temp: 37, power: 27.23, processes: 0),
+        "rtx4000-sff-ada-595.84-q-x.xml": Expected(
+            uuid: "GPU-37037c3f-65c8-ec4d-24a9-420204ad8026", name: "NVIDIA RTX 4000 SFF Ada Generation",
+            total: 20475, used: 3534, free: 16482, util: 0, temp: 38, power: 8.44, processes: 2),
+        "rtx4090-535.86.05-q-x.xml": Expected(
+            uuid: "GPU-71d1acc2-662d-2166-bf9f-65272d2fc437", name: "NVIDIA GeForce RTX 4090",
+            total: 24564, used: 2, free: 24214, util: 0, temp: 40, power: 26.84, processes: 0),
+        "tesla-t4-515.105.01-q-x.xml": Expected(
+            uuid: "GPU-d37e67a5-91dd-3774-a5cb-99096249601a", name: "Tesla T4",
+            total: 15360, used: 1032, free: 13939, util: 0, temp: 40, power: 26.78, processes: 1),
+    ]
+
+    func testEverySingleGPUXMLFixture() throws {
+        let xml = try SMIFixtures.allNames().filter { $0.hasSuffix(".xml") }
+        XCTAssertEqual(Set(xml), Set(Self.expected.keys).union(["2x-rtx2080-590.44.01-q-x.xml"]))
+        for (file, e) in Self.expected.sorted(by: { $0.key < $1.key }) {
+            let inv = try NvidiaSMIXML.parse(SMIFixtures.text(file))
+            XCTAssertEqual(inv.gpus, [GPUInfo(index: 0, uuid: e.uuid, name: e.name, memoryTotalBytes: e.total * MiB,
+                                              memoryUsedBytes: e.used * MiB, memoryFreeBytes: e.free * MiB,
+                                              utilizationGPUPercent: e.util, temperatureCelsius: e.temp,
+                                              powerDrawWatts: e.power)], file)
+            XCTAssertEqual(inv.processes.count, e.processes, file)
+            XCTAssertTrue(inv.processes.allSatisfy { $0.gpuUUID == e.uuid }, file)
+        }
+    }
+
+    func testXMLProcessesMatchComputeApps() throws {
+        let t4 = try NvidiaSMIXML.parse(SMIFixtures.text("tesla-t4-515.105.01-q-x.xml"))
+        XCTAssertEqual(t4.processes, [GPUProcess(gpuUUID: "GPU-d37e67a5-91dd-3774-a5cb-99096249601a", pid: 5762,
+                                                 usedMemoryBytes: 1005 * MiB, processName: "python")],
+                       "the Xorg (G) process is not a compute app")
+        let ada = try NvidiaSMIXML.parse(SMIFixtures.text("rtx4000-sff-ada-595.84-q-x.xml"))
+        XCTAssertEqual(ada.processes.map(\.pid), [4937, 34626])
+        XCTAssertEqual(ada.processes.last?.processName, "/usr/lib/chromium/chromium")
+        XCTAssertEqual(ada.processes.last?.usedMemoryBytes, 183 * MiB)
+        let vgpu = try NvidiaSMIXML.parse(SMIFixtures.text("grid-p4-1q-vgpu-513.46-q-x.xml"))
+        XCTAssertTrue(vgpu.processes.allSatisfy { $0.usedMemoryBytes == nil }, "N/A must be absent, not 0")
+        XCTAssertEqual(vgpu.processes.last?.processName, #"C:\Windows\explorer.exe"#)
+    }
+
+    func testTwoGPUXML() throws {
+        // Upstream anonymised both GPUs to the same UUID; a node reporting that
+        // would make two GPUs indistinguishable, so it is refused.
+        let text = try SMIFixtures.text("2x-rtx2080-590.44.01-q-x.xml")
+        XCTAssertThrowsError(try NvidiaSMIXML.parse(text)) { error in
+            XCTAssertTrue("\(error)".contains("twice"), "\(error)")
+        }
+        let uuid = "GPU-12345678-aaaa-bbbb-cccc-0123456789ab"
+        let second = try XCTUnwrap(text.range(of: uuid, range: text.range(of: uuid)!.upperBound..<text.endIndex))
+        let distinct = text.replacingCharacters(in: second, with: "GPU-second")
+        let inv = try NvidiaSMIXML.parse(distinct)
+        XCTAssertEqual(inv.gpus.map(\.index), [0, 1])
+        XCTAssertEqual(inv.gpus.map(\.uuid), [uuid, "GPU-second"])
+        XCTAssertEqual(inv.gpus.map(\.powerDrawWatts), [1.00, 1.62])
+        XCTAssertEqual(inv.gpus.map(\.memoryTotalBytes), [8192 * MiB, 8192 * MiB])
+        XCTAssertEqual(inv.processes, [])
+    }
+
+    func testNonXMLIsRejected() throws {
+        for file in NvidiaSMICSVTests.notCSV + NvidiaSMICSVTests.gpuCSVs + ["SOURCES.md"] {
+            assertUnparsable(try SMIFixtures.text(file), file, parse: NvidiaSMIXML.parse)
+        }
+        assertUnparsable("<?xml version=\"1.0\"?><html/>", "other XML", parse: NvidiaSMIXML.parse)
+        assertUnparsable("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.",
+                         "driver error", parse: NvidiaSMIXML.parse)
+    }
+}

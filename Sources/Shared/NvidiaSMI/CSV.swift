@@ -95,6 +95,31 @@ public enum NvidiaSMICSV {
         bareAbsent.contains(cell) || (cell.hasPrefix("[") && cell.hasSuffix("]"))
     }
 
+    /// A reading as `number [unit]`, scaled by `units`. A bare number takes
+    /// `unit` (the header's: `--format=csv,nounits` keeps units there); a bare
+    /// number with no unit anywhere is already in the base unit.
+    static func reading(_ cell: String, field: String, unit headerUnit: String?,
+                        units: [String: Double]) throws -> Double {
+        let parts = cell.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 1 || parts.count == 2, let value = Double(parts[0]), value.isFinite else {
+            throw NvidiaSMIError.unparsable("\(field): not a number: \"\(cell)\"")
+        }
+        guard let unit = parts.count == 2 ? String(parts[1]) : headerUnit else { return value }
+        guard let scale = units[unit] else {
+            throw NvidiaSMIError.unparsable("\(field): unexpected unit \"\(unit)\" in \"\(cell)\"")
+        }
+        return value * scale
+    }
+
+    /// nvidia-smi reports memory in MiB; with no unit given, MiB it is.
+    static func byteCount(_ cell: String, field: String, unit: String?) throws -> UInt64 {
+        let value = try reading(cell, field: field, unit: unit ?? "MiB", units: Units.bytes)
+        guard value >= 0, value < Double(UInt64.max) else {
+            throw NvidiaSMIError.unparsable("\(field): out of range: \"\(cell)\"")
+        }
+        return UInt64(value.rounded())
+    }
+
     struct Column {
         let index: Int
         let name: String
@@ -112,31 +137,14 @@ public enum NvidiaSMICSV {
             return NvidiaSMICSV.isAbsent(cell) ? nil : cell
         }
 
-        /// A reading as `number [unit]`, scaled by `units`. A bare number takes
-        /// the header's unit (`--format=csv,nounits` keeps units in the header).
         func number(_ col: Column?, units: [String: Double]) throws -> Double? {
             guard let col, let cell = text(col) else { return nil }
-            let parts = cell.split(separator: " ", omittingEmptySubsequences: true)
-            guard parts.count == 1 || parts.count == 2, let value = Double(parts[0]), value.isFinite else {
-                throw NvidiaSMIError.unparsable("\(col.name): not a number: \"\(cell)\"")
-            }
-            // A bare value under a unit-less header is already in the base unit.
-            guard let unit = parts.count == 2 ? String(parts[1]) : col.unit else { return value }
-            guard let scale = units[unit] else {
-                throw NvidiaSMIError.unparsable("\(col.name): unexpected unit \"\(unit)\" in \"\(cell)\"")
-            }
-            return value * scale
+            return try NvidiaSMICSV.reading(cell, field: col.name, unit: col.unit, units: units)
         }
 
         func bytes(_ col: Column?) throws -> UInt64? {
-            guard let col else { return nil }
-            // nvidia-smi reports memory in MiB; a unit-less header means MiB too.
-            let withDefault = Column(index: col.index, name: col.name, unit: col.unit ?? "MiB")
-            guard let value = try number(withDefault, units: Units.bytes) else { return nil }
-            guard value >= 0, value < Double(UInt64.max) else {
-                throw NvidiaSMIError.unparsable("\(col.name): out of range: \"\(cells[col.index])\"")
-            }
-            return UInt64(value.rounded())
+            guard let col, let cell = text(col) else { return nil }
+            return try NvidiaSMICSV.byteCount(cell, field: col.name, unit: col.unit)
         }
 
         func integer(_ col: Column?) throws -> Int? {
