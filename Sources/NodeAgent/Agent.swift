@@ -122,7 +122,14 @@ final class Agent: Sendable {
             lastInventory.withLock { $0 = inv }
             metrics.recordInventory(inv, reservedByUUID: reservations())
         } catch {
-            let reason = (error as? CustomStringConvertible).map { Self.reasonLabel($0.description) } ?? "error"
+            let reason: String
+            switch error as? NvidiaSMIError {
+            case .notFound: reason = "not_found"
+            case .failed: reason = "exit_status"
+            case .timedOut: reason = "timeout"
+            case .unparsable: reason = "parse"
+            case nil: reason = "error"
+            }
             metrics.collectionError(reason: reason)
             log.warning("GPU inventory collection failed: \(error)")
         }
@@ -148,15 +155,6 @@ final class Agent: Sendable {
         } catch {
             log.warning("heartbeat failed: \(error)")
         }
-    }
-
-    static func reasonLabel(_ message: String) -> String {
-        let m = message.lowercased()
-        if m.contains("timed out") || m.contains("deadline") { return "timeout" }
-        if m.contains("not found") || m.contains("no such file") { return "not_found" }
-        if m.contains("exit") || m.contains("status") { return "exit_status" }
-        if m.contains("pars") { return "parse" }
-        return "error"
     }
 
     private func reservations() -> [String: UInt64] {
@@ -263,7 +261,7 @@ final class Agent: Sendable {
         var delay = 0.05
         while true {
             do {
-                try results.withLock { c in try c.run(["XADD", RedisKeys.results, "MAXLEN", "~", "1000000", "*", "result", payload]) }
+                _ = try results.withLock { c in try c.run(["XADD", RedisKeys.results, "MAXLEN", "~", "1000000", "*", "result", payload]) }
                 return
             } catch {
                 log.warning("cannot publish a result yet: \(error)", [("job", r.jobID)])
@@ -314,7 +312,7 @@ final class Agent: Sendable {
         simulated?.release(jobID: env.jobID)
         publish(result)
         do {
-            try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup, job.streamID]) }
+            _ = try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup, job.streamID]) }
         } catch {
             log.warning("XACK \(job.streamID) failed: \(error)")
         }

@@ -92,6 +92,11 @@ public struct NodeRow: Sendable, Equatable, Codable {
     public var inventory: Inventory
     public var running: [String]
 
+    public init(name: String, lastSeen: Double?, up: Bool, draining: Bool, agentVersion: String?, inventory: Inventory, running: [String]) {
+        self.name = name; self.lastSeen = lastSeen; self.up = up; self.draining = draining
+        self.agentVersion = agentVersion; self.inventory = inventory; self.running = running
+    }
+
     enum CodingKeys: String, CodingKey {
         case name, up, draining, inventory, running
         case lastSeen = "last_seen"

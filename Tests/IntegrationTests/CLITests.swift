@@ -1,0 +1,129 @@
+import Foundation
+import Shared
+import XCTest
+
+final class CLITests: XCTestCase {
+    var cluster: Cluster!
+
+    override func setUpWithError() throws { cluster = try Cluster() }
+    override func tearDown() { cluster?.stopAll() }
+
+    func batchCount() throws -> Int {
+        try PGConnection(url: cluster.dbURL).exec("SELECT count(*) AS n FROM batches")[0].int("n") ?? -1
+    }
+
+    func testInvalidBatchesExitTwoNamingTheProblemAndWriteNothing() throws {
+        let cases: [(String, String)] = [
+            ("name: x\njobs:\n  - {name: a, kind: teleport}\n", "unknown kind 'teleport'"),
+            ("name: x\njobs:\n  - {name: huge, kind: sleep, vram: 48GiB}\n", "jobs[0] 'huge'.vram: needs 48.0 GiB per GPU but the largest GPU in the cluster has 32.0 GiB"),
+            ("name: x\njobs:\n  - {name: a, kind: sleep, vram: lots}\n", "'lots' is not a size"),
+            ("name: x\njobs: [\n", "not valid YAML or JSON"),
+            ("name: x\njobs:\n  - {name: a, kind: sleep, vrm: 1GiB}\n", "unknown field 'vrm'"),
+            ("name: x\njobs:\n  - {name: ok, kind: sleep}\n  - {name: bad, kind: command, spec: {argv: []}}\n", "jobs[1] 'bad'.spec.argv"),
+            ("name: x\njobs:\n  - {name: trio, kind: sleep, gpus: 3, vram: 8GiB}\n", "needs 3 GPUs"),
+        ]
+        for (yaml, expected) in cases {
+            let f = cluster.dir.appendingPathComponent("bad-\(UUID().uuidString.prefix(4)).yaml").path
+            try yaml.write(toFile: f, atomically: true, encoding: .utf8)
+            let r = try cluster.hydra(["submit", f, "--cluster", cluster.clusterFile])
+            XCTAssertEqual(r.status, 2, "expected exit 2 for \(expected); stderr: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(f), "error should name the file: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(expected), "expected '\(expected)' in: \(r.stderr)")
+        }
+        XCTAssertEqual(try batchCount(), 0, "nothing may be written for an invalid batch")
+    }
+
+    func testMissingFileAndUnknownBatchAreInvalidInput() throws {
+        let r = try cluster.hydra(["submit", "/nonexistent/batch.yaml"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/batch.yaml"))
+        let s = try cluster.hydra(["status", "no-such-batch"])
+        XCTAssertEqual(s.status, 2)
+        XCTAssertTrue(s.stderr.contains("no batch 'no-such-batch'"), s.stderr)
+        let j = try cluster.hydra(["jobs", "--state", "sleeping"])
+        XCTAssertEqual(j.status, 2)
+        XCTAssertTrue(j.stderr.contains("unknown state 'sleeping'"), j.stderr)
+    }
+
+    func testMatrixExpansionAndJSONOutput() throws {
+        let f = cluster.dir.appendingPathComponent("m.yaml").path
+        try """
+        name: matrix
+        priority: 7
+        jobs:
+          - name: tile
+            kind: sleep
+            count: 2
+            matrix: {seed: [1, 2, 3], style: [ink, watercolor]}
+            vram: 4GiB
+        """.write(toFile: f, atomically: true, encoding: .utf8)
+        let r = try cluster.hydra(["submit", f, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let v = try JSONCoding.decode(JSONValue.self, from: r.stdout)
+        XCTAssertEqual(v["jobs"]?.intValue, 12)
+        let id = try XCTUnwrap(v["batch_id"]?.stringValue)
+        let jobs = try cluster.store().jobs(.init(batchID: id))
+        XCTAssertEqual(jobs.count, 12)
+        XCTAssertEqual(Set(jobs.compactMap { $0.spec["style"]?.stringValue }), ["ink", "watercolor"])
+        XCTAssertTrue(jobs.allSatisfy { $0.priority == 7 && $0.state == .pending && $0.vramBytes == 4 * ByteSize.GiB })
+        let s = try cluster.hydra(["status", String(id.prefix(8)), "--summary"])
+        XCTAssertEqual(s.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "12 jobs, 0 succeeded, 0 failed, 0 lost")
+    }
+
+    func testMigrateIsSafeToRunTwice() throws {
+        let r = try cluster.hydra(["migrate"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("up to date"), r.stdout)
+    }
+
+    func testProbeReadsAFakeNvidiaSMIAndReportsFailures() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SharedTests/Fixtures/nvidia-smi")
+        let script = cluster.dir.appendingPathComponent("nvidia-smi").path
+        try """
+        #!/bin/sh
+        case "$*" in
+          *--query-gpu=*) cat "\(fixtures.path)/h100-80gb-590.48.01-linux-query-gpu-load.csv" ;;
+          *--query-compute-apps=*) cat "\(fixtures.path)/l40s-595.80-linux-compute-apps-load.csv" ;;
+          *) exit 2 ;;
+        esac
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let r = try cluster.hydra(["probe", "--nvidia-smi", script, "--json"], binary: "hydra-agent")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let v = try JSONCoding.decode(JSONValue.self, from: r.stdout)
+        let gpu = try XCTUnwrap(v["gpus"]?.arrayValue?.first)
+        XCTAssertEqual(gpu["memory_used_bytes"]?.doubleValue, 19818 * 1_048_576)
+        XCTAssertEqual(gpu["name"]?.stringValue, "NVIDIA H100 80GB HBM3")
+        XCTAssertEqual(Set(gpu.objectValue?.keys.map { $0 } ?? []), ["index", "uuid", "name", "memory_total_bytes", "memory_used_bytes",
+                       "memory_free_bytes", "utilization_gpu_percent", "temperature_celsius", "power_draw_watts"])
+        XCTAssertEqual(v["processes"]?.arrayValue?.count, 2)
+
+        let broken = cluster.dir.appendingPathComponent("nvidia-smi-broken").path
+        try "#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n"
+            .write(toFile: broken, atomically: true, encoding: .utf8)
+        chmod(broken, 0o755)
+        let b = try cluster.hydra(["probe", "--nvidia-smi", broken], binary: "hydra-agent")
+        XCTAssertEqual(b.status, 1)
+        XCTAssertTrue(b.stderr.contains("couldn't communicate with the NVIDIA driver"), b.stderr)
+        XCTAssertEqual(b.stderr.split(separator: "\n").count, 1, "one line on stderr: \(b.stderr)")
+    }
+
+    func testAgentServesPrometheusMetricsForItsGPUs() throws {
+        try cluster.startAgent("hydra-ai")
+        try waitUntil("agent logs its address", timeout: 30) { cluster.log("hydra-ai").contains("listen=127.0.0.1:") }
+        let line = cluster.log("hydra-ai")
+        let port = try XCTUnwrap(line.range(of: #"listen=127\.0\.0\.1:(\d+)"#, options: .regularExpression).map {
+            String(line[$0].split(separator: ":").last!)
+        })
+        var body = ""
+        try waitUntil("metrics served", timeout: 30) {
+            body = (try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8)) ?? ""
+            return body.contains("hydra_gpu_memory_total_bytes{")
+        }
+        XCTAssertTrue(body.contains("hydra_gpu_memory_total_bytes{node=\"hydra-ai\",gpu=\"0\",uuid=\"\(SimulatedGPUs.uuid(node: "hydra-ai", index: 0))\",model=\"NVIDIA GeForce RTX 5090\"} 34359738368"), body)
+        XCTAssertTrue(body.contains("# TYPE hydra_agent_jobs_finished_total counter"))
+        let health = try String(contentsOf: URL(string: "http://127.0.0.1:\(port)/healthz")!, encoding: .utf8)
+        XCTAssertEqual(health, "ok\n")
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import Shared
+import XCTest
+
+final class EndToEndTests: XCTestCase {
+    var cluster: Cluster!
+
+    override func setUpWithError() throws {
+        cluster = try Cluster()
+    }
+
+    override func tearDown() {
+        if let c = cluster {
+            c.stopAll()
+            if testRun?.hasSucceeded == false { print(c.logs()) }
+        }
+    }
+
+    func startReferenceCluster() throws {
+        try cluster.startCoordinator()
+        for n in ["hydra-ai", "hydra-compute", "hydra-storage"] { try cluster.startAgent(n) }
+        try waitUntil("3 nodes up", timeout: 30) { cluster.nodeCount() == 3 }
+    }
+
+    func testBatchSubmittedThroughCLICompletesOnSimulatedGPUs() throws {
+        try startReferenceCluster()
+        let batch = try cluster.submit("""
+        name: e2e-mixed
+        jobs:
+          - {name: sketch, kind: sleep, count: 12, vram: 6GiB, spec: {duration_s: 0.2}}
+          - {name: llm-70b-shard, kind: sleep, gpus: 2, vram: 20GiB, count: 2, spec: {duration_s: 0.3}}
+          - {name: big-only-5090, kind: sleep, vram: 28GiB, spec: {duration_s: 0.2}}
+          - {name: index, kind: sleep, count: 4, spec: {duration_s: 0.1}}
+          - {name: hello, kind: command, spec: {argv: ["/bin/echo", "hello from a fictional studio"]}}
+        """)
+        try waitUntil("batch done", timeout: 60) { try cluster.summary(batch).isDone }
+        let s = try cluster.summary(batch)
+        XCTAssertEqual(s.total, 20)
+        XCTAssertEqual(s.count(.succeeded), 20, "\(s.byState)")
+        XCTAssertEqual(s.lost, 0)
+
+        let store = cluster.store()
+        let jobs = try store.jobs(.init(batchID: batch))
+        // Placement honoured VRAM: 2×20 GiB fits only on hydra-ai (5090 + 4090), 28 GiB only on the 5090.
+        for j in jobs where j.name.hasPrefix("llm-70b-shard") {
+            XCTAssertEqual(j.node, "hydra-ai")
+            XCTAssertEqual(j.gpuUUIDs.count, 2)
+        }
+        let big = try XCTUnwrap(jobs.first { $0.name == "big-only-5090" })
+        XCTAssertEqual(big.gpuUUIDs, [SimulatedGPUs.uuid(node: "hydra-ai", index: 0)])
+        let hello = try XCTUnwrap(jobs.first { $0.kind == "command" })
+        XCTAssertEqual(hello.result?["output"]?["stdout"]?.stringValue, "hello from a fictional studio\n")
+        // Every job has a full history from submission to success.
+        let events = try store.events(job: hello.id).map(\.to)
+        XCTAssertEqual(events, ["pending", "dispatched", "running", "succeeded"])
+    }
+
+    func testAgentKilledMidBatchHasItsJobsFinishedByOthers() throws {
+        try startReferenceCluster()
+        let batch = try cluster.submit("""
+        name: survive-a-crash
+        jobs:
+          - {name: render, kind: sleep, count: 24, vram: 5GiB, spec: {duration_s: 1.5}}
+          - {name: cpu, kind: sleep, count: 6, spec: {duration_s: 1.0}}
+        """)
+        let store = cluster.store()
+        try waitUntil("jobs running on hydra-compute", timeout: 30) {
+            try !store.jobs(.init(batchID: batch, states: [.running], node: "hydra-compute")).isEmpty
+        }
+        let victims = try store.jobs(.init(batchID: batch, states: [.running, .dispatched], node: "hydra-compute")).map(\.id)
+        XCTAssertFalse(victims.isEmpty)
+        cluster.kill("hydra-compute")
+        try waitUntil("batch done after the crash", timeout: 90) { try cluster.summary(batch).isDone }
+        let s = try cluster.summary(batch)
+        XCTAssertEqual(s.count(.succeeded), 30, "\(s.byState)")
+        XCTAssertEqual(s.lost, 0)
+        for id in victims {
+            let j = try XCTUnwrap(try store.job(id))
+            XCTAssertEqual(j.state, .succeeded)
+            XCTAssertNotEqual(j.node, "hydra-compute", "job \(id) finished on the dead node")
+            XCTAssertGreaterThanOrEqual(j.attempt, 2)
+            XCTAssertEqual(j.errors?.arrayValue?.first?["class"]?.stringValue, "lost")
+        }
+        XCTAssertEqual(cluster.nodeCount(), 2)
+    }
+
+    func testSIGTERMLetsRunningJobsFinishThenExitsZero() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-storage", extra: ["--grace", "20"])
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        let batch = try cluster.submit("""
+        name: graceful
+        jobs:
+          - {name: cpu, kind: sleep, count: 2, spec: {duration_s: 1.0}}
+        """)
+        let store = cluster.store()
+        try waitUntil("jobs running", timeout: 30) { try store.jobs(.init(batchID: batch, states: [.running])).count == 2 }
+        cluster.kill("hydra-storage", signal: SIGTERM)
+        let p = try XCTUnwrap(cluster.processes["hydra-storage"])
+        try waitUntil("agent exits", timeout: 30) { !p.isRunning }
+        XCTAssertEqual(p.terminationStatus, 0)
+        try waitUntil("results applied", timeout: 30) { try cluster.summary(batch).isDone }
+        XCTAssertEqual(try cluster.summary(batch).count(.succeeded), 2)
+    }
+
+    func testSIGTERMPastGraceHandsJobsBackWithoutUsingAnAttempt() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-storage", extra: ["--grace", "0.2"])
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        let batch = try cluster.submit("""
+        name: hand-back
+        max_attempts: 1
+        jobs:
+          - {name: long, kind: sleep, spec: {duration_s: 30}}
+        """)
+        let store = cluster.store()
+        try waitUntil("job running", timeout: 30) { try store.jobs(.init(batchID: batch, states: [.running])).count == 1 }
+        cluster.kill("hydra-storage", signal: SIGTERM)
+        let p = try XCTUnwrap(cluster.processes["hydra-storage"])
+        try waitUntil("agent exits", timeout: 30) { !p.isRunning }
+        XCTAssertEqual(p.terminationStatus, 0)
+        try waitUntil("job handed back to pending", timeout: 30) {
+            try store.jobs(.init(batchID: batch)).first?.state == .pending
+        }
+        let j = try XCTUnwrap(try store.jobs(.init(batchID: batch)).first)
+        XCTAssertEqual(j.maxAttempts, 2, "a handed-back job keeps its budget")
+    }
+
+    func testFailedJobIsRetriedThenSucceedsAndPermanentFailureIsNotRetried() throws {
+        try startReferenceCluster()
+        let batch = try cluster.submit("""
+        name: retries
+        jobs:
+          - {name: flaky, kind: sleep, spec: {duration_s: 0.05, fail: transient, fail_attempts: 1}}
+          - {name: broken, kind: sleep, spec: {duration_s: 0.05, fail: permanent}}
+          - {name: hopeless, kind: sleep, max_attempts: 2, spec: {duration_s: 0.05, fail: timeout}}
+        """)
+        try waitUntil("batch done", timeout: 60) { try cluster.summary(batch).isDone }
+        let jobs = try cluster.store().jobs(.init(batchID: batch))
+        let flaky = try XCTUnwrap(jobs.first { $0.name == "flaky" })
+        XCTAssertEqual(flaky.state, .succeeded)
+        XCTAssertEqual(flaky.attempt, 2)
+        let broken = try XCTUnwrap(jobs.first { $0.name == "broken" })
+        XCTAssertEqual(broken.state, .failed)
+        XCTAssertEqual(broken.attempt, 1)
+        let hopeless = try XCTUnwrap(jobs.first { $0.name == "hopeless" })
+        XCTAssertEqual(hopeless.state, .dead)
+        XCTAssertEqual(hopeless.errors?.arrayValue?.count, 2)
+
+        // `hydra retry` brings the dead job back with a fresh budget.
+        let r = try cluster.hydra(["retry", hopeless.id])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try waitUntil("retried job runs again", timeout: 60) {
+            (try cluster.store().job(hopeless.id)?.attempt ?? 0) > 2
+        }
+    }
+
+    func testCancelStopsARunningJob() throws {
+        try startReferenceCluster()
+        let batch = try cluster.submit("""
+        name: cancel-me
+        jobs:
+          - {name: forever, kind: sleep, spec: {duration_s: 600}}
+        """)
+        let store = cluster.store()
+        try waitUntil("running", timeout: 30) { try store.jobs(.init(batchID: batch, states: [.running])).count == 1 }
+        let r = try cluster.hydra(["cancel", batch, "--batch"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("cancelled 1 job"))
+        try waitUntil("agent stopped the job", timeout: 30) {
+            cluster.log("hydra-ai").contains("cancel requested") || cluster.log("hydra-compute").contains("cancel requested")
+                || cluster.log("hydra-storage").contains("cancel requested")
+        }
+        XCTAssertEqual(try store.jobs(.init(batchID: batch)).first?.state, .cancelled)
+    }
+
+    func testJobTooBigForFreeVRAMWaitsWithReasonThenRuns() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-compute")
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        let first = try cluster.submit("""
+        name: hog
+        jobs:
+          - {name: hog, kind: sleep, vram: 14GiB, spec: {duration_s: 2}}
+          - {name: hog-small, kind: sleep, vram: 10GiB, spec: {duration_s: 2}}
+        """)
+        let store = cluster.store()
+        try waitUntil("hogs running", timeout: 30) { try store.jobs(.init(batchID: first, states: [.running])).count == 2 }
+        let second = try cluster.submit("""
+        name: waits
+        jobs:
+          - {name: needs-12, kind: sleep, vram: 12GiB, spec: {duration_s: 0.1}}
+        """)
+        try waitUntil("pending reason recorded", timeout: 30) {
+            try store.jobs(.init(batchID: second)).first?.pendingReason?.contains("needs 12.0 GiB") == true
+        }
+        let r = try cluster.hydra(["jobs", "--state", "pending"])
+        XCTAssertTrue(r.stdout.contains("needs 12.0 GiB on 1 GPU; most free: hydra-compute/"), r.stdout)
+        try waitUntil("runs once VRAM frees", timeout: 60) { try cluster.summary(second).isDone }
+        XCTAssertEqual(try cluster.summary(second).count(.succeeded), 1)
+    }
+
+    func testMalformedEnvelopeIsDeadLetteredAndAgentKeepsRunning() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-storage")
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        let redis = try RedisConnection(url: cluster.redisURL)
+        try redis.run(["XADD", RedisKeys.jobs("hydra-storage"), "*", "type", "job", "envelope", "{not json"])
+        try redis.run(["XADD", RedisKeys.jobs("hydra-storage"), "*", "something", "else"])
+        try waitUntil("dead-lettered", timeout: 30) { (try redis.run(["XLEN", RedisKeys.deadLetter]).integer ?? 0) == 2 }
+        let entries = RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter, "-", "+"]).array ?? [])
+        XCTAssertEqual(Set(entries.compactMap { $0.fields?["reason"] }), ["malformed", "missing_envelope"])
+        let batch = try cluster.submit("""
+        name: still-alive
+        jobs:
+          - {name: cpu, kind: sleep, spec: {duration_s: 0.1}}
+        """)
+        try waitUntil("batch done", timeout: 30) { try cluster.summary(batch).isDone }
+        XCTAssertEqual(try cluster.summary(batch).count(.succeeded), 1)
+    }
+}
