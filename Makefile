@@ -1,0 +1,44 @@
+# Hydra — developer entry points. See deploy/local/README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+SERVICES := deploy/local/services.sh
+# Extra arguments for `swift test`, e.g. make test SWIFT_TEST_FLAGS='--filter RouterTests'
+SWIFT_TEST_FLAGS ?=
+# Extra arguments for `swift build`
+SWIFT_BUILD_FLAGS ?=
+
+.PHONY: all deps build test demo clean-local
+
+all: build
+
+## deps: install missing Debian packages (redis-server, postgresql, lib*-dev, pkg-config)
+deps:
+	$(SERVICES) deps
+
+## build: debug build of hydra and hydra-agent
+build:
+	swift build $(SWIFT_BUILD_FLAGS)
+
+## test: unit + integration tests against a private Redis/PostgreSQL (instance "test"),
+## which are stopped afterwards also when tests fail; the exit status is swift test's.
+test: deps
+	@trap '$(SERVICES) stop test >&2 || true' EXIT; \
+	$(SERVICES) start test >/dev/null; \
+	source .hydra-local/test/env; \
+	export HYDRA_TEST_REDIS_URL="$$HYDRA_REDIS_URL"; \
+	export HYDRA_TEST_DATABASE_URL="$$HYDRA_DATABASE_URL"; \
+	echo "make test: HYDRA_TEST_REDIS_URL=$$HYDRA_TEST_REDIS_URL HYDRA_TEST_DATABASE_URL=$$HYDRA_TEST_DATABASE_URL"; \
+	swift test $(SWIFT_TEST_FLAGS)
+
+## demo: build, then run the simulated three-node cluster on the sample batch
+demo: deps build
+	deploy/demo.sh
+
+## clean-local: stop every local instance and remove .hydra-local/ (and /tmp fallbacks)
+clean-local:
+	@shopt -s nullglob; \
+	for d in .hydra-local/*/; do \
+		$(SERVICES) destroy "$$(basename "$$d")" || true; \
+	done; \
+	rm -rf .hydra-local

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The Hydra demo: a whole simulated cluster on this machine.
+#
+#   deploy/demo.sh            (normally via `make demo`, which builds first)
+#
+# Starts a private Redis + PostgreSQL (instance "demo"), migrates, starts the
+# coordinator and three simulated agents (hydra-ai, hydra-compute,
+# hydra-storage from deploy/cluster.yaml), submits
+# deploy/examples/sample-batch.yaml, watches it finish, prints the node table
+# and, as the last line, `demo: <summary>`. Everything it started is stopped on
+# exit. Exit status 0 only if the batch ended with 0 failed and 0 lost jobs.
+#
+# Environment knobs:
+#   HYDRA_DEMO_BATCH         batch file (default deploy/examples/sample-batch.yaml)
+#   HYDRA_DEMO_TIMEOUT       seconds `hydra watch` may take (default 300)
+#   HYDRA_DEMO_NODES_TIMEOUT seconds to wait for the 3 agents to show up (default 60)
+#   HYDRA_DEMO_KEEP_DATA=1   keep the demo database and Redis contents from the
+#                            previous run (default: start from empty ones)
+#   HYDRA_DEMO_KEEP_SERVICES=1  leave Redis/PostgreSQL running afterwards
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+INSTANCE=demo
+STATE="$REPO_ROOT/.hydra-local/$INSTANCE"
+LOGS="$STATE/logs"
+CLUSTER_FILE="$REPO_ROOT/deploy/cluster.yaml"
+BATCH_FILE="${HYDRA_DEMO_BATCH:-$REPO_ROOT/deploy/examples/sample-batch.yaml}"
+WATCH_TIMEOUT="${HYDRA_DEMO_TIMEOUT:-300}"
+NODES=(hydra-ai hydra-compute hydra-storage)
+METRICS_BASE_PORT=9101
+
+say() { printf 'demo: %s\n' "$*" >&2; }
+
+PIDS=()         # background processes we started
+PNAMES=()       # their names, same order
+SERVICES_STARTED=0
+CLEANED=0
+
+cleanup() {
+    ((CLEANED)) && return 0
+    CLEANED=1
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    local deadline=$((SECONDS + 10))
+    for pid in "${PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null; do
+            if ((SECONDS >= deadline)); then
+                kill -KILL "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.1
+        done
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+    PNAMES=()
+    if ((SERVICES_STARTED)) && [[ "${HYDRA_DEMO_KEEP_SERVICES:-0}" != 1 ]]; then
+        "$REPO_ROOT/deploy/local/services.sh" stop "$INSTANCE" || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints the last lines of every demo log to stderr.
+show_logs() {
+    local f
+    for f in "$LOGS"/*.log; do
+        [[ -f "$f" ]] || continue
+        printf -- '--- last lines of %s ---\n' "$f" >&2
+        tail -n 25 "$f" >&2 || true
+    done
+}
+
+fail() {
+    say "error: $*"
+    show_logs
+    exit 1
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- binaries --------------------------------------------------------------
+BIN_DIR="$(swift build --show-bin-path)" || fail "swift build --show-bin-path failed"
+HYDRA="$BIN_DIR/hydra"
+AGENT="$BIN_DIR/hydra-agent"
+[[ -x "$HYDRA" && -x "$AGENT" ]] || fail "$HYDRA or $AGENT is missing; run 'make build' (or 'make demo')"
+[[ -f "$BATCH_FILE" ]] || fail "batch file $BATCH_FILE not found"
+
+# --- services --------------------------------------------------------------
+say "starting Redis and PostgreSQL (instance $INSTANCE)"
+SERVICES_STARTED=1
+"$REPO_ROOT/deploy/local/services.sh" start "$INSTANCE" >/dev/null \
+    || fail "deploy/local/services.sh start $INSTANCE failed"
+# shellcheck source=/dev/null
+source "$STATE/env"
+export HYDRA_CLUSTER="$CLUSTER_FILE"
+mkdir -p "$LOGS"
+rm -f "$LOGS"/*.log
+
+if [[ "${HYDRA_DEMO_KEEP_DATA:-0}" != 1 ]]; then
+    say "resetting the demo database and Redis (HYDRA_DEMO_KEEP_DATA=1 keeps them)"
+    redis-cli -h 127.0.0.1 -p "$HYDRA_LOCAL_REDIS_PORT" flushall >/dev/null \
+        || fail "could not flush the demo Redis on port $HYDRA_LOCAL_REDIS_PORT"
+    "$HYDRA_LOCAL_PG_BIN/psql" -X -q -h 127.0.0.1 -p "$HYDRA_LOCAL_PG_PORT" -U postgres -d postgres \
+        -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS hydra WITH (FORCE)" \
+        -c "CREATE DATABASE hydra OWNER hydra" >/dev/null \
+        || fail "could not recreate the demo database"
+fi
+
+say "hydra migrate"
+"$HYDRA" migrate >"$LOGS/migrate.log" 2>&1 || fail "hydra migrate failed"
+
+# --- coordinator and agents ------------------------------------------------
+say "starting the coordinator"
+"$HYDRA" coordinator --cluster "$CLUSTER_FILE" </dev/null >>"$LOGS/coordinator.log" 2>&1 &
+PIDS+=("$!")
+PNAMES+=("coordinator (log $LOGS/coordinator.log)")
+
+port=$METRICS_BASE_PORT
+for node in "${NODES[@]}"; do
+    while ! port_free "$port"; do port=$((port + 1)); done
+    mkdir -p "$STATE/output/$node"
+    say "starting agent $node (simulated GPUs, metrics on 127.0.0.1:$port)"
+    "$AGENT" run --node "$node" --cluster "$CLUSTER_FILE" --simulate \
+        --listen "127.0.0.1:$port" --output-dir "$STATE/output/$node" \
+        </dev/null >>"$LOGS/agent-$node.log" 2>&1 &
+    PIDS+=("$!")
+    PNAMES+=("agent $node (log $LOGS/agent-$node.log)")
+    port=$((port + 1))
+done
+
+# Fails if one of our background processes has already exited.
+check_alive() {
+    local i rc
+    for i in "${!PIDS[@]}"; do
+        if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+            rc=0
+            wait "${PIDS[$i]}" || rc=$?
+            fail "the ${PNAMES[$i]} exited early with status $rc"
+        fi
+    done
+}
+
+say "waiting for 3 nodes to report"
+nodes_timeout="${HYDRA_DEMO_NODES_TIMEOUT:-60}"
+deadline=$((SECONDS + nodes_timeout))
+while :; do
+    check_alive
+    nodes_json="$("$HYDRA" nodes --json 2>>"$LOGS/cli.log" || true)"
+    seen=0
+    for node in "${NODES[@]}"; do
+        if [[ "$nodes_json" == *"\"$node\""* ]]; then seen=$((seen + 1)); fi
+    done
+    ((seen == ${#NODES[@]})) && break
+    ((SECONDS < deadline)) || fail "only $seen of ${#NODES[@]} nodes listed by 'hydra nodes --json' after ${nodes_timeout}s"
+    sleep 0.5
+done
+
+# --- the batch -------------------------------------------------------------
+say "submitting $BATCH_FILE"
+batch="$("$HYDRA" submit "$BATCH_FILE" 2>>"$LOGS/cli.log")" || fail "hydra submit $BATCH_FILE failed"
+batch="${batch//[[:space:]]/}"
+[[ -n "$batch" ]] || fail "hydra submit printed no batch id"
+say "batch $batch submitted; watching"
+
+check_alive
+if ! timeout --foreground "$WATCH_TIMEOUT" "$HYDRA" watch "$batch"; then
+    fail "hydra watch $batch failed or did not finish within ${WATCH_TIMEOUT}s"
+fi
+
+"$HYDRA" nodes || fail "hydra nodes failed"
+
+summary="$("$HYDRA" status "$batch" --summary)" || fail "hydra status $batch --summary failed"
+summary="$(printf '%s\n' "$summary" | tail -n 1)"
+
+ok=0
+if [[ "$summary" =~ (^|[^0-9])0\ failed ]] && [[ "$summary" =~ (^|[^0-9])0\ lost ]]; then ok=1; fi
+((ok)) || show_logs
+
+# Stop everything before the last line so that it stays the last line.
+cleanup
+printf 'demo: %s\n' "$summary"
+((ok))
