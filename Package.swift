@@ -23,7 +23,8 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(
             name: "Shared",
-            dependencies: ["CHiredis", "CLibPQ", "CCurl", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CHiredis", "CLibPQ", "CCurl", .product(name: "Yams", package: "Yams"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Shared"
         ),
         .executableTarget(

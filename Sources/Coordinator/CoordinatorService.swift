@@ -165,7 +165,7 @@ final class CoordinatorService: Sendable {
             let weights = inv.gpus.enumerated().map { i, g in
                 nodeConfig?.gpus.first(where: { $0.model == g.name })?.weight ?? nodeConfig?.gpus[safe: i]?.weight ?? 1
             }
-            out.append(Heartbeat(live: LiveNode(name: name, inventory: inv, draining: drained.withLock { $0.contains(name) },
+            out.append(Heartbeat(live: LiveNode(name: name, inventory: inv, draining: f["state"] == "stopping" || drained.withLock { $0.contains(name) },
                                                 services: nodeConfig?.services ?? [], gpuWeights: weights),
                                  running: running, sentAt: f["sent_at"].flatMap(Double.init), version: f["version"]))
         }

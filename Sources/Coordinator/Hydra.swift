@@ -20,6 +20,8 @@ struct Hydra: ParsableCommand {
             NodesCommand.self, JobsCommand.self, CancelCommand.self, RetryCommand.self, DrainCommand.self,
         ]
     )
+
+    static func main() { runCommandLine(Hydra.self) }
 }
 
 /// Where the state lives; shared by every subcommand.

@@ -85,21 +85,30 @@ final class Agent: Sendable {
     func shutdown() {
         log.info("shutting down: no new jobs; waiting for running jobs", [("running", String(runningJobIDs().count)), ("grace_s", String(settings.graceSeconds))])
         stopping.store(true, ordering: .relaxed)
+        // Tell the coordinator at once, so that it places nothing more here.
+        if let c = try? RedisConnection(url: settings.redisURL) { collectAndPublish(c) }
         let deadline = Date().addingTimeInterval(settings.graceSeconds)
         while !runningJobIDs().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        let left = jobs.withLock { Array($0.values) }
-        for j in left {
-            j.handBack.store(true, ordering: .relaxed)
-            j.cancellation.cancel()
-        }
+        // Jobs still running are handed back; re-read the set until it is empty, since the
+        // consumer may have taken one more envelope while the stop was being signalled.
+        var handedBack = Set<String>()
         let handBackDeadline = Date().addingTimeInterval(10)
-        while !runningJobIDs().isEmpty && Date() < handBackDeadline { Thread.sleep(forTimeInterval: 0.02) }
+        while Date() < handBackDeadline {
+            let left = jobs.withLock { Array($0.values) }
+            if left.isEmpty { break }
+            for j in left where !handedBack.contains(j.envelope.jobID) {
+                j.handBack.store(true, ordering: .relaxed)
+                j.cancellation.cancel()
+                handedBack.insert(j.envelope.jobID)
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
         _ = loopsDone.wait(timeout: .now() + max(5, 2 * settings.heartbeatInterval))
         // The node is going away on purpose: say so at once rather than after the TTL.
         if let c = try? RedisConnection(url: settings.redisURL) {
             _ = try? c.command(["DEL", RedisKeys.heartbeat(settings.node)])
         }
-        log.info("stopped", [("handed_back", String(left.count))])
+        log.info("stopped", [("handed_back", String(handedBack.count))])
     }
 
     // MARK: heartbeat
@@ -143,7 +152,7 @@ final class Agent: Sendable {
             let replies = try conn.pipeline([
                 ["HSET", key, "inventory", try JSONCoding.encodeString(inv), "version", settings.version,
                  "running", try JSONCoding.encodeString(running), "sent_at", String(Date().timeIntervalSince1970),
-                 "instance", settings.instanceID],
+                 "instance", settings.instanceID, "state", isStopping ? "stopping" : "ready"],
                 ["EXPIRE", key, String(ttl)],
                 ["SADD", RedisKeys.nodes, settings.node],
             ])
@@ -247,6 +256,12 @@ final class Agent: Sendable {
             return
         }
         if jobs.withLock({ $0[env.jobID] != nil }) { return }
+        if isStopping {
+            publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
+                                  error: "agent on \(settings.node) is shutting down"))
+            ack(conn, entry.id)
+            return
+        }
         let job = RunningJob(envelope: env, streamID: entry.id)
         jobs.withLock { $0[env.jobID] = job }
         let t = Thread { self.run(job) }
@@ -305,7 +320,7 @@ final class Agent: Sendable {
             result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed,
                                    failureClass: .permanent, error: "no executor for kind '\(env.kind)' on node \(settings.node)")
         }
-        if job.handBack.load(ordering: .relaxed) {
+        if job.handBack.load(ordering: .relaxed) && result.outcome != .succeeded {
             result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
                                    error: "agent on \(settings.node) shut down before the job finished")
         }

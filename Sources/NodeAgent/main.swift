@@ -17,4 +17,4 @@ struct HydraAgent: ParsableCommand {
 
 let hydraVersion = "0.1.0"
 
-HydraAgent.main()
+runCommandLine(HydraAgent.self)

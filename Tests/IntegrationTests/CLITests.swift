@@ -1,6 +1,9 @@
 import Foundation
 import Shared
 import XCTest
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 final class CLITests: XCTestCase {
     var cluster: Cluster!

@@ -54,19 +54,3 @@ struct CoordinatorCommand: ParsableCommand {
         Thread.sleep(forTimeInterval: 0.3)
     }
 }
-
-/// Blocks until SIGTERM or SIGINT.
-func waitForTermination() {
-    let sem = DispatchSemaphore(value: 0)
-    signal(SIGTERM, SIG_IGN)
-    signal(SIGINT, SIG_IGN)
-    let q = DispatchQueue(label: "signals")
-    let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-        let s = DispatchSource.makeSignalSource(signal: sig, queue: q)
-        s.setEventHandler { sem.signal() }
-        s.resume()
-        return s
-    }
-    sem.wait()
-    withExtendedLifetime(sources) {}
-}

@@ -20,6 +20,9 @@ struct SubmitCommand: ParsableCommand {
 
     func run() throws {
         var cluster = try clusterOption.load()
+        // The file is checked before any connection is made: a bad file is a bad file, database or not.
+        var plan: BatchPlan
+        do { plan = try BatchFile.load(path: file, cluster: cluster) } catch { invalid("\(error)") }
         var store: JobStore?
         if !dryRun {
             store = try conn.store()
@@ -28,10 +31,9 @@ struct SubmitCommand: ParsableCommand {
                 cluster = ClusterConfig(nodes: nodes.map { n in
                     NodeConfig(name: n.name, gpus: n.inventory.gpus.map { GPUConfig(model: $0.name ?? "GPU", memory: ByteCount($0.memoryTotalBytes ?? 0)) })
                 })
+                do { plan = try BatchFile.load(path: file, cluster: cluster) } catch { invalid("\(error)") }
             }
         }
-        let plan: BatchPlan
-        do { plan = try BatchFile.load(path: file, cluster: cluster) } catch { invalid("\(error)") }
         if dryRun {
             if json {
                 try printJSON(JSONValue.object(["name": .string(plan.name), "jobs": .number(Double(plan.jobs.count))]))

@@ -76,6 +76,7 @@ public final class PGConnection {
         guard let c else { throw PGError(code: .connect, message: "cannot allocate a PostgreSQL connection") }
         if PQstatus(c) != CONNECTION_OK {
             let msg = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
+                .replacingOccurrences(of: "\n\t", with: " ").replacingOccurrences(of: "\n", with: "; ")
             PQfinish(c)
             throw PGError(code: .connect, message: "cannot connect to PostgreSQL (\(Self.redacted(url))): \(msg)")
         }
