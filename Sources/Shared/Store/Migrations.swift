@@ -78,6 +78,31 @@ public enum Migrations {
             PRIMARY KEY (kind, model_key, gpu_model)
         );
         """),
+        (2, "approvals and audit", """
+        CREATE TABLE approvals (
+            id uuid PRIMARY KEY,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            action text NOT NULL,
+            tier int NOT NULL DEFAULT 1,
+            title text NOT NULL,
+            detail jsonb NOT NULL DEFAULT '{}',
+            state text NOT NULL DEFAULT 'awaiting_approval',
+            job_id uuid,
+            batch_id uuid,
+            decided_at timestamptz,
+            decided_by text,
+            reason text
+        );
+        CREATE INDEX approvals_state ON approvals (state, created_at);
+        CREATE TABLE audit_log (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            actor text NOT NULL,
+            action text NOT NULL,
+            target text,
+            detail jsonb NOT NULL DEFAULT '{}'
+        );
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.
