@@ -1,0 +1,80 @@
+import XCTest
+@testable import Shared
+
+final class BatchFileTests: XCTestCase {
+    let cluster = ClusterConfig(nodes: [
+        NodeConfig(name: "hydra-ai", gpus: [GPUConfig(model: "RTX 5090", memory: .gib(32)), GPUConfig(model: "RTX 4090", memory: .gib(24))]),
+        NodeConfig(name: "hydra-compute", gpus: [GPUConfig(model: "RTX 5070 Ti", memory: .gib(16)), GPUConfig(model: "RTX 3060", memory: .gib(12))]),
+    ])
+
+    func parse(_ yaml: String) throws -> BatchPlan { try BatchFile.parse(text: yaml, file: "b.yaml", cluster: cluster) }
+
+    func error(_ yaml: String) -> String {
+        do { _ = try parse(yaml); return "no error" } catch { return "\(error)" }
+    }
+
+    func testCountAndMatrixExpansion() throws {
+        let plan = try parse("""
+        name: n
+        priority: 3
+        jobs:
+          - {name: a, kind: sleep, count: 3, vram: 4GiB, spec: {duration_s: 1}}
+          - {name: m, kind: sleep, matrix: {seed: [1, 2], style: [ink, oil, chalk]}, spec: {duration_s: 2}}
+        """)
+        XCTAssertEqual(plan.jobs.count, 9)
+        XCTAssertEqual(plan.jobs.prefix(3).map(\.name), ["a-1", "a-2", "a-3"])
+        XCTAssertEqual(plan.jobs[0].gpus, 1, "vram implies one GPU")
+        XCTAssertEqual(plan.jobs[0].priority, 3)
+        let m = plan.jobs.dropFirst(3)
+        XCTAssertEqual(Set(m.map(\.name)).count, 6)
+        XCTAssertEqual(m.filter { $0.spec["style"]?.stringValue == "oil" }.count, 2)
+        XCTAssertTrue(m.allSatisfy { $0.spec["duration_s"]?.doubleValue == 2 && $0.gpus == 0 && $0.vramBytes == 0 })
+    }
+
+    func testJSONIsAccepted() throws {
+        let plan = try parse(#"{"name": "j", "jobs": [{"kind": "command", "spec": {"argv": ["/bin/echo", "x"]}}]}"#)
+        XCTAssertEqual(plan.jobs.map(\.kind), ["command"])
+        XCTAssertEqual(plan.jobs[0].maxAttempts, 3)
+    }
+
+    func testErrorsNameFileJobAndField() {
+        XCTAssertEqual(error("name: n\njobs:\n  - {name: x, kind: warp}\n"),
+                       "b.yaml: jobs[0] 'x'.kind: unknown kind 'warp' (known: sleep, command, image, llm, tts, score)")
+        XCTAssertEqual(error("name: n\njobs:\n  - {name: x, kind: sleep, vram: 40GiB}\n"),
+                       "b.yaml: jobs[0] 'x'.vram: needs 40.0 GiB per GPU but the largest GPU in the cluster has 32.0 GiB")
+        XCTAssertEqual(error("name: n\njobs:\n  - {name: x, kind: sleep, gpus: 2, vram: 25GiB}\n"),
+                       "b.yaml: jobs[0] 'x'.gpus: needs 2 GPUs with 25.0 GiB each on one node; no node has that many")
+        XCTAssertEqual(error("jobs:\n  - {kind: sleep}\n"), "b.yaml: name: the batch needs a non-empty 'name'")
+        XCTAssertEqual(error("name: n\njobs: []\n"), "b.yaml: jobs: expected a non-empty list of jobs")
+        XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, count: 0}\n"), "b.yaml: jobs[0].count: 0 is outside 1…200000")
+        XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, spec: {duration_s: -1}}\n"), "b.yaml: jobs[0].spec.duration_s: expected a number of seconds ≥ 0")
+        XCTAssertEqual(error("name: n\nextra: 1\njobs:\n  - {kind: sleep}\n"),
+                       "b.yaml: extra: unknown field 'extra' (known: description, jobs, max_attempts, name, priority)")
+        XCTAssertTrue(error("name: [unclosed\n").hasPrefix("b.yaml: not valid YAML or JSON"))
+        XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, matrix: {seed: 5}}\n"), "b.yaml: jobs[0].matrix.seed: expected a non-empty list")
+    }
+
+    func testExpansionIsBounded() {
+        XCTAssertTrue(error("name: n\njobs:\n  - {kind: sleep, count: 200000, matrix: {a: [1, 2]}}\n").contains("expands to more than 200000 jobs"))
+    }
+
+    func testClusterConfigErrorsNameTheField() throws {
+        let f = FileManager.default.temporaryDirectory.appendingPathComponent("c-\(UUID()).yaml").path
+        try "nodes:\n  - name: a\n    gpus:\n      - {model: X, memory: huge}\n".write(toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterConfig.load(path: f)) { e in
+            XCTAssertEqual("\(e)", "\(f): nodes[0].gpus[0].memory: 'huge' is not a size (use e.g. 24GiB, 512MiB or a number of bytes)")
+        }
+        try "nodes:\n  - name: a\n  - name: a\n".write(toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterConfig.load(path: f)) { e in XCTAssertEqual("\(e)", "\(f): nodes[1].name: node 'a' is listed twice") }
+        try "nodes:\n  - gpus: []\n".write(toFile: f, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterConfig.load(path: f)) { e in XCTAssertEqual("\(e)", "\(f): nodes[0].name: required field 'name' is missing") }
+    }
+
+    func testShippedExamplesAreValid() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let c = try ClusterConfig.load(path: root.appendingPathComponent("deploy/cluster.yaml").path)
+        XCTAssertEqual(c.nodes.map(\.name), ["hydra-ai", "hydra-compute", "hydra-storage"])
+        let plan = try BatchFile.load(path: root.appendingPathComponent("deploy/examples/sample-batch.yaml").path, cluster: c)
+        XCTAssertEqual(plan.jobs.count, 60)
+    }
+}
