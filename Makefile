@@ -8,7 +8,7 @@ SWIFT_TEST_FLAGS ?=
 # Extra arguments for `swift build`
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps build test demo clean-local
+.PHONY: all deps build test check-ops demo clean-local
 
 all: build
 
@@ -22,7 +22,7 @@ build:
 
 ## test: unit + integration tests against a private Redis/PostgreSQL (instance "test"),
 ## which are stopped afterwards also when tests fail; the exit status is swift test's.
-test: deps
+test: deps check-ops
 	@trap '$(SERVICES) stop test >&2 || true' EXIT; \
 	$(SERVICES) start test >/dev/null; \
 	source .hydra-local/test/env; \
@@ -30,6 +30,13 @@ test: deps
 	export HYDRA_TEST_DATABASE_URL="$$HYDRA_DATABASE_URL"; \
 	echo "make test: HYDRA_TEST_REDIS_URL=$$HYDRA_TEST_REDIS_URL HYDRA_TEST_DATABASE_URL=$$HYDRA_TEST_DATABASE_URL"; \
 	swift test $(SWIFT_TEST_FLAGS)
+
+## check-ops: systemd units (verify + security), Prometheus config/rules/alert tests, Grafana dashboard;
+## installs systemd and prometheus (for promtool and the scrape test) when missing
+check-ops:
+	deploy/ci/check-units.sh
+	deploy/ci/check-prometheus.sh
+	deploy/ci/check-grafana.sh
 
 ## demo: build, then run the simulated three-node cluster on the sample batch
 demo: deps build

@@ -55,6 +55,10 @@ struct RunCommand: ParsableCommand {
             let sim = SimulatedGPUs(node: node, gpus: nodeConfig.gpus)
             simulated = sim
             readInventory = { sim.inventory() }
+        } else if let nvidiaSMI, !FileManager.default.isExecutableFile(atPath: nvidiaSMI) {
+            // hydra-storage's Arc A380 has no nvidia-smi: the same unit runs there with zero GPUs.
+            log.warning("no nvidia-smi at \(nvidiaSMI): running without GPUs (CPU-only jobs)")
+            readInventory = { Inventory() }
         } else if let nvidiaSMI {
             let reader = NvidiaSMIReader(executable: nvidiaSMI)
             readInventory = { try reader.read() }

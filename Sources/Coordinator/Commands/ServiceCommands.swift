@@ -43,10 +43,11 @@ struct CoordinatorCommand: ParsableCommand {
             default: return .text("not found\n", status: 404)
             }
         }
-        do { try server.start() } catch { fail("\(error)") }
+        let bound: Int
+        do { bound = try server.start() } catch { fail("\(error)") }
         let t = Thread { service.run() }
         t.start()
-        Log(component: "coordinator").info("coordinator started", [("metrics", metricsListen), ("redis", RedisEndpoint.redacted(conn.redis)),
+        Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)),
                                                                     ("database", PGConnection.redacted(conn.database))])
         waitForTermination()
         service.stop()
