@@ -45,6 +45,8 @@ public final class FakeComfyUI: Sendable {
         var residentVRAM: UInt64 = 0
         var jobVRAM: UInt64 = 0
         var runningOutputs: [String: [String: JSONValue]] = [:]
+        /// Bumped by a simulated restart: work from before it leaves no trace.
+        var generation = 0
     }
 
     public let faults: FakeFaults
@@ -80,7 +82,7 @@ public final class FakeComfyUI: Sendable {
     public var vramUsedBytes: UInt64 { state.withLock { $0.residentVRAM + $0.jobVRAM } }
     /// A ComfyUI restart: queue and history are in memory only.
     public func simulateRestart() {
-        state.withLock { s in s.pending = []; s.history = []; s.running = nil; s.interrupted = true; s.residentVRAM = 0 }
+        state.withLock { s in s.pending = []; s.history = []; s.running = nil; s.interrupted = true; s.residentVRAM = 0; s.jobVRAM = 0; s.generation += 1 }
     }
 
     // MARK: routing
@@ -255,6 +257,7 @@ public final class FakeComfyUI: Sendable {
     }
 
     private func run(_ job: Job) {
+        let generation = state.withLock { $0.generation }
         let pid = JSONValue.string(job.promptID)
         var messages: [JSONValue] = []
         func record(_ type: String, _ data: JSONValue, history: Bool = true) {
@@ -329,6 +332,7 @@ public final class FakeComfyUI: Sendable {
         // task_done(): history first, then status, then executing(null) — the order clients rely on.
         state.withLock { s in
             let outs = s.runningOutputs.removeValue(forKey: job.promptID) ?? [:]
+            guard s.generation == generation else { return }
             var meta: [String: JSONValue] = [:]
             for id in outs.keys { meta[id] = ["node_id": .string(id), "display_node": .string(id), "parent_node": .null, "real_node_id": .string(id)] }
             s.history.append((job.promptID, ["prompt": job.item, "outputs": .object(outs), "status": status, "meta": .object(meta)]))
