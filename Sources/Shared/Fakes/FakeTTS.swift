@@ -21,6 +21,7 @@ public final class FakeTTS: Sendable {
     private let serial = Mutex<Void>(())
     private let weights = Mutex<(gpt: String, sovits: String)>(("GPT_weights_v2/narrator-e15.ckpt", "SoVITS_weights_v2/narrator_e8_s200.pth"))
     private let busy = Atomic<Int>(0)
+    private let peakBusy = Atomic<Int>(0)
     private let host = FakeHTTPHost()
 
     public init(settings: FakeSettings = FakeSettings(vramBytes: 3 << 30), faults: FakeFaults = FakeFaults(),
@@ -39,6 +40,9 @@ public final class FakeTTS: Sendable {
     public var currentWeights: (gpt: String, sovits: String) { weights.withLock { $0 } }
     /// Requests being synthesised right now (the serialisation test wants at most 1).
     public var inFlight: Int { busy.load(ordering: .relaxed) }
+    /// Most syntheses ever running at once (the real server: 1).
+    public var peakInFlight: Int { peakBusy.load(ordering: .relaxed) }
+    private func enter() { let n = busy.add(1, ordering: .relaxed).newValue; peakBusy.max(n, ordering: .relaxed) }
 
     private func message(_ status: Int, _ text: String, exception: String? = nil) -> HTTPResponse {
         var o: [String: JSONValue] = ["message": .string(text)]
@@ -123,7 +127,7 @@ public final class FakeTTS: Sendable {
         if streaming == 0 {
             // One synthesis at a time: the real handler blocks uvicorn's event loop.
             return serial.withLock { _ -> HTTPResponse in
-                busy.add(1, ordering: .relaxed)
+                enter()
                 defer { busy.subtract(1, ordering: .relaxed) }
                 host.pause(ms: settings.latencyMs)
                 if fault == "oom" || fault == "silent" {
@@ -136,7 +140,7 @@ public final class FakeTTS: Sendable {
         }
         return .stream(status: 200, headers: ["Content-Type": contentType]) { [self] w in
             serial.withLock { _ in
-                busy.add(1, ordering: .relaxed)
+                enter()
                 defer { busy.subtract(1, ordering: .relaxed) }
                 if media == "wav" { w.write(WAVFile.header(sampleRate: Self.sampleRate, dataLength: 0)) }
                 let chunk = max(1, pcm.count / 4)
