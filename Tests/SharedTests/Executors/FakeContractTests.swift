@@ -210,7 +210,7 @@ final class FakeContractTests: XCTestCase {
         XCTAssertTrue(lines[0].hasPrefix(": ping - "))
         let data = lines.filter { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
         XCTAssertEqual(data.last, "[DONE]")
-        for (i, l) in lines.enumerated() where l.hasPrefix("data: ") { XCTAssertEqual(lines[i + 1], "", "blank line after each event") }
+        for (i, l) in lines.enumerated() where l.hasPrefix("data: ") { XCTAssertEqual(i + 1 < lines.count ? lines[i + 1] : nil, "", "blank line after each event") }
         let chunks = try data.dropLast().map { try JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
         XCTAssertTrue(chunks.allSatisfy { $0["id"]?.stringValue?.hasPrefix("chatcmpl-") ?? false && $0["object"]?.stringValue == "chat.completion.chunk" })
         XCTAssertNil(chunks.first?["choices"]?.arrayValue?.first?["delta"]?["role"], "Tabby sends no role delta")
