@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "hydra", targets: ["Coordinator"]),
         .executable(name: "hydra-agent", targets: ["NodeAgent"]),
+        // Development tool: fake ComfyUI/LLM/TTS/scorer servers for tests and the demo; not installed on nodes.
+        .executable(name: "hydra-fake", targets: ["FakeServices"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -36,6 +38,11 @@ let package = Package(
             name: "NodeAgent",
             dependencies: ["Shared", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/NodeAgent"
+        ),
+        .executableTarget(
+            name: "FakeServices",
+            dependencies: ["Shared", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/FakeServices"
         ),
         .testTarget(
             name: "SharedTests",

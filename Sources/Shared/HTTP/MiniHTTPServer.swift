@@ -132,11 +132,16 @@ public final class MiniHTTPServer: Sendable {
             s.fd = -1
             return fd
         }
-        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+        // Only shut down here: the accept thread closes the fd when it leaves. Closing
+        // it here would let the next socket() reuse the number while that thread is
+        // between accept() calls, and it would then serve another server's clients.
+        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     private func acceptLoop(_ fd: Int32) {
+        defer { close(fd) }
         while true {
+            if state.withLock({ $0.stopped }) { return }
             var addr = sockaddr_in()
             var len = socklen_t(MemoryLayout<sockaddr_in>.size)
             let c = withUnsafeMutablePointer(to: &addr) { p in
