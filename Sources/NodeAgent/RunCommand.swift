@@ -25,6 +25,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Jobs held at once (running plus prefetched).") var prefetch = 64
     @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
     var allowCommand: [String] = []
+    @OptionGroup var services: ServiceOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
     func validate() throws {
@@ -68,10 +69,7 @@ struct RunCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         if let markerDir { try FileManager.default.createDirectory(atPath: markerDir, withIntermediateDirectories: true) }
 
-        var executors: [String: any Executor] = [:]
-        executors["sleep"] = SleepExecutor()
-        executors["command"] = CommandExecutor(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
-        for (k, v) in extraExecutors(nodeConfig: nodeConfig) { executors[k] = v }
+        let executors = try services.executors(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
 
         let settings = AgentSettings(node: node, redisURL: redisURL, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
                                      heartbeatInterval: heartbeatInterval, graceSeconds: grace, outputDirectory: outputDir,
@@ -91,13 +89,11 @@ struct RunCommand: ParsableCommand {
             log.error("\(error)")
             throw ExitCode(1)
         }
-        log.info("agent started", [("listen", "\(host):\(bound)"), ("gpus", simulate ? "simulated" : (nvidiaSMI ?? "none")),
+        log.info("agent started", [("kinds", executors.keys.sorted().joined(separator: ",")), ("listen", "\(host):\(bound)"), ("gpus", simulate ? "simulated" : (nvidiaSMI ?? "none")),
                                    ("redis", RedisEndpoint.redacted(redisURL))])
         agent.start()
         waitForTermination()
         agent.shutdown()
         server.stop()
     }
-
-    func extraExecutors(nodeConfig: NodeConfig?) -> [String: any Executor] { [:] }
 }

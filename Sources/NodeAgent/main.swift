@@ -11,7 +11,7 @@ struct HydraAgent: ParsableCommand {
         Exit codes: 0 ok, 1 operation failed, 2 invalid input.
         """,
         version: hydraVersion,
-        subcommands: [RunCommand.self, ProbeCommand.self]
+        subcommands: [RunCommand.self, ProbeCommand.self, ExecCommand.self]
     )
 }
 
