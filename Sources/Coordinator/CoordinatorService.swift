@@ -97,6 +97,7 @@ final class CoordinatorService: Sendable {
                 for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
                 try cleanStreams(redis: redis, lost)
                 try store.releaseBackoffs()
+                try store.settleDependencies()
                 try sendCancellations(redis: redis, store: store)
                 for (state, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [state], Double(n)) }
                 lastSlow = now

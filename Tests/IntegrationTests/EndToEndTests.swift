@@ -219,3 +219,33 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try cluster.summary(batch).count(.succeeded), 1)
     }
 }
+
+final class DependencyTests: XCTestCase {
+    var cluster: Cluster!
+    override func setUpWithError() throws { cluster = try Cluster() }
+    override func tearDown() { cluster?.stopAll() }
+
+    func testDependentsRunAfterTheirDependenciesAndAreCancelledWhenOneFails() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-storage")
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        let batch = try cluster.submit("""
+        name: pipeline-shape
+        jobs:
+          - {name: expand, kind: sleep, count: 2, spec: {duration_s: 0.3}}
+          - {name: render, kind: sleep, count: 2, after: expand, spec: {duration_s: 0.1}}
+          - {name: doomed-parent, kind: sleep, spec: {duration_s: 0.05, fail: permanent}}
+          - {name: orphan, kind: sleep, after: doomed-parent}
+        """)
+        try waitUntil("batch done", timeout: 60) { try cluster.summary(batch).isDone }
+        let jobs = try cluster.store().jobs(.init(batchID: batch))
+        let expandEnd = jobs.filter { $0.name.hasPrefix("expand") }.compactMap(\.finishedAt).max()!
+        for r in jobs where r.name.hasPrefix("render") {
+            XCTAssertEqual(r.state, .succeeded)
+            XCTAssertGreaterThanOrEqual(try XCTUnwrap(r.startedAt), expandEnd - 0.001, "render started before expand finished")
+        }
+        let orphan = try XCTUnwrap(jobs.first { $0.name == "orphan" })
+        XCTAssertEqual(orphan.state, .cancelled)
+        XCTAssertEqual(orphan.pendingReason, "a dependency did not succeed: doomed-parent failed")
+    }
+}

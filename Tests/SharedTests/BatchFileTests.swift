@@ -78,3 +78,37 @@ final class BatchFileTests: XCTestCase {
         XCTAssertEqual(plan.jobs.count, 60)
     }
 }
+
+final class BatchDependencyTests: XCTestCase {
+    func parse(_ yaml: String) throws -> BatchPlan { try BatchFile.parse(text: yaml, file: "d.yaml", cluster: nil) }
+
+    func testAfterMakesEveryJobWaitForTheNamedEntries() throws {
+        let plan = try parse("""
+        name: chain
+        jobs:
+          - {name: expand, kind: sleep, count: 2}
+          - {name: render, kind: sleep, count: 3, after: expand}
+          - {name: report, kind: sleep, after: [render, expand]}
+        """)
+        XCTAssertEqual(plan.jobs.map(\.dependsOn), [[], [], [0, 1], [0, 1], [0, 1], [2, 3, 4, 0, 1]])
+        XCTAssertNil(plan.dependencyCycle())
+    }
+
+    func testCyclesAndUnknownNamesAreRejected() {
+        XCTAssertThrowsError(try parse("""
+        name: loop
+        jobs:
+          - {name: a, kind: sleep, after: b}
+          - {name: b, kind: sleep, after: a}
+        """)) { e in XCTAssertEqual("\(e)", "d.yaml: jobs: dependency cycle: a → b → a") }
+        XCTAssertThrowsError(try parse("name: x\njobs:\n  - {name: a, kind: sleep, after: a}\n")) { e in
+            XCTAssertEqual("\(e)", "d.yaml: jobs: dependency cycle: a → a")
+        }
+        XCTAssertThrowsError(try parse("name: x\njobs:\n  - {name: a, kind: sleep, after: ghost}\n")) { e in
+            XCTAssertEqual("\(e)", "d.yaml: jobs[0].after: no job entry named 'ghost' (entries: a)")
+        }
+        XCTAssertThrowsError(try parse("name: x\njobs:\n  - {name: a, kind: sleep}\n  - {name: a, kind: sleep}\n")) { e in
+            XCTAssertEqual("\(e)", "d.yaml: jobs[1].name: two job entries are named 'a'")
+        }
+    }
+}

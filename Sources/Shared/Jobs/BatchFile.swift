@@ -11,6 +11,15 @@ public struct NewJob: Sendable, Equatable {
     public var priority: Int
     public var maxAttempts: Int
     public var deadlineSeconds: Double?
+    /// Indexes (in the plan) of jobs that must succeed before this one may run.
+    public var dependsOn: [Int] = []
+
+    public init(name: String, kind: String, spec: JSONValue, vramBytes: UInt64, gpus: Int, constraints: JSONValue = .object([:]),
+                priority: Int = 0, maxAttempts: Int = 3, deadlineSeconds: Double? = nil, dependsOn: [Int] = []) {
+        self.name = name; self.kind = kind; self.spec = spec; self.vramBytes = vramBytes; self.gpus = gpus
+        self.constraints = constraints; self.priority = priority; self.maxAttempts = maxAttempts
+        self.deadlineSeconds = deadlineSeconds; self.dependsOn = dependsOn
+    }
 }
 
 public struct BatchPlan: Sendable, Equatable {
@@ -18,6 +27,30 @@ public struct BatchPlan: Sendable, Equatable {
     public var priority: Int
     public var jobs: [NewJob]
     public var spec: JSONValue
+
+    public init(name: String, priority: Int = 0, jobs: [NewJob], spec: JSONValue = .object([:])) {
+        self.name = name; self.priority = priority; self.jobs = jobs; self.spec = spec
+    }
+
+    /// The first dependency cycle among the plan's jobs, as job names, or nil.
+    public func dependencyCycle() -> [String]? {
+        var state = [UInt8](repeating: 0, count: jobs.count)   // 0 new, 1 on the path, 2 done
+        var path: [Int] = []
+        func visit(_ i: Int) -> [Int]? {
+            if state[i] == 2 { return nil }
+            if state[i] == 1 { return Array(path[(path.firstIndex(of: i) ?? 0)...]) + [i] }
+            state[i] = 1
+            path.append(i)
+            for d in jobs[i].dependsOn where d >= 0 && d < jobs.count {
+                if let c = visit(d) { return c }
+            }
+            path.removeLast()
+            state[i] = 2
+            return nil
+        }
+        for i in jobs.indices { if let c = visit(i) { return c.map { jobs[$0].name } } }
+        return nil
+    }
 }
 
 /// Reads and validates a batch file. Everything is checked before anything is
@@ -26,7 +59,7 @@ public enum BatchFile {
     public static let maxJobs = 200_000
     static let batchKeys: Set<String> = ["name", "priority", "max_attempts", "jobs", "description"]
     static let jobKeys: Set<String> = ["name", "kind", "count", "matrix", "vram", "gpus", "spec", "constraints",
-                                       "priority", "max_attempts", "deadline_s"]
+                                       "priority", "max_attempts", "deadline_s", "after"]
 
     public static func load(path: String, cluster: ClusterConfig?) throws -> BatchPlan {
         let text = try ConfigLoader.readFile(path)
@@ -49,13 +82,44 @@ public enum BatchFile {
             throw InputError(file: file, location: "jobs", problem: "expected a non-empty list of jobs")
         }
         var out: [NewJob] = []
+        var groups: [String: Range<Int>] = [:]
+        var afters: [(index: Int, names: [String], range: Range<Int>)] = []
         for (i, j) in jobs.enumerated() {
+            let start = out.count
             out += try expand(j, index: i, file: file, batchPriority: priority, batchMaxAttempts: maxAttempts, cluster: cluster)
             if out.count > maxJobs {
                 throw InputError(file: file, location: "jobs[\(i)]", problem: "the batch expands to more than \(maxJobs) jobs")
             }
+            let groupName = j["name"]?.stringValue ?? "job\(i)"
+            if groups[groupName] != nil {
+                throw InputError(file: file, location: "jobs[\(i)].name", problem: "two job entries are named '\(groupName)'")
+            }
+            groups[groupName] = start..<out.count
+            if let a = j["after"] {
+                let names = a.stringValue.map { [$0] } ?? a.arrayValue?.compactMap(\.stringValue)
+                guard let names, !names.isEmpty, names.count == (a.arrayValue?.count ?? 1) else {
+                    throw InputError(file: file, location: "jobs[\(i)].after", problem: "expected a job name or a list of job names")
+                }
+                afters.append((i, names, start..<out.count))
+            }
         }
-        return BatchPlan(name: name, priority: priority, jobs: out, spec: doc)
+        // `after: [group]` = every job of this entry waits for every job of the named entries.
+        for a in afters {
+            var deps: [Int] = []
+            for n in a.names {
+                guard let r = groups[n] else {
+                    throw InputError(file: file, location: "jobs[\(a.index)].after",
+                                     problem: "no job entry named '\(n)' (entries: \(groups.keys.sorted().joined(separator: ", ")))")
+                }
+                deps += Array(r)
+            }
+            for k in a.range { out[k].dependsOn = deps }
+        }
+        let plan = BatchPlan(name: name, priority: priority, jobs: out, spec: doc)
+        if let cycle = plan.dependencyCycle() {
+            throw InputError(file: file, location: "jobs", problem: "dependency cycle: \(cycle.joined(separator: " → "))")
+        }
+        return plan
     }
 
     static func expand(_ j: JSONValue, index i: Int, file: String, batchPriority: Int, batchMaxAttempts: Int,

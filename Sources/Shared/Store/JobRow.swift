@@ -26,6 +26,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     public var failureClass: String?
     public var result: JSONValue?
     public var errors: JSONValue?
+    public var dependsOn: [String]
 
     enum CodingKeys: String, CodingKey {
         case id, name, kind, spec, state, priority, attempt, node, result
@@ -44,6 +45,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         case pendingReason = "pending_reason"
         case failureClass = "failure_class"
         case errors = "error"
+        case dependsOn = "depends_on"
     }
 
     static let columns = """
@@ -51,7 +53,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     attempt, max_attempts, node, gpu_uuids, stream_id,
     extract(epoch from submitted_at) AS submitted_at, extract(epoch from dispatched_at) AS dispatched_at,
     extract(epoch from started_at) AS started_at, extract(epoch from finished_at) AS finished_at,
-    deadline_s, pending_reason, failure_class, result, error
+    deadline_s, pending_reason, failure_class, result, error, depends_on
     """
 
     init(row r: PGRow) {
@@ -79,6 +81,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         failureClass = r["failure_class"]
         result = r.json("result")
         errors = r.json("error")
+        dependsOn = r.textArray("depends_on")
     }
 }
 

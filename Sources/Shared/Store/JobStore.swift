@@ -41,6 +41,7 @@ public final class JobStore {
     /// Writes the batch and all its jobs in one transaction; returns the batch id.
     public func submit(_ plan: BatchPlan, submittedBy: String?) throws -> String {
         let batchID = UUID().uuidString.lowercased()
+        let allIDs = plan.jobs.map { _ in UUID().uuidString.lowercased() }
         try db.transaction { tx in
             try tx.exec("INSERT INTO batches (id, name, submitted_by, priority, spec) VALUES ($1, $2, $3, $4, $5::jsonb)",
                         [batchID, plan.name, submittedBy, String(plan.priority), try JSONCoding.encodeString(plan.spec)])
@@ -49,9 +50,10 @@ public final class JobStore {
                 let chunk = plan.jobs[i..<min(i + 2000, plan.jobs.count)]
                 var ids: [String] = [], names: [String] = [], kinds: [String] = [], specs: [String] = []
                 var prios: [String] = [], vrams: [String] = [], gpus: [String] = [], cons: [String] = []
-                var maxes: [String] = [], deadlines: [String] = [], keys: [String] = []
+                var maxes: [String] = [], deadlines: [String] = [], keys: [String] = [], deps: [String] = []
                 for (k, j) in chunk.enumerated() {
-                    ids.append(UUID().uuidString.lowercased())
+                    ids.append(allIDs[i + k])
+                    deps.append(j.dependsOn.map { allIDs[$0] }.joined(separator: ","))
                     names.append(j.name); kinds.append(j.kind); specs.append(try JSONCoding.encodeString(j.spec))
                     prios.append(String(j.priority)); vrams.append(String(j.vramBytes)); gpus.append(String(j.gpus))
                     cons.append(try JSONCoding.encodeString(j.constraints)); maxes.append(String(j.maxAttempts))
@@ -60,17 +62,17 @@ public final class JobStore {
                 }
                 try tx.exec("""
                     INSERT INTO jobs (id, batch_id, name, kind, spec, state, priority, vram_request_bytes, gpus_requested,
-                                      placement_constraints, max_attempts, deadline_s, idempotency_key)
+                                      placement_constraints, max_attempts, deadline_s, idempotency_key, depends_on)
                     SELECT u.id, $1::uuid, u.name, u.kind, u.spec::jsonb, 'pending', u.prio, u.vram, u.gpus, u.cons::jsonb,
-                           u.maxa, u.deadline, u.key
+                           u.maxa, u.deadline, u.key, string_to_array(u.deps, ',')::uuid[]
                     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[], $8::int[],
-                                $9::text[], $10::int[], $11::float8[], $12::text[])
-                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key)
+                                $9::text[], $10::int[], $11::float8[], $12::text[], $13::text[])
+                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key, deps)
                     """, [batchID, PGConnection.textArray(ids), PGConnection.textArray(names), PGConnection.textArray(kinds),
                           PGConnection.textArray(specs), "{" + prios.joined(separator: ",") + "}",
                           "{" + vrams.joined(separator: ",") + "}", "{" + gpus.joined(separator: ",") + "}",
                           PGConnection.textArray(cons), "{" + maxes.joined(separator: ",") + "}",
-                          "{" + deadlines.joined(separator: ",") + "}", PGConnection.textArray(keys)])
+                          "{" + deadlines.joined(separator: ",") + "}", PGConnection.textArray(keys), PGConnection.textArray(deps)])
                 i += chunk.count
             }
             try tx.exec("""
@@ -83,9 +85,40 @@ public final class JobStore {
 
     // MARK: reads for the coordinator
 
+    /// Pending jobs whose dependencies have all succeeded, best first.
     public func pendingJobs(limit: Int = 10_000) throws -> [JobRow] {
-        try db.exec("SELECT \(JobRow.columns) FROM jobs WHERE state = 'pending' ORDER BY priority DESC, seq LIMIT $1",
-                    [String(limit)]).all.map(JobRow.init(row:))
+        try db.exec("""
+            SELECT \(JobRow.columns) FROM jobs j WHERE state = 'pending'
+              AND (cardinality(depends_on) = 0 OR NOT EXISTS (
+                   SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded'))
+            ORDER BY priority DESC, seq LIMIT $1
+            """, [String(limit)]).all.map(JobRow.init(row:))
+    }
+
+    /// Settles jobs whose dependencies cannot succeed any more (cancelled with the reason), and
+    /// explains the wait of those whose dependencies are still running. Returns the cancelled count.
+    @discardableResult
+    public func settleDependencies() throws -> Int {
+        let cancelled = try db.exec("""
+            WITH doomed AS (
+              UPDATE jobs j SET state = 'cancelled', finished_at = now(),
+                     pending_reason = 'a dependency did not succeed: ' || (
+                       SELECT string_agg(d.name || ' ' || d.state, ', ') FROM jobs d
+                       WHERE d.id = ANY(j.depends_on) AND d.state IN ('failed', 'dead', 'cancelled'))
+              WHERE j.state = 'pending' AND cardinality(j.depends_on) > 0 AND EXISTS (
+                    SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN ('failed', 'dead', 'cancelled'))
+              RETURNING j.id, j.attempt)
+            INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
+            SELECT id, attempt, 'pending', 'cancelled', '{"event":"dependency_failed"}'::jsonb FROM doomed
+            """).affected
+        try db.exec("""
+            UPDATE jobs j SET pending_reason = 'waits for ' || w.n || ' of ' || cardinality(j.depends_on) || ' dependencies (e.g. ' || w.example || ')'
+            FROM (SELECT j2.id, count(*) AS n, min(d.name || ' ' || d.state) AS example FROM jobs j2 JOIN jobs d ON d.id = ANY(j2.depends_on)
+                  WHERE j2.state = 'pending' AND cardinality(j2.depends_on) > 0 AND d.state <> 'succeeded' GROUP BY j2.id) w
+            WHERE j.id = w.id AND j.pending_reason IS DISTINCT FROM
+                  'waits for ' || w.n || ' of ' || cardinality(j.depends_on) || ' dependencies (e.g. ' || w.example || ')'
+            """)
+        return cancelled
     }
 
     public func activeJobs() throws -> [JobRow] {

@@ -103,6 +103,9 @@ public enum Migrations {
             detail jsonb NOT NULL DEFAULT '{}'
         );
         """),
+        (3, "job dependencies", """
+        ALTER TABLE jobs ADD COLUMN depends_on uuid[] NOT NULL DEFAULT '{}';
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.
