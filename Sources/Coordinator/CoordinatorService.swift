@@ -9,7 +9,8 @@ struct CoordinatorSettings: Sendable {
     var leaseSeconds: Double = 10
     var resultBlockMillis: Int = 100
     var placementBatch: Int = 5000
-    var envelopeTTLSeconds: Double = 3600
+    var envelopeTTLSeconds: Double = 900
+    var keys: SigningKeys?
 }
 
 /// The coordinator loop: heartbeats in, results in, placements out. It keeps no
@@ -205,9 +206,9 @@ final class CoordinatorService: Sendable {
         var commands: [[String]] = []
         for d in dispatched {
             let env = Envelope(jobID: d.id, attempt: d.attempt, kind: d.kind, spec: d.spec, gpuUUIDs: d.gpuUUIDs,
-                               vramBytes: d.vramBytes, deadline: d.deadlineSeconds.map { now + $0 }, issuedAt: now)
-            commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", "*", "type", "job",
-                             "envelope", try JSONCoding.encodeString(env)])
+                               vramBytes: d.vramBytes, deadline: d.deadlineSeconds.map { now + $0 }, issuedAt: now,
+                               expiresAt: now + settings.envelopeTTLSeconds)
+            commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", "*"] + (try NodeMessage.job(env).fields(keys: settings.keys)))
         }
         let replies = try redis.pipeline(commands)
         var ids: [(String, Int, String)] = []
@@ -237,7 +238,8 @@ final class CoordinatorService: Sendable {
         if items.isEmpty { return }
         var cmds: [[String]] = []
         for c in items {
-            cmds.append(["XADD", RedisKeys.jobs(c.node), "*", "type", "cancel", "job_id", c.jobID, "attempt", String(c.attempt)])
+            let msg = NodeMessage.cancel(jobID: c.jobID, attempt: c.attempt, issuedAt: Date().timeIntervalSince1970)
+            cmds.append(["XADD", RedisKeys.jobs(c.node), "*"] + (try msg.fields(keys: settings.keys)))
             if let sid = c.streamID { cmds.append(["XDEL", RedisKeys.jobs(c.node), sid]) }
         }
         _ = try redis.pipeline(cmds)

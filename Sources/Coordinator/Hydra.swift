@@ -17,7 +17,7 @@ struct Hydra: ParsableCommand {
         version: hydraVersion,
         subcommands: [
             MigrateCommand.self, CoordinatorCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
-            NodesCommand.self, JobsCommand.self, CancelCommand.self, RetryCommand.self, DrainCommand.self,
+            NodesCommand.self, JobsCommand.self, CancelCommand.self, RetryCommand.self, DrainCommand.self, KeygenCommand.self,
         ]
     )
 

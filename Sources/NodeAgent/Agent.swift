@@ -13,6 +13,7 @@ struct AgentSettings: Sendable {
     var markerDirectory: String?
     var prefetch: Int
     var version: String
+    var keys: SigningKeys?
 }
 
 /// A job the agent holds: read from its stream, running on its own thread.
@@ -218,7 +219,7 @@ final class Agent: Sendable {
     private func deadLetter(_ conn: RedisConnection, entry: StreamEntry, reason: String) {
         metrics.deadLettered(reason: reason)
         log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)])
-        let raw = entry.fields?["envelope"] ?? entry.fields.map { "\($0)" } ?? ""
+        let raw = entry.fields?["body"] ?? entry.fields.map { "\($0.keys.sorted())" } ?? ""
         _ = try? conn.command(["XADD", RedisKeys.deadLetter, "MAXLEN", "~", "100000", "*", "node", settings.node,
                                "stream", jobsStream, "id", entry.id, "reason", reason, "raw", String(raw.prefix(4096))])
     }
@@ -229,22 +230,22 @@ final class Agent: Sendable {
             ack(conn, entry.id)
             return
         }
-        if fields["type"] == "cancel" {
-            if let id = fields["job_id"], let j = jobs.withLock({ $0[id] }) {
-                log.info("cancel requested", [("job", id)])
-                j.cancellation.cancel()
-            }
-            ack(conn, entry.id)
-            return
-        }
-        guard let raw = fields["envelope"] else {
-            deadLetter(conn, entry: entry, reason: "missing_envelope")
-            ack(conn, entry.id)
-            return
-        }
         let env: Envelope
-        do { env = try JSONCoding.decode(Envelope.self, from: raw) } catch {
-            deadLetter(conn, entry: entry, reason: "malformed")
+        do {
+            switch try NodeMessage.decode(fields, keys: settings.keys, now: Date().timeIntervalSince1970) {
+            case .cancel(let id, let attempt, _):
+                if let j = jobs.withLock({ $0[id] }), j.envelope.attempt == attempt {
+                    log.info("cancel requested", [("job", id)])
+                    j.cancellation.cancel()
+                }
+                ack(conn, entry.id)
+                return
+            case .job(let e):
+                env = e
+            }
+        } catch {
+            let reason = (error as? Rejection) ?? .malformed
+            deadLetter(conn, entry: entry, reason: reason.rawValue)
             ack(conn, entry.id)
             return
         }

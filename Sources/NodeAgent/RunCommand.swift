@@ -26,6 +26,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
     var allowCommand: [String] = []
     @OptionGroup var services: ServiceOptions
+    @OptionGroup var signing: SigningOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
     func validate() throws {
@@ -71,9 +72,11 @@ struct RunCommand: ParsableCommand {
 
         let executors = try services.executors(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
 
+        let keys = try signing.load()
+        if keys == nil { log.warning("no HMAC key (--hmac-key or the hmac.key credential): accepting unsigned envelopes") }
         let settings = AgentSettings(node: node, redisURL: redisURL, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
                                      heartbeatInterval: heartbeatInterval, graceSeconds: grace, outputDirectory: outputDir,
-                                     markerDirectory: markerDir, prefetch: prefetch, version: hydraVersion)
+                                     markerDirectory: markerDir, prefetch: prefetch, version: hydraVersion, keys: keys)
         let agent = try Agent(settings: settings, readInventory: readInventory, simulated: simulated, executors: executors)
 
         let (host, port) = try MiniHTTPServer.parseListen(listen)

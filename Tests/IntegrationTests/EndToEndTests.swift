@@ -200,16 +200,38 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try cluster.summary(second).count(.succeeded), 1)
     }
 
-    func testMalformedEnvelopeIsDeadLetteredAndAgentKeepsRunning() throws {
+    func testBadEnvelopesAreDeadLetteredWithTheirReasonAndTheAgentKeepsRunning() throws {
         try cluster.startCoordinator()
         try cluster.startAgent("hydra-storage")
         try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
         let redis = try RedisConnection(url: cluster.redisURL)
-        try redis.run(["XADD", RedisKeys.jobs("hydra-storage"), "*", "type", "job", "envelope", "{not json"])
-        try redis.run(["XADD", RedisKeys.jobs("hydra-storage"), "*", "something", "else"])
-        try waitUntil("dead-lettered", timeout: 30) { (try redis.run(["XLEN", RedisKeys.deadLetter]).integer ?? 0) == 2 }
+        let stream = RedisKeys.jobs("hydra-storage")
+        let keys = try XCTUnwrap(try SigningKeys.load(current: cluster.keyFile, previous: nil))
+        let now = Date().timeIntervalSince1970
+        let env = Envelope(jobID: UUID().uuidString.lowercased(), attempt: 1, kind: "sleep", spec: ["duration_s": 0], gpuUUIDs: [],
+                           vramBytes: 0, deadline: nil, issuedAt: now, expiresAt: now + 60)
+        // Unsigned.
+        try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(env).fields(keys: nil)))
+        // Signed, then tampered with (attempt changed after signing).
+        var tampered = try NodeMessage.job(env).fields(keys: keys)
+        tampered[3] = tampered[3].replacingOccurrences(of: "\"attempt\":1", with: "\"attempt\":7")
+        try redis.run(["XADD", stream, "*"] + tampered)
+        // Signed by a key nobody has.
+        let stranger = SigningKeys(current: Array(repeating: 65, count: 40))
+        try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(env).fields(keys: stranger)))
+        // Signed but expired.
+        var old = env
+        old.expiresAt = now - 1
+        try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(old).fields(keys: keys)))
+        // Not even a message.
+        try redis.run(["XADD", stream, "*", "type", "job", "body", "{not json"])
+        try redis.run(["XADD", stream, "*", "something", "else"])
+        try waitUntil("dead-lettered", timeout: 30) { (try redis.run(["XLEN", RedisKeys.deadLetter]).integer ?? 0) == 6 }
         let entries = RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter, "-", "+"]).array ?? [])
-        XCTAssertEqual(Set(entries.compactMap { $0.fields?["reason"] }), ["malformed", "missing_envelope"])
+        XCTAssertEqual(entries.compactMap { $0.fields?["reason"] },
+                       ["unsigned", "bad_signature", "unknown_key", "expired", "unsigned", "malformed"])
+        XCTAssertFalse(cluster.log("hydra-storage").contains(try String(contentsOfFile: cluster.keyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)),
+                       "the key must never be logged")
         let batch = try cluster.submit("""
         name: still-alive
         jobs:

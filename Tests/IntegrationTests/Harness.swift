@@ -11,6 +11,7 @@ final class Cluster {
     let binDir: URL
     private(set) var processes: [String: Process] = [:]
     let clusterFile: String
+    let keyFile: String
 
     static let referenceCluster = """
     headroom: 0
@@ -58,6 +59,9 @@ final class Cluster {
         binDir = try Self.findBinaries()
         clusterFile = dir.appendingPathComponent("cluster.yaml").path
         try Self.referenceCluster.write(toFile: clusterFile, atomically: true, encoding: .utf8)
+        keyFile = dir.appendingPathComponent("hmac.key").path
+        let k = try hydra(["keygen", keyFile])
+        guard k.status == 0 else { throw TestFailure("keygen failed: \(k.stderr)") }
         let m = try hydra(["migrate"])
         guard m.status == 0 else { throw TestFailure("migrate failed: \(m.stderr)") }
     }
@@ -119,13 +123,13 @@ final class Cluster {
 
     func startCoordinator(lease: Double = 3) throws {
         try start("coordinator", binary: "hydra", ["coordinator", "--cluster", clusterFile, "--metrics-listen", "127.0.0.1:0",
-                                                    "--lease", String(lease)])
+                                                    "--lease", String(lease), "--hmac-key", keyFile])
     }
 
     func startAgent(_ node: String, extra: [String] = []) throws {
         try start(node, binary: "hydra-agent", ["run", "--node", node, "--cluster", clusterFile, "--simulate",
                                                 "--listen", "127.0.0.1:0", "--output-dir", dir.appendingPathComponent("out").path,
-                                                "--heartbeat-interval", "0.5"] + extra)
+                                                "--heartbeat-interval", "0.5", "--hmac-key", keyFile] + extra)
     }
 
     func log(_ name: String) -> String {

@@ -26,6 +26,7 @@ struct CoordinatorCommand: ParsableCommand {
     @OptionGroup var clusterOption: ClusterOption
     @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port).") var metricsListen = "127.0.0.1:9100"
     @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
+    @OptionGroup var signing: SigningOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
     func run() throws {
@@ -33,8 +34,10 @@ struct CoordinatorCommand: ParsableCommand {
         guard lease > 0 else { throw ValidationError("--lease must be > 0") }
         let cluster = try clusterOption.load()
         do { _ = try RedisEndpoint(url: conn.redis) } catch { throw ValidationError("\(error)") }
+        let keys = try signing.load()
+        if keys == nil { Log(component: "coordinator").warning("no HMAC key (--hmac-key or the hmac.key credential): envelopes go unsigned") }
         let service = CoordinatorService(settings: CoordinatorSettings(redisURL: conn.redis, databaseURL: conn.database,
-                                                                      cluster: cluster, leaseSeconds: lease))
+                                                                      cluster: cluster, leaseSeconds: lease, keys: keys))
         let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
         let server = MiniHTTPServer(host: host, port: port) { req in
             switch req.path {
@@ -53,5 +56,27 @@ struct CoordinatorCommand: ParsableCommand {
         service.stop()
         server.stop()
         Thread.sleep(forTimeInterval: 0.3)
+    }
+}
+
+struct KeygenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen", abstract: "Write a new random HMAC key for envelope signing (mode 0600).",
+        discussion: "Rotation: give agents the new key as --hmac-key and the old one as --hmac-key-previous, then the coordinator.")
+    @Argument(help: "Where to write the key; an existing file is kept unless --force.") var file: String
+    @Flag(help: "Overwrite an existing file.") var force = false
+
+    func run() throws {
+        let flags = O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL)
+        let fd = open(file, flags, 0o600)
+        guard fd >= 0 else {
+            if errno == EEXIST { invalid("\(file) exists (use --force to replace it)") }
+            fail("cannot write \(file): \(String(cString: strerror(errno)))")
+        }
+        fchmod(fd, 0o600)
+        let key = SigningKeys.generateHex() + "\n"
+        _ = key.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        print("wrote a new HMAC key to \(file)")
     }
 }

@@ -41,11 +41,14 @@ public struct Envelope: Codable, Sendable, Equatable {
     /// Seconds since 1970 after which the agent must stop the job (nil = no deadline).
     public var deadline: Double?
     public var issuedAt: Double
+    /// Seconds since 1970 after which an agent refuses the envelope (a stale message).
+    public var expiresAt: Double?
 
     public init(v: Int = 1, jobID: String, attempt: Int, kind: String, spec: JSONValue, gpuUUIDs: [String],
-                vramBytes: UInt64, deadline: Double?, issuedAt: Double) {
+                vramBytes: UInt64, deadline: Double?, issuedAt: Double, expiresAt: Double? = nil) {
         self.v = v; self.jobID = jobID; self.attempt = attempt; self.kind = kind; self.spec = spec
         self.gpuUUIDs = gpuUUIDs; self.vramBytes = vramBytes; self.deadline = deadline; self.issuedAt = issuedAt
+        self.expiresAt = expiresAt
     }
 
     enum CodingKeys: String, CodingKey {
@@ -56,6 +59,7 @@ public struct Envelope: Codable, Sendable, Equatable {
         case vramBytes = "vram_bytes"
         case deadline
         case issuedAt = "issued_at"
+        case expiresAt = "expires_at"
     }
 }
 

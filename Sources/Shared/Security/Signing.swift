@@ -1,0 +1,141 @@
+import Crypto
+import Foundation
+
+/// Why an agent refused a message on its stream (the `reason` on hydra:deadletter
+/// and the label of hydra_agent_deadletter_total).
+public enum Rejection: String, Sendable, Error, CaseIterable {
+    case unsigned, badSignature = "bad_signature", unknownKey = "unknown_key", expired, malformed
+    case missingBody = "missing_envelope", unknownType = "unknown_type"
+}
+
+/// The HMAC-SHA256 keys shared by the coordinator and the agents: the current one signs,
+/// the current and the previous one verify, so keys rotate without a flag day.
+public struct SigningKeys: Sendable {
+    public struct Key: Sendable {
+        public let id: String
+        // Raw bytes rather than SymmetricKey, which is not Sendable in swift-crypto 3.
+        let bytes: [UInt8]
+        var key: SymmetricKey { SymmetricKey(data: bytes) }
+    }
+    public let current: Key
+    public let previous: Key?
+
+    public init(current: [UInt8], previous: [UInt8]? = nil) {
+        self.current = Self.key(current)
+        self.previous = previous.map(Self.key)
+    }
+
+    static func key(_ bytes: [UInt8]) -> Key {
+        // The id names the key without revealing it: the first 8 hex digits of its SHA-256.
+        let digest = SHA256.hash(data: bytes)
+        let id = digest.prefix(4).map { String(format: "%02x", $0) }.joined()
+        return Key(id: id, bytes: bytes)
+    }
+
+    /// Reads key files. The files must be private to their owner (mode 0600 or stricter),
+    /// since a key that others can read is no key. Without paths, systemd credentials
+    /// (`$CREDENTIALS_DIRECTORY/hmac.key`, `hmac.previous.key`) are used when present.
+    public static func load(current: String?, previous: String?) throws -> SigningKeys? {
+        let creds = ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"]
+        let currentPath = current ?? creds.map { "\($0)/hmac.key" }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        guard let currentPath else { return nil }
+        let previousPath = previous ?? creds.map { "\($0)/hmac.previous.key" }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        return SigningKeys(current: try readKey(currentPath), previous: try previousPath.map(readKey))
+    }
+
+    static func readKey(_ path: String) throws -> [UInt8] {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw InputError(file: path, problem: "cannot read the HMAC key file") }
+        if st.st_mode & 0o077 != 0 {
+            throw InputError(file: path, problem: String(format: "the HMAC key file is readable by others (mode %o); chmod 600 it", st.st_mode & 0o777))
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw InputError(file: path, problem: "cannot read the HMAC key file") }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard text.utf8.count >= 32 else { throw InputError(file: path, problem: "the HMAC key is shorter than 32 characters") }
+        return Array(text.utf8)
+    }
+
+    /// A fresh random key as 64 hex digits (what `hydra keygen` writes).
+    public static func generateHex() -> String {
+        SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func sign(_ type: String, _ body: String) -> (signature: String, keyID: String) {
+        (Self.mac(current.key, type, body), current.id)
+    }
+
+    /// Checks a signature made by the current or the previous key.
+    public func verify(_ type: String, _ body: String, signature: String?, keyID: String?) throws {
+        guard let signature, !signature.isEmpty else { throw Rejection.unsigned }
+        let candidates = [current] + (previous.map { [$0] } ?? [])
+        guard let k = candidates.first(where: { $0.id == keyID }) else { throw Rejection.unknownKey }
+        guard let sig = Self.unhex(signature),
+              HMAC<SHA256>.isValidAuthenticationCode(sig, authenticating: Self.bytes(type, body), using: k.key) else {
+            throw Rejection.badSignature
+        }
+    }
+
+    /// The MAC covers the message type and the body bytes exactly as sent (sorted-key JSON).
+    static func bytes(_ type: String, _ body: String) -> [UInt8] { Array("hydra-v1\n\(type)\n".utf8) + Array(body.utf8) }
+
+    static func mac(_ key: SymmetricKey, _ type: String, _ body: String) -> String {
+        HMAC<SHA256>.authenticationCode(for: bytes(type, body), using: key).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func unhex(_ s: String) -> [UInt8]? {
+        guard s.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var i = s.startIndex
+        while i < s.endIndex {
+            let j = s.index(i, offsetBy: 2)
+            guard let b = UInt8(s[i..<j], radix: 16) else { return nil }
+            out.append(b)
+            i = j
+        }
+        return out
+    }
+}
+
+/// What travels on a node's job stream: a typed, signed body.
+public enum NodeMessage: Sendable, Equatable {
+    case job(Envelope)
+    case cancel(jobID: String, attempt: Int, issuedAt: Double)
+
+    /// Stream fields for XADD: `type`, `body`, and with keys `sig` and `kid`.
+    public func fields(keys: SigningKeys?) throws -> [String] {
+        let type: String, body: String
+        switch self {
+        case .job(let e):
+            type = "job"; body = try JSONCoding.encodeString(e)
+        case .cancel(let id, let attempt, let at):
+            type = "cancel"
+            body = try JSONCoding.encodeString(JSONValue.object(["job_id": .string(id), "attempt": .number(Double(attempt)), "issued_at": .number(at)]))
+        }
+        var f = ["type", type, "body", body]
+        if let keys {
+            let (sig, kid) = keys.sign(type, body)
+            f += ["sig", sig, "kid", kid]
+        }
+        return f
+    }
+
+    /// Decodes and checks a stream entry's fields. With keys, anything unsigned, signed
+    /// with an unknown key, tampered with or past its expiry is refused.
+    public static func decode(_ fields: [String: String], keys: SigningKeys?, now: Double) throws -> NodeMessage {
+        guard let type = fields["type"] else { throw Rejection.malformed }
+        guard let body = fields["body"] else { throw Rejection.missingBody }
+        if let keys { try keys.verify(type, body, signature: fields["sig"], keyID: fields["kid"]) }
+        switch type {
+        case "job":
+            guard let e = try? JSONCoding.decode(Envelope.self, from: body) else { throw Rejection.malformed }
+            if let exp = e.expiresAt, exp < now { throw Rejection.expired }
+            return .job(e)
+        case "cancel":
+            guard let v = try? JSONCoding.decode(JSONValue.self, from: body), let id = v["job_id"]?.stringValue,
+                  let attempt = v["attempt"]?.intValue else { throw Rejection.malformed }
+            return .cancel(jobID: id, attempt: attempt, issuedAt: v["issued_at"]?.doubleValue ?? 0)
+        default:
+            throw Rejection.unknownType
+        }
+    }
+}
