@@ -11,6 +11,8 @@ struct CoordinatorSettings: Sendable {
     var placementBatch: Int = 5000
     var envelopeTTLSeconds: Double = 900
     var keys: SigningKeys?
+    /// A node silent this long is dead: its jobs are requeued.
+    var nodeTimeoutSeconds: Double = 5
 }
 
 /// The coordinator loop: heartbeats in, results in, placements out. It keeps no
@@ -94,7 +96,7 @@ final class CoordinatorService: Sendable {
                 try store.renewLeases(jobIDs: nodes.flatMap(\.running), leaseSeconds: settings.leaseSeconds)
             }
             if now.timeIntervalSince(lastSlow) >= 0.5 {
-                let lost = try store.expireLeases()
+                let lost = try store.expireLeases(nodeTimeout: settings.nodeTimeoutSeconds)
                 for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
                 try cleanStreams(redis: redis, lost)
                 try store.releaseBackoffs()

@@ -40,6 +40,9 @@ final class Agent: Sendable {
 
     private let stopping = Atomic<Bool>(false)
     private let jobs = Mutex<[String: RunningJob]>([:])
+    /// (job id, attempt) pairs finished lately: a redelivered envelope (Redis lost an
+    /// acknowledgement in a restart) is acknowledged instead of being run twice.
+    private let finished = Mutex<(set: Set<String>, order: [String])>(([], []))
     private let lastInventory = Mutex<Inventory>(Inventory())
     private let lastHeartbeatOK = Mutex<Date?>(nil)
     private let results: Mutex<RedisConnection>
@@ -204,6 +207,10 @@ final class Agent: Sendable {
     /// Entries this consumer read before a crash or restart: their process is gone,
     /// so each is reported failed (retryable) instead of being run a second time.
     private func recoverPending(_ conn: RedisConnection) throws {
+        // Entries held by other consumers of this node's group (an agent that ran under another
+        // name) are claimed too, then handled like our own.
+        let (claimed, _) = try conn.autoClaim(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName, minIdleMillis: 0)
+        if !claimed.isEmpty { log.info("claimed \(claimed.count) entries from other consumers") }
         while true {
             let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
                                              id: "0", count: 100, blockMillis: nil)
@@ -257,6 +264,11 @@ final class Agent: Sendable {
             return
         }
         if jobs.withLock({ $0[env.jobID] != nil }) { return }
+        if finished.withLock({ $0.set.contains("\(env.jobID)/\(env.attempt)") }) {
+            log.info("envelope delivered again after it finished; acknowledging", [("job", env.jobID), ("attempt", String(env.attempt))])
+            ack(conn, entry.id)
+            return
+        }
         if isStopping {
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
                                   error: "agent on \(settings.node) is shutting down"))
@@ -331,6 +343,14 @@ final class Agent: Sendable {
             _ = try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup, job.streamID]) }
         } catch {
             log.warning("XACK \(job.streamID) failed: \(error)")
+        }
+        finished.withLock { f in
+            let key = "\(env.jobID)/\(env.attempt)"
+            if f.set.insert(key).inserted { f.order.append(key) }
+            if f.order.count > 20_000 {
+                for k in f.order.prefix(10_000) { f.set.remove(k) }
+                f.order.removeFirst(10_000)
+            }
         }
         jobs.withLock { _ = $0.removeValue(forKey: env.jobID) }
         metrics.jobFinished(kind: env.kind, outcome: result.outcome == .failed ? (result.failureClass?.rawValue ?? "failed") : result.outcome.rawValue)

@@ -26,6 +26,8 @@ struct CoordinatorCommand: ParsableCommand {
     @OptionGroup var clusterOption: ClusterOption
     @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port).") var metricsListen = "127.0.0.1:9100"
     @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
+    @Option(name: .customLong("node-timeout"), help: "Seconds without a heartbeat after which a node is dead and its jobs are requeued.")
+    var nodeTimeout = 5.0
     @OptionGroup var signing: SigningOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
@@ -37,7 +39,8 @@ struct CoordinatorCommand: ParsableCommand {
         let keys = try signing.load()
         if keys == nil { Log(component: "coordinator").warning("no HMAC key (--hmac-key or the hmac.key credential): envelopes go unsigned") }
         let service = CoordinatorService(settings: CoordinatorSettings(redisURL: conn.redis, databaseURL: conn.database,
-                                                                      cluster: cluster, leaseSeconds: lease, keys: keys))
+                                                                      cluster: cluster, leaseSeconds: lease, keys: keys,
+                                                                      nodeTimeoutSeconds: nodeTimeout))
         let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
         let server = MiniHTTPServer(host: host, port: port) { req in
             switch req.path {

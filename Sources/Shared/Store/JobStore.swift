@@ -179,7 +179,8 @@ public final class JobStore {
             var applied: [AppliedTransition] = []
             var events: [(String, Int, String?, String, String)] = []
             for res in results {
-                guard var cur = current[res.jobID], cur.attempt == res.attempt else { continue }
+                // Fencing: only the current attempt, and only from the node it was sent to.
+                guard var cur = current[res.jobID], cur.attempt == res.attempt, cur.node == nil || cur.node == res.node else { continue }
                 let event: JobEvent
                 switch res.outcome {
                 case .started: event = .started
@@ -247,14 +248,18 @@ public final class JobStore {
             """, [PGConnection.textArray(ids), String(leaseSeconds)])
     }
 
-    /// Jobs whose lease ran out (their node died, or their message was lost) are
-    /// `lost`: back to pending, or dead when out of attempts.
-    public func expireLeases() throws -> [AppliedTransition] {
+    /// Jobs whose lease ran out (their message was lost, or nobody claims them), or whose
+    /// node has not been seen for `nodeTimeout` seconds, are `lost`: back to pending, or
+    /// dead when out of attempts.
+    public func expireLeases(nodeTimeout: Double = 5) throws -> [AppliedTransition] {
         try db.transaction { tx in
             let rows = try tx.exec("""
                 SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs
-                WHERE state IN ('placed', 'dispatched', 'running') AND lease_expires_at < now() FOR UPDATE SKIP LOCKED
-                """).all
+                WHERE state IN ('placed', 'dispatched', 'running')
+                  AND (lease_expires_at < now()
+                       OR node IN (SELECT name FROM nodes WHERE last_seen < now() - make_interval(secs => $1::float8)))
+                FOR UPDATE SKIP LOCKED
+                """, [String(nodeTimeout)]).all
             var applied: [AppliedTransition] = []
             var events: [(String, Int, String?, String, String)] = []
             for r in rows {
@@ -263,7 +268,7 @@ public final class JobStore {
                 guard let (next, _) = JobLifecycle.next(from, .lost, attempt: attempt, maxAttempts: maxA, policy: policy, random: 0) else { continue }
                 let entry = try JSONCoding.encodeString(JSONValue.array([.object([
                     "attempt": .number(Double(attempt)), "class": .string("lost"),
-                    "message": .string("lease expired on node \(r["node"] ?? "?") (node down or message lost)"),
+                    "message": .string("lost on node \(r["node"] ?? "?") (node silent or message lost)"),
                     "node": .string(r["node"] ?? ""), "at": .number(Date().timeIntervalSince1970),
                 ])]))
                 let res = try tx.exec("""
