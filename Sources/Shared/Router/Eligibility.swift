@@ -7,7 +7,7 @@ struct Eligibility: Sendable {
     /// Set when `nodes` is empty.
     var reason: (code: PendingReason.Code, message: String, never: Bool)?
 
-    static func compute(_ s: DemandShape, snapshot: ClusterSnapshot, state: PassState,
+    static func compute(_ s: DemandShape, snapshot: ClusterSnapshot, state: borrowing PassState,
                         filters: [any PlacementFilter]) -> Eligibility {
         var eligible: [(node: Int, gpus: [Int])] = []
         // Per node: static node-level rejection, transient ones, and the GPU-level outcome.
@@ -46,7 +46,7 @@ struct Eligibility: Sendable {
                                                        waitingNodes: waitingNodes, gpuRej: gpuRej, shortGangs: shortGangs))
     }
 
-    private static func explain(_ s: DemandShape, snapshot: ClusterSnapshot, state: PassState,
+    private static func explain(_ s: DemandShape, snapshot: ClusterSnapshot, state: borrowing PassState,
                                 staticNodeRej: [(Int, Rejection)], waitingNodes: [(Int, [Rejection])],
                                 gpuRej: [(Int, Rejection)], shortGangs: [(Int, Int)]) -> (PendingReason.Code, String, Bool) {
         let name = { (ni: Int) in snapshot.nodes[ni].name }
@@ -79,8 +79,7 @@ struct Eligibility: Sendable {
                 return (.unschedulable, "needs \(s.gpus) GPUs with \(ByteSize.format(s.needBytes)) each on one node; \(most)", true)
             }
             let largest = capacity.max { state.gpus[$0.0].usable < state.gpus[$1.0].usable }!
-            let g = state.gpus[largest.0]
-            return (.unschedulable, "needs \(ByteSize.format(s.needBytes)) on 1 GPU; largest: \(g.label) \(ByteSize.format(g.usable)) usable", true)
+            return (.unschedulable, "needs \(ByteSize.format(s.needBytes)) on 1 GPU; largest: \(state.info[largest.0].label) \(ByteSize.format(state.gpus[largest.0].usable)) usable", true)
         }
         if let first = gpuRej.first {
             let list = Set(gpuRej.map(\.1.detail)).sorted().joined(separator: ", ")

@@ -99,7 +99,7 @@ struct StaticCapacityFilter: PlacementFilter {
     func check(_ s: DemandShape, gpu: RouterGPU, node: RouterNode, headroom: UInt64) -> Rejection? {
         let usable = StaticCapacityFilter.usable(gpu, headroom: headroom)
         guard usable < s.needBytes else { return nil }
-        return Rejection(filter: name, detail: "\(ByteSize.format(usable)) usable", transient: false)
+        return Rejection(filter: name, detail: "\(Fmt.bytes(Int64(usable))) usable", transient: false)
     }
 
     static func usable(_ gpu: RouterGPU, headroom: UInt64) -> UInt64 {

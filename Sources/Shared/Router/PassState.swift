@@ -1,13 +1,10 @@
 import Foundation
 
 /// One GPU's running tally during a placement pass: what is free now and how much
-/// work is queued on it, updated as the pass places (and plans) jobs.
+/// work is queued on it, updated as the pass places (and plans) jobs. Numbers only: the
+/// inner loop reads it per job and GPU, and a copy with strings would cost refcounting.
 struct GPUState: Sendable {
     var node: Int
-    var uuid: String
-    var index: Int
-    var model: String
-    var label: String          // `hydra-ai/0 RTX 5090`
     var modelID: Int           // index into the pass's distinct model names
     var weight: Double
     var usable: UInt64         // total − baseline − headroom
@@ -19,6 +16,14 @@ struct GPUState: Sendable {
     var queueS: Double
     /// Index (in the pass's order) of the job this GPU is held for; -1: none.
     var claimedBy: Int
+}
+
+/// The descriptive side of a GPU in a pass (names for reasons and assignments).
+struct GPUDescription: Sendable {
+    var uuid: String
+    var index: Int
+    var model: String
+    var label: String          // `hydra-ai/0 RTX 5090`
     var loaded: Set<String>
 }
 
@@ -30,6 +35,7 @@ struct NodeState: Sendable {
 
 struct PassState: Sendable {
     var gpus: [GPUState]
+    var info: [GPUDescription]
     var nodes: [NodeState]
     var modelNames: [String]
     var uuidToSlot: [String: Int]
@@ -37,9 +43,12 @@ struct PassState: Sendable {
     var anyLoadedModels: Bool
     /// Job id each GPU is held for (parallel to `gpus`; kept out of `GPUState` so the inner loop copies no strings).
     var claimant: [String?]
+    /// Bumped whenever the pass takes VRAM; keys the cached "most free" texts.
+    var freeVersion = 0
+    var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
-        gpus = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
+        gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
         anyLoadedModels = snapshot.nodes.contains { $0.gpus.contains { !$0.loadedModels.isEmpty } }
         var modelIDs: [String: Int] = [:]
         let headroom = snapshot.headroomBytes
@@ -51,11 +60,12 @@ struct PassState: Sendable {
                 if let m = modelIDs[g.model] { mid = m } else { mid = modelNames.count; modelIDs[g.model] = mid; modelNames.append(g.model) }
                 uuidToSlot[g.uuid] = gpus.count
                 slots.append(gpus.count)
-                gpus.append(GPUState(node: ni, uuid: g.uuid, index: g.index, model: g.model,
-                                     label: "\(n.name)/\(g.index) \(GPUWeights.shortName(g.model))", modelID: mid,
-                                     weight: GPUWeights.weight(model: g.model, configured: g.weight),
+                gpus.append(GPUState(node: ni, modelID: mid, weight: GPUWeights.weight(model: g.model, configured: g.weight),
                                      usable: StaticCapacityFilter.usable(g, headroom: headroom), free: 0, releasable: 0,
-                                     queueS: 0, claimedBy: -1, loaded: Set(g.loadedModels.map { $0.lowercased() })))
+                                     queueS: 0, claimedBy: -1))
+                info.append(GPUDescription(uuid: g.uuid, index: g.index, model: g.model,
+                                           label: "\(n.name)/\(g.index) \(GPUWeights.shortName(g.model))",
+                                           loaded: Set(g.loadedModels.map { $0.lowercased() })))
             }
             nodes.append(NodeState(gpuSlots: slots, cpuRemaining: Array(repeating: 0, count: max(0, n.cpuSlots))))
         }
@@ -111,7 +121,7 @@ struct PassState: Sendable {
             runtime = RuntimeEstimator.cpu(d, stats: stats)
         } else {
             let slowest = slots.min { gpus[$0].weight < gpus[$1].weight }!
-            runtime = RuntimeEstimator.gpu(d, learned: stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: gpus[slowest].model),
+            runtime = RuntimeEstimator.gpu(d, learned: stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: modelNames[gpus[slowest].modelID]),
                                            weight: gpus[slowest].weight)
         }
         let start = r.startedAt ?? now

@@ -15,7 +15,7 @@ public enum Router {
                              now: Date, policy: RouterPolicy = .hydra) -> PlacementResult {
         var state = PassState(snapshot: snapshot, stats: stats, now: now, policy: policy)
         let filters = PlacementFilters.standard + policy.extraFilters
-        let scorers = policy.scorers
+        let scorers = ScorerSet(policy)
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS)
 
         var eligibility: [DemandShape: Eligibility] = [:]
@@ -57,20 +57,13 @@ public enum Router {
     // MARK: GPU jobs
 
     private static func placeGPU(_ job: RouterJob, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
-                                 _ state: inout PassState, scorers: [any PlacementScorer], policy: RouterPolicy,
+                                 _ state: inout PassState, scorers: ScorerSet, policy: RouterPolicy,
                                  snapshot: ClusterSnapshot, now: Date, into result: inout PlacementResult) {
         let need = Int64(d.shape.needBytes)
         let k = d.shape.gpus
         let jobKey = policy.name == .random ? SplitMix64.stableHash(job.id) ^ UInt64(bitPattern: Int64(now.timeIntervalSince1970)) : 0
         var bestNow: Candidate?, bestNowCost = Double.infinity
         var bestAny: Candidate?, bestAnyCost = Double.infinity
-
-        func consider(_ c: Candidate) {
-            var cost = 0.0
-            for s in scorers { cost += s.cost(c, demand: d, jobKey: jobKey, state: state) }
-            if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
-            if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
-        }
 
         for (ni, slots) in elig.nodes {
             if k == 1 {
@@ -79,11 +72,19 @@ public enum Router {
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
                     let fits = g.free >= need && g.claimedBy < 0
                     let predictable = fits || g.free + Int64(g.releasable) >= need
-                    consider(Candidate(node: ni, first: s, startS: g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable))
+                    guard fits || predictable else { continue }
+                    let c = Candidate(node: ni, first: s, startS: g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable)
+                    let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
+                    if fits, cost < bestNowCost { bestNow = c; bestNowCost = cost }
+                    if predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
                 }
             } else {
-                if let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: true) { consider(c) }
-                if let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: false) { consider(c) }
+                for requireFit in [true, false] {
+                    guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit) else { continue }
+                    let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
+                    if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
+                    if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
+                }
             }
         }
 
@@ -91,21 +92,22 @@ public enum Router {
         if policy.waitsForBetterGPU { choice = bestAny ?? bestNow } else { choice = bestNow ?? bestAny }
         if let c = choice, c.fitsNow {
             let finish = c.finishS
+            state.freeVersion += 1
             _ = c.allGPUs { s in
                 state.gpus[s].free -= need
                 state.gpus[s].releasable += UInt64(need)
                 state.gpus[s].queueS = finish
                 return true
             }
-            let uuids = c.gpus.map { state.gpus[$0].uuid }
+            let uuids = c.gpus.map { state.info[$0].uuid }
             result.assignments.append(Assignment(
-                jobID: job.id, node: snapshot.nodes[c.node].name, gpuUUIDs: uuids, gpuIndices: c.gpus.map { state.gpus[$0].index },
+                jobID: job.id, node: snapshot.nodes[c.node].name, gpuUUIDs: uuids, gpuIndices: c.gpus.map { state.info[$0].index },
                 reservedBytesPerGPU: UInt64(need), expectedRuntimeS: c.runtimeS, expectedStart: now,
                 expectedFinish: now.addingTimeInterval(finish)))
             return
         }
 
-        let reason = waitReason(d, choice: choice, bestNow: bestNow, elig: elig, state: state, snapshot: snapshot)
+        let reason = waitReason(d, choice: choice, bestNow: bestNow, elig: elig, state: &state, snapshot: snapshot)
         result.pending.append(PendingReason(jobID: job.id, code: reason.0, message: reason.1, neverRunnable: false))
         // Plan it onto the GPU it waits for, so jobs after it see that GPU as busier and cannot take it.
         if let c = choice {
@@ -120,7 +122,7 @@ public enum Router {
 
     /// The k GPUs of one node that finish the job soonest; with `requireFit`, among those it fits on now.
     private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
-                             state: PassState, requireFit: Bool) -> Candidate? {
+                             state: borrowing PassState, requireFit: Bool) -> Candidate? {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
         for s in slots {
             let g = state.gpus[s]
@@ -131,46 +133,71 @@ public enum Router {
         }
         guard pool.count >= k else { return nil }
         pool.sort { $0.finish < $1.finish || ($0.finish == $1.finish && $0.slot < $1.slot) }
-        let chosen = pool.prefix(k)
         // A gang moves at its slowest member's pace and starts when its busiest member is free.
-        let runtime = chosen.map(\.runtime).max()!
-        let start = chosen.map { state.gpus[$0.slot].queueS }.max()!
-        let ordered = chosen.map(\.slot).sorted { state.gpus[$0].index < state.gpus[$1].index }
-        return Candidate(node: node, first: ordered[0], others: Array(ordered.dropFirst()), startS: start, runtimeS: runtime,
-                         fitsNow: chosen.allSatisfy(\.fits), predictable: chosen.allSatisfy(\.predictable))
+        // (Plain loops: a closure reading `state` would copy the whole pass state.)
+        var runtime = 0.0, start = 0.0, fits = true, predictable = true
+        var chosen: [Int] = []
+        for m in pool.prefix(k) {
+            runtime = max(runtime, m.runtime); start = max(start, state.gpus[m.slot].queueS)
+            fits = fits && m.fits; predictable = predictable && m.predictable
+            chosen.append(m.slot)
+        }
+        chosen.sort()   // slots follow GPU index order within a node
+        return Candidate(node: node, first: chosen[0], others: Array(chosen.dropFirst()), startS: start, runtimeS: runtime,
+                         fitsNow: fits, predictable: predictable)
     }
 
     private static func waitReason(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
-                                   state: PassState, snapshot: ClusterSnapshot) -> (PendingReason.Code, String) {
+                                   state: inout PassState, snapshot: ClusterSnapshot) -> (PendingReason.Code, String) {
         let needText = d.shape.gpus == 1
-            ? "needs \(ByteSize.format(d.shape.needBytes)) on 1 GPU"
-            : "needs \(ByteSize.format(d.shape.needBytes)) on each of \(d.shape.gpus) GPUs on one node"
+            ? "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on 1 GPU"
+            : "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on each of \(d.shape.gpus) GPUs on one node"
         if let c = choice {
-            let label = state.gpus[c.first].label + c.others.map { " + " + state.gpus[$0].label }.joined()
-            let held = ([c.first] + c.others).first { state.gpus[$0].claimedBy >= 0 }
+            var held: Int?
+            for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { held = c.gpu(i); break }
             if let h = held, let other = state.claimant[h] {
-                return (.heldForOtherJob, "waits for \(state.gpus[h].label), held for job \(other) ranked before it")
+                return (.heldForOtherJob, "waits for \(state.info[h].label), held for job \(other) ranked before it")
             }
+            let label = labels(c, state)
             if let now = bestNow {
-                let nowLabel = state.gpus[now.first].label + now.others.map { " + " + state.gpus[$0].label }.joined()
+                let nowLabel = labels(now, state)
                 return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel))")
             }
-            return (.insufficientVRAM, "\(needText); most free: \(mostFree(elig, d, state)); expected on \(label) in ~\(secs(c.startS))")
+            return (.insufficientVRAM, "\(needText); most free: \(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
         }
-        return (.insufficientVRAM, "\(needText); most free: \(mostFree(elig, d, state))")
+        return (.insufficientVRAM, "\(needText); most free: \(cachedMostFree(elig, d, &state))")
     }
 
-    private static func mostFree(_ elig: Eligibility, _ d: JobDemand, _ state: PassState) -> String {
+    private static func labels(_ c: Candidate, _ state: borrowing PassState) -> String {
+        var out = state.info[c.first].label
+        for g in c.others { out += " + " + state.info[g].label }
+        return out
+    }
+
+    /// Free VRAM only changes when the pass places a job, so jobs of one shape share the text in between.
+    private static func cachedMostFree(_ elig: Eligibility, _ d: JobDemand, _ state: inout PassState) -> String {
+        if let c = state.mostFreeCache[d.shape], c.version == state.freeVersion { return c.text }
+        let text = mostFree(elig, d, state)
+        state.mostFreeCache[d.shape] = (state.freeVersion, text)
+        return text
+    }
+
+    private static func mostFree(_ elig: Eligibility, _ d: JobDemand, _ state: borrowing PassState) -> String {
         if d.shape.gpus == 1 {
             var best = -1
-            for (_, slots) in elig.nodes { for s in slots where best < 0 || state.gpus[s].free > state.gpus[best].free { best = s } }
+            var bestFree = Int64.min
+            for n in elig.nodes { for s in n.gpus where state.gpus[s].free > bestFree { best = s; bestFree = state.gpus[s].free } }
             guard best >= 0 else { return "none" }
-            return "\(state.gpus[best].label) \(ByteSize.format(UInt64(max(0, state.gpus[best].free))))"
+            return "\(state.info[best].label) \(Fmt.bytes(bestFree))"
         }
         var parts: [String] = []
-        for (_, slots) in elig.nodes {
-            let frees = slots.map { state.gpus[$0] }.sorted { $0.free > $1.free }.prefix(d.shape.gpus)
-            parts.append(frees.map { "\($0.label) \(ByteSize.format(UInt64(max(0, $0.free))))" }.joined(separator: ", "))
+        for n in elig.nodes {
+            var frees: [(slot: Int, free: Int64)] = []
+            for s in n.gpus { frees.append((s, state.gpus[s].free)) }
+            frees.sort { $0.free > $1.free }
+            var texts: [String] = []
+            for f in frees.prefix(d.shape.gpus) { texts.append("\(state.info[f.slot].label) \(Fmt.bytes(f.free))") }
+            parts.append(texts.joined(separator: ", "))
         }
         return parts.joined(separator: "; ")
     }
@@ -178,7 +205,7 @@ public enum Router {
     static func secs(_ s: Double) -> String {
         if s < 120 { return "\(Int(s.rounded())) s" }
         if s < 7200 { return "\(Int((s / 60).rounded())) min" }
-        return String(format: "%.1f h", s / 3600)
+        return Fmt.oneDecimal(s / 3600) + " h"
     }
 
     // MARK: CPU-only jobs

@@ -44,14 +44,6 @@ public struct RouterPolicy: Sendable, Equatable {
     /// Whether a job may stay pending for a better GPU that is busy now.
     var waitsForBetterGPU: Bool { name == .hydra }
 
-    var scorers: [any PlacementScorer] {
-        switch name {
-        case .hydra: return [EarliestFinishScorer(), ModelLoadedScorer(penaltyS: modelLoadPenaltyS)]
-        case .seedStatic, .leastLoaded: return [LeastLoadedScorer()]
-        case .random: return [RandomScorer(seed: seed)]
-        }
-    }
-
     var extraFilters: [any PlacementFilter] {
         name == .seedStatic ? [SeedStaticRuleFilter()] : []
     }
