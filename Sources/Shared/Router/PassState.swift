@@ -45,6 +45,7 @@ struct PassState: Sendable {
     var claimant: [String?]
     /// Bumped whenever the pass takes VRAM; keys the cached "most free" texts.
     var freeVersion = 0
+    var explain = true
     var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {

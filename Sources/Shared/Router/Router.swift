@@ -11,9 +11,12 @@ import Foundation
 /// runtime and the GPU is held for it, so jobs further down cannot starve it by taking the
 /// VRAM it waits for.
 public enum Router {
+    /// - Parameter explain: false skips writing the reason texts (codes are still set); the
+    ///   simulator places thousands of times and only needs the texts of jobs that never ran.
     public static func place(pending: [RouterJob], snapshot: ClusterSnapshot, stats: RuntimeStats = .empty,
-                             now: Date, policy: RouterPolicy = .hydra) -> PlacementResult {
+                             now: Date, policy: RouterPolicy = .hydra, explain: Bool = true) -> PlacementResult {
         var state = PassState(snapshot: snapshot, stats: stats, now: now, policy: policy)
+        state.explain = explain
         let filters = PlacementFilters.standard + policy.extraFilters
         let scorers = ScorerSet(policy)
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS)
@@ -149,6 +152,11 @@ public enum Router {
 
     private static func waitReason(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
                                    state: inout PassState, snapshot: ClusterSnapshot) -> (PendingReason.Code, String) {
+        if !state.explain {
+            guard let c = choice else { return (.insufficientVRAM, "") }
+            for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, "") }
+            return (bestNow != nil ? .waitingForBetterGPU : .insufficientVRAM, "")
+        }
         let needText = d.shape.gpus == 1
             ? "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on 1 GPU"
             : "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on each of \(d.shape.gpus) GPUs on one node"
@@ -228,6 +236,8 @@ public enum Router {
             result.assignments.append(Assignment(jobID: job.id, node: snapshot.nodes[b.node].name, gpuUUIDs: [], gpuIndices: [],
                                                  reservedBytesPerGPU: 0, expectedRuntimeS: runtime, expectedStart: now,
                                                  expectedFinish: now.addingTimeInterval(runtime)))
+        } else if !state.explain {
+            result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot, message: "", neverRunnable: false))
         } else {
             let names = elig.nodes.map { n in "\(snapshot.nodes[n.node].name) \(state.nodes[n.node].cpuRemaining.count) of \(state.nodes[n.node].cpuRemaining.count) busy" }
             result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot,

@@ -26,6 +26,17 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var neverRan: [NeverRan]
     public var oomFailures: Int
     public var routerPasses: Int
+    /// Per job: when it became ready, started (last attempt) and finished, and where.
+    public var timeline: [JobTiming]
+
+    public struct JobTiming: Sendable, Equatable, Codable {
+        public var job: String
+        public var readyS: Double?
+        public var startS: Double?
+        public var finishS: Double?
+        public var node: String?
+        public var gpus: [Int]
+    }
 
     /// The `--json` shape of `hydra simulate`.
     public struct Summary: Codable, Sendable, Equatable {
@@ -72,6 +83,8 @@ public struct Simulator: Sendable {
         var readyAt: Double?
         var firstStart: Double?
         var finishedAt: Double?
+        var lastStart: Double?
+        var placedOn: (node: String, gpus: [Int])?
     }
 
     struct Running {
@@ -130,7 +143,7 @@ public struct Simulator: Sendable {
     /// The cluster as the simulation starts: every node up, resident services loaded.
     func baseSnapshot() -> ClusterSnapshot {
         var cfg = cluster
-        for r in workload.resident {
+        for r in workload.resident where r.untilS == nil {
             guard let ni = cfg.nodes.firstIndex(where: { $0.name == r.node }), r.gpu < cfg.nodes[ni].gpus.count else { continue }
             let g = cfg.nodes[ni].gpus[r.gpu]
             cfg.nodes[ni].gpus[r.gpu].baseline = ByteCount((g.baseline?.bytes ?? 0) + r.vram.bytes)
@@ -157,6 +170,14 @@ public struct Simulator: Sendable {
         }
         let gpuCount = gpuNode.count
         var gpuUsed = gpuBaseline
+        // Residents that unload later: live usage until their time comes.
+        var unloads: [(at: Double, slot: Int, bytes: UInt64)] = []
+        for r in workload.resident {
+            guard let until = r.untilS, let ni = snap.nodes.firstIndex(where: { $0.name == r.node }),
+                  r.gpu < snap.nodes[ni].gpus.count, let s = slotOf[snap.nodes[ni].gpus[r.gpu].uuid] else { continue }
+            gpuUsed[s] += r.vram.bytes
+            unloads.append((until, s, r.vram.bytes))
+        }
         var gpuJobs = [Int](repeating: 0, count: gpuCount)
         var gpuBusy = [Double](repeating: 0, count: gpuCount)
         let nodeIndex = Dictionary(uniqueKeysWithValues: snap.nodes.enumerated().map { ($1.name, $0) })
@@ -184,6 +205,10 @@ public struct Simulator: Sendable {
             while arrivalPos < arrivals.count, jobs[arrivals[arrivalPos]].submitAt <= now {
                 let j = arrivals[arrivalPos]; jobs[j].readyAt = now; pending.append(j); arrivalPos += 1
             }
+            unloads.removeAll { u in
+                guard u.at <= now else { return false }
+                gpuUsed[u.slot] -= u.bytes; return true
+            }
             lateArrivals.removeAll { (t, j) in
                 guard t <= now else { return false }
                 jobs[j].readyAt = now; pending.append(j); return true
@@ -200,7 +225,7 @@ public struct Simulator: Sendable {
                 }
                 for s in 0..<gpuCount { snap.nodes[gpuPath[s].ni].gpus[gpuPath[s].gi].usedBytes = gpuUsed[s] }
                 let result = Router.place(pending: pending.map { jobs[$0].job }, snapshot: snap, stats: .empty,
-                                          now: t0.addingTimeInterval(now), policy: policy)
+                                          now: t0.addingTimeInterval(now), policy: policy, explain: false)
                 passes += 1
                 var placed = Set<String>()
                 let byID = Dictionary(uniqueKeysWithValues: pending.map { (jobs[$0].job.id, $0) })
@@ -215,12 +240,13 @@ public struct Simulator: Sendable {
                     if oom { work *= 0.1; ooms += 1 }   // it dies while loading
                     for s in slots { gpuUsed[s] += oom ? 0 : usage }
                     if jobs[j].firstStart == nil { jobs[j].firstStart = now }
+                    jobs[j].lastStart = now
+                    jobs[j].placedOn = (a.node, a.gpuIndices)
                     running.append(Running(job: j, node: ni, gpus: slots, reserved: a.reservedBytesPerGPU, usage: oom ? 0 : usage,
                                            workLeft: work, startedAt: now, expectedRuntime: a.expectedRuntimeS, failsOOM: oom))
                     placed.insert(a.jobID)
                 }
                 pending.removeAll { placed.contains(jobs[$0].job.id) }
-                for p in result.pending { lastReasons[p.jobID] = p }
             }
 
             // Rates: equal share of each GPU, a gang at its most shared member's pace.
@@ -234,8 +260,17 @@ public struct Simulator: Sendable {
             }
             var nextArrival = arrivalPos < arrivals.count ? jobs[arrivals[arrivalPos]].submitAt : Double.infinity
             for (t, _) in lateArrivals { nextArrival = min(nextArrival, t) }
+            for u in unloads { nextArrival = min(nextArrival, u.at) }
             let next = min(now + nextDone, nextArrival)
-            if !next.isFinite { break }   // nothing runs and nothing comes: the rest can never run
+            if !next.isFinite {
+                // Nothing runs and nothing comes: the rest can never run. Ask the router why, once.
+                if !pending.isEmpty {
+                    let why = Router.place(pending: pending.map { jobs[$0].job }, snapshot: snap, stats: .empty,
+                                           now: t0.addingTimeInterval(now), policy: policy)
+                    for p in why.pending { lastReasons[p.jobID] = p }
+                }
+                break
+            }
             let dt = max(0, next - now)
             for s in 0..<gpuCount where gpuJobs[s] > 0 { gpuBusy[s] += dt }
             now = next
@@ -280,7 +315,9 @@ public struct Simulator: Sendable {
                                 jobs: jobs.count, completed: done.count,
                                 waitMeanS: waits.isEmpty ? 0 : waits.reduce(0, +) / Double(waits.count),
                                 waitP95S: Self.percentile(waits, 0.95), gpus: gpus, neverRan: never, oomFailures: ooms,
-                                routerPasses: passes)
+                                routerPasses: passes,
+                                timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
+                                                           node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })
     }
 
     static func percentile(_ sorted: [Double], _ p: Double) -> Double {

@@ -15,6 +15,14 @@ public struct Workload: Codable, Sendable, Equatable {
         public var vram: ByteCount
         public var model: String?
         public var service: String?
+        /// The service unloads at this time (nil: it stays all run). Until then its VRAM is
+        /// a live reading the router must work around, not a fixed part of the GPU.
+        public var untilS: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case node, gpu, vram, model, service
+            case untilS = "until_s"
+        }
     }
 
     public struct Group: Codable, Sendable, Equatable {
