@@ -11,7 +11,7 @@ import Foundation
 ///    starts and the makespan minus the shortest of their dependency tails:
 ///    `min start + work(S) / capacity(S) + min tail`.
 /// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
-/// maximum of 1 and 2.
+/// maximum of 1 and 2, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
     public struct Parts: Sendable, Equatable, Codable {
         public var value: Double
@@ -40,6 +40,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
         var work = [Double](repeating: 0, count: n)
         var sets = [[Int]](repeating: [], count: n)
         for (j, sj) in jobs.enumerated() {
+            // Only jobs that ran count: a job that never ran (nor, so, its dependents) adds nothing to the makespan.
+            guard sj.finishedAt != nil, sj.deps.allSatisfy({ !fastest[$0].isNaN }) else { continue }
             let d = JobDemand(job: sj.job, stats: .empty, policy: policy)
             let e: Eligibility
             if let c = eligCache[d.shape] { e = c } else {
