@@ -67,11 +67,12 @@ struct SimulateCommand: ParsableCommand {
                        + (lb.bindingResources.isEmpty ? "" : " (\(lb.bindingResources))"))
         }
         out.append("")
-        let header = ["policy", "makespan", "× bound", "wait mean", "wait p95", "OOM", "never ran"]
+        let header = ["policy", "makespan", "× bound", "wait mean", "wait p95", "p95 high prio", "OOM", "never ran"]
         var rows = [header]
         for r in reports {
             rows.append([r.policy, duration(r.makespanS), r.lowerBoundS > 0 ? String(format: "%.3f", r.makespanS / r.lowerBoundS) : "-",
-                         duration(r.waitMeanS), duration(r.waitP95S), "\(r.oomFailures)", "\(r.neverRan.count)"])
+                         duration(r.waitMeanS), duration(r.waitP95S), r.waitP95PriorityS.map(duration) ?? "-",
+                         "\(r.oomFailures)", "\(r.neverRan.count)"])
         }
         out += table(rows)
         if reports.count > 1, let hydra = reports.first(where: { $0.policy == "hydra" }) {

@@ -34,14 +34,16 @@ public enum KindDefaults {
     /// Services a kind calls; a job runs only on a node that has one of them.
     public static func services(kind: String) -> [String] {
         switch kind {
-        case "image": return ["comfyui"]
-        case "llm": return ["tabbyapi", "ollama"]
-        case "tts", "voice": return ["gpt-sovits"]
-        case "score": return ["scorer"]
-        case "lora": return ["lora-trainer"]
+        case "image": return comfy
+        case "llm": return llm
+        case "tts", "voice": return tts
+        case "score": return scorer
+        case "lora": return lora
         default: return []
         }
     }
+    private static let comfy = ["comfyui"], llm = ["tabbyapi", "ollama"], tts = ["gpt-sovits"]
+    private static let scorer = ["scorer"], lora = ["lora-trainer"]
 }
 
 /// The part of a job that decides where it may go. Jobs with equal shapes see the
@@ -71,9 +73,9 @@ struct JobDemand: Sendable {
     var baseRuntimeS: Double
     var needSource: String
 
-    init(job: RouterJob, stats: RuntimeStats, policy: RouterPolicy) {
-        kind = job.kind.lowercased()
-        modelKey = job.modelKey
+    init(job: borrowing RouterJob, stats: RuntimeStats, policy: RouterPolicy) {
+        kind = lowerASCII(job.kind)
+        modelKey = job.spec["model"]?.stringValue.map(lowerASCII) ?? ""
         let explicit = job.vramRequestBytes ?? 0
         let cpuOnly = job.gpusRequested <= 0 && explicit == 0
         var need: UInt64 = 0
@@ -104,9 +106,9 @@ struct JobDemand: Sendable {
         } else if let s = Self.strings(job.spec["service"]) {
             services = s
         } else {
-            services = KindDefaults.services(kind: kind)
+            services = KindDefaults.services(kind: kind)   // static arrays: no allocation
         }
-        services = services.map { $0.lowercased() }
+        services = services.map(lowerASCII)
         let gpuIndex = c?["gpu_index"]?.intValue
         shape = DemandShape(cpuOnly: cpuOnly, gpus: cpuOnly ? 0 : max(1, job.gpusRequested), needBytes: need,
                             services: services, nodeSelector: c?["node"]?.stringValue,
@@ -126,4 +128,11 @@ struct JobDemand: Sendable {
         let step = 256 * ByteSize.MiB
         return (b + step - 1) / step * step
     }
+}
+
+/// `lowercased()` allocates even for text that is already lower case, which job kinds and
+/// model names nearly always are.
+func lowerASCII(_ s: String) -> String {
+    for b in s.utf8 where (b >= 65 && b <= 90) || b >= 128 { return s.lowercased() }
+    return s
 }

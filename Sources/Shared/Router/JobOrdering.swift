@@ -16,38 +16,42 @@ public enum JobOrdering {
     /// does not hold a small later one back until it is done.
     public static func order(_ pending: [RouterJob], running: [RouterRunningJob], now: Date, agingStepS: Double) -> [Int] {
         let n = pending.count
-        var eff = [Int](repeating: 0, count: n)
-        var age = [Double](repeating: 0, count: n)
+        // Sort keys in one flat array: comparing through closures over several arrays (and
+        // the jobs themselves) was a tenth of a 10 000-job pass.
+        struct Key { var eff: Int; var share: Int; var age: Double; var index: Int; var batch: Int }
+        var batchIDs: [String: Int] = [:]
+        var keys: [Key] = []
+        keys.reserveCapacity(n)
         for i in 0..<n {
-            eff[i] = effectivePriority(pending[i], now: now, agingStepS: agingStepS)
-            age[i] = pending[i].submittedAt.timeIntervalSinceReferenceDate
-        }
-        var onNodes: [String: Int] = [:]
-        for r in running { onNodes[r.batchID ?? "", default: 0] += 1 }
-
-        var byAge = Array(0..<n)
-        byAge.sort { a, b in
-            if eff[a] != eff[b] { return eff[a] > eff[b] }
-            if age[a] != age[b] { return age[a] < age[b] }
-            return pending[a].id < pending[b].id
-        }
-        struct TierBatch: Hashable { var tier: Int; var batch: String }
-        var seen: [TierBatch: Int] = [:]
-        var share = [Int](repeating: 0, count: n)
-        for i in byAge {
             let b = pending[i].batchID ?? ""
-            let k = TierBatch(tier: eff[i], batch: b)
-            let rank = seen[k] ?? (onNodes[b] ?? 0)
-            share[i] = rank
-            seen[k] = rank + 1
+            let bid: Int
+            if let x = batchIDs[b] { bid = x } else { bid = batchIDs.count; batchIDs[b] = bid }
+            keys.append(Key(eff: effectivePriority(pending[i], now: now, agingStepS: agingStepS), share: 0,
+                            age: pending[i].submittedAt.timeIntervalSinceReferenceDate, index: i, batch: bid))
         }
-        var out = byAge
-        out.sort { a, b in
-            if eff[a] != eff[b] { return eff[a] > eff[b] }
-            if share[a] != share[b] { return share[a] < share[b] }
-            if age[a] != age[b] { return age[a] < age[b] }
-            return pending[a].id < pending[b].id
+        var onNodes = [Int](repeating: 0, count: batchIDs.count)
+        for r in running { if let b = batchIDs[r.batchID ?? ""] { onNodes[b] += 1 } }
+
+        func tieBreak(_ a: Key, _ b: Key) -> Bool {
+            if a.age != b.age { return a.age < b.age }
+            if a.index == b.index { return false }
+            return pending[a.index].id < pending[b.index].id
         }
-        return out
+        keys.sort { a, b in a.eff != b.eff ? a.eff > b.eff : tieBreak(a, b) }
+        // Fair share: within a tier, a batch's n-th job ranks with the other batches' n-th jobs.
+        struct TierBatch: Hashable { var tier: Int; var batch: Int }
+        var seen: [TierBatch: Int] = [:]
+        for k in keys.indices {
+            let tb = TierBatch(tier: keys[k].eff, batch: keys[k].batch)
+            let rank = seen[tb] ?? onNodes[keys[k].batch]
+            keys[k].share = rank
+            seen[tb] = rank + 1
+        }
+        keys.sort { a, b in
+            if a.eff != b.eff { return a.eff > b.eff }
+            if a.share != b.share { return a.share < b.share }
+            return tieBreak(a, b)
+        }
+        return keys.map(\.index)
     }
 }

@@ -47,6 +47,7 @@ struct PassState: Sendable {
     var freeVersion = 0
     var explain = true
     var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
+    var heldText: [Int: String] = [:]
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
         gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]

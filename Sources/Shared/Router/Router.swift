@@ -27,9 +27,11 @@ public enum Router {
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
         result.pending.reserveCapacity(pending.count)
 
+        // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
+        pending.withUnsafeBufferPointer { jobs in
         for (rank, ji) in order.enumerated() {
-            let job = pending[ji]
-            let d = JobDemand(job: job, stats: stats, policy: policy)
+            let d = JobDemand(job: jobs[ji], stats: stats, policy: policy)
+            let job = JobRef(id: jobs[ji].id)
             let elig: Eligibility
             if let e = eligibility[d.shape] { elig = e } else {
                 elig = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
@@ -54,12 +56,16 @@ public enum Router {
             placeGPU(job, d, rank: rank, elig, learned: learned, &state, scorers: scorers, policy: policy,
                      snapshot: snapshot, now: now, into: &result)
         }
+        }
         return result
     }
 
     // MARK: GPU jobs
 
-    private static func placeGPU(_ job: RouterJob, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
+    /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
+    struct JobRef { var id: String }
+
+    private static func placeGPU(_ job: JobRef, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
                                  _ state: inout PassState, scorers: ScorerSet, policy: RouterPolicy,
                                  snapshot: ClusterSnapshot, now: Date, into result: inout PlacementResult) {
         let need = Int64(d.shape.needBytes)
@@ -116,7 +122,7 @@ public enum Router {
         if let c = choice {
             let finish = c.finishS
             _ = c.allGPUs { s in
-                if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id }
+                if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id; state.heldText[s] = nil }
                 state.gpus[s].queueS = finish
                 return true
             }
@@ -157,23 +163,24 @@ public enum Router {
             for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, "") }
             return (bestNow != nil ? .waitingForBetterGPU : .insufficientVRAM, "")
         }
-        let needText = d.shape.gpus == 1
-            ? "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on 1 GPU"
-            : "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on each of \(d.shape.gpus) GPUs on one node"
         if let c = choice {
             var held: Int?
             for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { held = c.gpu(i); break }
             if let h = held, let other = state.claimant[h] {
-                return (.heldForOtherJob, "waits for \(state.info[h].label), held for job \(other) ranked before it")
+                // One text per held GPU: in a long backlog most jobs wait behind the same few holders.
+                if let t = state.heldText[h] { return (.heldForOtherJob, t) }
+                let t = "waits for \(state.info[h].label), held for job \(other) ranked before it"
+                state.heldText[h] = t
+                return (.heldForOtherJob, t)
             }
             let label = labels(c, state)
             if let now = bestNow {
                 let nowLabel = labels(now, state)
                 return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel))")
             }
-            return (.insufficientVRAM, "\(needText); most free: \(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
+            return (.insufficientVRAM, "\(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
         }
-        return (.insufficientVRAM, "\(needText); most free: \(cachedMostFree(elig, d, &state))")
+        return (.insufficientVRAM, cachedMostFree(elig, d, &state))
     }
 
     private static func labels(_ c: Candidate, _ state: borrowing PassState) -> String {
@@ -185,7 +192,10 @@ public enum Router {
     /// Free VRAM only changes when the pass places a job, so jobs of one shape share the text in between.
     private static func cachedMostFree(_ elig: Eligibility, _ d: JobDemand, _ state: inout PassState) -> String {
         if let c = state.mostFreeCache[d.shape], c.version == state.freeVersion { return c.text }
-        let text = mostFree(elig, d, state)
+        let need = d.shape.gpus == 1
+            ? "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on 1 GPU"
+            : "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on each of \(d.shape.gpus) GPUs on one node"
+        let text = "\(need); most free: \(mostFree(elig, d, state))"
         state.mostFreeCache[d.shape] = (state.freeVersion, text)
         return text
     }
@@ -218,7 +228,7 @@ public enum Router {
 
     // MARK: CPU-only jobs
 
-    private static func placeCPU(_ job: RouterJob, _ d: JobDemand, _ elig: Eligibility, _ state: inout PassState,
+    private static func placeCPU(_ job: JobRef, _ d: JobDemand, _ elig: Eligibility, _ state: inout PassState,
                                  snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, into result: inout PlacementResult) {
         let runtime = RuntimeEstimator.cpu(d, stats: stats)
         var best: (node: Int, slot: Int, remaining: Double)?

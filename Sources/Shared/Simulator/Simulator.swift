@@ -22,6 +22,8 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var completed: Int
     public var waitMeanS: Double
     public var waitP95S: Double
+    /// p95 wait of the jobs above the workload's lowest priority (the interactive ones); nil if none.
+    public var waitP95PriorityS: Double?
     public var gpus: [GPUUsage]
     public var neverRan: [NeverRan]
     public var oomFailures: Int
@@ -301,6 +303,11 @@ public struct Simulator: Sendable {
             guard let s = j.firstStart, let r = j.readyAt else { return nil }
             return s - r
         }.sorted()
+        let lowest = jobs.map(\.job.priority).min() ?? 0
+        let priorityWaits = jobs.compactMap { j -> Double? in
+            guard j.job.priority > lowest, let s = j.firstStart, let r = j.readyAt else { return nil }
+            return s - r
+        }.sorted()
         let never = jobs.filter { $0.finishedAt == nil }.map { j in
             SimulationReport.NeverRan(job: j.job.id, reason: lastReasons[j.job.id]?.message
                                       ?? (j.waitingOn > 0 ? "a job it depends on never ran" : "never placed"))
@@ -314,7 +321,8 @@ public struct Simulator: Sendable {
         return SimulationReport(policy: policy.name.rawValue, makespanS: makespan, lowerBoundS: lb.value, lowerBound: lb,
                                 jobs: jobs.count, completed: done.count,
                                 waitMeanS: waits.isEmpty ? 0 : waits.reduce(0, +) / Double(waits.count),
-                                waitP95S: Self.percentile(waits, 0.95), gpus: gpus, neverRan: never, oomFailures: ooms,
+                                waitP95S: Self.percentile(waits, 0.95),
+                                waitP95PriorityS: priorityWaits.isEmpty ? nil : Self.percentile(priorityWaits, 0.95), gpus: gpus, neverRan: never, oomFailures: ooms,
                                 routerPasses: passes,
                                 timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
                                                            node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })
