@@ -81,9 +81,8 @@ struct Eligibility: Sendable {
             let largest = capacity.max { state.gpus[$0.0].usable < state.gpus[$1.0].usable }!
             return (.unschedulable, "needs \(ByteSize.format(s.needBytes)) on 1 GPU; largest: \(state.info[largest.0].label) \(ByteSize.format(state.gpus[largest.0].usable)) usable", true)
         }
-        if let first = gpuRej.first {
+        if !gpuRej.isEmpty {
             let list = Set(gpuRej.map(\.1.detail)).sorted().joined(separator: ", ")
-            _ = first
             return (.unschedulable, "no eligible GPU: \(gpuRej.count) GPU(s) rejected (\(list))", true)
         }
         let list = staticNodeRej.map { "\(name($0.0)) \($0.1.detail)" }.joined(separator: "; ")

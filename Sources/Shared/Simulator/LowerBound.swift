@@ -30,9 +30,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
         let gpuCount = state.gpus.count
         var capacity = state.gpus.map(\.weight)
         var labels = state.info.map(\.label)
-        for (ni, n) in snapshot.nodes.enumerated() {
+        for n in snapshot.nodes {
             capacity.append(Double(max(0, n.cpuSlots))); labels.append("\(n.name) CPU")
-            _ = ni
         }
         var eligCache: [DemandShape: Eligibility] = [:]
         let n = jobs.count
