@@ -33,6 +33,17 @@ public struct ClusterConfig: Codable, Sendable, Equatable {
             for (j, g) in n.gpus.enumerated() where g.memory.bytes == 0 {
                 throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].memory", problem: "GPU memory must be larger than 0")
             }
+            for (j, g) in n.gpus.enumerated() {
+                if let w = g.weight, !(w > 0) {
+                    throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].weight", problem: "weight must be a positive number (RTX 5090 = 10)")
+                }
+                if let b = g.baseline, b.bytes >= g.memory.bytes {
+                    throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].baseline", problem: "baseline \(ByteSize.format(b.bytes)) leaves nothing of \(ByteSize.format(g.memory.bytes))")
+                }
+            }
+            if let s = n.cpuSlots, s < 0 {
+                throw InputError(file: file, location: "nodes[\(i)].cpu_slots", problem: "cpu_slots must be 0 or more")
+            }
         }
     }
 }
@@ -44,14 +55,19 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var services: [String]
     /// Executables the `command` executor may run on this node (argv[0], absolute path or name).
     public var commandAllowlist: [String]?
+    /// CPU-only jobs this node runs at once (nil: the router's default, 4).
+    public var cpuSlots: Int?
 
-    public init(name: String, gpus: [GPUConfig] = [], services: [String] = [], commandAllowlist: [String]? = nil) {
+    public init(name: String, gpus: [GPUConfig] = [], services: [String] = [], commandAllowlist: [String]? = nil,
+                cpuSlots: Int? = nil) {
         self.name = name; self.gpus = gpus; self.services = services; self.commandAllowlist = commandAllowlist
+        self.cpuSlots = cpuSlots
     }
 
     enum CodingKeys: String, CodingKey {
         case name, gpus, services
         case commandAllowlist = "command_allowlist"
+        case cpuSlots = "cpu_slots"
     }
 
     public init(from decoder: Decoder) throws {
@@ -60,6 +76,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         gpus = try c.decodeIfPresent([GPUConfig].self, forKey: .gpus) ?? []
         services = try c.decodeIfPresent([String].self, forKey: .services) ?? []
         commandAllowlist = try c.decodeIfPresent([String].self, forKey: .commandAllowlist)
+        cpuSlots = try c.decodeIfPresent(Int.self, forKey: .cpuSlots)
     }
 }
 
@@ -71,8 +88,12 @@ public struct GPUConfig: Codable, Sendable, Equatable {
     public var weight: Double?
     /// VRAM a resident service holds on this GPU (simulated GPUs start with it used).
     public var baseline: ByteCount?
+    /// Models resident on this GPU (the router prefers a GPU that already has a job's model loaded).
+    public var models: [String]?
 
-    public init(model: String, memory: ByteCount, weight: Double? = nil, baseline: ByteCount? = nil) {
+    public init(model: String, memory: ByteCount, weight: Double? = nil, baseline: ByteCount? = nil,
+                models: [String]? = nil) {
         self.model = model; self.memory = memory; self.weight = weight; self.baseline = baseline
+        self.models = models
     }
 }

@@ -1,0 +1,138 @@
+import Foundation
+
+/// What a job kind needs when neither its spec nor the learned statistics say.
+public enum KindDefaults {
+    /// VRAM per GPU.
+    public static func vramBytes(kind: String) -> UInt64 {
+        let g = ByteSize.GiB
+        switch kind {
+        case "image": return 8 * g
+        case "llm": return 10 * g
+        case "tts", "voice": return 4 * g
+        case "score": return 2 * g
+        case "lora": return 14 * g
+        case "video": return 12 * g
+        case "sleep": return 0
+        default: return 4 * g
+        }
+    }
+
+    /// Runtime on a GPU of weight 1 (a CPU-only job: its runtime).
+    public static func baseRuntimeS(kind: String) -> Double {
+        switch kind {
+        case "image": return 180      // ~30 s on an RTX 5070 Ti (weight 6)
+        case "llm": return 60
+        case "tts", "voice": return 30
+        case "score": return 10
+        case "lora": return 7200
+        case "video": return 1800
+        case "sleep": return 1
+        default: return 60
+        }
+    }
+
+    /// Services a kind calls; a job runs only on a node that has one of them.
+    public static func services(kind: String) -> [String] {
+        switch kind {
+        case "image": return comfy
+        case "llm": return llm
+        case "tts", "voice": return tts
+        case "score": return scorer
+        case "lora": return lora
+        default: return []
+        }
+    }
+    private static let comfy = ["comfyui"], llm = ["tabbyapi", "ollama"], tts = ["gpt-sovits"]
+    private static let scorer = ["scorer"], lora = ["lora-trainer"]
+}
+
+/// The part of a job that decides where it may go. Jobs with equal shapes see the
+/// same filter results, so filters run once per shape, not once per job.
+struct DemandShape: Hashable, Sendable {
+    var cpuOnly: Bool
+    var gpus: Int
+    var needBytes: UInt64
+    /// Any of these (empty: no service needed).
+    var services: [String]
+    var nodeSelector: String?
+    /// Substring of the GPU model, case-insensitive.
+    var gpuModelSelector: String?
+    var gpuIndexSelector: Int?
+    /// The seed's fixed GPU model for this job (seed-static only).
+    var seedTarget: String?
+}
+
+/// Everything the router derives from one pending job.
+struct JobDemand: Sendable {
+    var shape: DemandShape
+    var kind: String
+    var modelKey: String
+    /// Fixed runtime regardless of GPU (`spec.duration_s`, e.g. sleep jobs).
+    var durationS: Double?
+    /// Runtime at weight 1.
+    var baseRuntimeS: Double
+    var needSource: String
+
+    init(job: borrowing RouterJob, stats: RuntimeStats, policy: RouterPolicy) {
+        kind = lowerASCII(job.kind)
+        modelKey = job.spec["model"]?.stringValue.map(lowerASCII) ?? ""
+        let explicit = job.vramRequestBytes ?? 0
+        let cpuOnly = job.gpusRequested <= 0 && explicit == 0
+        var need: UInt64 = 0
+        var source = "none"
+        if !cpuOnly {
+            if explicit > 0 {
+                need = explicit; source = "spec"
+            } else if let p = stats.peakVRAM(kind: kind, modelKey: modelKey) {
+                need = p; source = "learned p95"
+            } else {
+                need = KindDefaults.vramBytes(kind: kind); source = "\(kind) default"
+            }
+            if job.lastFailure == .oom {
+                // The failed attempt proved its reservation too small: grow from whichever is larger.
+                let base = max(need, job.lastReservedBytes ?? 0)
+                need = Self.roundUp(UInt64((Double(base) * policy.oomGrowth).rounded(.up)))
+                source = "after out-of-memory"
+            }
+        }
+        needSource = source
+        durationS = job.spec["duration_s"]?.doubleValue
+        baseRuntimeS = job.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: kind)
+
+        let c = job.constraints
+        var services: [String]
+        if let s = Self.strings(c?["service"]) {
+            services = s
+        } else if let s = Self.strings(job.spec["service"]) {
+            services = s
+        } else {
+            services = KindDefaults.services(kind: kind)   // static arrays: no allocation
+        }
+        services = services.map(lowerASCII)
+        let gpuIndex = c?["gpu_index"]?.intValue
+        shape = DemandShape(cpuOnly: cpuOnly, gpus: cpuOnly ? 0 : max(1, job.gpusRequested), needBytes: need,
+                            services: services, nodeSelector: c?["node"]?.stringValue,
+                            gpuModelSelector: c?["gpu_model"]?.stringValue?.lowercased(), gpuIndexSelector: gpuIndex,
+                            seedTarget: policy.name == .seedStatic ? SeedStaticRuleFilter.target(kind: kind, modelKey: modelKey, spec: job.spec) : nil)
+    }
+
+    static func strings(_ v: JSONValue?) -> [String]? {
+        guard let v else { return nil }
+        if let s = v.stringValue { return [s] }
+        if let a = v.arrayValue { return a.compactMap(\.stringValue) }
+        return nil
+    }
+
+    /// Estimates land on 256 MiB steps: nicer in reasons, no practical loss.
+    static func roundUp(_ b: UInt64) -> UInt64 {
+        let step = 256 * ByteSize.MiB
+        return (b + step - 1) / step * step
+    }
+}
+
+/// `lowercased()` allocates even for text that is already lower case, which job kinds and
+/// model names nearly always are.
+func lowerASCII(_ s: String) -> String {
+    for b in s.utf8 where (b >= 65 && b <= 90) || b >= 128 { return s.lowercased() }
+    return s
+}

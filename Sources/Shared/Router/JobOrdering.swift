@@ -1,0 +1,57 @@
+import Foundation
+
+/// The order in which a pass considers pending jobs: priority raised by age (so no job
+/// starves), then fair share between batches of equal effective priority, then age.
+public enum JobOrdering {
+    /// Priority plus one step per `agingStepS` waited.
+    public static func effectivePriority(_ j: RouterJob, now: Date, agingStepS: Double) -> Int {
+        let waited = max(0, now.timeIntervalSince(j.submittedAt))
+        guard agingStepS > 0 else { return j.priority }
+        return j.priority + Int(min(waited / agingStepS, 1e6))
+    }
+
+    /// Indices into `pending`, first to be considered first.
+    /// Fair share: within a priority tier a batch's n-th job ranks with the other batches' n-th
+    /// jobs, counting the jobs a batch already has on nodes, so a big batch submitted first
+    /// does not hold a small later one back until it is done.
+    public static func order(_ pending: [RouterJob], running: [RouterRunningJob], now: Date, agingStepS: Double) -> [Int] {
+        let n = pending.count
+        // Sort keys in one flat array: comparing through closures over several arrays (and
+        // the jobs themselves) was a tenth of a 10 000-job pass.
+        struct Key { var eff: Int; var share: Int; var age: Double; var index: Int; var batch: Int }
+        var batchIDs: [String: Int] = [:]
+        var keys: [Key] = []
+        keys.reserveCapacity(n)
+        for i in 0..<n {
+            let b = pending[i].batchID ?? ""
+            let bid: Int
+            if let x = batchIDs[b] { bid = x } else { bid = batchIDs.count; batchIDs[b] = bid }
+            keys.append(Key(eff: effectivePriority(pending[i], now: now, agingStepS: agingStepS), share: 0,
+                            age: pending[i].submittedAt.timeIntervalSinceReferenceDate, index: i, batch: bid))
+        }
+        var onNodes = [Int](repeating: 0, count: batchIDs.count)
+        for r in running { if let b = batchIDs[r.batchID ?? ""] { onNodes[b] += 1 } }
+
+        func tieBreak(_ a: Key, _ b: Key) -> Bool {
+            if a.age != b.age { return a.age < b.age }
+            if a.index == b.index { return false }
+            return pending[a.index].id < pending[b.index].id
+        }
+        keys.sort { a, b in a.eff != b.eff ? a.eff > b.eff : tieBreak(a, b) }
+        // Fair share: within a tier, a batch's n-th job ranks with the other batches' n-th jobs.
+        struct TierBatch: Hashable { var tier: Int; var batch: Int }
+        var seen: [TierBatch: Int] = [:]
+        for k in keys.indices {
+            let tb = TierBatch(tier: keys[k].eff, batch: keys[k].batch)
+            let rank = seen[tb] ?? onNodes[keys[k].batch]
+            keys[k].share = rank
+            seen[tb] = rank + 1
+        }
+        keys.sort { a, b in
+            if a.eff != b.eff { return a.eff > b.eff }
+            if a.share != b.share { return a.share < b.share }
+            return tieBreak(a, b)
+        }
+        return keys.map(\.index)
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+
+/// One GPU's running tally during a placement pass: what is free now and how much
+/// work is queued on it, updated as the pass places (and plans) jobs. Numbers only: the
+/// inner loop reads it per job and GPU, and a copy with strings would cost refcounting.
+struct GPUState: Sendable {
+    var node: Int
+    var modelID: Int           // index into the pass's distinct model names
+    var weight: Double
+    var usable: UInt64         // total − baseline − headroom
+    /// Free now: total − max(live + unseen reservations, baseline + all reservations) − headroom.
+    var free: Int64
+    /// Bytes that Hydra jobs on it hold and will give back when they end.
+    var releasable: UInt64
+    /// Seconds of expected work queued (running jobs' remainders plus this pass's plans).
+    var queueS: Double
+    /// Index (in the pass's order) of the job this GPU is held for; -1: none.
+    var claimedBy: Int
+}
+
+/// The descriptive side of a GPU in a pass (names for reasons and assignments).
+struct GPUDescription: Sendable {
+    var uuid: String
+    var index: Int
+    var model: String
+    var label: String          // `hydra-ai/0 RTX 5090`
+    var loaded: Set<String>
+}
+
+struct NodeState: Sendable {
+    var gpuSlots: [Int]
+    /// Remaining seconds per CPU slot (0: free now).
+    var cpuRemaining: [Double]
+}
+
+struct PassState: Sendable {
+    var gpus: [GPUState]
+    var info: [GPUDescription]
+    var nodes: [NodeState]
+    var modelNames: [String]
+    var uuidToSlot: [String: Int]
+    var nodeIndex: [String: Int]
+    var anyLoadedModels: Bool
+    /// Job id each GPU is held for (parallel to `gpus`; kept out of `GPUState` so the inner loop copies no strings).
+    var claimant: [String?]
+    /// Bumped whenever the pass takes VRAM; keys the cached "most free" texts.
+    var freeVersion = 0
+    var explain = true
+    var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
+    var heldText: [Int: String] = [:]
+
+    init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
+        gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
+        anyLoadedModels = snapshot.nodes.contains { $0.gpus.contains { !$0.loadedModels.isEmpty } }
+        var modelIDs: [String: Int] = [:]
+        let headroom = snapshot.headroomBytes
+        for (ni, n) in snapshot.nodes.enumerated() {
+            nodeIndex[n.name] = ni
+            var slots: [Int] = []
+            for g in n.gpus {
+                let mid: Int
+                if let m = modelIDs[g.model] { mid = m } else { mid = modelNames.count; modelIDs[g.model] = mid; modelNames.append(g.model) }
+                uuidToSlot[g.uuid] = gpus.count
+                slots.append(gpus.count)
+                gpus.append(GPUState(node: ni, modelID: mid, weight: GPUWeights.weight(model: g.model, configured: g.weight),
+                                     usable: StaticCapacityFilter.usable(g, headroom: headroom), free: 0, releasable: 0,
+                                     queueS: 0, claimedBy: -1))
+                info.append(GPUDescription(uuid: g.uuid, index: g.index, model: g.model,
+                                           label: "\(n.name)/\(g.index) \(GPUWeights.shortName(g.model))",
+                                           loaded: Set(g.loadedModels.map { $0.lowercased() })))
+            }
+            nodes.append(NodeState(gpuSlots: slots, cpuRemaining: Array(repeating: 0, count: max(0, n.cpuSlots))))
+        }
+
+        claimant = Array(repeating: nil, count: gpus.count)
+        var allRes = [UInt64](repeating: 0, count: gpus.count)
+        var unseenRes = [UInt64](repeating: 0, count: gpus.count)
+        var visibleRes = [UInt64](repeating: 0, count: gpus.count)
+        var cpuJobs: [[Double]] = Array(repeating: [], count: nodes.count)
+        for r in snapshot.running {
+            let slots = r.gpuUUIDs.compactMap { uuidToSlot[$0] }
+            let remaining = Self.remaining(r, slots: slots, gpus: gpus, modelNames: modelNames, stats: stats, now: now, policy: policy)
+            if r.gpuUUIDs.isEmpty {
+                if let ni = nodeIndex[r.node] { cpuJobs[ni].append(remaining) }
+                continue
+            }
+            // Not visible yet, or started so recently that the reading may predate it: the reading
+            // cannot contain it. After the settle time the reading is trusted even without the process.
+            let settled = r.startedAt.map { now.timeIntervalSince($0) > policy.settleS } ?? false
+            let unseen = !r.visible && !settled
+            for s in slots {
+                allRes[s] &+= r.reservedBytesPerGPU
+                if unseen { unseenRes[s] &+= r.reservedBytesPerGPU } else { visibleRes[s] &+= r.reservedBytesPerGPU }
+                gpus[s].queueS += remaining
+            }
+        }
+        for (ni, n) in snapshot.nodes.enumerated() {
+            for (k, g) in n.gpus.enumerated() {
+                let s = nodes[ni].gpuSlots[k]
+                let live = g.usedBytes ?? (g.baselineBytes &+ visibleRes[s])
+                // The reading plus what it cannot show yet; and never less than what Hydra promised,
+                // so a job still growing towards its reservation is not over-booked.
+                let occupied = max(live &+ unseenRes[s], g.baselineBytes &+ allRes[s])
+                gpus[s].free = Int64(g.totalBytes) - Int64(occupied) - Int64(headroom)
+                gpus[s].releasable = allRes[s]
+            }
+            var slots = nodes[ni].cpuRemaining
+            for (i, rem) in cpuJobs[ni].sorted().enumerated() where i < slots.count { slots[i] = rem }
+            nodes[ni].cpuRemaining = slots
+        }
+    }
+
+    /// Expected seconds left for a job already on a node (at least a token amount while it runs).
+    static func remaining(_ r: RouterRunningJob, slots: [Int], gpus: [GPUState], modelNames: [String],
+                          stats: RuntimeStats, now: Date, policy: RouterPolicy) -> Double {
+        let floorS = 1.0
+        if let end = r.expectedEnd { return max(floorS, end.timeIntervalSince(now)) }
+        let job = RouterJob(id: r.id, kind: r.kind, spec: r.spec, vramRequestBytes: r.reservedBytesPerGPU,
+                            gpusRequested: r.gpuUUIDs.count, submittedAt: r.placedAt)
+        let d = JobDemand(job: job, stats: stats, policy: policy)
+        let runtime: Double
+        if slots.isEmpty {
+            runtime = RuntimeEstimator.cpu(d, stats: stats)
+        } else {
+            let slowest = slots.min { gpus[$0].weight < gpus[$1].weight }!
+            runtime = RuntimeEstimator.gpu(d, learned: stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: modelNames[gpus[slowest].modelID]),
+                                           weight: gpus[slowest].weight)
+        }
+        let start = r.startedAt ?? now
+        return max(floorS, start.addingTimeInterval(runtime).timeIntervalSince(now))
+    }
+}
+
+/// Expected runtime: learned on that GPU model, else the spec's fixed duration, else base / weight.
+enum RuntimeEstimator {
+    static func gpu(_ d: JobDemand, learned: Double?, weight: Double) -> Double {
+        if let learned { return learned }
+        if let dur = d.durationS { return dur }
+        return d.baseRuntimeS / weight
+    }
+
+    static func cpu(_ d: JobDemand, stats: RuntimeStats) -> Double {
+        if let l = stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: "cpu") { return l }
+        return d.durationS ?? d.baseRuntimeS
+    }
+}

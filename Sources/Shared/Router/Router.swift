@@ -1,0 +1,258 @@
+import Foundation
+
+/// The placement decision: pending jobs + a snapshot of the cluster + the clock → which
+/// jobs run where now, and why each other job waits. Pure: no I/O, no hidden clock, no
+/// global randomness; the same inputs give the same result.
+///
+/// A pass walks the jobs in `JobOrdering` order and keeps a running tally per GPU (free
+/// VRAM, queued work). Each job's candidates are the GPUs (or one-node gangs) that pass the
+/// filters; the policy's scorers pick one. A job that cannot (or, under `hydra`, should not)
+/// start now is planned onto its best GPU anyway: that GPU's queue grows by the job's
+/// runtime and the GPU is held for it, so jobs further down cannot starve it by taking the
+/// VRAM it waits for.
+public enum Router {
+    /// - Parameter explain: false skips writing the reason texts (codes are still set); the
+    ///   simulator places thousands of times and only needs the texts of jobs that never ran.
+    public static func place(pending: [RouterJob], snapshot: ClusterSnapshot, stats: RuntimeStats = .empty,
+                             now: Date, policy: RouterPolicy = .hydra, explain: Bool = true) -> PlacementResult {
+        var state = PassState(snapshot: snapshot, stats: stats, now: now, policy: policy)
+        state.explain = explain
+        let filters = PlacementFilters.standard + policy.extraFilters
+        let scorers = ScorerSet(policy)
+        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS)
+
+        var eligibility: [DemandShape: Eligibility] = [:]
+        var learnedCache: [String: [Double?]] = [:]
+        var result = PlacementResult()
+        result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
+        result.pending.reserveCapacity(pending.count)
+
+        // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
+        pending.withUnsafeBufferPointer { jobs in
+        for (rank, ji) in order.enumerated() {
+            let d = JobDemand(job: jobs[ji], stats: stats, policy: policy)
+            let job = JobRef(id: jobs[ji].id)
+            let elig: Eligibility
+            if let e = eligibility[d.shape] { elig = e } else {
+                elig = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
+                eligibility[d.shape] = elig
+            }
+            if let r = elig.reason {
+                result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))
+                continue
+            }
+            if d.shape.cpuOnly {
+                placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
+                continue
+            }
+            var learned: [Double?]?
+            if !stats.isEmpty {
+                let key = d.kind + "\u{1}" + d.modelKey
+                if let l = learnedCache[key] { learned = l } else {
+                    let l = state.modelNames.map { stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: $0) }
+                    learnedCache[key] = l; learned = l
+                }
+            }
+            placeGPU(job, d, rank: rank, elig, learned: learned, &state, scorers: scorers, policy: policy,
+                     snapshot: snapshot, now: now, into: &result)
+        }
+        }
+        return result
+    }
+
+    // MARK: GPU jobs
+
+    /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
+    struct JobRef { var id: String }
+
+    private static func placeGPU(_ job: JobRef, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
+                                 _ state: inout PassState, scorers: ScorerSet, policy: RouterPolicy,
+                                 snapshot: ClusterSnapshot, now: Date, into result: inout PlacementResult) {
+        let need = Int64(d.shape.needBytes)
+        let k = d.shape.gpus
+        let jobKey = policy.name == .random ? SplitMix64.stableHash(job.id) ^ UInt64(bitPattern: Int64(now.timeIntervalSince1970)) : 0
+        var bestNow: Candidate?, bestNowCost = Double.infinity
+        var bestAny: Candidate?, bestAnyCost = Double.infinity
+
+        for (ni, slots) in elig.nodes {
+            if k == 1 {
+                for s in slots {
+                    let g = state.gpus[s]
+                    let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
+                    let fits = g.free >= need && g.claimedBy < 0
+                    let predictable = fits || g.free + Int64(g.releasable) >= need
+                    guard fits || predictable else { continue }
+                    let c = Candidate(node: ni, first: s, startS: g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable)
+                    let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
+                    if fits, cost < bestNowCost { bestNow = c; bestNowCost = cost }
+                    if predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
+                }
+            } else {
+                for requireFit in [true, false] {
+                    guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit) else { continue }
+                    let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
+                    if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
+                    if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
+                }
+            }
+        }
+
+        let choice: Candidate?
+        if policy.waitsForBetterGPU { choice = bestAny ?? bestNow } else { choice = bestNow ?? bestAny }
+        if let c = choice, c.fitsNow {
+            let finish = c.finishS
+            state.freeVersion += 1
+            _ = c.allGPUs { s in
+                state.gpus[s].free -= need
+                state.gpus[s].releasable += UInt64(need)
+                state.gpus[s].queueS = finish
+                return true
+            }
+            let uuids = c.gpus.map { state.info[$0].uuid }
+            result.assignments.append(Assignment(
+                jobID: job.id, node: snapshot.nodes[c.node].name, gpuUUIDs: uuids, gpuIndices: c.gpus.map { state.info[$0].index },
+                reservedBytesPerGPU: UInt64(need), expectedRuntimeS: c.runtimeS, expectedStart: now,
+                expectedFinish: now.addingTimeInterval(finish)))
+            return
+        }
+
+        let reason = waitReason(d, choice: choice, bestNow: bestNow, elig: elig, state: &state, snapshot: snapshot)
+        result.pending.append(PendingReason(jobID: job.id, code: reason.0, message: reason.1, neverRunnable: false))
+        // Plan it onto the GPU it waits for, so jobs after it see that GPU as busier and cannot take it.
+        if let c = choice {
+            let finish = c.finishS
+            _ = c.allGPUs { s in
+                if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id; state.heldText[s] = nil }
+                state.gpus[s].queueS = finish
+                return true
+            }
+        }
+    }
+
+    /// The k GPUs of one node that finish the job soonest; with `requireFit`, among those it fits on now.
+    private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
+                             state: borrowing PassState, requireFit: Bool) -> Candidate? {
+        var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
+        for s in slots {
+            let g = state.gpus[s]
+            let fits = g.free >= need && g.claimedBy < 0
+            if requireFit && !fits { continue }
+            let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
+            pool.append((s, g.queueS + runtime, runtime, fits, fits || g.free + Int64(g.releasable) >= need))
+        }
+        guard pool.count >= k else { return nil }
+        pool.sort { $0.finish < $1.finish || ($0.finish == $1.finish && $0.slot < $1.slot) }
+        // A gang moves at its slowest member's pace and starts when its busiest member is free.
+        // (Plain loops: a closure reading `state` would copy the whole pass state.)
+        var runtime = 0.0, start = 0.0, fits = true, predictable = true
+        var chosen: [Int] = []
+        for m in pool.prefix(k) {
+            runtime = max(runtime, m.runtime); start = max(start, state.gpus[m.slot].queueS)
+            fits = fits && m.fits; predictable = predictable && m.predictable
+            chosen.append(m.slot)
+        }
+        chosen.sort()   // slots follow GPU index order within a node
+        return Candidate(node: node, first: chosen[0], others: Array(chosen.dropFirst()), startS: start, runtimeS: runtime,
+                         fitsNow: fits, predictable: predictable)
+    }
+
+    private static func waitReason(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
+                                   state: inout PassState, snapshot: ClusterSnapshot) -> (PendingReason.Code, String) {
+        if !state.explain {
+            guard let c = choice else { return (.insufficientVRAM, "") }
+            for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, "") }
+            return (bestNow != nil ? .waitingForBetterGPU : .insufficientVRAM, "")
+        }
+        if let c = choice {
+            var held: Int?
+            for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { held = c.gpu(i); break }
+            if let h = held, let other = state.claimant[h] {
+                // One text per held GPU: in a long backlog most jobs wait behind the same few holders.
+                if let t = state.heldText[h] { return (.heldForOtherJob, t) }
+                let t = "waits for \(state.info[h].label), held for job \(other) ranked before it"
+                state.heldText[h] = t
+                return (.heldForOtherJob, t)
+            }
+            let label = labels(c, state)
+            if let now = bestNow {
+                let nowLabel = labels(now, state)
+                return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel))")
+            }
+            return (.insufficientVRAM, "\(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
+        }
+        return (.insufficientVRAM, cachedMostFree(elig, d, &state))
+    }
+
+    private static func labels(_ c: Candidate, _ state: borrowing PassState) -> String {
+        var out = state.info[c.first].label
+        for g in c.others { out += " + " + state.info[g].label }
+        return out
+    }
+
+    /// Free VRAM only changes when the pass places a job, so jobs of one shape share the text in between.
+    private static func cachedMostFree(_ elig: Eligibility, _ d: JobDemand, _ state: inout PassState) -> String {
+        if let c = state.mostFreeCache[d.shape], c.version == state.freeVersion { return c.text }
+        let need = d.shape.gpus == 1
+            ? "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on 1 GPU"
+            : "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on each of \(d.shape.gpus) GPUs on one node"
+        let text = "\(need); most free: \(mostFree(elig, d, state))"
+        state.mostFreeCache[d.shape] = (state.freeVersion, text)
+        return text
+    }
+
+    private static func mostFree(_ elig: Eligibility, _ d: JobDemand, _ state: borrowing PassState) -> String {
+        if d.shape.gpus == 1 {
+            var best = -1
+            var bestFree = Int64.min
+            for n in elig.nodes { for s in n.gpus where state.gpus[s].free > bestFree { best = s; bestFree = state.gpus[s].free } }
+            guard best >= 0 else { return "none" }
+            return "\(state.info[best].label) \(Fmt.bytes(bestFree))"
+        }
+        var parts: [String] = []
+        for n in elig.nodes {
+            var frees: [(slot: Int, free: Int64)] = []
+            for s in n.gpus { frees.append((s, state.gpus[s].free)) }
+            frees.sort { $0.free > $1.free }
+            var texts: [String] = []
+            for f in frees.prefix(d.shape.gpus) { texts.append("\(state.info[f.slot].label) \(Fmt.bytes(f.free))") }
+            parts.append(texts.joined(separator: ", "))
+        }
+        return parts.joined(separator: "; ")
+    }
+
+    static func secs(_ s: Double) -> String {
+        if s < 120 { return "\(Int(s.rounded())) s" }
+        if s < 7200 { return "\(Int((s / 60).rounded())) min" }
+        return Fmt.oneDecimal(s / 3600) + " h"
+    }
+
+    // MARK: CPU-only jobs
+
+    private static func placeCPU(_ job: JobRef, _ d: JobDemand, _ elig: Eligibility, _ state: inout PassState,
+                                 snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, into result: inout PlacementResult) {
+        let runtime = RuntimeEstimator.cpu(d, stats: stats)
+        var best: (node: Int, slot: Int, remaining: Double)?
+        for (ni, _) in elig.nodes {
+            let slots = state.nodes[ni].cpuRemaining
+            for (i, r) in slots.enumerated() where best == nil || r < best!.remaining { best = (ni, i, r) }
+        }
+        guard let b = best else {
+            result.pending.append(PendingReason(jobID: job.id, code: .unschedulable, message: "no CPU slot on any eligible node", neverRunnable: true))
+            return
+        }
+        // Planned either way: a job that waits takes the slot that frees first, so later ones queue behind it.
+        state.nodes[b.node].cpuRemaining[b.slot] = b.remaining + runtime
+        if b.remaining <= 0 {
+            result.assignments.append(Assignment(jobID: job.id, node: snapshot.nodes[b.node].name, gpuUUIDs: [], gpuIndices: [],
+                                                 reservedBytesPerGPU: 0, expectedRuntimeS: runtime, expectedStart: now,
+                                                 expectedFinish: now.addingTimeInterval(runtime)))
+        } else if !state.explain {
+            result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot, message: "", neverRunnable: false))
+        } else {
+            let names = elig.nodes.map { n in "\(snapshot.nodes[n.node].name) \(state.nodes[n.node].cpuRemaining.count) of \(state.nodes[n.node].cpuRemaining.count) busy" }
+            result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot,
+                                                message: "waits for a CPU slot (\(names.joined(separator: ", "))); next free in ~\(secs(b.remaining))",
+                                                neverRunnable: false))
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+
+/// A named placement policy and the knobs of the model. `hydra` is the default;
+/// the others exist to be compared against it in `hydra simulate --compare`.
+public struct RouterPolicy: Sendable, Equatable {
+    public enum Name: String, Sendable, CaseIterable, Codable {
+        /// Earliest expected finish, waits for a better GPU, prefers loaded models.
+        case hydra
+        /// The seed's fixed kind → GPU model rules, else the least busy GPU.
+        case seedStatic = "seed-static"
+        /// The GPU with the least queued work that fits now.
+        case leastLoaded = "least-loaded"
+        /// Any GPU that fits now, chosen by a seeded generator.
+        case random
+    }
+
+    public var name: Name
+    /// Seed of the `random` policy (same seed, same choices).
+    public var seed: UInt64
+    /// Waiting this long raises a job's effective priority by one.
+    public var agingStepS: Double
+    /// Counted against a GPU that does not have the job's model loaded.
+    public var modelLoadPenaltyS: Double
+    /// Factor on the failed attempt's reservation when a job is retried after out-of-memory.
+    public var oomGrowth: Double
+    /// A reservation of a started job whose process never shows up stops counting after this long:
+    /// by then the live reading is the truth.
+    public var settleS: Double
+
+    public init(name: Name = .hydra, seed: UInt64 = 1, agingStepS: Double = 600, modelLoadPenaltyS: Double = 30,
+                oomGrowth: Double = 1.5, settleS: Double = 60) {
+        self.name = name; self.seed = seed; self.agingStepS = agingStepS
+        self.modelLoadPenaltyS = modelLoadPenaltyS; self.oomGrowth = oomGrowth; self.settleS = settleS
+    }
+
+    public static let hydra = RouterPolicy()
+
+    /// Parses a policy name as written in configs and on the command line.
+    public static func named(_ s: String, seed: UInt64 = 1) -> RouterPolicy? {
+        guard let n = Name(rawValue: s.lowercased()) else { return nil }
+        return RouterPolicy(name: n, seed: seed)
+    }
+
+    /// Whether a job may stay pending for a better GPU that is busy now.
+    var waitsForBetterGPU: Bool { name == .hydra }
+
+    var extraFilters: [any PlacementFilter] {
+        name == .seedStatic ? [SeedStaticRuleFilter()] : []
+    }
+}

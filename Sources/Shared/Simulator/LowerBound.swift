@@ -1,0 +1,107 @@
+import Foundation
+
+/// A lower bound on the makespan of a workload that no policy can beat.
+///
+/// 1. Critical path: each job's earliest completion is its submit time, then the chain of its
+///    dependencies, each at its fastest eligible runtime; the latest such completion.
+/// 2. Capacity: a GPU delivers `weight` units of work per second (a job of base runtime B
+///    needs B units per GPU it takes), a node's CPU slots one unit per slot per second. For
+///    each set S of resources that some job is limited to (and each union of two such sets),
+///    the jobs limited to S must all run inside S between the earliest of their earliest
+///    starts and the makespan minus the shortest of their dependency tails:
+///    `min start + work(S) / capacity(S) + min tail`.
+/// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
+/// maximum of 1 and 2, over the jobs that ran (a job that can never run adds nothing).
+public struct LowerBound: Sendable, Equatable, Codable {
+    public struct Parts: Sendable, Equatable, Codable {
+        public var value: Double
+        public var criticalPathS: Double
+        public var capacityS: Double
+        /// The resources whose capacity binds (e.g. `hydra-compute/0 RTX 5070 Ti + hydra-compute/1 RTX 3060`).
+        public var bindingResources: String
+        enum CodingKeys: String, CodingKey {
+            case value, criticalPathS = "critical_path_s", capacityS = "capacity_s", bindingResources = "binding_resources"
+        }
+    }
+
+    static func compute(cluster: ClusterConfig, workload: Workload, jobs: [Simulator.SimJob], snapshot: ClusterSnapshot) -> Parts {
+        let policy = RouterPolicy.hydra
+        let state = PassState(snapshot: snapshot, stats: .empty, now: Date(timeIntervalSince1970: 0), policy: policy)
+        let gpuCount = state.gpus.count
+        var capacity = state.gpus.map(\.weight)
+        var labels = state.info.map(\.label)
+        for n in snapshot.nodes {
+            capacity.append(Double(max(0, n.cpuSlots))); labels.append("\(n.name) CPU")
+        }
+        var eligCache: [DemandShape: Eligibility] = [:]
+        let n = jobs.count
+        var fastest = [Double](repeating: .nan, count: n)
+        var work = [Double](repeating: 0, count: n)
+        var sets = [[Int]](repeating: [], count: n)
+        for (j, sj) in jobs.enumerated() {
+            // Only jobs that ran count: a job that never ran (nor, so, its dependents) adds nothing to the makespan.
+            guard sj.finishedAt != nil, sj.deps.allSatisfy({ !fastest[$0].isNaN }) else { continue }
+            let d = JobDemand(job: sj.job, stats: .empty, policy: policy)
+            let e: Eligibility
+            if let c = eligCache[d.shape] { e = c } else {
+                e = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: PlacementFilters.standard)
+                eligCache[d.shape] = e
+            }
+            guard e.reason == nil else { continue }
+            if d.shape.cpuOnly {
+                let r = sj.fixedS ?? sj.baseS ?? d.baseRuntimeS
+                fastest[j] = r; work[j] = r
+                sets[j] = e.nodes.map { gpuCount + $0.node }.filter { capacity[$0] > 0 }
+                continue
+            }
+            let k = d.shape.gpus
+            var best = Double.infinity
+            var all: [Int] = []
+            for (_, slots) in e.nodes {
+                let ws = slots.map { state.gpus[$0].weight }.sorted(by: >)
+                guard ws.count >= k else { continue }
+                let wk = ws[k - 1]
+                best = min(best, sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk))
+                all += slots
+            }
+            guard best.isFinite else { continue }
+            fastest[j] = best
+            sets[j] = all.sorted()
+            let minW = all.map { state.gpus[$0].weight }.min() ?? 1
+            work[j] = Double(k) * (sj.fixedS.map { $0 * minW } ?? (sj.baseS ?? d.baseRuntimeS))
+        }
+
+        // Dependencies point to earlier jobs (the workload's group order), so one pass each way suffices.
+        var est = [Double](repeating: 0, count: n)
+        var critical = 0.0
+        for j in 0..<n {
+            var s = jobs[j].submitAt
+            for d in jobs[j].deps where !fastest[d].isNaN { s = max(s, est[d] + fastest[d]) }
+            est[j] = s
+            if !fastest[j].isNaN { critical = max(critical, s + fastest[j]) }
+        }
+        var tail = [Double](repeating: 0, count: n)
+        for j in stride(from: n - 1, through: 0, by: -1) {
+            for c in jobs[j].dependents where !fastest[c].isNaN { tail[j] = max(tail[j], fastest[c] + tail[c]) }
+        }
+
+        var distinct = Set<[Int]>()
+        for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty { distinct.insert(sets[j]) }
+        var candidates = Array(distinct)
+        let base = candidates
+        for a in 0..<base.count { for b in (a + 1)..<max(a + 1, base.count) { candidates.append(Array(Set(base[a] + base[b])).sorted()) } }
+        var capBound = 0.0, binding = ""
+        for s in Set(candidates) {
+            let members = Set(s)
+            var w = 0.0, minEst = Double.infinity, minTail = Double.infinity
+            for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty && sets[j].allSatisfy(members.contains) {
+                w += work[j]; minEst = min(minEst, est[j]); minTail = min(minTail, tail[j])
+            }
+            let cap = s.reduce(0.0) { $0 + capacity[$1] }
+            guard w > 0, cap > 0 else { continue }
+            let bound = minEst + w / cap + minTail
+            if bound > capBound { capBound = bound; binding = s.map { labels[$0] }.joined(separator: " + ") }
+        }
+        return Parts(value: max(critical, capBound), criticalPathS: critical, capacityS: capBound, bindingResources: binding)
+    }
+}

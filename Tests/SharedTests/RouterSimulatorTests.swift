@@ -1,0 +1,136 @@
+import XCTest
+@testable import Shared
+
+final class RouterSimulatorTests: XCTestCase {
+    var config: ClusterConfig!
+    override func setUpWithError() throws { config = try RT.referenceConfig() }
+
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func workload(_ yaml: String) throws -> Workload { try Workload.parse(yaml, cluster: config) }
+
+    func testSingleGPUQueueMeetsItsBound() throws {
+        let w = try workload("""
+        groups:
+          - {name: a, count: 4, kind: command, vram: 2GiB, base_runtime_s: 100, constraints: {gpu_model: "3060"}}
+        """)
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 4)
+        XCTAssertEqual(r.lowerBoundS, 4 * 100 / 3, accuracy: 0.01)   // work 400 on weight 3
+        XCTAssertEqual(r.makespanS, r.lowerBoundS, accuracy: 0.01)   // shared or serial, the GPU is never idle
+        XCTAssertEqual(r.gpus.first { $0.node == "hydra-compute" && $0.index == 1 }?.busyFraction ?? 0, 1, accuracy: 1e-6)
+    }
+
+    func testDependenciesAreRespected() throws {
+        let w = try workload("""
+        groups:
+          - {name: task, count: 2, kind: command, cpu: true, runtime_s: 5}
+          - {name: expand, count: 6, kind: llm, after: task, service: tabbyapi, gpus: 2, vram: 512MiB, runtime_s: 4, on: RTX 4090}
+          - {name: image, count: 6, kind: image, after: expand, vram: 8GiB, runtime_s: 30, on: RTX 5070 Ti}
+          - {name: score, count: 6, kind: score, after: image, cpu: true, runtime_s: 2}
+          - {name: report, kind: command, cpu: true, after_all: score, runtime_s: 1}
+        """)
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 21)
+        let t = Dictionary(uniqueKeysWithValues: r.timeline.map { ($0.job, $0) })
+        for i in 0..<6 {
+            XCTAssertGreaterThanOrEqual(t["expand-\(i)"]!.startS!, t["task-\(i / 3)"]!.finishS! - 1e-9)
+            XCTAssertGreaterThanOrEqual(t["image-\(i)"]!.startS!, t["expand-\(i)"]!.finishS! - 1e-9)
+            XCTAssertGreaterThanOrEqual(t["score-\(i)"]!.startS!, t["image-\(i)"]!.finishS! - 1e-9)
+            XCTAssertEqual(t["image-\(i)"]!.node, "hydra-compute")
+            XCTAssertEqual(t["score-\(i)"]!.node, "hydra-storage")
+            XCTAssertEqual(t["expand-\(i)"]!.gpus, [0, 1])
+        }
+        XCTAssertGreaterThanOrEqual(t["report-0"]!.startS!, (0..<6).map { t["score-\($0)"]!.finishS! }.max()! - 1e-9)
+        XCTAssertGreaterThanOrEqual(r.makespanS, r.lowerBoundS - 1e-6)
+    }
+
+    func testNeverRunnableJobsAreReportedWithTheRouterReason() throws {
+        let w = try workload("""
+        groups:
+          - {name: ok, count: 2, kind: command, vram: 4GiB, base_runtime_s: 60}
+          - {name: huge, kind: command, vram: 40GiB, base_runtime_s: 60}
+          - {name: after-huge, kind: command, cpu: true, runtime_s: 1, after: huge}
+        """)
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 2)
+        XCTAssertEqual(r.neverRan.map(\.job), ["huge-0", "after-huge-0"])
+        XCTAssertEqual(r.neverRan[0].reason, "needs 40.0 GiB on 1 GPU; largest: hydra-ai/0 RTX 5090 31.5 GiB usable")
+        XCTAssertEqual(r.neverRan[1].reason, "a job it depends on never ran")
+    }
+
+    func testOutOfMemoryIsRetriedBiggerOnABiggerGPU() throws {
+        let cluster = ClusterConfig(nodes: [NodeConfig(name: "n", gpus: [
+            GPUConfig(model: "NVIDIA GeForce RTX 3060", memory: .gib(12), weight: 3),
+            GPUConfig(model: "NVIDIA RTX A4000", memory: .gib(16), weight: 3),
+        ])], headroom: ByteCount(512 * ByteSize.MiB))
+        let w = try Workload.parse("""
+        groups:
+          - {name: j, kind: command, vram: 6GiB, peak_vram: 13GiB, base_runtime_s: 300}
+        """, cluster: cluster)
+        let r = Simulator(cluster: cluster, workload: w).run(policy: .hydra)
+        // 6 GiB on the 3060 (peak 13 > 12): OOM; 9 GiB on the 3060: OOM; 13.5 GiB fits only the A4000.
+        XCTAssertEqual(r.oomFailures, 2)
+        XCTAssertEqual(r.completed, 1)
+        XCTAssertEqual(r.timeline[0].gpus, [1])
+        XCTAssertGreaterThanOrEqual(r.makespanS, r.lowerBoundS)
+    }
+
+    func testResidentThatUnloadsFreesItsVRAM() throws {
+        let w = try workload("""
+        resident:
+          - {node: hydra-ai, gpu: 0, vram: 24GiB, until_s: 100}
+        groups:
+          - {name: big, kind: command, vram: 26GiB, base_runtime_s: 100}
+        """)
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.timeline[0].startS, 100)
+        XCTAssertEqual(r.makespanS, 110, accuracy: 1e-6)
+    }
+
+    func testWorkloadErrorsNameTheField() {
+        func problem(_ yaml: String) -> String {
+            do { _ = try Workload.parse(yaml, file: "w.yaml", cluster: config); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssertEqual(problem("groups: [{name: a, kind: image, runtime_s: 3, on: RTX 5070 Ti, after: b}]"),
+                       "w.yaml: groups[0].after: 'b' is not a group listed before 'a'")
+        XCTAssertEqual(problem("groups: [{name: a, kind: image}]"),
+                       "w.yaml: groups[0].runtime_s: give runtime_s (with `on: <GPU model>` for GPU jobs), base_runtime_s or duration_s")
+        XCTAssertEqual(problem("groups: [{name: a, kind: image, runtime_s: 3}]"),
+                       "w.yaml: groups[0].on: runtime_s of a GPU job needs `on: <GPU model>` (the GPU it was measured on), or use base_runtime_s")
+        XCTAssertEqual(problem("groups: [{name: a, kind: image, runtime_s: 3, on: Voodoo 5}]"),
+                       "w.yaml: groups[0].on: 'Voodoo 5' is no GPU model of the cluster or the built-in table")
+        XCTAssertEqual(problem("resident: [{node: hydra-ai, gpu: 5, vram: 1GiB}]\ngroups: [{name: a, kind: sleep, duration_s: 1}]"),
+                       "w.yaml: resident[0].gpu: node 'hydra-ai' has no GPU 5 (it has 2)")
+        XCTAssertEqual(problem("groups: [{kind: sleep, duration_s: 1}]"), "w.yaml: groups[0].name: required field 'name' is missing")
+        XCTAssertEqual(problem("groups: []"), "w.yaml: groups: no job groups; add at least one")
+    }
+
+    func testSummaryJSONShape() throws {
+        let w = try workload("groups: [{name: a, kind: sleep, duration_s: 5}]")
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        let obj = try JSONSerialization.jsonObject(with: JSONCoding.encoder().encode(r.summary)) as! [String: Any]
+        XCTAssertEqual(Set(obj.keys), ["policy", "makespan_s", "lower_bound_s", "jobs", "wait_p95_s", "gpus"])
+        let gpu = (obj["gpus"] as! [[String: Any]])[0]
+        XCTAssertEqual(Set(gpu.keys), ["node", "index", "name", "busy_fraction"])
+    }
+
+    /// The shipped workloads: every policy at or above the bound, hydra within 5 % of it on the night.
+    func testShippedWorkloads() throws {
+        for name in ["nightly", "bursty", "saturation"] {
+            let path = Self.repoRoot.appendingPathComponent("deploy/workloads/\(name).yaml").path
+            let w = try Workload.load(path: path, cluster: config)
+            var makespans: [RouterPolicy.Name: Double] = [:]
+            for p in [RouterPolicy.Name.hydra, .seedStatic] {
+                let r = Simulator(cluster: config, workload: w).run(policy: RouterPolicy(name: p))
+                XCTAssertGreaterThanOrEqual(r.makespanS, r.lowerBoundS - 1e-6, "\(name) \(p)")
+                makespans[p] = r.makespanS
+                if p == .hydra {
+                    XCTAssertTrue(r.neverRan.isEmpty, "\(name): \(r.neverRan.prefix(3))")
+                    if name == "nightly" { XCTAssertLessThanOrEqual(r.makespanS, 1.05 * r.lowerBoundS) }
+                }
+            }
+            XCTAssertLessThan(makespans[.hydra]!, makespans[.seedStatic]!, name)
+        }
+    }
+}
