@@ -27,6 +27,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port).") var metricsListen = "127.0.0.1:9100"
     @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @OptionGroup var console: ConsoleOptions
 
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
@@ -44,6 +45,7 @@ struct CoordinatorCommand: ParsableCommand {
             }
         }
         do { try server.start() } catch { fail("\(error)") }
+        let consoleServer = try console.start(databaseURL: conn.database)
         let t = Thread { service.run() }
         t.start()
         Log(component: "coordinator").info("coordinator started", [("metrics", metricsListen), ("redis", RedisEndpoint.redacted(conn.redis)),
@@ -51,6 +53,7 @@ struct CoordinatorCommand: ParsableCommand {
         waitForTermination()
         service.stop()
         server.stop()
+        consoleServer?.stop()
         Thread.sleep(forTimeInterval: 0.3)
     }
 }
