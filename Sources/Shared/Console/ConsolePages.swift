@@ -252,7 +252,7 @@ public enum ConsolePages {
         let timeline = d.events.map { e -> HTML in
             let detail = ConsoleFormat.compactJSON(e.detail)
             return """
-            <li><time>\(ConsoleFormat.time(e.at))</time> \(e.from.map { stateBadge($0) + " → " } ?? "")\(stateBadge(e.to))\(e.attempt.map { " <small>attempt \($0)</small>" } ?? "")\(detail.isEmpty ? "" : " <code>\(detail)</code>")</li>
+            <li><time>\(ConsoleFormat.time(e.at))</time> \(e.from.map { f -> HTML in stateBadge(f) + " → " })\(stateBadge(e.to))\(e.attempt.map { n -> HTML in " <small>attempt \(n)</small>" })\(if: !detail.isEmpty, " <code>\(detail)</code>")</li>
             """
         }
         var actions: [HTML] = []
@@ -265,7 +265,7 @@ public enum ConsolePages {
         <p class="actions">\(HTML.join(actions, separator: " "))</p>
         <div class="cols"><section><h2>Facts</h2><table class="facts">\(factRows)</table></section>
         <section><h2>Outputs</h2>\(outputs(JobOutput.extract(from: j.result)))</section></div>
-        <section><h2>Attempts</h2>\(attempts.isEmpty ? "<p class=\"muted\">No failed attempts.</p>" : "<table><thead><tr><th>attempt</th><th>class</th><th>node</th><th>at</th><th>error</th></tr></thead><tbody>\(attempts)</tbody></table>")</section>
+        <section><h2>Attempts</h2>\(if: attempts.isEmpty, "<p class=\"muted\">No failed attempts.</p>", else: "<table><thead><tr><th>attempt</th><th>class</th><th>node</th><th>at</th><th>error</th></tr></thead><tbody>\(attempts)</tbody></table>")</section>
         <section><h2>Timeline</h2><ol class="timeline">\(timeline)</ol></section>
         <section><h2>Spec</h2><pre>\((try? JSONCoding.encodeString(j.spec, pretty: true)) ?? "")</pre></section>
         """
@@ -287,8 +287,8 @@ public enum ConsolePages {
             return """
             <article class="approval" data-approval="\(a.id)"><h2>\(a.title)</h2>
             <p class="meta"><span class="action">\(a.action)</span> · tier \(a.tier) · requested \(ConsoleFormat.time(a.createdAt))\(links.text.isEmpty ? "" : " · ")\(links)</p>
-            \(images.isEmpty ? "<p class=\"muted gate\">Gates the action <code>\(a.action)</code>; no images attached.</p>" : "<div class=\"thumbs\">\(HTML.join(Array(images)))</div>")
-            \(other.isEmpty ? "" : "<table class=\"facts\">\(HTML.join(other))</table>")
+            \(if: images.isEmpty, "<p class=\"muted gate\">Gates the action <code>\(a.action)</code>; no images attached.</p>", else: "<div class=\"thumbs\">\(HTML.join(Array(images)))</div>")
+            \(if: !other.isEmpty, "<table class=\"facts\">\(HTML.join(other))</table>")
             <div class="decide">
             <form method="post" action="\(action)" class="approve">\(csrfField(ctx))<input type="hidden" name="next" value="/approvals"><input type="hidden" name="decision" value="approve">
             <input name="reason" placeholder="reason (optional)" aria-label="reason for approving"><button class="ok">approve</button></form>
@@ -307,9 +307,9 @@ public enum ConsolePages {
         <h1>Approvals <small class="muted">\(d.pending.count) waiting</small></h1>
         \(cards.isEmpty ? "<p class=\"muted\">Nothing waits for a decision.</p>" : HTML.join(cards))
         <h2>Recent decisions</h2>
-        \(decided.isEmpty ? "<p class=\"muted\">None yet.</p>" : "<table><thead><tr><th>title</th><th>action</th><th>decision</th><th>by</th><th>at</th><th>reason</th></tr></thead><tbody>\(decided)</tbody></table>")
+        \(if: decided.isEmpty, "<p class=\"muted\">None yet.</p>", else: "<table><thead><tr><th>title</th><th>action</th><th>decision</th><th>by</th><th>at</th><th>reason</th></tr></thead><tbody>\(decided)</tbody></table>")
         <h2>Audit history</h2>
-        \(audit.isEmpty ? "<p class=\"muted\">Empty.</p>" : "<table class=\"audit\"><thead><tr><th>at</th><th>actor</th><th>action</th><th>target</th><th>detail</th></tr></thead><tbody>\(audit)</tbody></table>")
+        \(if: audit.isEmpty, "<p class=\"muted\">Empty.</p>", else: "<table class=\"audit\"><thead><tr><th>at</th><th>actor</th><th>action</th><th>target</th><th>detail</th></tr></thead><tbody>\(audit)</tbody></table>")
         """
         return layout(title: "Approvals", active: "approvals", ctx: ctx, body: body)
     }

@@ -25,6 +25,12 @@ public struct HTML: Sendable, Equatable, ExpressibleByStringInterpolation, Custo
         public mutating func appendInterpolation(_ value: Substring) { text += HTML.escape(String(value)) }
         public mutating func appendInterpolation(_ value: HTML) { text += value.text }
         public mutating func appendInterpolation(_ values: [HTML]) { for v in values { text += v.text } }
+        public mutating func appendInterpolation(_ value: HTML?) { text += value?.text ?? "" }
+        /// `\(if: cond, "<p>…</p>", else: "…")`: both branches typed as HTML. A plain
+        /// `cond ? "<p>…" : "…"` would be inferred as String and end up escaped.
+        public mutating func appendInterpolation(if condition: Bool, _ then: HTML, else otherwise: HTML = .empty) {
+            text += condition ? then.text : otherwise.text
+        }
         public mutating func appendInterpolation(_ value: Int) { text += String(value) }
         public mutating func appendInterpolation(_ value: UInt64) { text += String(value) }
         /// Numbers are formatted by the caller when precision matters; this is for widths and counts.
