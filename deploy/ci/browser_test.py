@@ -196,7 +196,7 @@ def main():
         # Batches: counts equal the database's.
         cdp.goto(base + "/batches")
         db_succeeded = int(psql(args, f"SELECT count(*) FROM jobs WHERE batch_id = '{args.batch}' AND state = 'succeeded'"))
-        shown = cdp.eval(f"(document.querySelector('[data-batch=\"{args.batch}\"] [data-state=\"succeeded\"]') || {{}}).textContent")
+        shown = cdp.eval(f"(document.querySelector('[data-batch=\"{args.batch}\"] [data-states=\"succeeded\"]') || {{}}).textContent")
         check(shown == str(db_succeeded), f"batches page shows {db_succeeded} succeeded for the batch (page says {shown})")
         check("&lt;script&gt;" not in cdp.eval("document.body.innerText") and cdp.eval("document.scripts.length") == 1,
               "no injected script elements (only /static/console.js)")

@@ -116,8 +116,11 @@ public enum ConsoleAssets {
         });
       }
       function updateBatchRow(row, b) {
-        Object.keys(b.by_state || {}).concat(Array.prototype.map.call(row.querySelectorAll("[data-state]"), function (e) { return e.getAttribute("data-state"); }))
-          .forEach(function (s) { set(row.querySelector('[data-state="' + CSS.escape(s) + '"]'), (b.by_state || {})[s] || 0); });
+        var by = b.by_state || {};
+        row.querySelectorAll("[data-state]").forEach(function (e) { set(e, by[e.getAttribute("data-state")] || 0); });
+        row.querySelectorAll("[data-states]").forEach(function (e) {
+          set(e, e.getAttribute("data-states").split(",").reduce(function (a, s) { return a + (by[s] || 0); }, 0));
+        });
         var finished = ["succeeded", "failed", "cancelled", "dead"].reduce(function (a, s) { return a + ((b.by_state || {})[s] || 0); }, 0);
         set(row.querySelector("[data-finished]"), finished);
         set(row.querySelector("[data-total]"), b.total);

@@ -16,6 +16,11 @@ public struct PageContext: Sendable {
 /// from the database or a file reaches the output through `HTML` interpolation,
 /// i.e. through `HTML.escape`.
 public enum ConsolePages {
+    /// The batch list groups states into what an operator asks: waiting, on a GPU, done well, done badly.
+    static let stateGroups: [(label: String, states: [JobState])] = [
+        ("waiting", [.pending, .retryWait]), ("running", [.placed, .dispatched, .running]), ("succeeded", [.succeeded]),
+        ("failed", [.failed, .dead]), ("cancelled", [.cancelled]),
+    ]
     static let stateOrder: [JobState] = [.pending, .retryWait, .placed, .dispatched, .running, .succeeded, .failed, .dead, .cancelled]
 
     // MARK: layout
@@ -143,14 +148,16 @@ public enum ConsolePages {
     public static func batches(_ list: [BatchProgress], ctx: PageContext) -> HTML {
         let rows = list.map { b -> HTML in
             let s = b.summary
-            let cells = stateOrder.map { st -> HTML in "<td class=\"num\" data-state=\"\(st.rawValue)\">\(s.count(st))</td>" }
+            let cells = stateGroups.map { g -> HTML in
+                "<td class=\"num\" data-states=\"\(g.states.map(\.rawValue).joined(separator: ","))\">\(g.states.reduce(0) { $0 + s.count($1) })</td>"
+            }
             return """
             <tr data-batch="\(s.id)"><td>\(batchLink(s.id, s.name))</td><td>\(ConsoleFormat.time(s.submittedAt))</td><td class="num">\(s.priority)</td>
             <td class="progress">\(progressBar(s))<small><span data-finished>\(s.finished)</span>/<span data-total>\(s.total)</span></small></td>\(cells)
             <td class="num" data-rate>\(ConsoleFormat.rate(b.ratePerMinute))</td><td data-eta>\(s.isDone ? "done" : ConsoleFormat.time(b.expectedFinish))</td></tr>
             """
         }
-        let heads = stateOrder.map { s -> HTML in "<th>\(s.rawValue)</th>" }
+        let heads = stateGroups.map { g -> HTML in "<th class=\"num\" title=\"\(g.states.map(\.rawValue).joined(separator: " + "))\">\(g.label)</th>" }
         let body: HTML = list.isEmpty ? "<h1>Batches</h1><p class=\"muted\">No batches yet (submit one with <code>hydra submit FILE</code>).</p>" : """
         <h1>Batches</h1>
         <table class="batches"><thead><tr><th>batch</th><th>submitted</th><th>prio</th><th>progress</th>\(heads)<th>rate</th><th>expected finish</th></tr></thead>
