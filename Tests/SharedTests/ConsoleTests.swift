@@ -291,6 +291,19 @@ final class ConsoleSecurityTests: XCTestCase {
         XCTAssertEqual(verdict(post([:], body: "csrf=\(anon.csrf)"), token: "t0ken-t0ken-t0ken", session: anon), .unauthenticated)
     }
 
+    func testLoginNeedsTheLoginFormsCSRFToken() {
+        let s = ConsoleSessions().create(authenticated: false)
+        func login(_ h: [String: String], _ body: String, _ session: ConsoleSessions.Session?) -> ConsoleGuard.Verdict {
+            var r = post(h, body: body)
+            r.path = "/login"
+            return ConsoleGuard.checkLogin(r, form: ConsoleGuard.formFields(r), session: session)
+        }
+        XCTAssertEqual(login(["origin": "http://127.0.0.1:8480"], "csrf=\(s.csrf)&token=t", s), .allow)
+        guard case .forbidden = login(["origin": "http://127.0.0.1:8480"], "token=t", s) else { return XCTFail("no CSRF token") }
+        guard case .forbidden = login(["origin": "http://127.0.0.1:8480"], "csrf=\(s.csrf)", nil) else { return XCTFail("no session") }
+        guard case .forbidden = login(["origin": "http://evil.example"], "csrf=\(s.csrf)", s) else { return XCTFail("login CSRF") }
+    }
+
     func testReadsNeedTheTokenWhenOneIsConfigured() {
         let r = HTTPRequest.local("GET", "/cluster", headers: ["host": "hydra.example:8480"])
         XCTAssertEqual(ConsoleGuard.checkRead(r, token: "t0ken-t0ken-t0ken", session: nil), .unauthenticated)

@@ -225,11 +225,7 @@ public enum ConsoleGuard {
         guard req.method == "POST" else { return .forbidden("state changes need POST") }
         let host = req.headers["host"] ?? ""
         if token == nil && !isLoopbackHostHeader(host) { return .forbidden("this console only answers to localhost / 127.0.0.1 (Host header)") }
-        if let origin = req.headers["origin"] {
-            guard sameOrigin(origin, host: host) else { return .forbidden("cross-site request refused (Origin \(origin) is not \(host))") }
-        } else if let referer = req.headers["referer"] {
-            guard sameOrigin(referer, host: host) else { return .forbidden("cross-site request refused (Referer is not \(host))") }
-        }
+        if let why = crossSiteRefusal(req) { return .forbidden(why) }
         let presented = headerToken(req) ?? form["token"]
         let tokenOK = token.map { t in presented.map { constantTimeEquals($0, t) } ?? false } ?? false
         let csrfPresented = form["csrf"] ?? req.headers["x-csrf-token"]
@@ -239,6 +235,29 @@ public enum ConsoleGuard {
             return .forbidden("missing or wrong CSRF token (reload the page and try again)")
         }
         if requireAuth, token != nil, !(tokenOK || session?.authenticated == true) { return .unauthenticated }
+        return .allow
+    }
+
+    /// Why the request's Origin (or, without one, its Referer) is not this host; nil when it is or when neither is sent.
+    public static func crossSiteRefusal(_ req: HTTPRequest) -> String? {
+        let host = req.headers["host"] ?? ""
+        if let origin = req.headers["origin"] {
+            return sameOrigin(origin, host: host) ? nil : "cross-site request refused (Origin \(origin) is not \(host))"
+        }
+        if let referer = req.headers["referer"] {
+            return sameOrigin(referer, host: host) ? nil : "cross-site request refused (Referer is not \(host))"
+        }
+        return nil
+    }
+
+    /// Login: POST, same origin, and the CSRF token of the (pre-login) session that
+    /// rendered the form, so a foreign page cannot log a browser into its own session.
+    public static func checkLogin(_ req: HTTPRequest, form: [String: String], session: ConsoleSessions.Session?) -> Verdict {
+        guard req.method == "POST" else { return .forbidden("log in with POST") }
+        if let why = crossSiteRefusal(req) { return .forbidden(why) }
+        guard let s = session, let c = form["csrf"], constantTimeEquals(c, s.csrf) else {
+            return .forbidden("missing or wrong CSRF token (reload the login page and try again)")
+        }
         return .allow
     }
 

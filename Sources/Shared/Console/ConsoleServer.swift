@@ -156,13 +156,7 @@ public final class ConsoleServer: Sendable {
         if req.method == "GET" { return .html(ConsolePages.login(ctx: ctx)) }
         guard req.method == "POST" else { throw Failure(status: 405, message: "GET or POST") }
         let form = ConsoleGuard.formFields(req)
-        if case .forbidden(let why) = ConsoleGuard.checkWrite(req, form: form, token: nil, session: session, requireAuth: false),
-           !(req.headers["x-hydra-client"] != nil && why.hasPrefix("this console only answers")) {
-            // Login is checked like any write (CSRF token of the pre-login session), minus the token requirement.
-            if !(form["csrf"].map { c in session.map { constantTimeEquals(c, $0.csrf) } ?? false } ?? false) || why.hasPrefix("cross-site") {
-                throw Failure(status: 403, message: why)
-            }
-        }
+        if case .forbidden(let why) = ConsoleGuard.checkLogin(req, form: form, session: session) { throw Failure(status: 403, message: why) }
         guard let given = form["token"], constantTimeEquals(given, token) else {
             return .html(ConsolePages.login(ctx: ctx, error: "That is not the console token."), status: 401)
         }
