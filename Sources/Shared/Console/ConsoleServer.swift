@@ -69,7 +69,7 @@ public final class ConsoleServer: Sendable {
         var session = sessions.find(ConsoleSessions.cookieValue(req.headers["cookie"]))
         let isAPI = req.path.hasPrefix("/api/")
         // Browsers get a session (it carries the CSRF token); API clients with a header token do not need one.
-        if session == nil, !isAPI, req.method == "GET" || req.path == "/login" {
+        if session == nil, !isAPI, !req.path.hasPrefix("/static/"), req.method == "GET" || req.path == "/login" {
             let s = sessions.create(authenticated: settings.token == nil)
             session = s
             newCookie = ConsoleSessions.cookie(s)
