@@ -75,9 +75,7 @@ final class ConsoleIntegrationTests: XCTestCase {
         try "# Night one <script>x</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n".write(to: reports.appendingPathComponent("2031-03-14_overnight_report.md"), atomically: true, encoding: .utf8)
         try "# Night two\n".write(to: reports.appendingPathComponent("2031-03-15_overnight_report.md"), atomically: true, encoding: .utf8)
 
-        try cluster.start("coordinator", binary: "hydra", ["coordinator", "--cluster", cluster.clusterFile, "--metrics-listen", "127.0.0.1:0",
-                                                           "--lease", "3", "--console-listen", "127.0.0.1:0", "--output-dir", out.path,
-                                                           "--reports-dir", reports.path])
+        try cluster.startCoordinator(extra: ["--console-listen", "127.0.0.1:0", "--output-dir", out.path, "--reports-dir", reports.path])
         for n in ["hydra-ai", "hydra-compute", "hydra-storage"] { try cluster.startAgent(n) }
         let base = try consoleURL("coordinator", marker: "component=console url=")
         try waitUntil("3 nodes up") { cluster.nodeCount() == 3 }
