@@ -17,6 +17,7 @@
 #   HYDRA_DEMO_KEEP_DATA=1   keep the demo database and Redis contents from the
 #                            previous run (default: start from empty ones)
 #   HYDRA_DEMO_KEEP_SERVICES=1  leave Redis/PostgreSQL running afterwards
+#   HYDRA_DEMO_CONSOLE_PORT  first port to try for the web console (default 8480)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -116,8 +117,12 @@ say "hydra migrate"
 "$HYDRA" migrate >"$LOGS/migrate.log" 2>&1 || fail "hydra migrate failed"
 
 # --- coordinator and agents ------------------------------------------------
-say "starting the coordinator"
-"$HYDRA" coordinator --cluster "$CLUSTER_FILE" </dev/null >>"$LOGS/coordinator.log" 2>&1 &
+CONSOLE_PORT="${HYDRA_DEMO_CONSOLE_PORT:-8480}"
+while ! port_free "$CONSOLE_PORT"; do CONSOLE_PORT=$((CONSOLE_PORT + 1)); done
+mkdir -p "$STATE/output" "$STATE/reports"
+say "starting the coordinator; web console: http://127.0.0.1:$CONSOLE_PORT/ (while the demo runs)"
+"$HYDRA" coordinator --cluster "$CLUSTER_FILE" --console-listen "127.0.0.1:$CONSOLE_PORT" \
+    --output-dir "$STATE/output" --reports-dir "$STATE/reports" </dev/null >>"$LOGS/coordinator.log" 2>&1 &
 PIDS+=("$!")
 PNAMES+=("coordinator (log $LOGS/coordinator.log)")
 

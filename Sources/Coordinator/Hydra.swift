@@ -18,6 +18,7 @@ struct Hydra: ParsableCommand {
         subcommands: [
             MigrateCommand.self, CoordinatorCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
             NodesCommand.self, JobsCommand.self, CancelCommand.self, RetryCommand.self, DrainCommand.self, KeygenCommand.self,
+            SimulateCommand.self, ConsoleCommand.self, BenchCommand.self,
         ]
     )
 

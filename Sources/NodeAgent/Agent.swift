@@ -251,7 +251,7 @@ final class Agent: Sendable {
                 env = e
             }
         } catch {
-            let reason = (error as? Rejection) ?? .malformed
+            let reason = (error as? MessageRejection) ?? .malformed
             deadLetter(conn, entry: entry, reason: reason.rawValue)
             ack(conn, entry.id)
             return

@@ -121,9 +121,9 @@ final class Cluster {
         return p
     }
 
-    func startCoordinator(lease: Double = 3) throws {
+    func startCoordinator(lease: Double = 3, extra: [String] = []) throws {
         try start("coordinator", binary: "hydra", ["coordinator", "--cluster", clusterFile, "--metrics-listen", "127.0.0.1:0",
-                                                    "--lease", String(lease), "--hmac-key", keyFile])
+                                                    "--lease", String(lease), "--hmac-key", keyFile] + extra)
     }
 
     func startAgent(_ node: String, extra: [String] = []) throws {

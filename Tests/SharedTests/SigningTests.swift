@@ -14,8 +14,8 @@ final class SigningTests: XCTestCase {
         return out
     }
 
-    func rejection(_ f: [String: String], keys: SigningKeys?, now: Double = 1500) -> Rejection? {
-        do { _ = try NodeMessage.decode(f, keys: keys, now: now); return nil } catch { return error as? Rejection }
+    func rejection(_ f: [String: String], keys: SigningKeys?, now: Double = 1500) -> MessageRejection? {
+        do { _ = try NodeMessage.decode(f, keys: keys, now: now); return nil } catch { return error as? MessageRejection }
     }
 
     func testSignedEnvelopeRoundTripsAndRotationAcceptsThePreviousKey() throws {

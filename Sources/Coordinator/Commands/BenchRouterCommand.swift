@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the coordinator's hot paths (build with -c release).",
-        subcommands: [BenchRouterCommand.self])
+        subcommands: [BenchRouterCommand.self, BenchConsoleCommand.self])
 }
 
 /// `hydra bench router`: one full placement pass over a large synthetic backlog.

@@ -30,6 +30,7 @@ struct CoordinatorCommand: ParsableCommand {
     var nodeTimeout = 5.0
     @OptionGroup var signing: SigningOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @OptionGroup var console: ConsoleOptions
 
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
@@ -51,6 +52,7 @@ struct CoordinatorCommand: ParsableCommand {
         }
         let bound: Int
         do { bound = try server.start() } catch { fail("\(error)") }
+        let consoleServer = try console.start(databaseURL: conn.database)
         let t = Thread { service.run() }
         t.start()
         Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)),
@@ -58,6 +60,7 @@ struct CoordinatorCommand: ParsableCommand {
         waitForTermination()
         service.stop()
         server.stop()
+        consoleServer?.stop()
         Thread.sleep(forTimeInterval: 0.3)
     }
 }

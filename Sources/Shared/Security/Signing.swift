@@ -3,7 +3,7 @@ import Foundation
 
 /// Why an agent refused a message on its stream (the `reason` on hydra:deadletter
 /// and the label of hydra_agent_deadletter_total).
-public enum Rejection: String, Sendable, Error, CaseIterable {
+public enum MessageRejection: String, Sendable, Error, CaseIterable {
     case unsigned, badSignature = "bad_signature", unknownKey = "unknown_key", expired, malformed
     case missingBody = "missing_envelope", unknownType = "unknown_type"
 }
@@ -66,12 +66,12 @@ public struct SigningKeys: Sendable {
 
     /// Checks a signature made by the current or the previous key.
     public func verify(_ type: String, _ body: String, signature: String?, keyID: String?) throws {
-        guard let signature, !signature.isEmpty else { throw Rejection.unsigned }
+        guard let signature, !signature.isEmpty else { throw MessageRejection.unsigned }
         let candidates = [current] + (previous.map { [$0] } ?? [])
-        guard let k = candidates.first(where: { $0.id == keyID }) else { throw Rejection.unknownKey }
+        guard let k = candidates.first(where: { $0.id == keyID }) else { throw MessageRejection.unknownKey }
         guard let sig = Self.unhex(signature),
               HMAC<SHA256>.isValidAuthenticationCode(sig, authenticating: Self.bytes(type, body), using: k.key) else {
-            throw Rejection.badSignature
+            throw MessageRejection.badSignature
         }
     }
 
@@ -122,20 +122,20 @@ public enum NodeMessage: Sendable, Equatable {
     /// Decodes and checks a stream entry's fields. With keys, anything unsigned, signed
     /// with an unknown key, tampered with or past its expiry is refused.
     public static func decode(_ fields: [String: String], keys: SigningKeys?, now: Double) throws -> NodeMessage {
-        guard let type = fields["type"] else { throw Rejection.malformed }
-        guard let body = fields["body"] else { throw Rejection.missingBody }
+        guard let type = fields["type"] else { throw MessageRejection.malformed }
+        guard let body = fields["body"] else { throw MessageRejection.missingBody }
         if let keys { try keys.verify(type, body, signature: fields["sig"], keyID: fields["kid"]) }
         switch type {
         case "job":
-            guard let e = try? JSONCoding.decode(Envelope.self, from: body) else { throw Rejection.malformed }
-            if let exp = e.expiresAt, exp < now { throw Rejection.expired }
+            guard let e = try? JSONCoding.decode(Envelope.self, from: body) else { throw MessageRejection.malformed }
+            if let exp = e.expiresAt, exp < now { throw MessageRejection.expired }
             return .job(e)
         case "cancel":
             guard let v = try? JSONCoding.decode(JSONValue.self, from: body), let id = v["job_id"]?.stringValue,
-                  let attempt = v["attempt"]?.intValue else { throw Rejection.malformed }
+                  let attempt = v["attempt"]?.intValue else { throw MessageRejection.malformed }
             return .cancel(jobID: id, attempt: attempt, issuedAt: v["issued_at"]?.doubleValue ?? 0)
         default:
-            throw Rejection.unknownType
+            throw MessageRejection.unknownType
         }
     }
 }
