@@ -13,6 +13,10 @@ struct CoordinatorSettings: Sendable {
     var keys: SigningKeys?
     /// A node silent this long is dead: its jobs are requeued.
     var nodeTimeoutSeconds: Double = 5
+    var policy: RouterPolicy = .hydra
+    /// After this long a started job's VRAM is taken to show in the live reading even if
+    /// its process was not recognised in the compute-apps list.
+    var settleSeconds: Double = 20
 }
 
 /// The coordinator loop: heartbeats in, results in, placements out. It keeps no
@@ -82,6 +86,8 @@ final class CoordinatorService: Sendable {
         var lastSlow = Date.distantPast
         var lastNodesWrite = Date.distantPast
         var nodes: [Heartbeat] = []
+        var stats = RuntimeStats()
+        var lastStats = Date.distantPast
         while !isStopping {
             let applied = try consumeResults(redis: redis, store: store, id: ">", block: settings.resultBlockMillis)
             let now = Date()
@@ -105,7 +111,11 @@ final class CoordinatorService: Sendable {
                 for (state, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [state], Double(n)) }
                 lastSlow = now
             }
-            try placeAndDispatch(redis: redis, store: store, nodes: nodes.map(\.live))
+            if now.timeIntervalSince(lastStats) >= 10 {
+                stats = RuntimeStats(rows: try store.runtimeStats())
+                lastStats = now
+            }
+            try placeAndDispatch(redis: redis, store: store, nodes: nodes, stats: stats)
         }
     }
 
@@ -129,6 +139,7 @@ final class CoordinatorService: Sendable {
                 results.append(r)
             }
             let applied = try store.apply(results: results)
+            try store.recordRuntimes(jobIDs: applied.filter { $0.to == .succeeded }.map(\.jobID))
             for t in applied {
                 if t.to == .running, let r = results.first(where: { $0.jobID == t.jobID }), let s = r.startedAt {
                     metrics.registry.observe("hydra_dispatch_latency_seconds", [], max(0, Date().timeIntervalSince1970 - s))
@@ -147,7 +158,9 @@ final class CoordinatorService: Sendable {
     // MARK: nodes
 
     struct Heartbeat {
-        var live: LiveNode
+        var name: String
+        var inventory: Inventory
+        var draining: Bool
         var running: [String]
         var sentAt: Double?
         var version: String?
@@ -165,12 +178,7 @@ final class CoordinatorService: Sendable {
             while i + 1 < kv.count { f[kv[i].string ?? ""] = kv[i + 1].string ?? ""; i += 2 }
             let inv = f["inventory"].flatMap { try? JSONCoding.decode(Inventory.self, from: $0) } ?? Inventory()
             let running = f["running"].flatMap { try? JSONCoding.decode([String].self, from: $0) } ?? []
-            let nodeConfig = settings.cluster?.node(named: name)
-            let weights = inv.gpus.enumerated().map { i, g in
-                nodeConfig?.gpus.first(where: { $0.model == g.name })?.weight ?? nodeConfig?.gpus[safe: i]?.weight ?? 1
-            }
-            out.append(Heartbeat(live: LiveNode(name: name, inventory: inv, draining: f["state"] == "stopping" || drained.withLock { $0.contains(name) },
-                                                services: nodeConfig?.services ?? [], gpuWeights: weights),
+            out.append(Heartbeat(name: name, inventory: inv, draining: f["state"] == "stopping" || drained.withLock { $0.contains(name) },
                                  running: running, sentAt: f["sent_at"].flatMap(Double.init), version: f["version"]))
         }
         return out
@@ -180,10 +188,10 @@ final class CoordinatorService: Sendable {
 
     private func writeNodes(store: JobStore, nodes: [Heartbeat]) throws {
         try store.upsertNodes(nodes.map {
-            NodeRow(name: $0.live.name, lastSeen: $0.sentAt, up: true, draining: false, agentVersion: $0.version,
-                    inventory: $0.live.inventory, running: $0.running)
+            NodeRow(name: $0.name, lastSeen: $0.sentAt, up: true, draining: false, agentVersion: $0.version,
+                    inventory: $0.inventory, running: $0.running)
         })
-        try store.markNodesDown(except: nodes.map(\.live.name))
+        try store.markNodesDown(except: nodes.map(\.name))
         let rows = try store.nodes()
         drained.withLock { $0 = Set(rows.filter(\.draining).map(\.name)) }
         metrics.registry.reset("hydra_node_up")
@@ -192,15 +200,51 @@ final class CoordinatorService: Sendable {
 
     // MARK: placement
 
-    private func placeAndDispatch(redis: RedisConnection, store: JobStore, nodes: [LiveNode]) throws {
+    /// The cluster as the router sees it: config nodes plus any node that heartbeats without being configured.
+    func snapshot(nodes: [Heartbeat], active: [JobRow], now: Date) -> ClusterSnapshot {
+        var config = settings.cluster ?? ClusterConfig(nodes: [])
+        for h in nodes where config.node(named: h.name) == nil {
+            config.nodes.append(NodeConfig(name: h.name, gpus: h.inventory.gpus.map {
+                GPUConfig(model: $0.name ?? "GPU", memory: ByteCount($0.memoryTotalBytes ?? 0))
+            }))
+        }
+        var live: [String: ClusterSnapshot.NodeLive] = [:]
+        var processes: [String: Set<String>] = [:]
+        for h in nodes {
+            live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory)
+            processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
+        }
+        let running = active.compactMap { j -> RouterRunningJob? in
+            guard let node = j.node else { return nil }
+            let started = j.startedAt.map { Date(timeIntervalSince1970: $0) }
+            let visible = processes[node]?.contains("hydra-job-\(j.id)") == true
+                || (started.map { now.timeIntervalSince($0) > settings.settleSeconds } ?? false)
+            return RouterRunningJob(id: j.id, batchID: j.batchID, kind: j.kind, spec: j.spec, node: node, gpuUUIDs: j.gpuUUIDs,
+                                    reservedBytesPerGPU: j.reservedBytes ?? j.vramBytes,
+                                    placedAt: Date(timeIntervalSince1970: j.dispatchedAt ?? j.submittedAt), startedAt: started,
+                                    visible: visible)
+        }
+        return ClusterSnapshot.build(config: config, live: live, running: running)
+    }
+
+    private func placeAndDispatch(redis: RedisConnection, store: JobStore, nodes: [Heartbeat], stats: RuntimeStats) throws {
         let pending = try store.pendingJobs(limit: settings.placementBatch)
         if pending.isEmpty { return }
         let active = try store.activeJobs()
         let t0 = Date()
-        let placer = FirstFitPlacer(headroom: settings.cluster?.headroom?.bytes ?? 0)
-        let out = placer.place(pending: pending, nodes: nodes, active: active)
+        let snap = snapshot(nodes: nodes, active: active, now: t0)
+        let result = Router.place(pending: pending.map(RouterJob.init(row:)), snapshot: snap, stats: stats, now: t0, policy: settings.policy)
         metrics.registry.set("hydra_router_pass_duration_seconds", [], Date().timeIntervalSince(t0))
-        try store.setPendingReasons(out.reasons)
+        var reasons: [String: String] = [:]
+        for r in result.pending { reasons[r.jobID] = r.message }
+        try store.setPendingReasons(reasons)
+        var models: [String: String] = [:]
+        for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
+        let out = (assignments: result.assignments.map {
+            JobStore.Placement(jobID: $0.jobID, node: $0.node, gpuUUIDs: $0.gpuUUIDs,
+                               reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
+                               gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] })
+        }, ())
         if out.assignments.isEmpty { return }
         let dispatched = try store.markDispatched(out.assignments, leaseSeconds: settings.leaseSeconds)
         metrics.registry.add("hydra_placements_total", [], Double(dispatched.count))

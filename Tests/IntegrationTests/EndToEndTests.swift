@@ -181,8 +181,8 @@ final class EndToEndTests: XCTestCase {
         let first = try cluster.submit("""
         name: hog
         jobs:
-          - {name: hog, kind: sleep, vram: 14GiB, spec: {duration_s: 2}}
-          - {name: hog-small, kind: sleep, vram: 10GiB, spec: {duration_s: 2}}
+          - {name: hog, kind: sleep, vram: 14GiB, constraints: {gpu_model: "5070 Ti"}, spec: {duration_s: 2}}
+          - {name: hog-small, kind: sleep, vram: 10GiB, constraints: {gpu_model: "3060"}, spec: {duration_s: 2}}
         """)
         let store = cluster.store()
         try waitUntil("hogs running", timeout: 30) { try store.jobs(.init(batchID: first, states: [.running])).count == 2 }
@@ -269,5 +269,57 @@ final class DependencyTests: XCTestCase {
         let orphan = try XCTUnwrap(jobs.first { $0.name == "orphan" })
         XCTAssertEqual(orphan.state, .cancelled)
         XCTAssertEqual(orphan.pendingReason, "a dependency did not succeed: doomed-parent failed")
+    }
+}
+
+final class RouterLiveTests: XCTestCase {
+    var cluster: Cluster!
+    override func setUpWithError() throws { cluster = try Cluster() }
+    override func tearDown() {
+        cluster?.stopAll()
+        if testRun?.hasSucceeded == false, let c = cluster { print(c.logs()) }
+    }
+
+    func testJobsLandWhereTheRouterPredictsAndRuntimesAreLearned() throws {
+        try cluster.startCoordinator()
+        for n in ["hydra-ai", "hydra-compute", "hydra-storage"] { try cluster.startAgent(n) }
+        try waitUntil("3 nodes up", timeout: 30) { cluster.nodeCount() == 3 }
+        let config = try ClusterConfig.load(path: cluster.clusterFile)
+        // On an idle cluster, the pure router's choice for each job must be what the live system does.
+        let cases: [(String, String)] = [
+            ("big", "{name: big, kind: sleep, vram: 26GiB, spec: {duration_s: 0.2}}"),
+            ("medium", "{name: medium, kind: sleep, vram: 14GiB, spec: {duration_s: 0.2}}"),
+            ("image", "{name: image, kind: image, vram: 8GiB, spec: {prompt: a lighthouse at dusk}}"),
+            ("cpu", "{name: cpu, kind: sleep, spec: {duration_s: 0.1}}"),
+        ]
+        for (name, job) in cases {
+            // Wait until the live readings are idle again, as the prediction assumes.
+            try waitUntil("GPUs idle", timeout: 30) {
+                let r = try cluster.hydra(["nodes", "--json"])
+                let v = try JSONCoding.decode(JSONValue.self, from: r.stdout)
+                return v["nodes"]?.arrayValue?.allSatisfy { n in
+                    n["running"]?.arrayValue?.isEmpty == true
+                        && (n["inventory"]?["gpus"]?.arrayValue ?? []).allSatisfy { $0["memory_used_bytes"]?.doubleValue == 0 }
+                } == true
+            }
+            let batch = try cluster.submit("name: \(name)\njobs:\n  - \(job)\n")
+            let row = try XCTUnwrap(try cluster.store().jobs(.init(batchID: batch)).first)
+            var live: [String: ClusterSnapshot.NodeLive] = [:]
+            for n in ["hydra-ai", "hydra-compute", "hydra-storage"] {
+                let sim = SimulatedGPUs(node: n, gpus: config.node(named: n)!.gpus)
+                live[n] = .init(up: true, inventory: sim.inventory())
+            }
+            let predicted = Router.place(pending: [RouterJob(row: row)], snapshot: ClusterSnapshot.build(config: config, live: live, running: []),
+                                         now: Date()).assignments.first
+            try waitUntil("\(name) dispatched", timeout: 30) { try cluster.store().job(row.id)?.node != nil }
+            let placed = try XCTUnwrap(try cluster.store().job(row.id))
+            XCTAssertEqual(placed.node, predicted?.node, name)
+            XCTAssertEqual(placed.gpuUUIDs, predicted?.gpuUUIDs ?? [], name)
+            // The image job has no ComfyUI executor on these agents: it fails, but only after landing where ComfyUI lives.
+            try waitUntil("\(name) finished", timeout: 30) { try cluster.summary(batch).isDone }
+        }
+        let stats = try cluster.store().runtimeStats()
+        XCTAssertTrue(stats.contains { $0.kind == "sleep" && $0.gpuModel == "NVIDIA GeForce RTX 5090" && $0.n == 2 && abs($0.meanS - 0.2) < 0.1 }, "\(stats)")
+        XCTAssertTrue(stats.contains { $0.kind == "sleep" && $0.gpuModel == "cpu" }, "\(stats)")
     }
 }

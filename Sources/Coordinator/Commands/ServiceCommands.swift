@@ -28,6 +28,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
     @Option(name: .customLong("node-timeout"), help: "Seconds without a heartbeat after which a node is dead and its jobs are requeued.")
     var nodeTimeout = 5.0
+    @Option(help: "Placement policy: hydra (default), seed-static, least-loaded, random.") var policy = "hydra"
     @OptionGroup var signing: SigningOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
     @OptionGroup var console: ConsoleOptions
@@ -35,13 +36,16 @@ struct CoordinatorCommand: ParsableCommand {
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
         guard lease > 0 else { throw ValidationError("--lease must be > 0") }
+        guard let routerPolicy = RouterPolicy.named(policy) else {
+            throw ValidationError("unknown --policy '\(policy)' (hydra, seed-static, least-loaded, random)")
+        }
         let cluster = try clusterOption.load()
         do { _ = try RedisEndpoint(url: conn.redis) } catch { throw ValidationError("\(error)") }
         let keys = try signing.load()
         if keys == nil { Log(component: "coordinator").warning("no HMAC key (--hmac-key or the hmac.key credential): envelopes go unsigned") }
         let service = CoordinatorService(settings: CoordinatorSettings(redisURL: conn.redis, databaseURL: conn.database,
                                                                       cluster: cluster, leaseSeconds: lease, keys: keys,
-                                                                      nodeTimeoutSeconds: nodeTimeout))
+                                                                      nodeTimeoutSeconds: nodeTimeout, policy: routerPolicy))
         let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
         let server = MiniHTTPServer(host: host, port: port) { req in
             switch req.path {

@@ -27,6 +27,9 @@ public struct JobRow: Sendable, Equatable, Codable {
     public var result: JSONValue?
     public var errors: JSONValue?
     public var dependsOn: [String]
+    /// VRAM per GPU the router reserved for the current attempt (may exceed the request: defaults, OOM escalation).
+    public var reservedBytes: UInt64?
+    public var gpuModel: String?
 
     enum CodingKeys: String, CodingKey {
         case id, name, kind, spec, state, priority, attempt, node, result
@@ -46,6 +49,8 @@ public struct JobRow: Sendable, Equatable, Codable {
         case failureClass = "failure_class"
         case errors = "error"
         case dependsOn = "depends_on"
+        case reservedBytes = "reserved_bytes"
+        case gpuModel = "gpu_model"
     }
 
     static let columns = """
@@ -53,7 +58,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     attempt, max_attempts, node, gpu_uuids, stream_id,
     extract(epoch from submitted_at) AS submitted_at, extract(epoch from dispatched_at) AS dispatched_at,
     extract(epoch from started_at) AS started_at, extract(epoch from finished_at) AS finished_at,
-    deadline_s, pending_reason, failure_class, result, error, depends_on
+    deadline_s, pending_reason, failure_class, result, error, depends_on, reserved_bytes, gpu_model
     """
 
     init(row r: PGRow) {
@@ -82,6 +87,8 @@ public struct JobRow: Sendable, Equatable, Codable {
         result = r.json("result")
         errors = r.json("error")
         dependsOn = r.textArray("depends_on")
+        reservedBytes = r.int64("reserved_bytes").map { UInt64($0) }
+        gpuModel = r["gpu_model"]
     }
 }
 

@@ -133,21 +133,36 @@ public final class JobStore {
     // MARK: transitions
 
     /// pending → dispatched for each assignment (guarded); bumps the attempt and sets the lease.
-    public func markDispatched(_ assignments: [(jobID: String, node: String, gpuUUIDs: [String])], leaseSeconds: Double) throws -> [DispatchedJob] {
+    public struct Placement: Sendable {
+        public var jobID: String
+        public var node: String
+        public var gpuUUIDs: [String]
+        /// Per GPU; nil keeps the job's request.
+        public var reservedBytes: UInt64?
+        public var gpuModel: String?
+        public init(jobID: String, node: String, gpuUUIDs: [String], reservedBytes: UInt64? = nil, gpuModel: String? = nil) {
+            self.jobID = jobID; self.node = node; self.gpuUUIDs = gpuUUIDs; self.reservedBytes = reservedBytes; self.gpuModel = gpuModel
+        }
+    }
+
+    public func markDispatched(_ assignments: [Placement], leaseSeconds: Double) throws -> [DispatchedJob] {
         if assignments.isEmpty { return [] }
         return try db.transaction { tx in
             let rows = try tx.exec("""
                 UPDATE jobs AS j SET state = 'dispatched', node = v.node, gpu_uuids = string_to_array(v.gpus, ','),
                        attempt = j.attempt + 1, dispatched_at = now(), started_at = NULL,
-                       lease_expires_at = now() + make_interval(secs => $4::float8), pending_reason = NULL, stream_id = NULL
-                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, node, gpus)
+                       lease_expires_at = now() + make_interval(secs => $4::float8), pending_reason = NULL, stream_id = NULL,
+                       reserved_bytes = coalesce(v.reserved, j.vram_request_bytes), gpu_model = v.model
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bigint[], $6::text[]) AS v(id, node, gpus, reserved, model)
                 WHERE j.id = v.id AND j.state = 'pending'
-                RETURNING j.id, j.attempt, j.kind, j.spec, j.vram_request_bytes, j.deadline_s, j.node, j.gpu_uuids
+                RETURNING j.id, j.attempt, j.kind, j.spec, j.reserved_bytes, j.deadline_s, j.node, j.gpu_uuids
                 """, [PGConnection.textArray(assignments.map(\.jobID)), PGConnection.textArray(assignments.map(\.node)),
-                      PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds)])
+                      PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds),
+                      "{" + assignments.map { $0.reservedBytes.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
+                      "{" + assignments.map { $0.gpuModel.map { "\"" + $0.replacingOccurrences(of: "\"", with: "") + "\"" } ?? "NULL" }.joined(separator: ",") + "}"])
             let out = rows.all.map { r in
                 DispatchedJob(id: r["id"] ?? "", attempt: r.int("attempt") ?? 0, kind: r["kind"] ?? "",
-                              spec: r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("vram_request_bytes") ?? 0),
+                              spec: r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("reserved_bytes") ?? 0),
                               deadlineSeconds: r.double("deadline_s"), node: r["node"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
             }
             try insertEvents(tx, out.map { ($0.id, $0.attempt, "pending", "dispatched", "{\"node\":\"\($0.node)\"}") })

@@ -106,6 +106,10 @@ public enum Migrations {
         (3, "job dependencies", """
         ALTER TABLE jobs ADD COLUMN depends_on uuid[] NOT NULL DEFAULT '{}';
         """),
+        (4, "router reservations", """
+        ALTER TABLE jobs ADD COLUMN reserved_bytes bigint;
+        ALTER TABLE jobs ADD COLUMN gpu_model text;
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.
