@@ -235,6 +235,14 @@ final class CoordinatorService: Sendable {
         let snap = snapshot(nodes: nodes, active: active, now: t0)
         let result = Router.place(pending: pending.map(RouterJob.init(row:)), snapshot: snap, stats: stats, now: t0, policy: settings.policy)
         metrics.registry.set("hydra_router_pass_duration_seconds", [], Date().timeIntervalSince(t0))
+        if Log.level <= .debug {
+            for a in result.assignments {
+                log.debug("placed", [("job", a.jobID), ("node", a.node), ("gpus", a.gpuIndices.map(String.init).joined(separator: ",")),
+                                     ("reserved", ByteSize.format(a.reservedBytesPerGPU)), ("expected_finish_s", String(format: "%.1f", a.expectedFinish.timeIntervalSince(t0))),
+                                     ("running", String(snap.running.count)),
+                                     ("used", snap.nodes.flatMap { $0.gpus.map { ByteSize.format($0.usedBytes ?? 0) } }.joined(separator: "/"))])
+            }
+        }
         var reasons: [String: String] = [:]
         for r in result.pending { reasons[r.jobID] = r.message }
         try store.setPendingReasons(reasons)

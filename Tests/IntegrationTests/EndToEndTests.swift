@@ -292,13 +292,14 @@ final class RouterLiveTests: XCTestCase {
             ("image", "{name: image, kind: image, vram: 8GiB, spec: {prompt: a lighthouse at dusk}}"),
             ("cpu", "{name: cpu, kind: sleep, spec: {duration_s: 0.1}}"),
         ]
+        var lastDone = Date().timeIntervalSince1970
         for (name, job) in cases {
-            // Wait until the live readings are idle again, as the prediction assumes.
+            // Wait until readings taken after the previous job ended show idle GPUs, as the prediction assumes.
             try waitUntil("GPUs idle", timeout: 30) {
                 let r = try cluster.hydra(["nodes", "--json"])
                 let v = try JSONCoding.decode(JSONValue.self, from: r.stdout)
                 return v["nodes"]?.arrayValue?.allSatisfy { n in
-                    n["running"]?.arrayValue?.isEmpty == true
+                    (n["last_seen"]?.doubleValue ?? 0) > lastDone + 0.6 && n["running"]?.arrayValue?.isEmpty == true
                         && (n["inventory"]?["gpus"]?.arrayValue ?? []).allSatisfy { $0["memory_used_bytes"]?.doubleValue == 0 }
                 } == true
             }
@@ -317,6 +318,7 @@ final class RouterLiveTests: XCTestCase {
             XCTAssertEqual(placed.gpuUUIDs, predicted?.gpuUUIDs ?? [], name)
             // The image job has no ComfyUI executor on these agents: it fails, but only after landing where ComfyUI lives.
             try waitUntil("\(name) finished", timeout: 30) { try cluster.summary(batch).isDone }
+            lastDone = Date().timeIntervalSince1970
         }
         let stats = try cluster.store().runtimeStats()
         XCTAssertTrue(stats.contains { $0.kind == "sleep" && $0.gpuModel == "NVIDIA GeForce RTX 5090" && $0.n == 2 && abs($0.meanS - 0.2) < 0.1 }, "\(stats)")

@@ -79,7 +79,7 @@ final class Cluster {
         var e = ProcessInfo.processInfo.environment
         e["HYDRA_DATABASE_URL"] = dbURL
         e["HYDRA_REDIS_URL"] = redisURL
-        e["HYDRA_LOG_LEVEL"] = "info"
+        e["HYDRA_LOG_LEVEL"] = ProcessInfo.processInfo.environment["HYDRA_TEST_LOG_LEVEL"] ?? "info"
         return e
     }
 
