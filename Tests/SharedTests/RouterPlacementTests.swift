@@ -244,3 +244,19 @@ final class RouterPlacementTests: XCTestCase {
         XCTAssertEqual(RT.place([RT.job("x", vram: 28)], snap).reason(for: "x")?.code, .insufficientVRAM)
     }
 }
+
+final class RouterLLMEndpointTests: XCTestCase {
+    func testAnLLMJobNamingItsEndpointGoesWhereThatServiceRuns() {
+        let config = ClusterConfig(nodes: [
+            NodeConfig(name: "hydra-ai", gpus: [GPUConfig(model: "NVIDIA GeForce RTX 5090", memory: .gib(32), weight: 10)], services: ["tabbyapi"]),
+            NodeConfig(name: "hydra-compute", gpus: [GPUConfig(model: "NVIDIA GeForce RTX 3060", memory: .gib(12), weight: 3)], services: ["ollama"]),
+        ])
+        let live = ["hydra-ai": ClusterSnapshot.NodeLive(up: true), "hydra-compute": ClusterSnapshot.NodeLive(up: true)]
+        let snap = ClusterSnapshot.build(config: config, live: live, running: [])
+        let now = Date()
+        let ollama = RouterJob(id: "o", kind: "llm", spec: ["endpoint": "ollama"], vramRequestBytes: 4 << 30, gpusRequested: 1, submittedAt: now)
+        let any = RouterJob(id: "a", kind: "llm", spec: [:], vramRequestBytes: 4 << 30, gpusRequested: 1, submittedAt: now)
+        XCTAssertEqual(Router.place(pending: [ollama], snapshot: snap, now: now).assignments.first?.node, "hydra-compute")
+        XCTAssertEqual(Router.place(pending: [any], snapshot: snap, now: now).assignments.first?.node, "hydra-ai", "without an endpoint the fastest LLM node wins")
+    }
+}

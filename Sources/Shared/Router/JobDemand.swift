@@ -105,6 +105,9 @@ struct JobDemand: Sendable {
             services = s
         } else if let s = Self.strings(job.spec["service"]) {
             services = s
+        } else if kind == "llm", let e = job.spec["endpoint"]?.stringValue, !e.isEmpty {
+            // The LLM executor calls the endpoint the spec names; only its node can run the job.
+            services = [e]
         } else {
             services = KindDefaults.services(kind: kind)   // static arrays: no allocation
         }
