@@ -89,7 +89,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 BIN_DIR="$(swift build --show-bin-path)" || fail "swift build --show-bin-path failed"
 HYDRA="$BIN_DIR/hydra"
 AGENT="$BIN_DIR/hydra-agent"
-[[ -x "$HYDRA" && -x "$AGENT" ]] || fail "$HYDRA or $AGENT is missing; run 'make build' (or 'make demo')"
+FAKE="$BIN_DIR/hydra-fake"
+[[ -x "$HYDRA" && -x "$AGENT" && -x "$FAKE" ]] || fail "$HYDRA, $AGENT or $FAKE is missing; run 'make build' (or 'make demo')"
 [[ -f "$BATCH_FILE" ]] || fail "batch file $BATCH_FILE not found"
 
 # --- services --------------------------------------------------------------
@@ -116,12 +117,31 @@ fi
 say "hydra migrate"
 "$HYDRA" migrate >"$LOGS/migrate.log" 2>&1 || fail "hydra migrate failed"
 
+# --- signing key and the fake AI services ------------------------------------
+# Envelopes are signed as in production: one HMAC key, read from a 0600 file.
+[[ -f "$STATE/hmac.key" ]] || "$HYDRA" keygen "$STATE/hmac.key" >/dev/null || fail "hydra keygen failed"
+
+# hydra-fake speaks the real APIs (ComfyUI, TabbyAPI, Ollama, GPT-SoVITS, scorer), so the
+# sample batch's image, llm, tts and score jobs go over real HTTP.
+FAKE_PORT="${HYDRA_DEMO_FAKE_PORT:-18188}"
+fake_ports_free() { local p; for p in 0 1 2 3 4; do port_free $((FAKE_PORT + p)) || return 1; done; }
+while ! fake_ports_free; do FAKE_PORT=$((FAKE_PORT + 5)); done
+say "starting the fake AI services on 127.0.0.1:$FAKE_PORT-$((FAKE_PORT + 4))"
+"$FAKE" all --base-port "$FAKE_PORT" --latency-ms 150 --image-root "$REPO_ROOT" </dev/null >>"$LOGS/fakes.log" 2>&1 &
+PIDS+=("$!")
+PNAMES+=("fake services (log $LOGS/fakes.log)")
+svc() { echo "    $1: {url: \"http://127.0.0.1:$((FAKE_PORT + $2))\"${3:+, gpu: $3}}"; }
+# Each node's endpoints, as its /etc/hydra/services.yaml would list them.
+{ echo "services_endpoints:"; svc tabbyapi 1; } >"$STATE/services-hydra-ai.yaml"
+{ echo "services_endpoints:"; svc comfyui 0 0; svc ollama 2 1; svc tts 3; } >"$STATE/services-hydra-compute.yaml"
+{ echo "services_endpoints:"; svc scorer 4; } >"$STATE/services-hydra-storage.yaml"
+
 # --- coordinator and agents ------------------------------------------------
 CONSOLE_PORT="${HYDRA_DEMO_CONSOLE_PORT:-8480}"
 while ! port_free "$CONSOLE_PORT"; do CONSOLE_PORT=$((CONSOLE_PORT + 1)); done
 mkdir -p "$STATE/output" "$STATE/reports"
 say "starting the coordinator; web console: http://127.0.0.1:$CONSOLE_PORT/ (while the demo runs)"
-"$HYDRA" coordinator --cluster "$CLUSTER_FILE" --console-listen "127.0.0.1:$CONSOLE_PORT" \
+"$HYDRA" coordinator --cluster "$CLUSTER_FILE" --hmac-key "$STATE/hmac.key" --console-listen "127.0.0.1:$CONSOLE_PORT" \
     --output-dir "$STATE/output" --reports-dir "$STATE/reports" </dev/null >>"$LOGS/coordinator.log" 2>&1 &
 PIDS+=("$!")
 PNAMES+=("coordinator (log $LOGS/coordinator.log)")
@@ -133,6 +153,7 @@ for node in "${NODES[@]}"; do
     say "starting agent $node (simulated GPUs, metrics on 127.0.0.1:$port)"
     "$AGENT" run --node "$node" --cluster "$CLUSTER_FILE" --simulate \
         --listen "127.0.0.1:$port" --output-dir "$STATE/output/$node" \
+        --hmac-key "$STATE/hmac.key" --services "$STATE/services-$node.yaml" --workflows-dir "$REPO_ROOT/deploy/workflows" \
         </dev/null >>"$LOGS/agent-$node.log" 2>&1 &
     PIDS+=("$!")
     PNAMES+=("agent $node (log $LOGS/agent-$node.log)")

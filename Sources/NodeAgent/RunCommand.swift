@@ -56,7 +56,11 @@ struct RunCommand: ParsableCommand {
         if simulate, let nodeConfig {
             let sim = SimulatedGPUs(node: node, gpus: nodeConfig.gpus)
             simulated = sim
-            readInventory = { sim.inventory() }
+            let endpoints = services.endpoints
+            readInventory = {
+                if let endpoints { sim.setServiceHeld(ServiceVRAMProbe.held(endpoints)) }
+                return sim.inventory()
+            }
         } else if let nvidiaSMI, !FileManager.default.isExecutableFile(atPath: nvidiaSMI) {
             // hydra-storage's Arc A380 has no nvidia-smi: the same unit runs there with zero GPUs.
             log.warning("no nvidia-smi at \(nvidiaSMI): running without GPUs (CPU-only jobs)")

@@ -9,6 +9,11 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("workflows-dir"), help: "Directory of named ComfyUI workflow templates.")
     var workflowsDir: String?
 
+    var endpoints: ServiceEndpoints? {
+        guard let services, let text = try? ConfigLoader.readFile(services) else { return nil }
+        return try? ServiceEndpoints.parse(yaml: text, file: services)
+    }
+
     /// sleep and command always; the service kinds whose endpoints are configured.
     func executors(allowlist: [String]) throws -> [String: any Executor] {
         var out: [String: any Executor] = ["sleep": SleepExecutor(), "command": CommandExecutor(allowlist: allowlist)]

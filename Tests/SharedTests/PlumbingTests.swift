@@ -124,3 +124,21 @@ final class CommandExecutorTests: XCTestCase {
         }
     }
 }
+
+final class ServiceVRAMTests: XCTestCase {
+    func testSimulatedGPUsCountWhatTheFakeServicesHold() throws {
+        let fakes = FakeCluster()
+        let ports = try fakes.start(basePort: 0)
+        defer { fakes.stop() }
+        let endpoints = ServiceEndpoints(comfyui: ServiceEndpoint(url: "http://127.0.0.1:\(ports["comfyui"]!)", gpu: 0),
+                                         ollama: ServiceEndpoint(url: "http://127.0.0.1:\(ports["ollama"]!)", gpu: 1))
+        let held = ServiceVRAMProbe.held(endpoints)
+        XCTAssertEqual(held[0] ?? 0, fakes.comfyui.vramUsedBytes)
+        let sim = SimulatedGPUs(node: "hydra-compute", gpus: [GPUConfig(model: "NVIDIA GeForce RTX 5070 Ti", memory: .gib(16)),
+                                                              GPUConfig(model: "NVIDIA GeForce RTX 3060", memory: .gib(12))])
+        sim.setServiceHeld([0: 6 * ByteSize.GiB])
+        XCTAssertEqual(sim.inventory().gpus[0].memoryUsedBytes, 6 * ByteSize.GiB)
+        sim.allocate(jobID: "j", uuids: [sim.inventory().gpus[0].uuid], bytesPerGPU: 8 * ByteSize.GiB)
+        XCTAssertEqual(sim.inventory().gpus[0].memoryUsedBytes, 8 * ByteSize.GiB, "the service's report and the job overlap; the larger counts")
+    }
+}

@@ -10,9 +10,14 @@ public struct ServiceEndpoint: Codable, Sendable, Equatable {
     public var apiKeyEnv: String?
     /// Longest a single request may take when the job has no tighter deadline.
     public var timeoutSeconds: Double?
+    /// Index of the GPU the service's models live on. With simulated GPUs the agent adds what
+    /// the service reports holding (ComfyUI /system_stats, Ollama /api/ps) to that GPU.
+    public var gpu: Int?
 
-    public init(url: String, apiKey: String? = nil, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, timeoutSeconds: Double? = nil) {
+    public init(url: String, apiKey: String? = nil, apiKeyFile: String? = nil, apiKeyEnv: String? = nil, timeoutSeconds: Double? = nil,
+                gpu: Int? = nil) {
         self.url = url; self.apiKey = apiKey; self.apiKeyFile = apiKeyFile; self.apiKeyEnv = apiKeyEnv; self.timeoutSeconds = timeoutSeconds
+        self.gpu = gpu
     }
 
     enum CodingKeys: String, CodingKey {
@@ -21,6 +26,7 @@ public struct ServiceEndpoint: Codable, Sendable, Equatable {
         case apiKeyFile = "api_key_file"
         case apiKeyEnv = "api_key_env"
         case timeoutSeconds = "timeout_s"
+        case gpu
     }
 
     /// The URL without a trailing slash, so paths can be appended.

@@ -9,7 +9,7 @@ public final class SimulatedGPUs: Sendable {
         var info: GPUInfo
         var baseline: UInt64
     }
-    private let state: Mutex<(devices: [Device], jobs: [String: (uuids: [String], bytes: UInt64)])>
+    private let state: Mutex<(devices: [Device], jobs: [String: (uuids: [String], bytes: UInt64)], services: [Int: UInt64])>
 
     public init(node: String, gpus: [GPUConfig]) {
         let devices = gpus.enumerated().map { i, g in
@@ -18,7 +18,7 @@ public final class SimulatedGPUs: Sendable {
                                  utilizationGPUPercent: 0, temperatureCelsius: 35, powerDrawWatts: 20),
                    baseline: g.baseline?.bytes ?? 0)
         }
-        state = Mutex((devices, [:]))
+        state = Mutex((devices, [:], [:]))
     }
 
     /// Stable, recognisable UUIDs: the coordinator keys GPUs on them across restarts.
@@ -38,18 +38,25 @@ public final class SimulatedGPUs: Sendable {
         _ = state.withLock { s in s.jobs.removeValue(forKey: jobID) }
     }
 
+    /// VRAM resident services report holding, per GPU index (see ServiceVRAMProbe).
+    public func setServiceHeld(_ bytes: [Int: UInt64]) {
+        state.withLock { $0.services = bytes }
+    }
+
     public func inventory() -> Inventory {
         state.withLock { s in
             var gpus: [GPUInfo] = []
             var procs: [GPUProcess] = []
-            for d in s.devices {
-                var used = d.baseline
+            for (i, d) in s.devices.enumerated() {
+                var jobsBytes: UInt64 = 0
                 var busy = false
                 for (jobID, j) in s.jobs.sorted(by: { $0.key < $1.key }) where j.uuids.contains(d.info.uuid) {
-                    used += j.bytes
+                    jobsBytes += j.bytes
                     busy = true
                     procs.append(GPUProcess(gpuUUID: d.info.uuid, pid: nil, usedMemoryBytes: j.bytes, processName: "hydra-job-\(jobID)"))
                 }
+                // A service's report includes the job it runs, so the two overlap: the larger one counts.
+                let used = d.baseline + max(jobsBytes, s.services[i] ?? 0)
                 var info = d.info
                 let total = info.memoryTotalBytes ?? 0
                 info.memoryUsedBytes = min(used, total)
