@@ -96,7 +96,7 @@ extension JobStore {
 
     public func consoleCluster(now: Double = Date().timeIntervalSince1970) throws -> ConsoleClusterView {
         let active = try db.exec("""
-            SELECT id, name, state, node, gpu_uuids, vram_request_bytes FROM jobs
+            SELECT id, name, state, node, gpu_uuids, coalesce(reserved_bytes, vram_request_bytes) AS vram_request_bytes FROM jobs
             WHERE state IN ('placed', 'dispatched', 'running') ORDER BY seq LIMIT 2000
             """).all.map { r in
             ActiveJob(id: r["id"] ?? "", name: r["name"] ?? "", state: r["state"] ?? "", node: r["node"] ?? "",

@@ -23,29 +23,10 @@ extension JobStore {
         throw StoreError.notFound("no job '\(ref)'")
     }
 
+    /// `total` counts what was submitted (from the append-only event log), so a job row
+    /// that vanished shows up as lost instead of silently shrinking the batch.
     public func batchSummaries(ids: [String]? = nil, limit: Int = 20) throws -> [BatchSummary] {
-        var sql = "SELECT id, name, extract(epoch from submitted_at) AS submitted_at, priority FROM batches"
-        var params: [String?] = []
-        if let ids { sql += " WHERE id = ANY($1::uuid[])"; params.append(PGConnection.textArray(ids)) }
-        sql += " ORDER BY submitted_at DESC LIMIT \(limit)"
-        let batches = try db.exec(sql, params).all
-        if batches.isEmpty { return [] }
-        let counts = try db.exec("SELECT batch_id, state, count(*) AS n FROM jobs WHERE batch_id = ANY($1::uuid[]) GROUP BY 1, 2",
-                                 [PGConnection.textArray(batches.compactMap { $0["id"] })]).all
-        var byBatch: [String: [String: Int]] = [:]
-        for c in counts { byBatch[c["batch_id"] ?? "", default: [:]][c["state"] ?? ""] = c.int("n") ?? 0 }
-        let totals = try db.exec("SELECT b.id, (SELECT count(*) FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.batch_id = b.id AND e.to_state = 'pending' AND e.from_state IS NULL) AS n FROM batches b WHERE b.id = ANY($1::uuid[])",
-                                 [PGConnection.textArray(batches.compactMap { $0["id"] })]).all
-        var submitted: [String: Int] = [:]
-        for t in totals { submitted[t["id"] ?? ""] = t.int("n") ?? 0 }
-        return batches.map { b in
-            let id = b["id"] ?? ""
-            let by = byBatch[id] ?? [:]
-            // `total` counts what was submitted (from the append-only event log), so a job
-            // row that vanished would show up as lost instead of silently shrinking the batch.
-            return BatchSummary(id: id, name: b["name"] ?? "", submittedAt: b.double("submitted_at") ?? 0,
-                                priority: b.int("priority") ?? 0, total: max(submitted[id] ?? 0, by.values.reduce(0, +)), byState: by)
-        }
+        try consoleBatchSummaries(ids: ids, limit: limit, checkSubmitted: true)
     }
 
     public struct JobFilter: Sendable {
