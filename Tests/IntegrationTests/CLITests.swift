@@ -130,3 +130,67 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(health, "ok\n")
     }
 }
+
+/// `hydra-agent exec`: one job by hand against the (fake) services, as an operator would.
+final class AgentExecTests: XCTestCase {
+    var dir: URL!
+    var fakes: FakeCluster!
+    var services: String!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("hydra-exec-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        fakes = FakeCluster(faults: FakeFaults())
+        let ports = try fakes.start(basePort: 0)
+        services = dir.appendingPathComponent("services.yaml").path
+        try """
+        services_endpoints:
+          comfyui: {url: "http://127.0.0.1:\(ports["comfyui"]!)"}
+          tabbyapi: {url: "http://127.0.0.1:\(ports["tabbyapi"]!)"}
+        """.write(toFile: services, atomically: true, encoding: .utf8)
+    }
+    override func tearDown() { fakes?.stop() }
+
+    func exec(_ job: String, extra: [String] = []) throws -> (Int32, String, String) {
+        let f = dir.appendingPathComponent("job-\(UUID().uuidString.prefix(4)).json").path
+        try job.write(toFile: f, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = try Cluster.findBinaries().appendingPathComponent("hydra-agent")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        p.arguments = ["exec", f, "--services", services, "--workflows-dir", root.appendingPathComponent("deploy/workflows").path,
+                       "--output-dir", dir.appendingPathComponent("out").path, "--json"] + extra
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func testAnImageJobRunsThroughComfyUIAndListsItsFiles() throws {
+        let (status, out, err) = try exec(#"{"kind": "image", "spec": {"template": "txt2img-basic", "prompt": "a kite over a salt flat", "seed": 7}}"#)
+        XCTAssertEqual(status, 0, err)
+        let r = try JSONCoding.decode(AttemptResult.self, from: out)
+        XCTAssertEqual(r.outcome, .succeeded)
+        let file = try XCTUnwrap(r.result?["files"]?.arrayValue?.first)
+        let path = try XCTUnwrap(file["path"]?.stringValue)
+        let data = try XCTUnwrap(FileManager.default.contents(atPath: path))
+        XCTAssertEqual(Array(data.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "a real PNG")
+        XCTAssertEqual(file["size"]?.intValue, data.count)
+        XCTAssertEqual(file["sha256"]?.stringValue?.count, 64)
+    }
+
+    func testAFailingJobExitsOneWithItsClassAndABadFileExitsTwo() throws {
+        fakes.comfyui.faults.set("oom")
+        let (status, out, _) = try exec(#"{"kind": "image", "spec": {"template": "txt2img-basic", "prompt": "a kite"}}"#)
+        XCTAssertEqual(status, 1)
+        XCTAssertEqual(try JSONCoding.decode(AttemptResult.self, from: out).failureClass, .oom)
+        let (bad, _, err) = try exec(#"{"spec": {}}"#)
+        XCTAssertEqual(bad, 2)
+        XCTAssertTrue(err.contains("kind: required field 'kind' is missing"), err)
+        let (unknown, _, err2) = try exec(#"{"kind": "tts", "spec": {"text": "hi"}}"#)
+        XCTAssertEqual(unknown, 2)
+        XCTAssertTrue(err2.contains("no executor for 'tts' here"), err2)
+    }
+}
