@@ -61,7 +61,22 @@ public final class PGConnection {
     public let url: String
     private var conn: OpaquePointer?
 
-    public init(url: String) { self.url = url }
+    /// From `$HYDRA_DATABASE_PASSWORD_FILE` or the systemd credential `pg.password`, so the
+    /// password never sits in the URL, argv or the environment.
+    private let password: String?
+
+    public init(url: String, password: String? = PGConnection.credentialPassword()) {
+        self.url = url
+        self.password = password
+    }
+
+    public static func credentialPassword() -> String? {
+        let env = ProcessInfo.processInfo.environment
+        let path = env["HYDRA_DATABASE_PASSWORD_FILE"] ?? env["CREDENTIALS_DIRECTORY"].map { "\($0)/pg.password" }
+        guard let path, let d = FileManager.default.contents(atPath: path) else { return nil }
+        let s = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return s.isEmpty ? nil : s
+    }
     deinit { close() }
 
     public func close() {
@@ -72,7 +87,10 @@ public final class PGConnection {
     public func connect() throws {
         if let c = conn, PQstatus(c) == CONNECTION_OK { return }
         close()
-        let c = PQconnectdb(url)
+        // expand_dbname=1: the URL is parsed as a connection string; the password rides beside it.
+        let keys = password == nil ? ["dbname"] : ["dbname", "password"]
+        let values = password == nil ? [url] : [url, password!]
+        let c = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
         guard let c else { throw PGError(code: .connect, message: "cannot allocate a PostgreSQL connection") }
         if PQstatus(c) != CONNECTION_OK {
             let msg = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -138,6 +156,12 @@ public final class PGConnection {
         }
         let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
         return PGRows(columns: columns, rows: rows, affected: affected)
+    }
+
+    private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        var ptrs: [UnsafePointer<CChar>?] = strings.map { UnsafePointer(strdup($0)) } + [nil]
+        defer { for p in ptrs { free(UnsafeMutablePointer(mutating: p)) } }
+        return ptrs.withUnsafeMutableBufferPointer { body(UnsafePointer($0.baseAddress!)) }
     }
 
     /// Runs `body` in a transaction; rolls back if it throws.
