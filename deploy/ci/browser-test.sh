@@ -26,7 +26,13 @@ ARTIFACTS="${HYDRA_ARTIFACTS_DIR:-$REPO_ROOT/.hydra-local/artifacts}"
 SHOT="$ARTIFACTS/console-cluster.png"
 say() { printf 'browser-test: %s\n' "$*" >&2; }
 
-command -v chromium >/dev/null || { say "chromium is not installed (apt-get install -y chromium)"; exit 1; }
+if ! command -v chromium >/dev/null; then
+    say "installing chromium (Debian package)"
+    SUDO=""; [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq </dev/null >&2 || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium </dev/null >&2 \
+        || { say "could not install chromium (apt-get install -y chromium)"; exit 1; }
+fi
 BIN_DIR="${HYDRA_BIN_DIR:-$(swift build --show-bin-path)}"
 HYDRA="$BIN_DIR/hydra"; AGENT="$BIN_DIR/hydra-agent"
 [[ -x "$HYDRA" && -x "$AGENT" ]] || { say "$HYDRA or $AGENT missing: run swift build first"; exit 1; }
