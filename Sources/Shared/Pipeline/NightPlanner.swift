@@ -61,6 +61,7 @@ public enum NightPlanner {
             let affordable = left / variations
             let count = min(wanted, affordable)
             var planned = 0, seq = p.tasksSoFar, tries = 0
+            var blockedIdeas = Set<String>()
             let ideas = c.ideas.isEmpty ? [c.style] : c.ideas
             // Blocked ideas are skipped (and reported); the bound stops a queue whose every idea is blocked.
             while planned < count && tries < count + ideas.count {
@@ -70,8 +71,10 @@ public enum NightPlanner {
                 let images = min(variations, missing - planned * variations)
                 var t = PlannedTask(collection: c.name, seq: seq, idea: idea, prompt: prompt, images: images)
                 t.blockedReason = denylist.check([("the prompt of task \(c.name)#\(seq)", prompt)])
-                tasks.append(t)
                 seq += 1
+                // A blocked idea is reported once per night, not at every turn of the rotation.
+                if t.blockedReason != nil && !blockedIdeas.insert(idea).inserted { continue }
+                tasks.append(t)
                 if t.blockedReason == nil { planned += 1; left -= images }
             }
             let budgetNote = count < wanted ? "; \(wanted - count) more left for later nights (image budget)" : ""
