@@ -215,4 +215,51 @@ final class PipelineIntegrationTests: XCTestCase {
         XCTAssertTrue(images.allSatisfy { $0 == "approved" || $0 == "rejected" }, "\(images)")
         XCTAssertEqual(try db0.exec("SELECT count(*) AS n FROM jobs WHERE kind = 'image' AND state = 'succeeded'")[0].int("n"), 8)
     }
+
+    func testHTTPTriggerStartsANightWithABearerToken() throws {
+        cluster = try Cluster()
+        fakes = FakeCluster(imageRoot: cluster.dir.path)
+        let ports = try fakes.start(basePort: 0)
+        let workflows = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("deploy/workflows").path
+        let cfg = try writeNight(queue: "collections: [{name: glass-orchard, target: 2, style: \"glass fruit\"}]")
+        let token = work.appendingPathComponent("pipeline.token").path
+        try "fictional-token-0123456789abcdef\n".write(toFile: token, atomically: true, encoding: .utf8)
+        chmod(token, 0o644)
+        try cluster.startCoordinator(extra: ["--pipeline-config", cfg, "--pipeline-token-file", token])
+        try waitUntil("the coordinator refuses a token file others can read", timeout: 30) { cluster.processes["coordinator"]?.isRunning == false }
+        XCTAssertEqual(cluster.processes["coordinator"]?.terminationStatus, 2)
+        XCTAssertTrue(cluster.log("coordinator").contains("chmod 600"), cluster.log("coordinator"))
+        chmod(token, 0o600)
+        try cluster.startCoordinator(extra: ["--pipeline-config", cfg, "--pipeline-token-file", token])
+        for (node, yaml) in [("hydra-ai", "services_endpoints: {tabbyapi: {url: \"http://127.0.0.1:\(ports["tabbyapi"]!)\"}}"),
+                             ("hydra-compute", "services_endpoints: {comfyui: {url: \"http://127.0.0.1:\(ports["comfyui"]!)\"}}"),
+                             ("hydra-storage", "services_endpoints: {scorer: {url: \"http://127.0.0.1:\(ports["scorer"]!)\"}}")] {
+            let f = work.appendingPathComponent("\(node).services.yaml").path
+            try yaml.write(toFile: f, atomically: true, encoding: .utf8)
+            try cluster.startAgent(node, extra: ["--services", f, "--workflows-dir", workflows])
+        }
+        var port: Int?
+        try waitUntil("the coordinator logs its metrics address", timeout: 30) {
+            let log = cluster.log("coordinator")
+            guard let r = log.range(of: "metrics=127\\.0\\.0\\.1:(\\d+)", options: .regularExpression) else { return false }
+            port = Int(log[r].split(separator: ":").last!)
+            return true
+        }
+        let url = "http://127.0.0.1:\(port!)/api/v1/pipeline/run"
+        let client = HTTPClient(service: "test", options: HTTPClientOptions(retries: 0))
+        XCTAssertEqual(try client.send(HTTPClientRequest(method: "POST", url: url)).status, 401)
+        XCTAssertEqual(try client.send(HTTPClientRequest(method: "POST", url: url, headers: ["Authorization": "Bearer wrong-token-0123456789"])).status, 401)
+        XCTAssertEqual(try client.send(HTTPClientRequest(method: "GET", url: url, headers: ["Authorization": "Bearer fictional-token-0123456789abcdef"])).status, 405)
+        let ok = try client.send(HTTPClientRequest(method: "POST", url: url, headers: ["Authorization": "Bearer fictional-token-0123456789abcdef"],
+                                                   body: Data(#"{"until": "23:59"}"#.utf8)))
+        XCTAssertEqual(ok.status, 202, String(decoding: ok.body, as: UTF8.self))
+        let db0 = try db()
+        try waitUntil("the triggered night ends", timeout: 90) {
+            try db0.exec("SELECT state FROM pipeline_nights").all.first?["state"] == "done"
+        }
+        XCTAssertEqual(try db0.exec("SELECT triggered_by FROM pipeline_nights")[0]["triggered_by"]?.hasPrefix("http:"), true)
+        XCTAssertEqual(try db0.exec("SELECT count(*) AS n FROM audit_log WHERE action = 'pipeline_trigger'")[0].int("n"), 1)
+        XCTAssertEqual(try db0.exec("SELECT count(*) AS n FROM quality_metrics")[0].int("n"), 2)
+    }
 }
