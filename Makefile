@@ -8,7 +8,7 @@ SWIFT_TEST_FLAGS ?=
 # Extra arguments for `swift build`
 SWIFT_BUILD_FLAGS ?=
 
-.PHONY: all deps build test check-ops demo browser-test clean-local
+.PHONY: all deps build test check-ops demo pipeline-demo browser-test clean-local
 
 all: build
 
@@ -41,6 +41,10 @@ check-ops:
 ## demo: build, then run the simulated three-node cluster on the sample batch
 demo: deps build
 	deploy/demo.sh
+
+## pipeline-demo: build, then one small overnight night on the fake services; prints the report's path
+pipeline-demo: deps build
+	deploy/pipeline-demo.sh
 
 ## browser-test: headless Chromium against a simulated cluster's web console
 ## (needs the Debian package chromium); screenshot path printed as `artifact: PATH`

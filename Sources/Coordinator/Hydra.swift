@@ -19,6 +19,7 @@ struct Hydra: ParsableCommand {
             MigrateCommand.self, CoordinatorCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
             NodesCommand.self, JobsCommand.self, CancelCommand.self, RetryCommand.self, DrainCommand.self, KeygenCommand.self,
             SimulateCommand.self, ConsoleCommand.self, BenchCommand.self,
+            PipelineCommand.self, ApproveCommand.self, RejectCommand.self, ApprovalsCommand.self,
         ]
     )
 

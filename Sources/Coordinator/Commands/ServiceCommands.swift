@@ -32,6 +32,7 @@ struct CoordinatorCommand: ParsableCommand {
     @OptionGroup var signing: SigningOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
     @OptionGroup var console: ConsoleOptions
+    @OptionGroup var pipelineTrigger: PipelineTriggerOptions
 
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
@@ -47,10 +48,12 @@ struct CoordinatorCommand: ParsableCommand {
                                                                       cluster: cluster, leaseSeconds: lease, keys: keys,
                                                                       nodeTimeoutSeconds: nodeTimeout, policy: routerPolicy))
         let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
+        let trigger = try pipelineTrigger.make(databaseURL: conn.database)
         let server = MiniHTTPServer(host: host, port: port) { req in
             switch req.path {
             case "/metrics": return .text(service.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
             case "/healthz": return .text("ok\n")
+            case PipelineTrigger.path where trigger != nil: return trigger!.handle(req)
             default: return .text("not found\n", status: 404)
             }
         }

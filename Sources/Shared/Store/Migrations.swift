@@ -110,6 +110,81 @@ public enum Migrations {
         ALTER TABLE jobs ADD COLUMN reserved_bytes bigint;
         ALTER TABLE jobs ADD COLUMN gpu_model text;
         """),
+        (5, "overnight pipeline", """
+        CREATE TABLE pipeline_nights (
+            night text PRIMARY KEY,
+            state text NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz,
+            deadline timestamptz,
+            runs int NOT NULL DEFAULT 1,
+            triggered_by text,
+            plan jsonb NOT NULL DEFAULT '{}',
+            forecast jsonb,
+            report_path text,
+            batch_ids uuid[] NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE generation_tasks (
+            id uuid PRIMARY KEY,
+            night text NOT NULL,
+            collection text NOT NULL,
+            seq int NOT NULL,
+            idea text NOT NULL,
+            prompt text NOT NULL,
+            images int NOT NULL,
+            state text NOT NULL,
+            expand_job_id uuid,
+            variations jsonb,
+            reason text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            finished_night text
+        );
+        CREATE INDEX generation_tasks_state ON generation_tasks (state);
+        CREATE INDEX generation_tasks_collection ON generation_tasks (collection, seq);
+        CREATE TABLE quality_metrics (
+            id uuid PRIMARY KEY,
+            task_id uuid NOT NULL REFERENCES generation_tasks(id),
+            night text NOT NULL,
+            finished_night text,
+            collection text NOT NULL,
+            variation int NOT NULL,
+            prompt text NOT NULL,
+            state text NOT NULL,
+            image_job_id uuid,
+            score_job_id uuid,
+            source_path text,
+            asset_path text,
+            aesthetic double precision,
+            musiq double precision,
+            face_similarity double precision,
+            face_status text,
+            failed_gates text[] NOT NULL DEFAULT '{}',
+            reason text,
+            failure_class text,
+            disposition text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (task_id, variation)
+        );
+        CREATE INDEX quality_metrics_state ON quality_metrics (state);
+        CREATE INDEX quality_metrics_collection ON quality_metrics (collection, state);
+        CREATE INDEX quality_metrics_finished ON quality_metrics (finished_night);
+        CREATE TABLE pipeline_actions (
+            id uuid PRIMARY KEY,
+            night text NOT NULL,
+            action text NOT NULL,
+            collection text,
+            state text NOT NULL,
+            approval_id uuid,
+            job_id uuid,
+            detail jsonb NOT NULL DEFAULT '{}',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX pipeline_actions_state ON pipeline_actions (state);
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.
