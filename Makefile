@@ -40,6 +40,7 @@ check-ops:
 
 ## demo: build, then run the simulated three-node cluster on the sample batch
 demo: deps build
+	deploy/pipeline-demo.sh
 	deploy/demo.sh
 
 ## pipeline-demo: build, then one small overnight night on the fake services; prints the report's path
