@@ -80,16 +80,21 @@ final class CoordinatorService: Sendable {
         let store = JobStore(db: db)
         let redis = try RedisConnection(url: settings.redisURL)
         try redis.ensureGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup)
+        // `hydra submit` notifies here, so a new batch is placed at once rather than on the next tick.
+        try db.exec("LISTEN \(JobStore.submitChannel)")
+        var gaps = DispatchGapTracker()
         // Results read but not acknowledged before a crash are applied again (guards make that harmless).
-        try consumeResults(redis: redis, store: store, id: "0", block: nil)
+        try consumeResults(redis: redis, store: store, id: "0", block: nil, gaps: &gaps)
 
         var lastSlow = Date.distantPast
         var lastNodesWrite = Date.distantPast
         var nodes: [Heartbeat] = []
         var stats = RuntimeStats()
         var lastStats = Date.distantPast
+        var lastExplain = Date.distantPast
+        var placeNeeded = true
         while !isStopping {
-            let applied = try consumeResults(redis: redis, store: store, id: ">", block: settings.resultBlockMillis)
+            let applied = try consumeResults(redis: redis, store: store, id: ">", block: settings.resultBlockMillis, gaps: &gaps)
             let now = Date()
             nodes = try readHeartbeats(redis)
             if now.timeIntervalSince(lastNodesWrite) >= 1 {
@@ -98,10 +103,10 @@ final class CoordinatorService: Sendable {
                 try writeNodes(store: store, nodes: nodes)
                 lastNodesWrite = now
             }
-            if now.timeIntervalSince(lastSlow) >= 0.5 || applied > 0 {
-                try store.renewLeases(jobIDs: nodes.flatMap(\.running), leaseSeconds: settings.leaseSeconds)
-            }
             if now.timeIntervalSince(lastSlow) >= 0.5 {
+                // Leases are several seconds long: renewing twice a second is plenty, and keeps this
+                // UPDATE out of the per-result path.
+                try store.renewLeases(jobIDs: nodes.flatMap(\.running), leaseSeconds: settings.leaseSeconds)
                 let lost = try store.expireLeases(nodeTimeout: settings.nodeTimeoutSeconds)
                 for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
                 try cleanStreams(redis: redis, lost)
@@ -110,19 +115,29 @@ final class CoordinatorService: Sendable {
                 try sendCancellations(redis: redis, store: store)
                 for (state, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [state], Double(n)) }
                 lastSlow = now
+                // The tick is the fallback for every change that sends no signal (heartbeats, retries, drains).
+                placeNeeded = true
             }
+            if applied > 0 || db.takeNotifications() > 0 { placeNeeded = true }
             if now.timeIntervalSince(lastStats) >= 10 {
                 stats = RuntimeStats(rows: try store.runtimeStats())
                 lastStats = now
             }
-            try placeAndDispatch(redis: redis, store: store, nodes: nodes, stats: stats)
+            // A pass re-reads the pending jobs and the jobs on nodes: run it only when something
+            // changed (a result freed room, a batch arrived, the tick), or when the last pass filled
+            // its whole read and more may fit.
+            if placeNeeded {
+                let explain = now.timeIntervalSince(lastExplain) >= 1
+                placeNeeded = try placeAndDispatch(redis: redis, store: store, nodes: nodes, stats: stats, explain: explain)
+                if explain { lastExplain = now }
+            }
         }
     }
 
     // MARK: results
 
     @discardableResult
-    private func consumeResults(redis: RedisConnection, store: JobStore, id: String, block: Int?) throws -> Int {
+    private func consumeResults(redis: RedisConnection, store: JobStore, id: String, block: Int?, gaps: inout DispatchGapTracker) throws -> Int {
         var total = 0
         while true {
             let entries = try redis.readGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
@@ -140,9 +155,17 @@ final class CoordinatorService: Sendable {
             }
             let applied = try store.apply(results: results)
             try store.recordRuntimes(jobIDs: applied.filter { $0.to == .succeeded }.map(\.jobID))
+            let nowEpoch = Date().timeIntervalSince1970
             for t in applied {
-                if t.to == .running, let r = results.first(where: { $0.jobID == t.jobID }), let s = r.startedAt {
-                    metrics.registry.observe("hydra_dispatch_latency_seconds", [], max(0, Date().timeIntervalSince1970 - s))
+                // The first sign that the job runs: `started`, or its final result when the agent folded the two.
+                if t.from == .dispatched, let s = t.startedAt {
+                    metrics.registry.observe("hydra_dispatch_latency_seconds", [], max(0, nowEpoch - s))
+                    for g in gaps.started(gpus: t.gpuUUIDs, at: s, submittedAt: t.submittedAt) {
+                        metrics.registry.observe("hydra_dispatch_gap_seconds", [], g)
+                    }
+                }
+                if t.to != .running, let e = t.endedAt, !t.gpuUUIDs.isEmpty {
+                    gaps.ended(gpus: t.gpuUUIDs, at: e)
                 }
                 if t.to.isTerminal || t.to == .pending || t.to == .retryWait {
                     log.debug("job \(t.to.rawValue)", [("job", t.jobID), ("attempt", String(t.attempt)), ("node", t.node ?? "")])
@@ -210,8 +233,9 @@ final class CoordinatorService: Sendable {
         }
         var live: [String: ClusterSnapshot.NodeLive] = [:]
         var processes: [String: Set<String>] = [:]
+        let activeIDs = Set(active.map(\.id))
         for h in nodes {
-            live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory)
+            live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs))
             processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
         }
         let running = active.compactMap { j -> RouterRunningJob? in
@@ -227,13 +251,18 @@ final class CoordinatorService: Sendable {
         return ClusterSnapshot.build(config: config, live: live, running: running)
     }
 
-    private func placeAndDispatch(redis: RedisConnection, store: JobStore, nodes: [Heartbeat], stats: RuntimeStats) throws {
+    /// One placement pass. Returns whether another pass should follow at once: it placed jobs
+    /// and read a full batch, so more may be waiting behind it.
+    private func placeAndDispatch(redis: RedisConnection, store: JobStore, nodes: [Heartbeat], stats: RuntimeStats,
+                                  explain: Bool) throws -> Bool {
         let pending = try store.pendingJobs(limit: settings.placementBatch)
-        if pending.isEmpty { return }
+        if pending.isEmpty { return false }
         let active = try store.activeJobs()
         let t0 = Date()
         let snap = snapshot(nodes: nodes, active: active, now: t0)
-        let result = Router.place(pending: pending.map(RouterJob.init(row:)), snapshot: snap, stats: stats, now: t0, policy: settings.policy)
+        // Reason texts are for people: written about once a second, not on every pass a result triggers.
+        let result = Router.place(pending: pending.map(RouterJob.init(row:)), snapshot: snap, stats: stats, now: t0, policy: settings.policy,
+                                  explain: explain)
         metrics.registry.set("hydra_router_pass_duration_seconds", [], Date().timeIntervalSince(t0))
         if Log.level <= .debug {
             for a in result.assignments {
@@ -243,9 +272,11 @@ final class CoordinatorService: Sendable {
                                      ("used", snap.nodes.flatMap { $0.gpus.map { ByteSize.format($0.usedBytes ?? 0) } }.joined(separator: "/"))])
             }
         }
-        var reasons: [String: String] = [:]
-        for r in result.pending { reasons[r.jobID] = r.message }
-        try store.setPendingReasons(reasons)
+        if explain {
+            var reasons: [String: String] = [:]
+            for r in result.pending { reasons[r.jobID] = r.message }
+            try store.setPendingReasons(reasons)
+        }
         var models: [String: String] = [:]
         for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
         let out = (assignments: result.assignments.map {
@@ -253,7 +284,7 @@ final class CoordinatorService: Sendable {
                                reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
                                gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] })
         }, ())
-        if out.assignments.isEmpty { return }
+        if out.assignments.isEmpty { return false }
         let dispatched = try store.markDispatched(out.assignments, leaseSeconds: settings.leaseSeconds)
         metrics.registry.add("hydra_placements_total", [], Double(dispatched.count))
         let now = Date().timeIntervalSince1970
@@ -274,6 +305,7 @@ final class CoordinatorService: Sendable {
         var depth: [String: Int] = [:]
         for d in dispatched { depth[d.node, default: 0] += 1 }
         for (n, c) in depth { metrics.registry.set("hydra_queue_depth", [n], Double(c)) }
+        return pending.count >= settings.placementBatch
     }
 
     /// A requeued job's old envelope must not run later: acknowledge and delete it.
@@ -310,6 +342,9 @@ struct CoordinatorMetrics: Sendable {
         r.register("hydra_placements_total", .counter, help: "Jobs placed and dispatched.")
         r.register("hydra_dispatch_latency_seconds", .histogram, help: "Time from dispatch to the job running on its GPU.",
                    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+        r.register("hydra_dispatch_gap_seconds", .histogram,
+                   help: "Time from a job's end on a GPU to the next job starting there, when that job was already waiting (agent clock).",
+                   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
         r.register("hydra_router_pass_duration_seconds", .gauge, help: "Duration of the last placement pass.")
         r.register("hydra_queue_depth", .gauge, help: "Jobs dispatched to a node in the last pass.", labels: ["node"])
         r.register("hydra_node_up", .gauge, help: "1 when the node's heartbeat is live.", labels: ["node"])

@@ -39,6 +39,8 @@ final class Agent: Sendable {
     let log: Log
 
     private let stopping = Atomic<Bool>(false)
+    /// The consumer takes no more envelopes: once nothing is held or queued either, the publisher may end.
+    private let consumerDone = Atomic<Bool>(false)
     private let jobs = Mutex<[String: RunningJob]>([:])
     /// (job id, attempt) pairs finished lately: a redelivered envelope (Redis lost an
     /// acknowledgement in a restart) is acknowledged instead of being run twice.
@@ -47,6 +49,21 @@ final class Agent: Sendable {
     private let lastHeartbeatOK = Mutex<Date?>(nil)
     private let results: Mutex<RedisConnection>
     private let loopsDone = DispatchGroup()
+    /// Results waiting for the publisher, in order; see `publisherLoop`.
+    private let outbox = Mutex<[Outgoing]>([])
+    /// Wakes the publisher when the outbox fills, and the consumer when a job retires and frees prefetch room.
+    /// Both are waited on with a timeout, and the state they guard lives in Mutexes, so a missed signal costs
+    /// at most that timeout, never correctness.
+    private let outboxSignal = NSCondition()
+    private let roomSignal = NSCondition()
+
+    /// One result for hydra:results, the job-stream entry to acknowledge once it is there,
+    /// and the job to retire after that.
+    struct Outgoing: Sendable {
+        var result: AttemptResult
+        var ack: String?
+        var job: RunningJob?
+    }
 
     init(settings: AgentSettings, readInventory: @escaping @Sendable () throws -> Inventory, simulated: SimulatedGPUs?,
          executors: [String: any Executor]) throws {
@@ -75,6 +92,7 @@ final class Agent: Sendable {
     func start() {
         spawn("heartbeat") { self.heartbeatLoop() }
         spawn("consumer") { self.consumerLoop() }
+        spawn("publisher") { self.publisherLoop() }
     }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
@@ -181,6 +199,12 @@ final class Agent: Sendable {
     // MARK: jobs
 
     private func consumerLoop() {
+        defer {
+            consumerDone.store(true, ordering: .relaxed)
+            outboxSignal.lock()
+            outboxSignal.signal()
+            outboxSignal.unlock()
+        }
         let conn: RedisConnection
         do { conn = try RedisConnection(url: settings.redisURL) } catch { log.error("\(error)"); return }
         var recovered = false
@@ -192,8 +216,14 @@ final class Agent: Sendable {
                     recovered = true
                 }
                 // Prefetch is bounded so that jobs still waiting stay visible (and claimable) in Redis.
-                let room = settings.prefetch - runningJobIDs().count
-                if room <= 0 { Thread.sleep(forTimeInterval: 0.01); continue }
+                let room = settings.prefetch - jobs.withLock { $0.count }
+                if room <= 0 {
+                    // Woken by a job retiring, so the next envelope is read the moment there is room.
+                    roomSignal.lock()
+                    if settings.prefetch - jobs.withLock({ $0.count }) <= 0 && !isStopping { _ = roomSignal.wait(until: Date().addingTimeInterval(0.5)) }
+                    roomSignal.unlock()
+                    continue
+                }
                 let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
                                                  id: ">", count: room, blockMillis: 500)
                 for e in entries { handle(e, conn: conn, recovered: false) }
@@ -259,8 +289,7 @@ final class Agent: Sendable {
         if recovered {
             log.warning("found a job from before a restart; reporting it failed", [("job", env.jobID), ("attempt", String(env.attempt))])
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed, failureClass: .lost,
-                                  error: "agent on \(settings.node) restarted while holding this job; its process is gone"))
-            ack(conn, entry.id)
+                                  error: "agent on \(settings.node) restarted while holding this job; its process is gone"), ack: entry.id)
             return
         }
         if jobs.withLock({ $0[env.jobID] != nil }) { return }
@@ -271,8 +300,7 @@ final class Agent: Sendable {
         }
         if isStopping {
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
-                                  error: "agent on \(settings.node) is shutting down"))
-            ack(conn, entry.id)
+                                  error: "agent on \(settings.node) is shutting down"), ack: entry.id)
             return
         }
         let job = RunningJob(envelope: env, streamID: entry.id)
@@ -282,21 +310,101 @@ final class Agent: Sendable {
         t.start()
     }
 
-    private func publish(_ r: AttemptResult) {
-        let payload: String
-        do { payload = try JSONCoding.encodeString(r) } catch { log.error("cannot encode a result: \(error)"); return }
-        // A result must reach Redis before the XACK; keep trying while Redis is away.
-        var delay = 0.05
+    /// Queues a result; the publisher writes it to hydra:results, then acknowledges `ack` on the
+    /// job stream (never before), then retires `job`.
+    private func publish(_ r: AttemptResult, ack: String? = nil, job: RunningJob? = nil) {
+        outbox.withLock { $0.append(Outgoing(result: r, ack: ack, job: job)) }
+        outboxSignal.lock()
+        outboxSignal.signal()
+        outboxSignal.unlock()
+    }
+
+    /// Writes results in batches: everything queued since the last round trip goes in one
+    /// pipeline of XADDs, then one XACK for the stream entries whose results landed. A
+    /// `started` whose final result is in the same batch is dropped: the final result carries
+    /// started_at, so a short job costs one message instead of two.
+    private func publisherLoop() {
         while true {
-            do {
-                _ = try results.withLock { c in try c.run(["XADD", RedisKeys.results, "MAXLEN", "~", "1000000", "*", "result", payload]) }
+            outboxSignal.lock()
+            while outbox.withLock({ $0.isEmpty }) && !(consumerDone.load(ordering: .relaxed) && jobs.withLock { $0.isEmpty }) {
+                _ = outboxSignal.wait(until: Date().addingTimeInterval(0.5))
+            }
+            outboxSignal.unlock()
+            var batch = outbox.withLock { o in
+                let b = o
+                o.removeAll(keepingCapacity: true)
+                return b
+            }
+            if batch.isEmpty {
+                // The consumer has stopped and nothing is held or queued: every result is in Redis.
                 return
+            }
+            let finals = Set(batch.lazy.filter { $0.result.outcome != .started }.map { "\($0.result.jobID)/\($0.result.attempt)" })
+            if !finals.isEmpty {
+                batch.removeAll { $0.result.outcome == .started && finals.contains("\($0.result.jobID)/\($0.result.attempt)") }
+            }
+            send(batch)
+            for o in batch { if let j = o.job { retire(j, o.result) } }
+        }
+    }
+
+    /// A result must reach Redis before its XACK: keeps trying while Redis is away.
+    private func send(_ batch: [Outgoing]) {
+        var todo: [(Outgoing, String)] = []
+        for o in batch {
+            do { todo.append((o, try JSONCoding.encodeString(o.result))) } catch { log.error("cannot encode a result: \(error)") }
+        }
+        var acks: [String] = []
+        var delay = 0.05
+        while !todo.isEmpty {
+            do {
+                let replies = try results.withLock { c in
+                    try c.pipeline(todo.map { ["XADD", RedisKeys.results, "MAXLEN", "~", "1000000", "*", "result", $0.1] })
+                }
+                var failed: [(Outgoing, String)] = []
+                for (item, reply) in zip(todo, replies) {
+                    if case .error(let e) = reply {
+                        log.warning("cannot publish a result yet: \(e)", [("job", item.0.result.jobID)])
+                        failed.append(item)
+                    } else if let a = item.0.ack {
+                        acks.append(a)
+                    }
+                }
+                todo = failed
             } catch {
-                log.warning("cannot publish a result yet: \(error)", [("job", r.jobID)])
+                log.warning("cannot publish \(todo.count) results yet: \(error)")
+            }
+            if !todo.isEmpty {
                 Thread.sleep(forTimeInterval: delay)
                 delay = min(delay * 2, 2)
             }
         }
+        if acks.isEmpty { return }
+        do {
+            _ = try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup] + acks) }
+        } catch {
+            log.warning("XACK of \(acks.count) entries failed: \(error)")
+        }
+    }
+
+    /// After its result is in Redis and its entry acknowledged: the job leaves the held set.
+    private func retire(_ job: RunningJob, _ result: AttemptResult) {
+        let env = job.envelope
+        finished.withLock { f in
+            let key = "\(env.jobID)/\(env.attempt)"
+            if f.set.insert(key).inserted { f.order.append(key) }
+            if f.order.count > 20_000 {
+                for k in f.order.prefix(10_000) { f.set.remove(k) }
+                f.order.removeFirst(10_000)
+            }
+        }
+        jobs.withLock { _ = $0.removeValue(forKey: env.jobID) }
+        roomSignal.lock()
+        roomSignal.signal()
+        roomSignal.unlock()
+        metrics.jobFinished(kind: env.kind, outcome: result.outcome == .failed ? (result.failureClass?.rawValue ?? "failed") : result.outcome.rawValue)
+        log.info("finished", [("job", env.jobID), ("attempt", String(env.attempt)), ("outcome", result.outcome.rawValue),
+                              ("duration_s", String(format: "%.3f", result.durationSeconds ?? 0))])
     }
 
     private func run(_ job: RunningJob) {
@@ -309,7 +417,9 @@ final class Agent: Sendable {
         publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .started,
                               startedAt: started.timeIntervalSince1970))
         let outDir = "\(settings.outputDirectory)/\(env.jobID)"
-        try? FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        if executors[env.kind]?.needsOutputDirectory ?? false {
+            try? FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        }
         let ctx = ExecutionContext(envelope: env, node: settings.node, gpuIndexes: indexes, outputDirectory: outDir,
                                    markerDirectory: settings.markerDirectory, cancellation: job.cancellation)
         var result: AttemptResult
@@ -338,22 +448,7 @@ final class Agent: Sendable {
                                    error: "agent on \(settings.node) shut down before the job finished")
         }
         simulated?.release(jobID: env.jobID)
-        publish(result)
-        do {
-            _ = try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup, job.streamID]) }
-        } catch {
-            log.warning("XACK \(job.streamID) failed: \(error)")
-        }
-        finished.withLock { f in
-            let key = "\(env.jobID)/\(env.attempt)"
-            if f.set.insert(key).inserted { f.order.append(key) }
-            if f.order.count > 20_000 {
-                for k in f.order.prefix(10_000) { f.set.remove(k) }
-                f.order.removeFirst(10_000)
-            }
-        }
-        jobs.withLock { _ = $0.removeValue(forKey: env.jobID) }
-        metrics.jobFinished(kind: env.kind, outcome: result.outcome == .failed ? (result.failureClass?.rawValue ?? "failed") : result.outcome.rawValue)
-        jlog.info("finished", [("outcome", result.outcome.rawValue), ("duration_s", String(format: "%.3f", Date().timeIntervalSince(started)))])
+        // Acknowledged and retired by the publisher once the result is in Redis.
+        publish(result, ack: job.streamID, job: job)
     }
 }

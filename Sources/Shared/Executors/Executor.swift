@@ -54,7 +54,14 @@ public struct ExecutionFailure: Error, Sendable, Equatable, CustomStringConverti
 /// on a Swift concurrency thread) and throws `ExecutionFailure`.
 public protocol Executor: Sendable {
     var kind: String { get }
+    /// Whether the agent must create the job's output directory before running it. A mkdir per
+    /// job was the largest cost of a no-op job on the agent, so kinds that write nothing opt out.
+    var needsOutputDirectory: Bool { get }
     func execute(_ context: ExecutionContext) throws -> ExecutionResult
+}
+
+extension Executor {
+    public var needsOutputDirectory: Bool { true }
 }
 
 /// Sleeps while watching for cancellation and the deadline.

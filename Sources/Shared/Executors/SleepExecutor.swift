@@ -5,6 +5,7 @@ import Foundation
 /// for tests), optional `output` (echoed into the result).
 public struct SleepExecutor: Executor {
     public let kind = "sleep"
+    public var needsOutputDirectory: Bool { false }
     public init() {}
 
     public func execute(_ context: ExecutionContext) throws -> ExecutionResult {

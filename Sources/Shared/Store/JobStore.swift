@@ -9,6 +9,13 @@ public struct AppliedTransition: Sendable, Equatable {
     public var node: String?
     public var streamID: String?
     public var kind: String
+    /// The GPUs the attempt held, when it was placed on GPUs.
+    public var gpuUUIDs: [String] = []
+    /// When the job was submitted (PostgreSQL clock).
+    public var submittedAt: Double?
+    /// From the agent's result (its clock): when the attempt started, and when it ended for a final result.
+    public var startedAt: Double?
+    public var endedAt: Double?
 }
 
 /// A job the coordinator has just marked dispatched and must now put on a node stream.
@@ -31,6 +38,9 @@ public final class JobStore {
     public var policy: RetryPolicy
     /// Random source in [0, 1) for retry jitter (injected for tests).
     public var random: () -> Double
+
+    /// NOTIFY channel a submission signals on, so the coordinator places new jobs without waiting for its tick.
+    public static let submitChannel = "hydra_jobs"
 
     public init(db: PGConnection, policy: RetryPolicy = RetryPolicy(), random: @escaping () -> Double = { Double.random(in: 0..<1) }) {
         self.db = db; self.policy = policy; self.random = random
@@ -79,6 +89,7 @@ public final class JobStore {
                 INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
                 SELECT id, 0, NULL, 'pending', '{"event":"submitted"}'::jsonb FROM jobs WHERE batch_id = $1::uuid
                 """, [batchID])
+            try tx.exec("SELECT pg_notify('\(Self.submitChannel)', $1)", [batchID])
         }
         return batchID
     }
@@ -181,16 +192,45 @@ public final class JobStore {
 
     /// Applies agents' results. A result for another attempt than the job's current
     /// one is fenced off (ignored): a late agent cannot overwrite a newer attempt.
+    ///
+    /// One round trip per statement, not per result: the rows are locked and read once, the
+    /// state machine runs here (all results of one job in order, e.g. `started` then
+    /// `succeeded`, folded into one row change), then a single UPDATE … FROM unnest applies
+    /// every change, still guarded by the expected state and attempt, and one INSERT records
+    /// the events.
     public func apply(results: [AttemptResult]) throws -> [AppliedTransition] {
         if results.isEmpty { return [] }
         return try db.transaction { tx in
             let ids = Array(Set(results.map(\.jobID).filter { UUID(uuidString: $0) != nil }))
+            if ids.isEmpty { return [] }
             var current: [String: (state: JobState, attempt: Int, max: Int, node: String?, stream: String?, kind: String)] = [:]
-            for r in try tx.exec("SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs WHERE id = ANY($1::uuid[]) FOR UPDATE",
-                                 [PGConnection.textArray(ids)]).all {
-                current[r["id"] ?? ""] = (JobState(rawValue: r["state"] ?? "") ?? .pending, r.int("attempt") ?? 0,
-                                          r.int("max_attempts") ?? 3, r["node"], r["stream_id"], r["kind"] ?? "")
+            var placedOn: [String: (gpus: [String], submitted: Double?)] = [:]
+            for r in try tx.exec("""
+                SELECT id, state, attempt, max_attempts, node, stream_id, kind, gpu_uuids, extract(epoch from submitted_at) AS submitted
+                FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+                """, [PGConnection.textArray(ids)]).all {
+                let id = r["id"] ?? ""
+                current[id] = (JobState(rawValue: r["state"] ?? "") ?? .pending, r.int("attempt") ?? 0,
+                               r.int("max_attempts") ?? 3, r["node"], r["stream_id"], r["kind"] ?? "")
+                placedOn[id] = (r.textArray("gpu_uuids"), r.double("submitted"))
             }
+            /// The net change of one job over all its results in this batch.
+            struct Change {
+                var from: JobState
+                var attempt: Int
+                var to: JobState
+                var startedAt: Double?
+                var startedForce = false
+                var result: String?
+                var errors: [JSONValue] = []
+                var failureClass: String?
+                var finished = false
+                var maxBump = 0
+                var clearNode = false
+                var backoff: Double?
+            }
+            var changes: [String: Change] = [:]
+            var order: [String] = []
             var applied: [AppliedTransition] = []
             var events: [(String, Int, String?, String, String)] = []
             for res in results {
@@ -210,43 +250,82 @@ public final class JobStore {
                     "failure_class": res.failureClass.map { .string($0.rawValue) } ?? .null,
                     "error": res.error.map { .string($0) } ?? .null,
                 ]))
-                var sets = ["state = $3"]
-                var params: [String?] = [res.jobID, cur.state.rawValue, next.rawValue, String(cur.attempt)]
-                func param(_ v: String?) -> String { params.append(v); return "$\(params.count)" }
+                var c = changes[res.jobID] ?? { order.append(res.jobID); return Change(from: cur.state, attempt: cur.attempt, to: cur.state) }()
+                c.to = next
                 switch res.outcome {
                 case .started:
-                    sets.append("started_at = to_timestamp(\(param(String(res.startedAt ?? Date().timeIntervalSince1970))))")
+                    c.startedAt = res.startedAt ?? Date().timeIntervalSince1970
+                    c.startedForce = true
                 case .succeeded:
                     let result = JSONValue.object([
                         "output": res.result ?? .null, "duration_s": res.durationSeconds.map { .number($0) } ?? .null,
                         "peak_vram_bytes": res.peakVRAMBytes.map { .number(Double($0)) } ?? .null, "node": .string(res.node),
                     ])
-                    sets.append("result = \(param(try JSONCoding.encodeString(result)))::jsonb")
-                    sets.append("finished_at = now()")
-                    if let s = res.startedAt { sets.append("started_at = coalesce(started_at, to_timestamp(\(param(String(s)))))") }
+                    c.result = try JSONCoding.encodeString(result)
+                    c.finished = true
+                    if !c.startedForce, let s = res.startedAt { c.startedAt = s }
                 case .failed:
-                    let entry = JSONValue.array([.object([
+                    c.errors.append(.object([
                         "attempt": .number(Double(cur.attempt)), "class": .string((res.failureClass ?? .transient).rawValue),
                         "message": .string(res.error ?? ""), "node": .string(res.node),
                         "at": .number(Date().timeIntervalSince1970),
-                    ])])
-                    sets.append("error = error || \(param(try JSONCoding.encodeString(entry)))::jsonb")
-                    sets.append("failure_class = \(param((res.failureClass ?? .transient).rawValue))")
-                    if next.isTerminal { sets.append("finished_at = now()") }
+                    ]))
+                    c.failureClass = (res.failureClass ?? .transient).rawValue
+                    if next.isTerminal { c.finished = true }
                 case .released:
                     // Giving a job back must not use up one of its attempts.
-                    sets.append("max_attempts = max_attempts + 1")
+                    c.maxBump += 1
                 }
-                if next == .pending || next == .retryWait { sets.append("node = NULL, gpu_uuids = NULL, lease_expires_at = NULL") }
-                if let retryAfter { sets.append("not_before = now() + make_interval(secs => \(param(String(retryAfter)))::float8)") }
-                let sql = "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = $1::uuid AND state = $2 AND attempt = $4::int"
-                let r = try tx.exec(sql, params)
-                guard r.affected == 1 else { continue }
+                if next == .pending || next == .retryWait { c.clearNode = true }
+                if let retryAfter { c.backoff = retryAfter }
+                changes[res.jobID] = c
+                let ended: Double? = res.outcome == .started ? nil
+                    : res.finishedAt ?? res.startedAt.flatMap { s in res.durationSeconds.map { s + $0 } } ?? Date().timeIntervalSince1970
                 applied.append(AppliedTransition(jobID: res.jobID, attempt: cur.attempt, from: cur.state, to: next,
-                                                 node: cur.node, streamID: cur.stream, kind: cur.kind))
+                                                 node: cur.node, streamID: cur.stream, kind: cur.kind,
+                                                 gpuUUIDs: placedOn[res.jobID]?.gpus ?? [], submittedAt: placedOn[res.jobID]?.submitted,
+                                                 startedAt: res.startedAt, endedAt: ended))
                 events.append((res.jobID, cur.attempt, cur.state.rawValue, next.rawValue, detail))
                 cur.state = next
+                if res.outcome == .released { cur.max += 1 }
                 current[res.jobID] = cur
+            }
+            if order.isEmpty { return [] }
+            let cs = order.map { changes[$0]! }
+            let num = { (v: Double?) in v.map { String($0) } ?? "NULL" }
+            let updated = try tx.exec("""
+                UPDATE jobs AS j SET state = v.to_state,
+                       started_at = CASE WHEN v.force THEN to_timestamp(v.started) ELSE coalesce(j.started_at, to_timestamp(v.started)) END,
+                       result = coalesce(v.result::jsonb, j.result),
+                       error = CASE WHEN v.err IS NULL THEN j.error ELSE j.error || v.err::jsonb END,
+                       failure_class = coalesce(v.fc, j.failure_class),
+                       finished_at = CASE WHEN v.finished THEN now() ELSE j.finished_at END,
+                       max_attempts = j.max_attempts + v.bump,
+                       node = CASE WHEN v.clear THEN NULL ELSE j.node END,
+                       gpu_uuids = CASE WHEN v.clear THEN NULL ELSE j.gpu_uuids END,
+                       lease_expires_at = CASE WHEN v.clear THEN NULL ELSE j.lease_expires_at END,
+                       not_before = CASE WHEN v.backoff IS NULL THEN j.not_before ELSE now() + make_interval(secs => v.backoff) END
+                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::boolean[], $7::text[], $8::text[],
+                            $9::text[], $10::boolean[], $11::int[], $12::boolean[], $13::float8[])
+                     AS v(id, from_state, attempt, to_state, started, force, result, err, fc, finished, bump, clear, backoff)
+                WHERE j.id = v.id AND j.state = v.from_state AND j.attempt = v.attempt
+                RETURNING j.id
+                """, [PGConnection.textArray(order), PGConnection.textArray(cs.map(\.from.rawValue)),
+                      "{" + cs.map { String($0.attempt) }.joined(separator: ",") + "}", PGConnection.textArray(cs.map(\.to.rawValue)),
+                      "{" + cs.map { num($0.startedAt) }.joined(separator: ",") + "}",
+                      "{" + cs.map { $0.startedForce ? "t" : "f" }.joined(separator: ",") + "}",
+                      PGConnection.optionalTextArray(cs.map(\.result)),
+                      PGConnection.optionalTextArray(try cs.map { $0.errors.isEmpty ? nil : try JSONCoding.encodeString(JSONValue.array($0.errors)) }),
+                      PGConnection.optionalTextArray(cs.map(\.failureClass)),
+                      "{" + cs.map { $0.finished ? "t" : "f" }.joined(separator: ",") + "}",
+                      "{" + cs.map { String($0.maxBump) }.joined(separator: ",") + "}",
+                      "{" + cs.map { $0.clearNode ? "t" : "f" }.joined(separator: ",") + "}",
+                      "{" + cs.map { num($0.backoff) }.joined(separator: ",") + "}"])
+            // The rows are locked, so every guard holds; a row the UPDATE did not touch changed nothing.
+            let done = Set(updated.rows.compactMap { $0.first ?? nil })
+            if done.count != order.count {
+                applied.removeAll { !done.contains($0.jobID) }
+                events.removeAll { !done.contains($0.0) }
             }
             try insertEvents(tx, events)
             return applied
