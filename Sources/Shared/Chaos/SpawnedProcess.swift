@@ -17,6 +17,10 @@ public final class SpawnedProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of ours leaks into the child: daemons it starts would keep our sockets
+        // (proxied connections, database sessions) open after we close them. (glibc's
+        // addclosefrom_np is not visible to Swift, so mark them close-on-exec instead.)
+        Self.markDescriptorsCloseOnExec()
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         var cenv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for a in cargs { free(a) }; for e in cenv { free(e) } }
@@ -24,6 +28,15 @@ public final class SpawnedProcess {
         let rc = posix_spawn(&p, argv[0], &actions, nil, &cargs, &cenv)
         guard rc == 0 else { throw ProxyError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
         pid = p
+    }
+
+    static func markDescriptorsCloseOnExec() {
+        guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+        for name in fds {
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     /// Reaps the child if it has exited; true while it runs.

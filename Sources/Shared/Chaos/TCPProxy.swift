@@ -27,7 +27,9 @@ public final class TCPProxy: Sendable {
     /// Listens on 127.0.0.1 (port 0 picks one) and returns the port.
     @discardableResult
     public func start(port: Int = 0) throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // CLOEXEC everywhere: a child spawned meanwhile (redis-server, an agent) would otherwise hold
+        // the sockets open, and closing them here would no longer tell the other side.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ProxyError("socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -71,6 +73,7 @@ public final class TCPProxy: Sendable {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             if poll(&pfd, 1, 200) <= 0 { continue }
             let client = accept(fd, nil, nil)
+            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
             if client < 0 { if stopped.load(ordering: .relaxed) { return }; continue }
             if isCut { close(client); continue }
             let upstream = connectUpstream()
@@ -83,7 +86,7 @@ public final class TCPProxy: Sendable {
     }
 
     private func connectUpstream() -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return -1 }
         var addr = Self.loopback(port: upstreamPort)
         if upstreamHost != "127.0.0.1" { inet_pton(AF_INET, upstreamHost, &addr.sin_addr) }
