@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
 import Shared
+import Synchronization
+
+/// Set by SIGINT/SIGTERM: the run stops at the next check and still cleans up after itself.
+private let chaosInterrupted = Atomic<Bool>(false)
 
 struct ChaosCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,6 +39,15 @@ struct ChaosCommand: ParsableCommand {
     func run() throws {
         // A proxied peer that goes away must not kill the run with SIGPIPE.
         signal(SIGPIPE, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { chaosInterrupted.store(true, ordering: .relaxed) }
+            s.resume()
+            return s
+        }
+        defer { withExtendedLifetime(signals) {} }
         let seed = self.seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
         let run = try ChaosRun(options: self, seed: seed)
         let outcome: ChaosRun.Outcome
@@ -225,10 +238,15 @@ final class ChaosRun {
     func waitFor(_ what: String, timeout: Double, _ cond: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
+            try checkInterrupted()
             if (try? cond()) == true { return }
             Thread.sleep(forTimeInterval: 0.1)
         }
         throw ChaosError("timed out after \(Int(timeout)) s waiting for: \(what)")
+    }
+
+    func checkInterrupted() throws {
+        if chaosInterrupted.load(ordering: .relaxed) { throw ChaosError("interrupted; stopping everything this run started") }
     }
 
     /// Restarts any agent or coordinator that died without being told to (and says so).
@@ -272,6 +290,7 @@ final class ChaosRun {
         }
         var lastReport = Date()
         while Date() < deadline {
+            try checkInterrupted()
             try reviveUnexpectedExits()
             if let c = counts(), finishedCount(c) >= submitted { break }
             if Date().timeIntervalSince(lastReport) > 10, let c = counts() {
@@ -322,7 +341,8 @@ final class ChaosRun {
         case .partition(let n):
             affected = [n]
             proxies[n]!.cut()
-            Thread.sleep(forTimeInterval: options.partitionSeconds ?? options.nodeTimeout + 4)
+            let healAt = Date().addingTimeInterval(options.partitionSeconds ?? options.nodeTimeout + 4)
+            while Date() < healAt && !chaosInterrupted.load(ordering: .relaxed) { Thread.sleep(forTimeInterval: 0.05) }
             proxies[n]!.heal()
         }
         faults.append(ChaosFaultRecord(fault: fault, nodes: affected, start: start, end: Date().timeIntervalSince1970))

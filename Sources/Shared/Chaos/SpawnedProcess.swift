@@ -24,8 +24,17 @@ public final class SpawnedProcess {
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         var cenv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for a in cargs { free(a) }; for e in cenv { free(e) } }
+        // The parent may ignore SIGINT/SIGTERM/SIGPIPE (to handle them itself); children start with the defaults.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in [SIGINT, SIGTERM, SIGPIPE] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF))
         var p: pid_t = 0
-        let rc = posix_spawn(&p, argv[0], &actions, nil, &cargs, &cenv)
+        let rc = posix_spawn(&p, argv[0], &actions, &attr, &cargs, &cenv)
         guard rc == 0 else { throw ProxyError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
         pid = p
     }
