@@ -15,6 +15,8 @@ final class FuzzTests: XCTestCase {
     @discardableResult
     func fuzz(_ name: String, seeds: [String], _ body: (String) throws -> Void) rethrows -> Int {
         let seed = ProcessInfo.processInfo.environment["HYDRA_FUZZ_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
+        // Printed first: a crash ends the process, and the seed replays it.
+        print("fuzz \(name): HYDRA_FUZZ_SEED=\(seed)")
         var m = Mutator(seed: seed, corpus: seeds.map { Array($0.utf8) })
         let deadline = Date().addingTimeInterval(seconds)
         var n = 0
@@ -91,6 +93,26 @@ final class FuzzTests: XCTestCase {
     }
 
     // MARK: batch files
+
+    /// What the fuzzer found: YAML that made Yams trap (non-string keys), and inputs that would
+    /// exhaust the stack or memory.
+    func testYAMLThatCrashedOrExplodedIsAnInputError() {
+        var laughs = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for i in 1...9 { laughs += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        let cases: [(String, String)] = [
+            ("name: x\njobs:\n  - {[a]: 1}\n", "keys must be plain strings"),
+            ("? [a, b]\n: c\n", "keys must be plain strings"),
+            ("name: x\njobs: !!set {? {a: 1}}\n", "keys must be plain strings"),
+            (String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000), "nested more than 64 levels"),
+            (laughs, "too large"),
+        ]
+        for (text, expected) in cases {
+            XCTAssertThrowsError(try BatchFile.parse(text: text, file: "bad.yaml", cluster: nil), expected) { e in
+                XCTAssertTrue("\(e)".contains(expected), "\(e)")
+                XCTAssertTrue(e is InputError)
+            }
+        }
+    }
 
     func testBatchFileLoaderRejectsEveryBadFileWithAnInputError() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
