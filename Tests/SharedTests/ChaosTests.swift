@@ -62,6 +62,7 @@ final class ChaosAccountingTests: XCTestCase {
         XCTAssertEqual(r.duplicatedAttempts, ["b.2"])
         XCTAssertEqual(r.requeues, 2)
         XCTAssertEqual(r.maxRequeueSeconds, 4.2, accuracy: 1e-9)
+        XCTAssertEqual(r.maxRequeueCause, "kill_agent(n1)")
         XCTAssertFalse(r.ok)
         XCTAssertEqual(r.line, "chaos: submitted=5 succeeded=2 lost=2 duplicated=1 dead=1 max_requeue_s=4.2")
         XCTAssertEqual(r.faults, ["kill_agent": 1, "restart_postgresql": 1])

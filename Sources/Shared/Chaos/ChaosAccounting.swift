@@ -34,6 +34,8 @@ public struct ChaosReport: Sendable, Equatable, Codable {
     /// Jobs that became lost and were dispatched again.
     public var requeues: Int
     public var maxRequeueSeconds: Double
+    /// The fault the longest requeue is counted from (nil: from the loss itself).
+    public var maxRequeueCause: String?
     public var faults: [String: Int]
     public var lostJobs: [String]
     public var duplicatedAttempts: [String]
@@ -47,7 +49,7 @@ public struct ChaosReport: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case submitted, succeeded, lost, duplicated, dead, failed, requeues, faults
-        case maxRequeueSeconds = "max_requeue_s", lostJobs = "lost_jobs", duplicatedAttempts = "duplicated_attempts"
+        case maxRequeueSeconds = "max_requeue_s", maxRequeueCause = "max_requeue_cause", lostJobs = "lost_jobs", duplicatedAttempts = "duplicated_attempts"
     }
 }
 
@@ -70,11 +72,12 @@ public enum ChaosAccounting {
             dups.insert(String(m[..<r.lowerBound]))
         }
 
-        let (requeues, maxRequeue) = requeueTimes(events: events, faults: faults)
+        let (requeues, maxRequeue, cause) = requeueTimes(events: events, faults: faults)
         var kinds: [String: Int] = [:]
         for f in faults { kinds[f.fault.kind, default: 0] += 1 }
         return ChaosReport(submitted: submitted, succeeded: succeeded, lost: lostIDs.count + missing, duplicated: dups.count,
-                           dead: dead, failed: failed, requeues: requeues, maxRequeueSeconds: maxRequeue, faults: kinds,
+                           dead: dead, failed: failed, requeues: requeues, maxRequeueSeconds: maxRequeue,
+                           maxRequeueCause: cause, faults: kinds,
                            lostJobs: Array(lostIDs.prefix(20)), duplicatedAttempts: dups.sorted().prefix(20).map { $0 })
     }
 
@@ -88,12 +91,13 @@ public enum ChaosAccounting {
 
     /// For every loss: from the moment the job's node died or was cut off (the latest fault on
     /// that node that began while the job was there; the loss itself when no fault explains it)
-    /// to the job's next dispatch. Returns how many and the longest, in seconds.
-    static func requeueTimes(events: [ChaosEvent], faults: [ChaosFaultRecord]) -> (Int, Double) {
+    /// to the job's next dispatch. Returns how many, the longest in seconds, and the fault it counts from.
+    static func requeueTimes(events: [ChaosEvent], faults: [ChaosFaultRecord]) -> (Int, Double, String?) {
         var byJob: [String: [ChaosEvent]] = [:]
         for e in events { byJob[e.jobID, default: []].append(e) }
         var count = 0
         var longest = 0.0
+        var longestCause: String?
         for (_, evs0) in byJob {
             let evs = evs0.sorted { $0.at < $1.at }
             for (i, e) in evs.enumerated() where isLoss(e) {
@@ -103,12 +107,15 @@ public enum ChaosAccounting {
                 let placedAt = dispatch?.at ?? -Double.infinity
                 let cause = faults.filter { f in
                     f.start <= e.at && f.start >= e.at - 120 && (f.nodes == nil || node.map { f.nodes!.contains($0) } == true)
-                }.map(\.start).max()
-                let origin = cause.map { max($0, placedAt) } ?? e.at
+                }.max { $0.start < $1.start }
+                let origin = cause.map { max($0.start, placedAt) } ?? e.at
                 count += 1
-                longest = max(longest, next.at - origin)
+                if next.at - origin > longest {
+                    longest = next.at - origin
+                    longestCause = cause.map(\.fault.description)
+                }
             }
         }
-        return (count, longest)
+        return (count, longest, longestCause)
     }
 }
