@@ -72,7 +72,7 @@ public final class PGConnection {
     public func connect() throws {
         if let c = conn, PQstatus(c) == CONNECTION_OK { return }
         close()
-        let c = PQconnectdb(url)
+        let c = try Self.open(url)
         guard let c else { throw PGError(code: .connect, message: "cannot allocate a PostgreSQL connection") }
         if PQstatus(c) != CONNECTION_OK {
             let msg = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -82,6 +82,23 @@ public final class PGConnection {
         }
         conn = c
         _ = try? exec("SET client_min_messages TO warning")
+    }
+
+    /// Connects with the URL, adding a password from `$HYDRA_DATABASE_PASSWORD_FILE` or the systemd
+    /// credential `pg.password` when the URL has none: the password never sits in argv or the environment.
+    static func open(_ url: String) throws -> OpaquePointer? {
+        let env = ProcessInfo.processInfo.environment
+        let file = env["HYDRA_DATABASE_PASSWORD_FILE"]
+            ?? env["CREDENTIALS_DIRECTORY"].map { "\($0)/pg.password" }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        guard let file, URLComponents(string: url)?.password == nil else { return PQconnectdb(url) }
+        let password = try SecretFile.read(file, what: "PostgreSQL password", allowEmpty: true)
+        if password.isEmpty { return PQconnectdb(url) }
+        // expand_dbname = 1: "dbname" is the whole URL, and "password" is added beside it.
+        let keys = ["dbname", "password"], values = [url, password]
+        var k: [UnsafePointer<CChar>?] = keys.map { UnsafePointer(strdup($0)) } + [nil]
+        var v: [UnsafePointer<CChar>?] = values.map { UnsafePointer(strdup($0)) } + [nil]
+        defer { for p in k + v { free(UnsafeMutablePointer(mutating: p)) } }
+        return PQconnectdbParams(&k, &v, 1)
     }
 
     /// The URL without its password, for messages.

@@ -61,8 +61,8 @@ public enum SecretFile {
         return s
     }
 
-    /// Reads a secret file, refusing one that group or others may read.
-    public static func read(_ path: String, what: String) throws -> String {
+    /// Reads a secret file, refusing one that group or others may read. Empty unless `allowEmpty` is false.
+    public static func read(_ path: String, what: String, allowEmpty: Bool = false) throws -> String {
         var st = stat()
         guard stat(path, &st) == 0 else { throw InputError(file: path, problem: "cannot read the \(what) file: \(String(cString: strerror(errno)))") }
         if st.st_mode & 0o077 != 0 {
@@ -70,7 +70,7 @@ public enum SecretFile {
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw InputError(file: path, problem: "cannot read the \(what) file") }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !text.isEmpty else { throw InputError(file: path, problem: "the \(what) file is empty") }
+        guard !text.isEmpty || allowEmpty else { throw InputError(file: path, problem: "the \(what) file is empty") }
         return text
     }
 }
@@ -99,7 +99,9 @@ extension RedisEndpoint {
         if let user { e.user = user }
         let creds = ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"].map { "\($0)/redis.password" }
         if let path = passwordFile ?? creds.flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) {
-            e.password = try SecretFile.read(path, what: "Redis password")
+            // An empty file means "Redis has no password" (docs/operations.md: the unit needs the credential either way).
+            let pw = try SecretFile.read(path, what: "Redis password", allowEmpty: true)
+            if !pw.isEmpty { e.password = pw }
         }
         return e
     }
