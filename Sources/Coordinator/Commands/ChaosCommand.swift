@@ -210,10 +210,15 @@ final class ChaosRun {
         ], environment: e, log: logPath(node))
     }
 
-    /// The coordinator whose current incarnation has taken the lead.
+    /// The coordinator that leads now: its latest leadership line is "leading", not a failed loop
+    /// (after which it gives up the lock) or "standing by". A Redis or PostgreSQL restart makes
+    /// the leader let go, and the other one may take over.
     func leader() -> String? {
         coordinators.keys.sorted().first { name in
-            coordinators[name]!.isRunning && ((try? String(contentsOfFile: logPath(name), encoding: .utf8))?.contains("msg=leading") ?? false)
+            guard coordinators[name]!.isRunning, let log = try? String(contentsOfFile: logPath(name), encoding: .utf8),
+                  let lead = log.range(of: "msg=leading", options: .backwards) else { return false }
+            let lost = ["coordinator loop failed", "standing by"].compactMap { log.range(of: $0, options: .backwards)?.lowerBound }.max()
+            return lost.map { lead.lowerBound > $0 } ?? true
         }
     }
 
@@ -325,6 +330,8 @@ final class ChaosRun {
             Thread.sleep(forTimeInterval: 0.5 + Double(rng.next() % 150) / 100)
             try startAgent(n)
         case .killCoordinator:
+            // Right after a Redis or PostgreSQL restart the lead may be changing hands: wait for it to settle.
+            try waitFor("a coordinator leads before the coordinator kill", timeout: 30) { self.leader() != nil }
             guard let l = leader() else { throw ChaosError("no coordinator leads before the coordinator kill") }
             coordinators[l]!.signal(SIGKILL)
             coordinators[l]!.wait(timeout: 10)
