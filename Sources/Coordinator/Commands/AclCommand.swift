@@ -7,14 +7,14 @@ struct AclCommand: ParsableCommand {
         commandName: "acl",
         abstract: "Print (and with --apply set) the Redis ACL users of the cluster; with --postgres, the SQL of a read-only role.",
         discussion: """
-        One Redis user per agent (hydra-agent-NODE: its own node's keys, SADD on hydra:nodes, XADD on
-        hydra:results and hydra:deadletter only) and one for the coordinator (hydra-coordinator). Passwords
-        are generated into --password-dir (one file per user, mode 0600; existing files are kept unless
-        --rotate) and never printed: the ACL lines carry their SHA-256 (`#…`). Give each process its file
-        with --redis-password-file (or the systemd credential redis.password) and its user in the URL or
-        --redis-user. --apply runs ACL SETUSER over --redis-url / $HYDRA_REDIS_URL (an admin connection;
+        One Redis user per agent (hydra-agent-NODE: its own node's keys, SADD on hydra:nodes, XADD on \
+        hydra:results and hydra:deadletter only) and one for the coordinator (hydra-coordinator). Passwords \
+        are generated into --password-dir (one file per user, mode 0600; existing files are kept unless \
+        --rotate) and never printed: the ACL lines carry their SHA-256 (`#…`). Give each process its file \
+        with --redis-password-file (or the systemd credential redis.password) and its user in the URL or \
+        --redis-user. --apply runs ACL SETUSER over --redis-url / $HYDRA_REDIS_URL (an admin connection; \
         its password, if any, from --admin-password-file).
-        --postgres prints SQL that creates a read-only role for `hydra status`, `jobs`, `nodes` (run it as a
+        --postgres prints SQL that creates a read-only role for `hydra status`, `jobs`, `nodes` (run it as a \
         superuser or a role with CREATEROLE; the coordinator's role keeps owning the schema).
         """
     )

@@ -11,12 +11,12 @@ struct ChaosCommand: ParsableCommand {
         commandName: "chaos",
         abstract: "Run a local cluster, break it on purpose while it works through sleep jobs, and count what was lost.",
         discussion: """
-        Starts the local instance NAME (deploy/local/services.sh, default 'chaos'), two coordinators (one
-        standby), three agents with simulated GPUs behind one TCP proxy each (the partition switch), all
-        with signed envelopes. Submits --jobs sleep jobs in chunks and, between chunks, SIGKILLs agents
-        and the leading coordinator, restarts Redis (append-only file; once wiped) and PostgreSQL, and cuts
+        Starts the local instance NAME (deploy/local/services.sh, default 'chaos'), two coordinators (one \
+        standby), three agents with simulated GPUs behind one TCP proxy each (the partition switch), all \
+        with signed envelopes. Submits --jobs sleep jobs in chunks and, between chunks, SIGKILLs agents \
+        and the leading coordinator, restarts Redis (append-only file; once wiped) and PostgreSQL, and cuts \
         one agent off Redis for longer than --node-timeout. Every fault kind happens at least once.
-        The last line is `chaos: submitted=N succeeded=N lost=0 duplicated=0 dead=0 max_requeue_s=X`;
+        The last line is `chaos: submitted=N succeeded=N lost=0 duplicated=0 dead=0 max_requeue_s=X`; \
         exit 1 on any lost or duplicated job. Everything it started is stopped at the end. See docs/chaos.md.
         """
     )
