@@ -7,8 +7,13 @@ SERVICES := deploy/local/services.sh
 SWIFT_TEST_FLAGS ?=
 # Extra arguments for `swift build`
 SWIFT_BUILD_FLAGS ?=
+# Extra arguments for `hydra chaos`, e.g. make chaos CHAOS_FLAGS='--jobs 10000 --json'
+CHAOS_FLAGS ?=
+# Seconds per fuzz target for `make fuzz`; FUZZ_LIBFUZZER=1 adds the libFuzzer run of the CSV parser
+FUZZ_SECONDS ?= 60
+FUZZ_LIBFUZZER ?= 0
 
-.PHONY: all deps build test check-ops demo pipeline-demo browser-test clean-local
+.PHONY: all deps build test check-ops demo pipeline-demo browser-test clean-local chaos chaos-ci fuzz
 
 all: build
 
@@ -37,6 +42,20 @@ check-ops:
 	deploy/ci/check-units.sh
 	deploy/ci/check-prometheus.sh
 	deploy/ci/check-grafana.sh
+
+## chaos: kill, restart and partition a local cluster (instance "chaos") while it runs 2,000 sleep jobs;
+## exits 1 on any lost or duplicated job (docs/chaos.md)
+chaos: deps build
+	"$$(swift build --show-bin-path)/hydra" chaos $(CHAOS_FLAGS)
+
+## chaos-ci: the short chaos run for CI: 300 jobs, every fault at least once (about 40 s)
+chaos-ci: deps build
+	"$$(swift build --show-bin-path)/hydra" chaos --jobs 300 $(CHAOS_FLAGS)
+
+## fuzz: the parser fuzz tests (nvidia-smi CSV, node messages, batch files) for FUZZ_SECONDS each
+fuzz: deps
+	HYDRA_FUZZ_SECONDS=$(FUZZ_SECONDS) swift test $(SWIFT_BUILD_FLAGS) --filter FuzzTests
+	@if [[ "$(FUZZ_LIBFUZZER)" == 1 ]]; then Fuzz/run.sh $(FUZZ_SECONDS); fi
 
 ## demo: build, then run the simulated three-node cluster on the sample batch
 demo: deps build

@@ -3,7 +3,7 @@ import Shared
 import Synchronization
 
 struct CoordinatorSettings: Sendable {
-    var redisURL: String
+    var redis: RedisEndpoint
     var databaseURL: String
     var cluster: ClusterConfig?
     var leaseSeconds: Double = 10
@@ -78,7 +78,7 @@ final class CoordinatorService: Sendable {
         try db.connect()
         try Migrations.check(db)
         let store = JobStore(db: db)
-        let redis = try RedisConnection(url: settings.redisURL)
+        let redis = RedisConnection(endpoint: settings.redis)
         try redis.ensureGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup)
         // `hydra submit` notifies here, so a new batch is placed at once rather than on the next tick.
         try db.exec("LISTEN \(JobStore.submitChannel)")

@@ -18,7 +18,7 @@ struct Hydra: ParsableCommand {
         subcommands: [
             MigrateCommand.self, CoordinatorCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
             NodesCommand.self, JobsCommand.self, CancelCommand.self, RetryCommand.self, DrainCommand.self, KeygenCommand.self,
-            SimulateCommand.self, ConsoleCommand.self, BenchCommand.self,
+            SimulateCommand.self, ConsoleCommand.self, BenchCommand.self, ChaosCommand.self, AclCommand.self,
             PipelineCommand.self, ApproveCommand.self, RejectCommand.self, ApprovalsCommand.self,
         ]
     )

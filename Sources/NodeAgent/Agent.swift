@@ -5,7 +5,7 @@ import Synchronization
 /// Settings of one `hydra-agent run`.
 struct AgentSettings: Sendable {
     var node: String
-    var redisURL: String
+    var redis: RedisEndpoint
     var instanceID: String
     var heartbeatInterval: Double
     var graceSeconds: Double
@@ -73,7 +73,7 @@ final class Agent: Sendable {
         self.executors = executors
         self.metrics = AgentMetrics(node: settings.node)
         self.log = Log(component: "agent", fields: [("node", settings.node)])
-        self.results = Mutex(try RedisConnection(url: settings.redisURL))
+        self.results = Mutex(RedisConnection(endpoint: settings.redis))
     }
 
     var jobsStream: String { RedisKeys.jobs(settings.node) }
@@ -108,7 +108,7 @@ final class Agent: Sendable {
         log.info("shutting down: no new jobs; waiting for running jobs", [("running", String(runningJobIDs().count)), ("grace_s", String(settings.graceSeconds))])
         stopping.store(true, ordering: .relaxed)
         // Tell the coordinator at once, so that it places nothing more here.
-        if let c = try? RedisConnection(url: settings.redisURL) { collectAndPublish(c) }
+        collectAndPublish(RedisConnection(endpoint: settings.redis))
         let deadline = Date().addingTimeInterval(settings.graceSeconds)
         while !runningJobIDs().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         // Jobs still running are handed back; re-read the set until it is empty, since the
@@ -127,17 +127,14 @@ final class Agent: Sendable {
         }
         _ = loopsDone.wait(timeout: .now() + max(5, 2 * settings.heartbeatInterval))
         // The node is going away on purpose: say so at once rather than after the TTL.
-        if let c = try? RedisConnection(url: settings.redisURL) {
-            _ = try? c.command(["DEL", RedisKeys.heartbeat(settings.node)])
-        }
+        _ = try? RedisConnection(endpoint: settings.redis).command(["DEL", RedisKeys.heartbeat(settings.node)])
         log.info("stopped", [("handed_back", String(handedBack.count))])
     }
 
     // MARK: heartbeat
 
     private func heartbeatLoop() {
-        let conn: RedisConnection
-        do { conn = try RedisConnection(url: settings.redisURL) } catch { log.error("\(error)"); return }
+        let conn = RedisConnection(endpoint: settings.redis)
         while !isStopping {
             let started = Date()
             collectAndPublish(conn)
@@ -205,8 +202,7 @@ final class Agent: Sendable {
             outboxSignal.signal()
             outboxSignal.unlock()
         }
-        let conn: RedisConnection
-        do { conn = try RedisConnection(url: settings.redisURL) } catch { log.error("\(error)"); return }
+        let conn = RedisConnection(endpoint: settings.redis)
         var recovered = false
         while !isStopping {
             do {

@@ -27,6 +27,7 @@ struct RunCommand: ParsableCommand {
     var allowCommand: [String] = []
     @OptionGroup var services: ServiceOptions
     @OptionGroup var signing: SigningOptions
+    @OptionGroup var redisAuth: RedisAuthOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
     func validate() throws {
@@ -49,7 +50,7 @@ struct RunCommand: ParsableCommand {
             nodeConfig = n
         }
         let redisURL = ProcessInfo.processInfo.environment["HYDRA_REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
-        do { _ = try RedisEndpoint(url: redisURL) } catch { throw ValidationError("\(error)") }
+        let redis = try redisAuth.endpoint(url: redisURL)
 
         var simulated: SimulatedGPUs?
         let readInventory: @Sendable () throws -> Inventory
@@ -78,7 +79,7 @@ struct RunCommand: ParsableCommand {
 
         let keys = try signing.load()
         if keys == nil { log.warning("no HMAC key (--hmac-key or the hmac.key credential): accepting unsigned envelopes") }
-        let settings = AgentSettings(node: node, redisURL: redisURL, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
+        let settings = AgentSettings(node: node, redis: redis, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
                                      heartbeatInterval: heartbeatInterval, graceSeconds: grace, outputDirectory: outputDir,
                                      markerDirectory: markerDir, prefetch: prefetch, version: hydraVersion, keys: keys)
         let agent = try Agent(settings: settings, readInventory: readInventory, simulated: simulated, executors: executors)

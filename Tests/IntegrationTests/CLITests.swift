@@ -48,6 +48,36 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(j.stderr.contains("unknown state 'sleeping'"), j.stderr)
     }
 
+    func testCyclesUnknownBatchIdsAndBadOptionsAreInvalidInputAndWriteNothing() throws {
+        let cases: [(String, String)] = [
+            ("name: x\njobs:\n  - {name: a, kind: sleep, after: b}\n  - {name: b, kind: sleep, after: a}\n", "cycle"),
+            ("name: x\njobs:\n  - {name: a, kind: sleep, after: ghost}\n", "ghost"),
+            ("{\"name\": \"x\", \"jobs\": [{\"name\": \"a\", \"kind\": \"sleep\"}]", "not valid YAML or JSON"),
+            ("name: x\njobs:\n  - {name: a, kind: sleep, vram: 4GiB, gpus: 0}\n", "gpus"),
+            ("", "the file is empty"),
+        ]
+        for (yaml, expected) in cases {
+            let f = cluster.dir.appendingPathComponent("bad-\(UUID().uuidString.prefix(4)).yaml").path
+            try yaml.write(toFile: f, atomically: true, encoding: .utf8)
+            let r = try cluster.hydra(["submit", f, "--cluster", cluster.clusterFile])
+            XCTAssertEqual(r.status, 2, "expected exit 2 for \(expected); stderr: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(expected), "expected '\(expected)' in: \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "one line: \(r.stderr)")
+        }
+        for args in [["cancel", "no-such-batch", "--batch"], ["retry", "no-such-batch", "--batch"], ["watch", "no-such-batch"],
+                     ["cancel", "00000000-0000-4000-8000-000000000000"], ["retry", "00000000-0000-4000-8000-000000000000"]] {
+            let r = try cluster.hydra(args)
+            XCTAssertEqual(r.status, 2, "hydra \(args.joined(separator: " ")): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("no batch") || r.stderr.contains("no job"), r.stderr)
+        }
+        for (args, expected) in [(["chaos", "--jobs", "0"], "--jobs"), (["acl"], "--nodes"), (["acl", "--nodes", "a b"], "ACL key pattern")] {
+            let r = try cluster.hydra(args)
+            XCTAssertEqual(r.status, 2, "hydra \(args.joined(separator: " ")): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(expected), r.stderr)
+        }
+        XCTAssertEqual(try batchCount(), 0, "nothing may be written for invalid input")
+    }
+
     func testMatrixExpansionAndJSONOutput() throws {
         let f = cluster.dir.appendingPathComponent("m.yaml").path
         try """

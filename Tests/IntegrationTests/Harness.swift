@@ -106,11 +106,11 @@ final class Cluster {
 
     /// Starts a long-running process; its log goes to `<dir>/<name>.log`.
     @discardableResult
-    func start(_ name: String, binary: String, _ args: [String]) throws -> Process {
+    func start(_ name: String, binary: String, _ args: [String], env: [String: String] = [:]) throws -> Process {
         let p = Process()
         p.executableURL = binDir.appendingPathComponent(binary)
         p.arguments = args
-        p.environment = environment
+        p.environment = environment.merging(env) { $1 }
         let log = dir.appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         let h = try FileHandle(forWritingTo: log)
@@ -122,14 +122,49 @@ final class Cluster {
     }
 
     func startCoordinator(lease: Double = 3, extra: [String] = []) throws {
+        let (env, auth) = redisAuth(RedisACL.coordinatorUser)
         try start("coordinator", binary: "hydra", ["coordinator", "--cluster", clusterFile, "--metrics-listen", "127.0.0.1:0",
-                                                    "--lease", String(lease), "--hmac-key", keyFile] + extra)
+                                                    "--lease", String(lease), "--hmac-key", keyFile] + auth + extra, env: env)
     }
 
     func startAgent(_ node: String, extra: [String] = []) throws {
+        let (env, auth) = redisAuth(RedisACL.agentUser(node))
         try start(node, binary: "hydra-agent", ["run", "--node", node, "--cluster", clusterFile, "--simulate",
                                                 "--listen", "127.0.0.1:0", "--output-dir", dir.appendingPathComponent("out").path,
-                                                "--heartbeat-interval", "0.5", "--hmac-key", keyFile] + extra)
+                                                "--heartbeat-interval", "0.5", "--hmac-key", keyFile] + auth + extra, env: env)
+    }
+
+    // MARK: Redis ACL users
+
+    /// Where `hydra acl` wrote the passwords, once `enableACL()` ran: from then on the coordinator
+    /// and the agents connect as their own Redis users.
+    private(set) var aclDir: String?
+    static let nodeNames = ["hydra-ai", "hydra-compute", "hydra-storage"]
+
+    /// Creates the cluster's Redis users on the test server (`hydra acl --apply` over the admin URL).
+    func enableACL() throws {
+        let d = dir.appendingPathComponent("redis-acl").path
+        let r = try hydra(["acl", "--nodes", Self.nodeNames.joined(separator: ","), "--password-dir", d, "--apply"])
+        guard r.status == 0 else { throw TestFailure("hydra acl --apply failed (\(r.status)): \(r.stderr)") }
+        aclDir = d
+    }
+
+    /// The URL (user, no password) and flags a process uses for its ACL user; nothing before enableACL().
+    func redisAuth(_ user: String) -> ([String: String], [String]) {
+        guard let aclDir else { return ([:], []) }
+        var u = URLComponents(string: redisURL)!
+        u.user = user
+        return (["HYDRA_REDIS_URL": u.string!], ["--redis-password-file", "\(aclDir)/\(user).password"])
+    }
+
+    func password(_ user: String) throws -> String {
+        try String(contentsOfFile: "\(aclDir ?? "")/\(user).password", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Removes the users again: they are server-wide, unlike the test's database and Redis DB.
+    func dropACLUsers() {
+        guard aclDir != nil, let r = try? RedisConnection(url: redisURL) else { return }
+        _ = try? r.command(["ACL", "DELUSER", RedisACL.coordinatorUser] + Self.nodeNames.map(RedisACL.agentUser))
     }
 
     func log(_ name: String) -> String {
@@ -148,6 +183,7 @@ final class Cluster {
             while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
             if p.isRunning { Foundation.kill(p.processIdentifier, SIGKILL) }
         }
+        dropACLUsers()
     }
 
     /// Everything the processes printed, for failure messages.

@@ -30,6 +30,7 @@ struct CoordinatorCommand: ParsableCommand {
     var nodeTimeout = 5.0
     @Option(help: "Placement policy: hydra (default), seed-static, least-loaded, random.") var policy = "hydra"
     @OptionGroup var signing: SigningOptions
+    @OptionGroup var redisAuth: RedisAuthOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
     @OptionGroup var console: ConsoleOptions
     @OptionGroup var pipelineTrigger: PipelineTriggerOptions
@@ -41,10 +42,10 @@ struct CoordinatorCommand: ParsableCommand {
             throw ValidationError("unknown --policy '\(policy)' (hydra, seed-static, least-loaded, random)")
         }
         let cluster = try clusterOption.load()
-        do { _ = try RedisEndpoint(url: conn.redis) } catch { throw ValidationError("\(error)") }
+        let redis = try redisAuth.endpoint(url: conn.redis)
         let keys = try signing.load()
         if keys == nil { Log(component: "coordinator").warning("no HMAC key (--hmac-key or the hmac.key credential): envelopes go unsigned") }
-        let service = CoordinatorService(settings: CoordinatorSettings(redisURL: conn.redis, databaseURL: conn.database,
+        let service = CoordinatorService(settings: CoordinatorSettings(redis: redis, databaseURL: conn.database,
                                                                       cluster: cluster, leaseSeconds: lease, keys: keys,
                                                                       nodeTimeoutSeconds: nodeTimeout, policy: routerPolicy))
         let (host, port) = try MiniHTTPServer.parseListen(metricsListen)

@@ -24,7 +24,15 @@ public enum ConfigLoader {
     public static func parseDocument(_ text: String, file: String) throws -> JSONValue {
         let loaded: Any?
         do {
-            loaded = try Yams.load(yaml: text)
+            // compose + check + construct rather than Yams.load: Yams force-unwraps mapping keys as
+            // strings and traps on `? [a, b]: c` or `{[a]: 1}` (found by FuzzTests).
+            loaded = try Yams.compose(yaml: text).map { node -> Any in
+                var budget = 2_000_000
+                try checkPlain(node, file: file, depth: 0, budget: &budget)
+                return Constructor.default.any(from: node)
+            }
+        } catch let e as InputError {
+            throw e
         } catch let e as YamlError {
             throw InputError(file: file, problem: "not valid YAML or JSON: \(yamlMessage(e))")
         } catch {
@@ -35,6 +43,25 @@ public enum ConfigLoader {
             throw InputError(file: file, problem: "contains values that are not plain data (use maps, lists, strings, numbers)")
         }
         return value
+    }
+
+    /// Mapping keys must be scalars; nesting stays shallow enough for the recursive constructors;
+    /// and aliases may not expand into a "billion laughs" (every value counts against `budget`).
+    static func checkPlain(_ node: Node, file: String, depth: Int, budget: inout Int) throws {
+        guard depth < 64 else { throw InputError(file: file, problem: "nested more than 64 levels deep") }
+        budget -= 1
+        guard budget > 0 else { throw InputError(file: file, problem: "too large: more than 2,000,000 values once aliases are expanded") }
+        switch node {
+        case .scalar: return
+        case .sequence(let seq): for n in seq { try checkPlain(n, file: file, depth: depth + 1, budget: &budget) }
+        case .mapping(let map):
+            for (k, v) in map {
+                guard case .scalar = k else {
+                    throw InputError(file: file, problem: "a map key is itself a list or a map (keys must be plain strings)")
+                }
+                try checkPlain(v, file: file, depth: depth + 1, budget: &budget)
+            }
+        }
     }
 
     public static func readFile(_ path: String) throws -> String {

@@ -61,22 +61,8 @@ public final class PGConnection {
     public let url: String
     private var conn: OpaquePointer?
 
-    /// From `$HYDRA_DATABASE_PASSWORD_FILE` or the systemd credential `pg.password`, so the
-    /// password never sits in the URL, argv or the environment.
-    private let password: String?
+    public init(url: String) { self.url = url }
 
-    public init(url: String, password: String? = PGConnection.credentialPassword()) {
-        self.url = url
-        self.password = password
-    }
-
-    public static func credentialPassword() -> String? {
-        let env = ProcessInfo.processInfo.environment
-        let path = env["HYDRA_DATABASE_PASSWORD_FILE"] ?? env["CREDENTIALS_DIRECTORY"].map { "\($0)/pg.password" }
-        guard let path, let d = FileManager.default.contents(atPath: path) else { return nil }
-        let s = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return s.isEmpty ? nil : s
-    }
     deinit { close() }
 
     public func close() {
@@ -87,10 +73,7 @@ public final class PGConnection {
     public func connect() throws {
         if let c = conn, PQstatus(c) == CONNECTION_OK { return }
         close()
-        // expand_dbname=1: the URL is parsed as a connection string; the password rides beside it.
-        let keys = password == nil ? ["dbname"] : ["dbname", "password"]
-        let values = password == nil ? [url] : [url, password!]
-        let c = withCStrings(keys) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
+        let c = try Self.open(url)
         guard let c else { throw PGError(code: .connect, message: "cannot allocate a PostgreSQL connection") }
         if PQstatus(c) != CONNECTION_OK {
             let msg = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -100,6 +83,23 @@ public final class PGConnection {
         }
         conn = c
         _ = try? exec("SET client_min_messages TO warning")
+    }
+
+    /// Connects with the URL, adding a password from `$HYDRA_DATABASE_PASSWORD_FILE` or the systemd
+    /// credential `pg.password` when the URL has none: the password never sits in argv or the environment.
+    static func open(_ url: String) throws -> OpaquePointer? {
+        let env = ProcessInfo.processInfo.environment
+        let file = env["HYDRA_DATABASE_PASSWORD_FILE"]
+            ?? env["CREDENTIALS_DIRECTORY"].map { "\($0)/pg.password" }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        guard let file, URLComponents(string: url)?.password == nil else { return PQconnectdb(url) }
+        let password = try SecretFile.read(file, what: "PostgreSQL password", allowEmpty: true)
+        if password.isEmpty { return PQconnectdb(url) }
+        // expand_dbname = 1: "dbname" is the whole URL, and "password" is added beside it.
+        let keys = ["dbname", "password"], values = [url, password]
+        var k: [UnsafePointer<CChar>?] = keys.map { UnsafePointer(strdup($0)) } + [nil]
+        var v: [UnsafePointer<CChar>?] = values.map { UnsafePointer(strdup($0)) } + [nil]
+        defer { for p in k + v { free(UnsafeMutablePointer(mutating: p)) } }
+        return PQconnectdbParams(&k, &v, 1)
     }
 
     /// The URL without its password, for messages.
@@ -156,12 +156,6 @@ public final class PGConnection {
         }
         let affected = Int(String(cString: PQcmdTuples(res))) ?? 0
         return PGRows(columns: columns, rows: rows, affected: affected)
-    }
-
-    private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-        var ptrs: [UnsafePointer<CChar>?] = strings.map { UnsafePointer(strdup($0)) } + [nil]
-        defer { for p in ptrs { free(UnsafeMutablePointer(mutating: p)) } }
-        return ptrs.withUnsafeMutableBufferPointer { body(UnsafePointer($0.baseAddress!)) }
     }
 
     /// How many NOTIFYs (on channels this connection LISTENs to) arrived since the last call.

@@ -76,6 +76,12 @@ public struct RedisEndpoint: Sendable, Equatable {
     public var display: String { socketPath ?? "\(host ?? "?"):\(port)" }
 }
 
+// Interpolating an endpoint into a message must never print its password.
+extension RedisEndpoint: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String { (user.map { "\($0)@" } ?? "") + display + "/\(db)" }
+    public var debugDescription: String { description }
+}
+
 /// One blocking hiredis connection. Not thread-safe: each thread or service loop
 /// owns its own connection. Reconnects lazily after an I/O error.
 public final class RedisConnection {

@@ -8,6 +8,20 @@ public enum MessageRejection: String, Sendable, Error, CaseIterable {
     case missingBody = "missing_envelope", unknownType = "unknown_type"
 }
 
+extension MessageRejection: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .unsigned: return "unsigned message (no 'sig' field) while signing is required"
+        case .badSignature: return "signature does not match the message (tampered, or signed with another key)"
+        case .unknownKey: return "signed with a key id that is neither the current nor the previous key"
+        case .expired: return "envelope expired before it was read"
+        case .malformed: return "malformed message (no 'type', or a body that is not the expected JSON)"
+        case .missingBody: return "message without a 'body' field"
+        case .unknownType: return "unknown message type (expected 'job' or 'cancel')"
+        }
+    }
+}
+
 /// The HMAC-SHA256 keys shared by the coordinator and the agents: the current one signs,
 /// the current and the previous one verify, so keys rotate without a flag day.
 public struct SigningKeys: Sendable {
