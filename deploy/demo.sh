@@ -120,6 +120,10 @@ say "hydra migrate"
 # --- signing key and the fake AI services ------------------------------------
 # Envelopes are signed as in production: one HMAC key, read from a 0600 file.
 [[ -f "$STATE/hmac.key" ]] || "$HYDRA" keygen "$STATE/hmac.key" >/dev/null || fail "hydra keygen failed"
+# Redis ACL users as in production: each agent may touch only its own keys and the results stream.
+ACL="$STATE/redis-acl"
+"$HYDRA" acl --cluster "$CLUSTER_FILE" --password-dir "$ACL" --apply >"$LOGS/acl.log" 2>&1 \
+    || fail "hydra acl --apply failed (see $LOGS/acl.log)"
 
 # hydra-fake speaks the real APIs (ComfyUI, TabbyAPI, Ollama, GPT-SoVITS, scorer), so the
 # sample batch's image, llm, tts and score jobs go over real HTTP.
@@ -141,7 +145,8 @@ CONSOLE_PORT="${HYDRA_DEMO_CONSOLE_PORT:-8480}"
 while ! port_free "$CONSOLE_PORT"; do CONSOLE_PORT=$((CONSOLE_PORT + 1)); done
 mkdir -p "$STATE/output" "$STATE/reports"
 say "starting the coordinator; web console: http://127.0.0.1:$CONSOLE_PORT/ (while the demo runs)"
-"$HYDRA" coordinator --cluster "$CLUSTER_FILE" --hmac-key "$STATE/hmac.key" --console-listen "127.0.0.1:$CONSOLE_PORT" \
+"$HYDRA" coordinator --cluster "$CLUSTER_FILE" --hmac-key "$STATE/hmac.key" \
+    --redis-user hydra-coordinator --redis-password-file "$ACL/hydra-coordinator.password" --console-listen "127.0.0.1:$CONSOLE_PORT" \
     --output-dir "$STATE/output" --reports-dir "$STATE/reports" </dev/null >>"$LOGS/coordinator.log" 2>&1 &
 PIDS+=("$!")
 PNAMES+=("coordinator (log $LOGS/coordinator.log)")
@@ -154,6 +159,7 @@ for node in "${NODES[@]}"; do
     "$AGENT" run --node "$node" --cluster "$CLUSTER_FILE" --simulate \
         --listen "127.0.0.1:$port" --output-dir "$STATE/output/$node" \
         --hmac-key "$STATE/hmac.key" --services "$STATE/services-$node.yaml" --workflows-dir "$REPO_ROOT/deploy/workflows" \
+        --redis-user "hydra-agent-$node" --redis-password-file "$ACL/hydra-agent-$node.password" \
         </dev/null >>"$LOGS/agent-$node.log" 2>&1 &
     PIDS+=("$!")
     PNAMES+=("agent $node (log $LOGS/agent-$node.log)")
