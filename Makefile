@@ -26,6 +26,7 @@ build:
 	swift build $(SWIFT_BUILD_FLAGS)
 
 ## test: unit + integration tests against a private Redis/PostgreSQL (instance "test"),
+## (its short fuzz pass uses a fixed seed so that it is reproducible; `make fuzz` explores new seeds),
 ## which are stopped afterwards also when tests fail; the exit status is swift test's.
 test: deps check-ops
 	@trap '$(SERVICES) stop test >&2 || true' EXIT; \
@@ -34,6 +35,7 @@ test: deps check-ops
 	export HYDRA_TEST_REDIS_URL="$$HYDRA_REDIS_URL"; \
 	export HYDRA_TEST_DATABASE_URL="$$HYDRA_DATABASE_URL"; \
 	echo "make test: HYDRA_TEST_REDIS_URL=$$HYDRA_TEST_REDIS_URL HYDRA_TEST_DATABASE_URL=$$HYDRA_TEST_DATABASE_URL"; \
+	export HYDRA_FUZZ_SEED="$${HYDRA_FUZZ_SEED:-20261127}"; \
 	swift test $(SWIFT_TEST_FLAGS)
 
 ## check-ops: systemd units (verify + security), Prometheus config/rules/alert tests, Grafana dashboard;

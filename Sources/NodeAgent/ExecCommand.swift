@@ -29,7 +29,7 @@ struct ExecCommand: ParsableCommand {
         guard spec.objectValue != nil else { throw ValidationError("\(file): spec: expected a map") }
         var vram: UInt64 = 0
         if let v = doc["vram"] {
-            guard let b = v.doubleValue.map({ UInt64($0) }) ?? v.stringValue.flatMap(ByteSize.parse) else {
+            guard let b = v.doubleValue.flatMap(ByteSize.bytes) ?? v.stringValue.flatMap(ByteSize.parse) else {
                 throw ValidationError("\(file): vram: '\(v)' is not a size")
             }
             vram = b

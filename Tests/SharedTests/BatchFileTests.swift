@@ -54,6 +54,13 @@ final class BatchFileTests: XCTestCase {
         XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, matrix: {seed: 5}}\n"), "b.yaml: jobs[0].matrix.seed: expected a non-empty list")
     }
 
+    func testAbsurdNumbersAreInputErrorsNotTraps() {
+        // Found by the fuzzer: a number beyond UInt64 used to trap in the conversion.
+        XCTAssertEqual(error("name: n\njobs:\n  - {name: x, kind: sleep, vram: 1e30}\n"),
+                       "b.yaml: jobs[0] 'x'.vram: '1e+30' is not a size (use e.g. 8GiB)")
+        XCTAssertTrue(error("name: n\njobs:\n  - {name: x, kind: sleep, vram: \"1e30\"}\n").contains("is not a size"))
+    }
+
     func testExpansionIsBounded() {
         XCTAssertTrue(error("name: n\njobs:\n  - {kind: sleep, count: 200000, matrix: {a: [1, 2]}}\n").contains("expands to more than 200000 jobs"))
     }

@@ -9,7 +9,7 @@ public struct ByteCount: Codable, Sendable, Equatable, Hashable, Comparable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if let n = try? c.decode(UInt64.self) { bytes = n; return }
-        if let d = try? c.decode(Double.self), d >= 0 { bytes = UInt64(d); return }
+        if let d = try? c.decode(Double.self), let b = ByteSize.bytes(d) { bytes = b; return }
         let s = try c.decode(String.self)
         guard let b = ByteSize.parse(s) else {
             throw DecodingError.dataCorruptedError(in: c, debugDescription: "'\(s)' is not a size (use e.g. 24GiB, 512MiB or a number of bytes)")

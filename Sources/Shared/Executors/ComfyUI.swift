@@ -335,7 +335,7 @@ public struct ComfyUIExecutor: Executor {
     func sampleVRAM() -> UInt64? {
         guard let j = try? client.send(HTTPClientRequest(url: endpoint.base + "/system_stats"), options: HTTPClientOptions(totalTimeout: 2, retries: 0)).jsonValue,
               let d = j["devices"]?.arrayValue?.first, let total = d["vram_total"]?.doubleValue, let free = d["vram_free"]?.doubleValue, total >= free else { return nil }
-        return UInt64(total - free)
+        return ByteSize.bytes(total - free)
     }
 
     /// Stops our prompt whether it runs (/interrupt) or waits (/queue delete).

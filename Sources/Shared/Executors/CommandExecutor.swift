@@ -79,7 +79,7 @@ public struct CommandExecutor: Executor {
         p.waitUntilExit()
         let o = stdout.finish(), e = stderr.finish()
         if cancelled { throw ExecutionFailure(.transient, "cancelled") }
-        if timedOut { throw ExecutionFailure(.timeout, "\(program) ran past its timeout of \(Int(timeout)) s and was stopped") }
+        if timedOut { throw ExecutionFailure(.timeout, "\(program) ran past its timeout of \(String(format: "%.0f", timeout)) s and was stopped") }
         let result: JSONValue = .object([
             "exit_code": .number(Double(p.terminationStatus)), "stdout": .string(o.text), "stderr": .string(e.text),
             "stdout_truncated": .bool(o.truncated), "stderr_truncated": .bool(e.truncated),

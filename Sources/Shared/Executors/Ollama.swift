@@ -101,6 +101,7 @@ public struct OllamaClient: LLMClient {
         guard let j = try? HTTPClient(service: service).send(HTTPClientRequest(url: endpoint.base + "/api/ps"), options: HTTPClientOptions(totalTimeout: 3, retries: 0)).jsonValue,
               let m = j["models"]?.arrayValue?.first(where: { $0["name"]?.stringValue == model || $0["model"]?.stringValue == model }),
               let v = m["size_vram"]?.doubleValue else { return nil }
-        return UInt64(v)
+        // A service's numbers are input too: a wild one must not trap the agent.
+        return ByteSize.bytes(v)
     }
 }

@@ -9,13 +9,13 @@ public enum ServiceVRAMProbe {
         let quick = HTTPClientOptions(connectTimeout: timeout, totalTimeout: timeout, retries: 0)
         if let c = endpoints.comfyui, let gpu = c.gpu,
            let j = try? HTTPClient(service: "comfyui").send(HTTPClientRequest(url: c.base + "/system_stats"), options: quick).jsonValue,
-           let d = j["devices"]?.arrayValue?.first, let total = d["vram_total"]?.doubleValue, let free = d["vram_free"]?.doubleValue, total >= free {
-            out[gpu, default: 0] += UInt64(total - free)
+           let d = j["devices"]?.arrayValue?.first, let total = d["vram_total"]?.doubleValue, let free = d["vram_free"]?.doubleValue, total >= free, let b = ByteSize.bytes(total - free) {
+            out[gpu, default: 0] += b
         }
         if let o = endpoints.ollama, let gpu = o.gpu,
            let j = try? HTTPClient(service: "ollama").send(HTTPClientRequest(url: o.base + "/api/ps"), options: quick).jsonValue {
             let sum = (j["models"]?.arrayValue ?? []).compactMap { $0["size_vram"]?.doubleValue }.reduce(0, +)
-            out[gpu, default: 0] += UInt64(sum)
+            out[gpu, default: 0] += ByteSize.bytes(sum) ?? 0
         }
         return out
     }

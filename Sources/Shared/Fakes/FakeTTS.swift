@@ -88,7 +88,7 @@ public final class FakeTTS: Sendable {
         } else {
             return FakeJSON.response(["detail": "Method Not Allowed"], status: 405)
         }
-        let str = { (k: String) -> String? in p[k]?.stringValue ?? p[k]?.doubleValue.map { String(Int($0)) } }
+        let str = { (k: String) -> String? in p[k]?.stringValue ?? p[k]?.doubleValue.map { d in Int(exactly: d).map(String.init) ?? String(d) } }
         guard let ref = str("ref_audio_path"), !ref.isEmpty else { return message(400, "ref_audio_path is required") }
         guard let text = str("text"), !text.isEmpty else { return message(400, "text is required") }
         guard let lang = str("text_lang")?.lowercased(), !lang.isEmpty else { return message(400, "text_lang is required") }

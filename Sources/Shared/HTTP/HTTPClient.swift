@@ -192,8 +192,9 @@ public struct HTTPClient: Sendable {
 
         _ = hydra_curl_setopt_string(h, CURLOPT_URL, request.url)
         _ = hydra_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
-        _ = hydra_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, max(1, Int(opts.connectTimeout * 1000)))
-        if let total { _ = hydra_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, max(1, Int(total * 1000))) }
+        _ = hydra_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, max(1, Int(min(max(opts.connectTimeout, 0), 1e9) * 1000)))
+        // Clamped: a spec's timeout is input, and a huge one must not trap the conversion.
+        if let total { _ = hydra_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, max(1, Int(min(max(total, 0), 1e9) * 1000))) }
         _ = hydra_curl_setopt_write(h, CURLOPT_WRITEFUNCTION, transferWrite)
         _ = hydra_curl_setopt_pointer(h, CURLOPT_WRITEDATA, box.toOpaque())
         _ = hydra_curl_setopt_write(h, CURLOPT_HEADERFUNCTION, transferHeader)

@@ -138,9 +138,9 @@ public enum BatchFile {
         let gpus = try int(o["gpus"], default: (o["vram"] == nil || isZero(o["vram"])) ? 0 : 1, file: file, at: "\(label).gpus", range: 0...16)
         var vram: UInt64 = 0
         if let v = o["vram"] {
-            if let n = v.doubleValue, n >= 0 { vram = UInt64(n) }
+            if let n = v.doubleValue.flatMap(ByteSize.bytes) { vram = n }
             else if let s = v.stringValue, let b = ByteSize.parse(s) { vram = b }
-            else { throw InputError(file: file, location: "\(label).vram", problem: "'\(v.stringValue ?? "\(v)")' is not a size (use e.g. 8GiB)") }
+            else { throw InputError(file: file, location: "\(label).vram", problem: "'\(v.stringValue ?? v.doubleValue.map { "\($0)" } ?? "\(v)")' is not a size (use e.g. 8GiB)") }
         }
         if vram > 0 && gpus == 0 {
             throw InputError(file: file, location: "\(label).gpus", problem: "a job with vram needs gpus ≥ 1")
@@ -193,7 +193,7 @@ public enum BatchFile {
                 var suffix = ""
                 for (key, v) in combo {
                     s[key] = v
-                    suffix += "-\(key)=\(v.stringValue ?? v.doubleValue.map { $0.rounded() == $0 ? String(Int($0)) : String($0) } ?? "x")"
+                    suffix += "-\(key)=\(v.stringValue ?? v.doubleValue.map { d in Int(exactly: d).map(String.init) ?? String(d) } ?? "x")"
                 }
                 if count > 1 { suffix += "-\(k + 1)" }
                 out.append(NewJob(name: name + suffix, kind: kind, spec: .object(s), vramBytes: vram, gpus: gpus,

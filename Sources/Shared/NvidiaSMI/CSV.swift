@@ -17,7 +17,7 @@ public enum NvidiaSMICSV {
     public static func parseGPUs(_ text: String) throws -> [GPUInfo] {
         let table = try Table(text)
         guard let uuidCol = table.column("uuid", "gpu_uuid") else {
-            throw NvidiaSMIError.unparsable("query-gpu CSV has no uuid column; header: \(table.headerLine)")
+            throw NvidiaSMIError.unparsable("query-gpu CSV has no uuid column; header: \(Self.excerpt(table.headerLine))")
         }
         let indexCol = table.column("index")
         let nameCol = table.column("name", "gpu_name")
@@ -61,7 +61,7 @@ public enum NvidiaSMICSV {
     public static func parseProcesses(_ text: String) throws -> [GPUProcess] {
         let table = try Table(text)
         guard let uuidCol = table.column("gpu_uuid", "uuid") else {
-            throw NvidiaSMIError.unparsable("query-compute-apps CSV has no gpu_uuid column; header: \(table.headerLine)")
+            throw NvidiaSMIError.unparsable("query-compute-apps CSV has no gpu_uuid column; header: \(Self.excerpt(table.headerLine))")
         }
         let pidCol = table.column("pid")
         let memCol = table.column("used_memory", "used_gpu_memory")

@@ -347,7 +347,7 @@ struct FieldReader {
     }
     func bytes(_ k: String) throws -> UInt64? {
         guard let v = object[k], v != .null else { return nil }
-        if let d = v.doubleValue, d >= 0 { return UInt64(d) }
+        if let d = v.doubleValue, let b = ByteSize.bytes(d) { return b }
         if let s = v.stringValue, let b = ByteSize.parse(s) { return b }
         throw error(k, "'\(v.stringValue ?? "\(v)")' is not a size (use e.g. 8GiB)")
     }

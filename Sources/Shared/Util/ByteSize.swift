@@ -32,6 +32,13 @@ public enum ByteSize {
         return UInt64(bytes.rounded())
     }
 
+    /// A number of bytes from untrusted input: nil unless finite, ≥ 0 and below UInt64's range
+    /// (the conversion would trap, and a fuzzer found a batch file that made it).
+    public static func bytes(_ d: Double) -> UInt64? {
+        guard d.isFinite, d >= 0, d < 1.8e19 else { return nil }
+        return UInt64(d)
+    }
+
     /// `18.2 GiB`, `512.0 MiB`: how operators read VRAM.
     public static func format(_ bytes: UInt64) -> String {
         let b = Double(bytes)
