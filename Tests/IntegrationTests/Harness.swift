@@ -41,12 +41,7 @@ final class Cluster {
         }
         // A fresh database per test: nothing leaks between tests, and a failure leaves evidence behind.
         let name = "hydra_test_\(UUID().uuidString.prefix(8).lowercased())"
-        let admin = PGConnection(url: baseDB)
-        try admin.exec("CREATE DATABASE \(name)")
-        admin.close()
-        var comps = URLComponents(string: baseDB)!
-        comps.path = "/" + name
-        dbURL = comps.string!
+        dbURL = try PGConnection.createDatabase(name, adminURL: baseDB)
         let redisDB = Int.random(in: 1...63)
         var rc = URLComponents(string: baseRedis)!
         rc.path = "/\(redisDB)"

@@ -31,12 +31,7 @@ final class BenchCluster {
         // A database of its own: the measured tables start empty and nothing of the operator's is touched.
         dbName = "hydra_bench_\(UUID().uuidString.prefix(8).lowercased())"
         adminURL = baseDatabaseURL
-        let admin = PGConnection(url: baseDatabaseURL)
-        try admin.exec("CREATE DATABASE \(dbName)")
-        admin.close()
-        var comps = URLComponents(string: baseDatabaseURL)!
-        comps.path = "/" + dbName
-        dbURL = comps.string!
+        dbURL = try PGConnection.createDatabase(dbName, adminURL: baseDatabaseURL)
         let db = PGConnection(url: dbURL)
         _ = try Migrations.migrate(db)
         db.close()

@@ -146,12 +146,7 @@ final class ChaosRun {
         redisURL = redis
         // A fresh database per run; the instance's Redis is this run's alone.
         dbName = "hydra_chaos_\(stamp.lowercased().filter { $0.isLetter || $0.isNumber })"
-        let admin = PGConnection(url: baseDB)
-        try admin.exec("CREATE DATABASE \(dbName)")
-        admin.close()
-        var comps = URLComponents(string: baseDB)!
-        comps.path = "/" + dbName
-        dbURL = comps.string!
+        dbURL = try PGConnection.createDatabase(dbName, adminURL: baseDB)
         try RedisConnection(url: redisURL).run(["FLUSHALL"])
         _ = try Migrations.migrate(PGConnection(url: dbURL))
 

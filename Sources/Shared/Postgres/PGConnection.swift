@@ -102,6 +102,19 @@ public final class PGConnection {
         return PQconnectdbParams(&k, &v, 1)
     }
 
+    /// Creates database `name` on the server of `adminURL` and returns the URL that reaches it
+    /// (the tests, benchmarks and chaos runs each work in a scratch database of their own).
+    public static func createDatabase(_ name: String, adminURL: String) throws -> String {
+        guard var comps = URLComponents(string: adminURL) else {
+            throw PGError(code: .connect, message: "'\(redacted(adminURL))' is not a PostgreSQL URL")
+        }
+        let admin = PGConnection(url: adminURL)
+        defer { admin.close() }
+        try admin.exec("CREATE DATABASE \(name)")
+        comps.path = "/" + name
+        return comps.string ?? adminURL
+    }
+
     /// The URL without its password, for messages.
     public static func redacted(_ url: String) -> String {
         guard var u = URLComponents(string: url), u.password != nil else { return url }
