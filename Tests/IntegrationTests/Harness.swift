@@ -102,16 +102,8 @@ final class Cluster {
     /// Starts a long-running process; its log goes to `<dir>/<name>.log`.
     @discardableResult
     func start(_ name: String, binary: String, _ args: [String], env: [String: String] = [:]) throws -> Process {
-        let p = Process()
-        p.executableURL = binDir.appendingPathComponent(binary)
-        p.arguments = args
-        p.environment = environment.merging(env) { $1 }
-        let log = dir.appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let h = try FileHandle(forWritingTo: log)
-        p.standardOutput = h
-        p.standardError = h
-        try p.run()
+        let p = try Process.startLogged(binDir.appendingPathComponent(binary), args, environment: environment.merging(env) { $1 },
+                                        log: dir.appendingPathComponent("\(name).log"))
         processes[name] = p
         return p
     }

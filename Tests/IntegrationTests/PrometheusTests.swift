@@ -91,16 +91,11 @@ final class PrometheusTests: XCTestCase {
           - job_name: hydra-coordinator
             static_configs: [{targets: ['127.0.0.1:\(c)']}]
         """.write(to: config, atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: bin)
-        p.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(cluster.dir.appendingPathComponent("tsdb").path)",
-                       "--web.listen-address=127.0.0.1:\(promPort)"]
-        let log = cluster.dir.appendingPathComponent("prometheus.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        p.standardError = try FileHandle(forWritingTo: log)
-        p.standardOutput = p.standardError
-        try p.run()
-        prometheus = p
+        prometheus = try Process.startLogged(URL(fileURLWithPath: bin),
+                                             ["--config.file=\(config.path)", "--storage.tsdb.path=\(cluster.dir.appendingPathComponent("tsdb").path)",
+                                              "--web.listen-address=127.0.0.1:\(promPort)"],
+                                             environment: ProcessInfo.processInfo.environment,
+                                             log: cluster.dir.appendingPathComponent("prometheus.log"))
         let uuid = SimulatedGPUs.uuid(node: "hydra-ai", index: 0)
         let query = "hydra_gpu_memory_total_bytes{uuid=\"\(uuid)\"}".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         var value: String?

@@ -48,19 +48,11 @@ final class BenchCluster {
     }
 
     private func start(_ name: String, binary: String, _ args: [String]) throws {
-        let p = Process()
-        p.executableURL = binDir.appendingPathComponent(binary)
-        p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["HYDRA_DATABASE_URL"] = dbURL
         env["HYDRA_REDIS_URL"] = redisURL
-        p.environment = env
-        let log = dir.appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let h = try FileHandle(forWritingTo: log)
-        p.standardOutput = h
-        p.standardError = h
-        try p.run()
+        let p = try Process.startLogged(binDir.appendingPathComponent(binary), args, environment: env,
+                                        log: dir.appendingPathComponent("\(name).log"))
         processes.append((name, p))
     }
 
