@@ -73,76 +73,140 @@ final class CoordinatorService: Sendable {
     }
 
     private func lead(_ lockConn: PGConnection) throws {
+        let state = LeaderState()
+        // Three loops, each with its own PostgreSQL and Redis connection, so that applying results,
+        // placing jobs and housekeeping overlap instead of queueing behind one another: a result
+        // frees room and the next placement runs at once, not after a lease sweep.
+        let helpers = DispatchGroup()
+        for (name, body) in [("results", resultsLoop), ("housekeeping", housekeepingLoop)] as [(String, @Sendable (LeaderState) throws -> Void)] {
+            helpers.enter()
+            let t = Thread {
+                do { try body(state) } catch { state.fail(error) }
+                state.stop()
+                helpers.leave()
+            }
+            t.name = name
+            t.start()
+        }
+        do { try dispatchLoop(state, lockConn: lockConn) } catch { state.fail(error) }
+        state.stop()
+        helpers.wait()
+        if let e = state.error { throw e }
+    }
+
+    private func dispatchLoop(_ state: LeaderState, lockConn: PGConnection) throws {
         let db = PGConnection(url: settings.databaseURL)
         defer { db.close() }
         try db.connect()
         try Migrations.check(db)
         let store = JobStore(db: db)
         let redis = RedisConnection(endpoint: settings.redis)
-        try redis.ensureGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup)
         // `hydra submit` notifies here, so a new batch is placed at once rather than on the next tick.
         try db.exec("LISTEN \(JobStore.submitChannel)")
+        var cache = PendingCache()
+        var nodes: [Heartbeat] = []
+        var lastBeats = Date.distantPast
+        var lastLockCheck = Date.distantPast
+        var lastExplain = Date.distantPast
+        var lastResync = Date.distantPast
+        var placeNeeded = true
+        while !isStopping && !state.stopped {
+            if !placeNeeded {
+                // Woken by applied results and by the housekeeping tick; the short timeout is for NOTIFYs.
+                placeNeeded = state.waitForWork(timeout: 0.02)
+            }
+            if db.takeNotifications() > 0 { placeNeeded = true }
+            let now = Date()
+            if now.timeIntervalSince(lastLockCheck) >= 1 {
+                // The lock connection doubles as the leadership check: losing it means another may lead.
+                _ = try lockConn.exec("SELECT 1")
+                lastLockCheck = now
+            }
+            if now.timeIntervalSince(lastResync) >= 2 {
+                // The in-memory view of jobs on nodes is kept by this loop and the results loop; re-reading
+                // it now and then also catches what others changed (an operator's cancel).
+                state.resyncActive(try store.activeJobs())
+                lastResync = now
+            }
+            if !placeNeeded { continue }
+            placeNeeded = false
+            if now.timeIntervalSince(lastBeats) >= 0.1 {
+                nodes = try readHeartbeats(redis)
+                lastBeats = now
+            }
+            let explain = now.timeIntervalSince(lastExplain) >= 1
+            placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, nodes: nodes, state: state, explain: explain)
+            if explain { lastExplain = now }
+        }
+    }
+
+    /// Results in, state transitions out; wakes the dispatch loop when something was applied.
+    private func resultsLoop(_ state: LeaderState) throws {
+        let db = PGConnection(url: settings.databaseURL)
+        defer { db.close() }
+        try db.connect()
+        let store = JobStore(db: db)
+        let redis = RedisConnection(endpoint: settings.redis)
+        try redis.ensureGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup)
         var gaps = DispatchGapTracker()
         // Results read but not acknowledged before a crash are applied again (guards make that harmless).
-        try consumeResults(redis: redis, store: store, id: "0", block: nil, gaps: &gaps)
+        try consumeResults(redis: redis, store: store, id: "0", block: nil, gaps: &gaps, state: state)
+        while !isStopping && !state.stopped {
+            try consumeResults(redis: redis, store: store, id: ">", block: settings.resultBlockMillis, gaps: &gaps, state: state)
+        }
+    }
 
-        var lastSlow = Date.distantPast
+    /// Everything that is not on the path from a result to the next dispatch: node rows, leases,
+    /// backoffs, dependencies, cancellations, gauges, learned runtimes.
+    private func housekeepingLoop(_ state: LeaderState) throws {
+        let db = PGConnection(url: settings.databaseURL)
+        defer { db.close() }
+        try db.connect()
+        let store = JobStore(db: db)
+        let redis = RedisConnection(endpoint: settings.redis)
         var lastNodesWrite = Date.distantPast
-        var nodes: [Heartbeat] = []
-        var stats = RuntimeStats()
+        var lastCounts = Date.distantPast
         var lastStats = Date.distantPast
-        var lastExplain = Date.distantPast
-        var placeNeeded = true
-        while !isStopping {
-            let applied = try consumeResults(redis: redis, store: store, id: ">", block: settings.resultBlockMillis, gaps: &gaps)
+        while !isStopping && !state.stopped {
             let now = Date()
-            nodes = try readHeartbeats(redis)
+            let nodes = try readHeartbeats(redis)
             if now.timeIntervalSince(lastNodesWrite) >= 1 {
-                // Lock connection doubles as the leadership check: losing it means another may lead.
-                _ = try lockConn.exec("SELECT 1")
                 try writeNodes(store: store, nodes: nodes)
                 lastNodesWrite = now
             }
-            if now.timeIntervalSince(lastSlow) >= 0.5 {
-                // Leases are several seconds long: renewing twice a second is plenty, and keeps this
-                // UPDATE out of the per-result path.
-                try store.renewLeases(jobIDs: nodes.flatMap(\.running), leaseSeconds: settings.leaseSeconds)
-                let lost = try store.expireLeases(nodeTimeout: settings.nodeTimeoutSeconds)
-                for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
-                try cleanStreams(redis: redis, lost)
-                try store.releaseBackoffs()
-                try store.settleDependencies()
-                try sendCancellations(redis: redis, store: store)
-                for (state, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [state], Double(n)) }
-                lastSlow = now
-                // The tick is the fallback for every change that sends no signal (heartbeats, retries, drains).
-                placeNeeded = true
+            // Leases are several seconds long: renewing twice a second is plenty.
+            try store.renewLeases(jobIDs: nodes.flatMap(\.running), leaseSeconds: settings.leaseSeconds)
+            let lost = try store.expireLeases(nodeTimeout: settings.nodeTimeoutSeconds)
+            for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
+            state.ended(lost)
+            try cleanStreams(redis: redis, lost)
+            try store.releaseBackoffs()
+            try store.settleDependencies()
+            try sendCancellations(redis: redis, store: store)
+            if now.timeIntervalSince(lastCounts) >= 2 {
+                // A GROUP BY over every job ever run: not on each tick.
+                for (s, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [s], Double(n)) }
+                lastCounts = now
             }
-            if applied > 0 || db.takeNotifications() > 0 { placeNeeded = true }
             if now.timeIntervalSince(lastStats) >= 10 {
-                stats = RuntimeStats(rows: try store.runtimeStats())
+                state.setStats(RuntimeStats(rows: try store.runtimeStats()))
                 lastStats = now
             }
-            // A pass re-reads the pending jobs and the jobs on nodes: run it only when something
-            // changed (a result freed room, a batch arrived, the tick), or when the last pass filled
-            // its whole read and more may fit.
-            if placeNeeded {
-                let explain = now.timeIntervalSince(lastExplain) >= 1
-                placeNeeded = try placeAndDispatch(redis: redis, store: store, nodes: nodes, stats: stats, explain: explain)
-                if explain { lastExplain = now }
-            }
+            // The tick is the fallback for every change that sends no signal (heartbeats, retries, drains).
+            state.wake()
+            let next = now.addingTimeInterval(0.5)
+            while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.05) }
         }
     }
 
     // MARK: results
 
-    @discardableResult
-    private func consumeResults(redis: RedisConnection, store: JobStore, id: String, block: Int?, gaps: inout DispatchGapTracker) throws -> Int {
-        var total = 0
+    private func consumeResults(redis: RedisConnection, store: JobStore, id: String, block: Int?, gaps: inout DispatchGapTracker,
+                                state: LeaderState) throws {
         while true {
             let entries = try redis.readGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
                                               id: id, count: 1000, blockMillis: block)
-            if entries.isEmpty { return total }
+            if entries.isEmpty { return }
             var results: [AttemptResult] = []
             for e in entries {
                 guard let raw = e.fields?["result"], let r = try? JSONCoding.decode(AttemptResult.self, from: raw) else {
@@ -155,6 +219,9 @@ final class CoordinatorService: Sendable {
             }
             let applied = try store.apply(results: results)
             try store.recordRuntimes(jobIDs: applied.filter { $0.to == .succeeded }.map(\.jobID))
+            // Acknowledge only after the transitions are committed.
+            try redis.run(["XACK", RedisKeys.results, RedisKeys.coordinatorGroup] + entries.map(\.id))
+            state.applied(applied)
             let nowEpoch = Date().timeIntervalSince1970
             for t in applied {
                 // The first sign that the job runs: `started`, or its final result when the agent folded the two.
@@ -171,10 +238,7 @@ final class CoordinatorService: Sendable {
                     log.debug("job \(t.to.rawValue)", [("job", t.jobID), ("attempt", String(t.attempt)), ("node", t.node ?? "")])
                 }
             }
-            // Acknowledge only after the transitions are committed.
-            try redis.run(["XACK", RedisKeys.results, RedisKeys.coordinatorGroup] + entries.map(\.id))
-            total += entries.count
-            if id == ">" && entries.count < 1000 { return total }
+            if id == ">" && entries.count < 1000 { return }
         }
     }
 
@@ -253,15 +317,22 @@ final class CoordinatorService: Sendable {
 
     /// One placement pass. Returns whether another pass should follow at once: it placed jobs
     /// and read a full batch, so more may be waiting behind it.
-    private func placeAndDispatch(redis: RedisConnection, store: JobStore, nodes: [Heartbeat], stats: RuntimeStats,
-                                  explain: Bool) throws -> Bool {
-        let pending = try store.pendingJobs(limit: settings.placementBatch)
+    private func placeAndDispatch(redis: RedisConnection, store: JobStore, cache: inout PendingCache, nodes: [Heartbeat],
+                                  state: LeaderState, explain: Bool) throws -> Bool {
+        // PostgreSQL says which jobs are pending and in which order; rows already read and decoded
+        // in an earlier pass come from the cache (a pending job's row does not change until it is placed).
+        let ids = try store.pendingIDs(limit: settings.placementBatch)
+        if ids.isEmpty { cache.removeAll(); return false }
+        let missing = ids.filter { cache.rows[$0] == nil }
+        if !missing.isEmpty { cache.add(try store.pendingRows(ids: missing)) }
+        cache.keep(only: ids)
+        let pending = ids.compactMap { cache.jobs[$0] }
         if pending.isEmpty { return false }
-        let active = try store.activeJobs()
+        let active = state.activeJobs()
         let t0 = Date()
         let snap = snapshot(nodes: nodes, active: active, now: t0)
         // Reason texts are for people: written about once a second, not on every pass a result triggers.
-        let result = Router.place(pending: pending.map(RouterJob.init(row:)), snapshot: snap, stats: stats, now: t0, policy: settings.policy,
+        let result = Router.place(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
                                   explain: explain)
         metrics.registry.set("hydra_router_pass_duration_seconds", [], Date().timeIntervalSince(t0))
         if Log.level <= .debug {
@@ -277,18 +348,28 @@ final class CoordinatorService: Sendable {
             for r in result.pending { reasons[r.jobID] = r.message }
             try store.setPendingReasons(reasons)
         }
+        if result.assignments.isEmpty { return false }
         var models: [String: String] = [:]
         for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
-        let out = (assignments: result.assignments.map {
+        let placements = result.assignments.map {
             JobStore.Placement(jobID: $0.jobID, node: $0.node, gpuUUIDs: $0.gpuUUIDs,
                                reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
-                               gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] })
-        }, ())
-        if out.assignments.isEmpty { return false }
-        let dispatched = try store.markDispatched(out.assignments, leaseSeconds: settings.leaseSeconds)
+                               gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] }, spec: cache.rows[$0.jobID]?.spec)
+        }
+        let dispatched = try store.markDispatched(placements, leaseSeconds: settings.leaseSeconds)
+        // Before the envelopes exist: a result can then never arrive for a job the view does not hold yet.
+        state.dispatched(dispatched.compactMap { d in
+            guard var row = cache.rows[d.id] else { return nil }
+            row.state = .dispatched; row.attempt = d.attempt; row.node = d.node; row.gpuUUIDs = d.gpuUUIDs
+            row.dispatchedAt = t0.timeIntervalSince1970; row.startedAt = nil; row.reservedBytes = d.vramBytes
+            return row
+        })
+        // Placed or not (a job cancelled meanwhile is not), these rows are no longer pending as read.
+        cache.remove(placements.map(\.jobID))
         metrics.registry.add("hydra_placements_total", [], Double(dispatched.count))
         let now = Date().timeIntervalSince1970
         var commands: [[String]] = []
+        commands.reserveCapacity(dispatched.count)
         for d in dispatched {
             let env = Envelope(jobID: d.id, attempt: d.attempt, kind: d.kind, spec: d.spec, gpuUUIDs: d.gpuUUIDs,
                                vramBytes: d.vramBytes, deadline: d.deadlineSeconds.map { now + $0 }, issuedAt: now,
@@ -296,16 +377,16 @@ final class CoordinatorService: Sendable {
             commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", "*"] + (try NodeMessage.job(env).fields(keys: settings.keys)))
         }
         let replies = try redis.pipeline(commands)
-        var ids: [(String, Int, String)] = []
+        var ids2: [(String, Int, String)] = []
         for (d, r) in zip(dispatched, replies) {
-            if let sid = r.string, case .string = r { ids.append((d.id, d.attempt, sid)) }
+            if let sid = r.string, case .string = r { ids2.append((d.id, d.attempt, sid)) }
             else { log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")]) }
         }
-        try store.setStreamIDs(ids.map { (jobID: $0.0, attempt: $0.1, streamID: $0.2) })
+        try store.setStreamIDs(ids2.map { (jobID: $0.0, attempt: $0.1, streamID: $0.2) })
         var depth: [String: Int] = [:]
         for d in dispatched { depth[d.node, default: 0] += 1 }
         for (n, c) in depth { metrics.registry.set("hydra_queue_depth", [n], Double(c)) }
-        return pending.count >= settings.placementBatch
+        return ids.count >= settings.placementBatch
     }
 
     /// A requeued job's old envelope must not run later: acknowledge and delete it.

@@ -55,6 +55,8 @@ final class Agent: Sendable {
     /// Both are waited on with a timeout, and the state they guard lives in Mutexes, so a missed signal costs
     /// at most that timeout, never correctness.
     private let outboxSignal = NSCondition()
+    /// Job threads, reused: creating one per job cost more than a short job itself.
+    private let workers = WorkerPool(name: "job")
     private let roomSignal = NSCondition()
 
     /// One result for hydra:results, the job-stream entry to acknowledge once it is there,
@@ -301,9 +303,7 @@ final class Agent: Sendable {
         }
         let job = RunningJob(envelope: env, streamID: entry.id)
         jobs.withLock { $0[env.jobID] = job }
-        let t = Thread { self.run(job) }
-        t.name = "job-\(env.jobID.prefix(8))"
-        t.start()
+        workers.submit { self.run(job) }
     }
 
     /// Queues a result; the publisher writes it to hydra:results, then acknowledges `ack` on the
@@ -400,7 +400,7 @@ final class Agent: Sendable {
         roomSignal.unlock()
         metrics.jobFinished(kind: env.kind, outcome: result.outcome == .failed ? (result.failureClass?.rawValue ?? "failed") : result.outcome.rawValue)
         log.info("finished", [("job", env.jobID), ("attempt", String(env.attempt)), ("outcome", result.outcome.rawValue),
-                              ("duration_s", String(format: "%.3f", result.durationSeconds ?? 0))])
+                              ("duration_s", Log.seconds(result.durationSeconds ?? 0))])
     }
 
     private func run(_ job: RunningJob) {

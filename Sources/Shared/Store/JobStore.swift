@@ -106,6 +106,24 @@ public final class JobStore {
             """, [String(limit)]).all.map(JobRow.init(row:))
     }
 
+    /// The ids of `pendingJobs`, in the same order: what the coordinator reads on every pass,
+    /// fetching whole rows only for ids it has not seen (`pendingRows`).
+    public func pendingIDs(limit: Int = 10_000) throws -> [String] {
+        try db.exec("""
+            SELECT id FROM jobs j WHERE state = 'pending'
+              AND (cardinality(depends_on) = 0 OR NOT EXISTS (
+                   SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded'))
+            ORDER BY priority DESC, seq LIMIT $1
+            """, [String(limit)]).rows.compactMap { $0.first ?? nil }
+    }
+
+    /// Rows of the given jobs that are (still) pending.
+    public func pendingRows(ids: [String]) throws -> [JobRow] {
+        if ids.isEmpty { return [] }
+        return try db.exec("SELECT \(JobRow.columns) FROM jobs WHERE id = ANY($1::uuid[]) AND state = 'pending'",
+                           [PGConnection.textArray(ids)]).all.map(JobRow.init(row:))
+    }
+
     /// Settles jobs whose dependencies cannot succeed any more (cancelled with the reason), and
     /// explains the wait of those whose dependencies are still running. Returns the cancelled count.
     @discardableResult
@@ -151,13 +169,20 @@ public final class JobStore {
         /// Per GPU; nil keeps the job's request.
         public var reservedBytes: UInt64?
         public var gpuModel: String?
-        public init(jobID: String, node: String, gpuUUIDs: [String], reservedBytes: UInt64? = nil, gpuModel: String? = nil) {
+        /// The job's spec when the caller already holds it: then it is not read back from PostgreSQL.
+        public var spec: JSONValue?
+        public init(jobID: String, node: String, gpuUUIDs: [String], reservedBytes: UInt64? = nil, gpuModel: String? = nil,
+                    spec: JSONValue? = nil) {
             self.jobID = jobID; self.node = node; self.gpuUUIDs = gpuUUIDs; self.reservedBytes = reservedBytes; self.gpuModel = gpuModel
+            self.spec = spec
         }
     }
 
     public func markDispatched(_ assignments: [Placement], leaseSeconds: Double) throws -> [DispatchedJob] {
         if assignments.isEmpty { return [] }
+        var known: [String: JSONValue] = [:]
+        for a in assignments { if let s = a.spec { known[a.jobID] = s } }
+        let readSpec = known.count < assignments.count
         return try db.transaction { tx in
             let rows = try tx.exec("""
                 UPDATE jobs AS j SET state = 'dispatched', node = v.node, gpu_uuids = string_to_array(v.gpus, ','),
@@ -166,14 +191,14 @@ public final class JobStore {
                        reserved_bytes = coalesce(v.reserved, j.vram_request_bytes), gpu_model = v.model
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bigint[], $6::text[]) AS v(id, node, gpus, reserved, model)
                 WHERE j.id = v.id AND j.state = 'pending'
-                RETURNING j.id, j.attempt, j.kind, j.spec, j.reserved_bytes, j.deadline_s, j.node, j.gpu_uuids
+                RETURNING j.id, j.attempt, j.kind, \(readSpec ? "j.spec" : "NULL AS spec"), j.reserved_bytes, j.deadline_s, j.node, j.gpu_uuids
                 """, [PGConnection.textArray(assignments.map(\.jobID)), PGConnection.textArray(assignments.map(\.node)),
                       PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds),
                       "{" + assignments.map { $0.reservedBytes.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
                       "{" + assignments.map { $0.gpuModel.map { "\"" + $0.replacingOccurrences(of: "\"", with: "") + "\"" } ?? "NULL" }.joined(separator: ",") + "}"])
             let out = rows.all.map { r in
                 DispatchedJob(id: r["id"] ?? "", attempt: r.int("attempt") ?? 0, kind: r["kind"] ?? "",
-                              spec: r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("reserved_bytes") ?? 0),
+                              spec: known[r["id"] ?? ""] ?? r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("reserved_bytes") ?? 0),
                               deadlineSeconds: r.double("deadline_s"), node: r["node"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
             }
             try insertEvents(tx, out.map { ($0.id, $0.attempt, "pending", "dispatched", "{\"node\":\"\($0.node)\"}") })
@@ -336,9 +361,12 @@ public final class JobStore {
     public func renewLeases(jobIDs: [String], leaseSeconds: Double) throws {
         let ids = jobIDs.filter { UUID(uuidString: $0) != nil }
         if ids.isEmpty { return }
+        // SKIP LOCKED: a row locked right now is being finished or requeued by another loop of the
+        // coordinator; waiting for it could deadlock with that loop's transaction, and it needs no lease.
         try db.exec("""
             UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2::float8)
-            WHERE id = ANY($1::uuid[]) AND state IN ('dispatched', 'running')
+            WHERE id IN (SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('dispatched', 'running')
+                         ORDER BY id FOR UPDATE SKIP LOCKED)
             """, [PGConnection.textArray(ids), String(leaseSeconds)])
     }
 

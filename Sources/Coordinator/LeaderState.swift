@@ -1,0 +1,64 @@
+import Foundation
+import Shared
+import Synchronization
+
+/// What the leader's three loops (dispatch, results, housekeeping) share while it leads.
+/// Everything is behind a Mutex or an atomic; the wake-up uses an NSCondition whose predicate
+/// (`dirty`) is itself atomic, so a missed signal costs at most the waiter's timeout.
+final class LeaderState: Sendable {
+    private let active = Mutex(ActiveJobsView())
+    private let runtime = Mutex(RuntimeStats())
+    private let firstError = Mutex<(any Error)?>(nil)
+    private let stopFlag = Atomic<Bool>(false)
+    private let dirty = Atomic<Bool>(false)
+    private let signal = NSCondition()
+
+    var stopped: Bool { stopFlag.load(ordering: .acquiring) }
+    var error: (any Error)? { firstError.withLock { $0 } }
+    var stats: RuntimeStats { runtime.withLock { $0 } }
+
+    func fail(_ e: any Error) {
+        firstError.withLock { if $0 == nil { $0 = e } }
+        stop()
+    }
+
+    func stop() {
+        stopFlag.store(true, ordering: .releasing)
+        wake()
+    }
+
+    /// Something changed that may let more jobs be placed.
+    func wake() {
+        dirty.store(true, ordering: .releasing)
+        signal.lock()
+        signal.signal()
+        signal.unlock()
+    }
+
+    /// Waits for `wake()` up to `timeout`; returns whether work was signalled (and clears it).
+    func waitForWork(timeout: Double) -> Bool {
+        if dirty.exchange(false, ordering: .acquiringAndReleasing) { return true }
+        signal.lock()
+        if !dirty.load(ordering: .acquiring) && !stopped { _ = signal.wait(until: Date().addingTimeInterval(timeout)) }
+        signal.unlock()
+        return dirty.exchange(false, ordering: .acquiringAndReleasing)
+    }
+
+    func activeJobs() -> [JobRow] { active.withLock { $0.all } }
+    func dispatched(_ rows: [JobRow]) { active.withLock { $0.dispatched(rows) } }
+    func resyncActive(_ rows: [JobRow]) { active.withLock { $0.resync(rows, now: Date().timeIntervalSince1970) } }
+    func setStats(_ s: RuntimeStats) { runtime.withLock { $0 = s } }
+
+    /// Results were applied: update the view, then wake the dispatcher if room may have freed.
+    func applied(_ transitions: [AppliedTransition]) {
+        if transitions.isEmpty { return }
+        active.withLock { $0.apply(transitions, now: Date().timeIntervalSince1970) }
+        wake()
+    }
+
+    /// Jobs requeued or ended outside the results path (lease expiry).
+    func ended(_ transitions: [AppliedTransition]) {
+        if transitions.isEmpty { return }
+        active.withLock { $0.apply(transitions, now: Date().timeIntervalSince1970) }
+    }
+}
