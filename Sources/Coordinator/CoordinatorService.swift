@@ -96,14 +96,18 @@ final class CoordinatorService: Sendable {
 
     private func dispatchLoop(_ state: LeaderState, lockConn: PGConnection) throws {
         let db = PGConnection(url: settings.databaseURL)
+        db.sessionSettings = PGConnection.keyLookupSettings
         defer { db.close() }
         try db.connect()
         try Migrations.check(db)
         let store = JobStore(db: db)
         let redis = RedisConnection(endpoint: settings.redis)
         // `hydra submit` notifies here, so a new batch is placed at once rather than on the next tick.
+        // In the session settings, so that a reconnect listens again.
+        db.sessionSettings.append("LISTEN \(JobStore.submitChannel)")
         try db.exec("LISTEN \(JobStore.submitChannel)")
         var cache = PendingCache()
+        var streamIDs = StreamIDAllocator()
         var nodes: [Heartbeat] = []
         var lastBeats = Date.distantPast
         var lastLockCheck = Date.distantPast
@@ -135,7 +139,7 @@ final class CoordinatorService: Sendable {
                 lastBeats = now
             }
             let explain = now.timeIntervalSince(lastExplain) >= 1
-            placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, nodes: nodes, state: state, explain: explain)
+            placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, streamIDs: &streamIDs, nodes: nodes, state: state, explain: explain)
             if explain { lastExplain = now }
         }
     }
@@ -143,6 +147,7 @@ final class CoordinatorService: Sendable {
     /// Results in, state transitions out; wakes the dispatch loop when something was applied.
     private func resultsLoop(_ state: LeaderState) throws {
         let db = PGConnection(url: settings.databaseURL)
+        db.sessionSettings = PGConnection.keyLookupSettings
         defer { db.close() }
         try db.connect()
         let store = JobStore(db: db)
@@ -218,7 +223,6 @@ final class CoordinatorService: Sendable {
                 results.append(r)
             }
             let applied = try store.apply(results: results)
-            try store.recordRuntimes(jobIDs: applied.filter { $0.to == .succeeded }.map(\.jobID))
             // Acknowledge only after the transitions are committed.
             try redis.run(["XACK", RedisKeys.results, RedisKeys.coordinatorGroup] + entries.map(\.id))
             state.applied(applied)
@@ -317,7 +321,8 @@ final class CoordinatorService: Sendable {
 
     /// One placement pass. Returns whether another pass should follow at once: it placed jobs
     /// and read a full batch, so more may be waiting behind it.
-    private func placeAndDispatch(redis: RedisConnection, store: JobStore, cache: inout PendingCache, nodes: [Heartbeat],
+    private func placeAndDispatch(redis: RedisConnection, store: JobStore, cache: inout PendingCache,
+                                  streamIDs: inout StreamIDAllocator, nodes: [Heartbeat],
                                   state: LeaderState, explain: Bool) throws -> Bool {
         // PostgreSQL says which jobs are pending and in which order; rows already read and decoded
         // in an earlier pass come from the cache (a pending job's row does not change until it is placed).
@@ -344,24 +349,43 @@ final class CoordinatorService: Sendable {
             }
         }
         if explain {
+            // Each reason written is a row version; a batch of 20,000 short jobs would rewrite every row once
+            // just to say "all CPU slots busy" for a fraction of a second. Reasons are for jobs that wait: those
+            // pending at least a second, and the first 1,000 of them in queue order.
+            let submitted = Dictionary(pending.map { ($0.id, $0.submittedAt) }, uniquingKeysWith: { a, _ in a })
             var reasons: [String: String] = [:]
-            for r in result.pending { reasons[r.jobID] = r.message }
+            for r in result.pending where reasons.count < 1000 {
+                if let s = submitted[r.jobID], t0.timeIntervalSince(s) < 1 { continue }
+                reasons[r.jobID] = r.message
+            }
             try store.setPendingReasons(reasons)
         }
         if result.assignments.isEmpty { return false }
         var models: [String: String] = [:]
         for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
+        // Streams not written to since this coordinator took over: learn their last id first.
+        let unknown = Array(Set(result.assignments.map { RedisKeys.jobs($0.node) }).filter { !streamIDs.knows(stream: $0) })
+        if !unknown.isEmpty {
+            for (stream, r) in zip(unknown, try redis.pipeline(unknown.map { ["XINFO", "STREAM", $0] })) {
+                streamIDs.learned(stream: stream, xinfo: r)
+            }
+        }
+        let nowMillis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
         let placements = result.assignments.map {
             JobStore.Placement(jobID: $0.jobID, node: $0.node, gpuUUIDs: $0.gpuUUIDs,
                                reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
-                               gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] }, spec: cache.rows[$0.jobID]?.spec)
+                               gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] }, spec: cache.rows[$0.jobID]?.spec,
+                               streamID: streamIDs.next(stream: RedisKeys.jobs($0.node), nowMillis: nowMillis))
         }
+        var chosen: [String: String] = [:]
+        for p in placements { if let sid = p.streamID { chosen[p.jobID] = sid } }
         let dispatched = try store.markDispatched(placements, leaseSeconds: settings.leaseSeconds)
         // Before the envelopes exist: a result can then never arrive for a job the view does not hold yet.
         state.dispatched(dispatched.compactMap { d in
             guard var row = cache.rows[d.id] else { return nil }
             row.state = .dispatched; row.attempt = d.attempt; row.node = d.node; row.gpuUUIDs = d.gpuUUIDs
             row.dispatchedAt = t0.timeIntervalSince1970; row.startedAt = nil; row.reservedBytes = d.vramBytes
+            row.streamID = chosen[d.id]
             return row
         })
         // Placed or not (a job cancelled meanwhile is not), these rows are no longer pending as read.
@@ -374,15 +398,47 @@ final class CoordinatorService: Sendable {
             let env = Envelope(jobID: d.id, attempt: d.attempt, kind: d.kind, spec: d.spec, gpuUUIDs: d.gpuUUIDs,
                                vramBytes: d.vramBytes, deadline: d.deadlineSeconds.map { now + $0 }, issuedAt: now,
                                expiresAt: now + settings.envelopeTTLSeconds)
-            commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", "*"] + (try NodeMessage.job(env).fields(keys: settings.keys)))
+            commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", chosen[d.id] ?? "*"]
+                            + (try NodeMessage.job(env).fields(keys: settings.keys)))
         }
-        let replies = try redis.pipeline(commands)
-        var ids2: [(String, Int, String)] = []
-        for (d, r) in zip(dispatched, replies) {
-            if let sid = r.string, case .string = r { ids2.append((d.id, d.attempt, sid)) }
-            else { log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")]) }
+        let replies: [RedisReply]
+        do { replies = try redis.pipeline(commands) } catch {
+            // Which entries landed is unknown: forget the chosen ids, so that a clean-up never deletes an
+            // entry that is not ours; the lease requeues these jobs if their envelopes are missing.
+            try? store.setStreamIDs(dispatched.map { (jobID: $0.id, attempt: $0.attempt, streamID: nil) })
+            for d in dispatched { streamIDs.forget(stream: RedisKeys.jobs(d.node)) }
+            throw error
         }
-        try store.setStreamIDs(ids2.map { (jobID: $0.0, attempt: $0.1, streamID: $0.2) })
+        // Written with `*` (a stream not seen yet, or an id Redis refused): their ids go to PostgreSQL now.
+        var late: [(jobID: String, attempt: Int, streamID: String?)] = []
+        var retry: [(DispatchedJob, [String])] = []
+        for ((d, r), cmd) in zip(zip(dispatched, replies), commands) {
+            let stream = RedisKeys.jobs(d.node)
+            if case .string(let sid) = r {
+                streamIDs.learned(stream: stream, id: sid)
+                if chosen[d.id] == nil { late.append((d.id, d.attempt, sid)) }
+            } else if chosen[d.id] != nil {
+                streamIDs.forget(stream: stream)
+                var c = cmd
+                c[5] = "*"
+                retry.append((d, c))
+            } else {
+                log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")])
+                late.append((d.id, d.attempt, nil))
+            }
+        }
+        if !retry.isEmpty {
+            for (d, r) in zip(retry.map(\.0), try redis.pipeline(retry.map(\.1))) {
+                if case .string(let sid) = r {
+                    streamIDs.learned(stream: RedisKeys.jobs(d.node), id: sid)
+                    late.append((d.id, d.attempt, sid))
+                } else {
+                    log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")])
+                    late.append((d.id, d.attempt, nil))
+                }
+            }
+        }
+        try store.setStreamIDs(late)
         var depth: [String: Int] = [:]
         for d in dispatched { depth[d.node, default: 0] += 1 }
         for (n, c) in depth { metrics.registry.set("hydra_queue_depth", [n], Double(c)) }

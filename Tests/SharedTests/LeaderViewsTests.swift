@@ -55,6 +55,33 @@ final class LeaderViewsTests: XCTestCase {
         XCTAssertEqual(v.jobs["a"]?.attempt, 1)
     }
 
+    func testStreamIDsGrowPerStreamAndStartOnlyFromWhatRedisSaid() {
+        var a = StreamIDAllocator()
+        XCTAssertNil(a.next(stream: "s", nowMillis: 1000), "an unseen stream must use * first")
+        a.learned(stream: "s", id: "1000-4")
+        XCTAssertEqual(a.next(stream: "s", nowMillis: 1000), "1000-5")
+        XCTAssertEqual(a.next(stream: "s", nowMillis: 999), "1000-6", "a clock going back must not go below the last id")
+        XCTAssertEqual(a.next(stream: "s", nowMillis: 1002), "1002-0")
+        XCTAssertNil(a.next(stream: "t", nowMillis: 1002), "streams are independent")
+        // An older id learned late does not move the allocator back.
+        a.learned(stream: "s", id: "900-0")
+        XCTAssertEqual(a.next(stream: "s", nowMillis: 1002), "1002-1")
+        a.forget(stream: "s")
+        XCTAssertNil(a.next(stream: "s", nowMillis: 1003))
+        a.learned(stream: "s", id: "not-an-id")
+        XCTAssertNil(a.next(stream: "s", nowMillis: 1003))
+        XCTAssertEqual(StreamID("17-3"), StreamID(ms: 17, seq: 3))
+        XCTAssertLessThan(StreamID(ms: 17, seq: 3), StreamID(ms: 17, seq: 10))
+        XCTAssertNil(StreamID("17"))
+        // What XINFO STREAM answers: the last generated id, or no such key for a stream not created yet.
+        a.learned(stream: "u", xinfo: .array([.string("length"), .integer(2), .string("last-generated-id"), .string("2000-7")]))
+        XCTAssertEqual(a.next(stream: "u", nowMillis: 1500), "2000-8")
+        a.learned(stream: "v", xinfo: .error("ERR no such key"))
+        XCTAssertEqual(a.next(stream: "v", nowMillis: 1500), "1500-0")
+        a.learned(stream: "w", xinfo: .error("NOPERM this user has no permissions"))
+        XCTAssertFalse(a.knows(stream: "w"), "an unreadable stream stays unknown, so its XADDs use *")
+    }
+
     func testWorkerPoolRunsEveryItemAtOnceAndReusesThreads() {
         let pool = WorkerPool(name: "test", idleTimeout: 30)
         // Eight items that all block until released: each must have its own thread, or they would never all start.

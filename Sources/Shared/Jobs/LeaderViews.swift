@@ -99,3 +99,68 @@ public struct ActiveJobsView: Sendable {
 
     public var all: [JobRow] { Array(jobs.values) }
 }
+
+/// A Redis stream entry id, `<milliseconds>-<sequence>`.
+public struct StreamID: Sendable, Equatable, Comparable, CustomStringConvertible {
+    public var ms: UInt64
+    public var seq: UInt64
+
+    public init(ms: UInt64, seq: UInt64) { self.ms = ms; self.seq = seq }
+
+    public init?(_ s: String) {
+        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return nil }
+        self.ms = ms; self.seq = seq
+    }
+
+    public var description: String { "\(ms)-\(seq)" }
+    public static func < (a: StreamID, b: StreamID) -> Bool { (a.ms, a.seq) < (b.ms, b.seq) }
+}
+
+/// Chooses the ids of the coordinator's XADDs to node streams itself, so that a job's stream id is
+/// known before the envelope is written and goes into the same UPDATE that marks it dispatched
+/// (one row version per dispatch instead of two). Redis requires ids to grow per stream; the
+/// allocator only proposes ids above the last one it saw for that stream. A stream it has not seen
+/// yet (after a takeover, or one someone else wrote to) gets `nil`: that XADD uses `*` and the
+/// reply teaches the allocator.
+public struct StreamIDAllocator: Sendable {
+    private var last: [String: StreamID] = [:]
+
+    public init() {}
+
+    public mutating func next(stream: String, nowMillis: UInt64) -> String? {
+        guard let l = last[stream] else { return nil }
+        let id = nowMillis > l.ms ? StreamID(ms: nowMillis, seq: 0) : StreamID(ms: l.ms, seq: l.seq + 1)
+        last[stream] = id
+        return id.description
+    }
+
+    /// An id Redis accepted (or generated) on `stream`.
+    public mutating func learned(stream: String, id: String) {
+        guard let s = StreamID(id) else { return }
+        if let l = last[stream], l >= s { return }
+        last[stream] = s
+    }
+
+    public func knows(stream: String) -> Bool { last[stream] != nil }
+
+    /// What `XINFO STREAM` said: its `last-generated-id`, or an error for a stream that does not exist
+    /// yet (then any id is above its last).
+    public mutating func learned(stream: String, xinfo: RedisReply) {
+        switch xinfo {
+        case .error(let e) where e.contains("no such key"):
+            learned(stream: stream, id: "0-0")
+        case .array(let kv):
+            var i = 0
+            while i + 1 < kv.count {
+                if kv[i].string == "last-generated-id", let id = kv[i + 1].string { learned(stream: stream, id: id); return }
+                i += 2
+            }
+        default:
+            return
+        }
+    }
+
+    /// Redis refused a proposed id (someone else wrote a later one): ask again with `*`.
+    public mutating func forget(stream: String) { last[stream] = nil }
+}

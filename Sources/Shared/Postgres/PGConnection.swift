@@ -60,8 +60,16 @@ public struct PGRow: Sendable {
 public final class PGConnection {
     public let url: String
     private var conn: OpaquePointer?
+    /// `SET` statements run after every (re)connect.
+    public var sessionSettings: [String] = []
 
     public init(url: String) { self.url = url }
+
+    /// Settings for a connection whose statements are batched key lookups (`… FROM unnest($1) v WHERE
+    /// j.id = v.id`): with join methods that need no index ruled out, PostgreSQL walks the primary key
+    /// for each row instead of hashing the whole table. Its statistics lag far behind a freshly
+    /// submitted batch, and one such plan scanned all jobs for every 500 results.
+    public static let keyLookupSettings = ["SET enable_hashjoin = off", "SET enable_mergejoin = off"]
 
     deinit { close() }
 
@@ -83,6 +91,7 @@ public final class PGConnection {
         }
         conn = c
         _ = try? exec("SET client_min_messages TO warning")
+        for s in sessionSettings { try exec(s) }
     }
 
     /// Connects with the URL, adding a password from `$HYDRA_DATABASE_PASSWORD_FILE` or the systemd

@@ -128,6 +128,9 @@ public final class JobStore {
     /// explains the wait of those whose dependencies are still running. Returns the cancelled count.
     @discardableResult
     public func settleDependencies() throws -> Int {
+        // Both statements below scan; most of the time no pending job has a dependency (partial index).
+        let any = try db.exec("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND cardinality(depends_on) > 0) AS any")
+        if any.all.first?.bool("any") != true { return 0 }
         let cancelled = try db.exec("""
             WITH doomed AS (
               UPDATE jobs j SET state = 'cancelled', finished_at = now(),
@@ -171,10 +174,12 @@ public final class JobStore {
         public var gpuModel: String?
         /// The job's spec when the caller already holds it: then it is not read back from PostgreSQL.
         public var spec: JSONValue?
+        /// The id its envelope will get on the node stream, when the caller chooses it (see `StreamIDAllocator`).
+        public var streamID: String?
         public init(jobID: String, node: String, gpuUUIDs: [String], reservedBytes: UInt64? = nil, gpuModel: String? = nil,
-                    spec: JSONValue? = nil) {
+                    spec: JSONValue? = nil, streamID: String? = nil) {
             self.jobID = jobID; self.node = node; self.gpuUUIDs = gpuUUIDs; self.reservedBytes = reservedBytes; self.gpuModel = gpuModel
-            self.spec = spec
+            self.spec = spec; self.streamID = streamID
         }
     }
 
@@ -187,15 +192,16 @@ public final class JobStore {
             let rows = try tx.exec("""
                 UPDATE jobs AS j SET state = 'dispatched', node = v.node, gpu_uuids = string_to_array(v.gpus, ','),
                        attempt = j.attempt + 1, dispatched_at = now(), started_at = NULL,
-                       lease_expires_at = now() + make_interval(secs => $4::float8), pending_reason = NULL, stream_id = NULL,
+                       lease_expires_at = now() + make_interval(secs => $4::float8), pending_reason = NULL, stream_id = v.sid,
                        reserved_bytes = coalesce(v.reserved, j.vram_request_bytes), gpu_model = v.model
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bigint[], $6::text[]) AS v(id, node, gpus, reserved, model)
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bigint[], $6::text[], $7::text[]) AS v(id, node, gpus, reserved, model, sid)
                 WHERE j.id = v.id AND j.state = 'pending'
                 RETURNING j.id, j.attempt, j.kind, \(readSpec ? "j.spec" : "NULL AS spec"), j.reserved_bytes, j.deadline_s, j.node, j.gpu_uuids
                 """, [PGConnection.textArray(assignments.map(\.jobID)), PGConnection.textArray(assignments.map(\.node)),
                       PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds),
                       "{" + assignments.map { $0.reservedBytes.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
-                      "{" + assignments.map { $0.gpuModel.map { "\"" + $0.replacingOccurrences(of: "\"", with: "") + "\"" } ?? "NULL" }.joined(separator: ",") + "}"])
+                      "{" + assignments.map { $0.gpuModel.map { "\"" + $0.replacingOccurrences(of: "\"", with: "") + "\"" } ?? "NULL" }.joined(separator: ",") + "}",
+                      PGConnection.optionalTextArray(assignments.map(\.streamID))])
             let out = rows.all.map { r in
                 DispatchedJob(id: r["id"] ?? "", attempt: r.int("attempt") ?? 0, kind: r["kind"] ?? "",
                               spec: known[r["id"] ?? ""] ?? r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("reserved_bytes") ?? 0),
@@ -206,19 +212,21 @@ public final class JobStore {
         }
     }
 
-    public func setStreamIDs(_ items: [(jobID: String, attempt: Int, streamID: String)]) throws {
+    /// Records where envelopes went when their ids were not chosen up front; nil clears an id that
+    /// may not exist (a failed XADD), so that a later clean-up cannot delete someone else's entry.
+    public func setStreamIDs(_ items: [(jobID: String, attempt: Int, streamID: String?)]) throws {
         if items.isEmpty { return }
         try db.exec("""
             UPDATE jobs AS j SET stream_id = v.sid FROM unnest($1::uuid[], $2::int[], $3::text[]) AS v(id, attempt, sid)
             WHERE j.id = v.id AND j.attempt = v.attempt
             """, [PGConnection.textArray(items.map(\.jobID)), "{" + items.map { String($0.attempt) }.joined(separator: ",") + "}",
-                  PGConnection.textArray(items.map(\.streamID))])
+                  PGConnection.optionalTextArray(items.map(\.streamID))])
     }
 
     /// Applies agents' results. A result for another attempt than the job's current
     /// one is fenced off (ignored): a late agent cannot overwrite a newer attempt.
     ///
-    /// One round trip per statement, not per result: the rows are locked and read once, the
+    /// One round trip per statement, not per result: the rows are read once, the
     /// state machine runs here (all results of one job in order, e.g. `started` then
     /// `succeeded`, folded into one row change), then a single UPDATE … FROM unnest applies
     /// every change, still guarded by the expected state and attempt, and one INSERT records
@@ -229,16 +237,18 @@ public final class JobStore {
             let ids = Array(Set(results.map(\.jobID).filter { UUID(uuidString: $0) != nil }))
             if ids.isEmpty { return [] }
             var current: [String: (state: JobState, attempt: Int, max: Int, node: String?, stream: String?, kind: String)] = [:]
-            var placedOn: [String: (gpus: [String], submitted: Double?)] = [:]
+            var placedOn: [String: (gpus: [String], submitted: Double?, model: String, gpuModel: String)] = [:]
             for r in try tx.exec("""
-                SELECT id, state, attempt, max_attempts, node, stream_id, kind, gpu_uuids, extract(epoch from submitted_at) AS submitted
-                FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+                SELECT id, state, attempt, max_attempts, node, stream_id, kind, gpu_uuids, extract(epoch from submitted_at) AS submitted,
+                       lower(coalesce(spec->>'model', '')) AS model_key, coalesce(gpu_model, 'cpu') AS gpu_model
+                FROM jobs WHERE id = ANY($1::uuid[])
                 """, [PGConnection.textArray(ids)]).all {
                 let id = r["id"] ?? ""
                 current[id] = (JobState(rawValue: r["state"] ?? "") ?? .pending, r.int("attempt") ?? 0,
                                r.int("max_attempts") ?? 3, r["node"], r["stream_id"], r["kind"] ?? "")
-                placedOn[id] = (r.textArray("gpu_uuids"), r.double("submitted"))
+                placedOn[id] = (r.textArray("gpu_uuids"), r.double("submitted"), r["model_key"] ?? "", r["gpu_model"] ?? "cpu")
             }
+            var samples: [RuntimeSample] = []
             /// The net change of one job over all its results in this batch.
             struct Change {
                 var from: JobState
@@ -288,6 +298,10 @@ public final class JobStore {
                     ])
                     c.result = try JSONCoding.encodeString(result)
                     c.finished = true
+                    if let d = res.durationSeconds, d.isFinite, let p = placedOn[res.jobID] {
+                        samples.append(RuntimeSample(jobID: res.jobID, kind: cur.kind, modelKey: p.model, gpuModel: p.gpuModel,
+                                                     seconds: d, peakVRAMBytes: res.peakVRAMBytes))
+                    }
                     if !c.startedForce, let s = res.startedAt { c.startedAt = s }
                 case .failed:
                     c.errors.append(.object([
@@ -346,13 +360,17 @@ public final class JobStore {
                       "{" + cs.map { String($0.maxBump) }.joined(separator: ",") + "}",
                       "{" + cs.map { $0.clearNode ? "t" : "f" }.joined(separator: ",") + "}",
                       "{" + cs.map { num($0.backoff) }.joined(separator: ",") + "}"])
-            // The rows are locked, so every guard holds; a row the UPDATE did not touch changed nothing.
+            // The rows are read without FOR UPDATE (locking every row cost a WAL record each): a row changed
+            // meanwhile (requeued by a lease, cancelled) fails its guard, and its result counts as one that
+            // arrived after that change, which the state machine would have ignored too.
             let done = Set(updated.rows.compactMap { $0.first ?? nil })
             if done.count != order.count {
                 applied.removeAll { !done.contains($0.jobID) }
                 events.removeAll { !done.contains($0.0) }
+                samples.removeAll { !done.contains($0.jobID) }
             }
             try insertEvents(tx, events)
+            try recordRuntimes(tx, samples)
             return applied
         }
     }
@@ -365,8 +383,8 @@ public final class JobStore {
         // coordinator; waiting for it could deadlock with that loop's transaction, and it needs no lease.
         try db.exec("""
             UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2::float8)
-            WHERE id IN (SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('dispatched', 'running')
-                         ORDER BY id FOR UPDATE SKIP LOCKED)
+            WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('dispatched', 'running')
+                                 ORDER BY id FOR UPDATE SKIP LOCKED))
             """, [PGConnection.textArray(ids), String(leaseSeconds)])
     }
 
