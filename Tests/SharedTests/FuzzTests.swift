@@ -2,8 +2,8 @@ import Foundation
 import XCTest
 @testable import Shared
 
-/// Seeded mutation fuzzing of the three parsers that read what other machines or people wrote:
-/// nvidia-smi CSV, node messages from Redis, batch files. Each target runs for
+/// Seeded mutation fuzzing of the parsers that read what other machines or people wrote:
+/// nvidia-smi CSV, node messages from Redis, JSON (and the message decoders), batch files. Each target runs for
 /// HYDRA_FUZZ_SECONDS (default 3; CI's fuzz job uses 60) or HYDRA_FUZZ_ITERATIONS, whichever
 /// ends first. A crash fails the run; every rejection must be the parser's typed error with a
 /// message that says what was wrong. HYDRA_FUZZ_SEED replays a run (the seed is printed).
@@ -90,6 +90,86 @@ final class FuzzTests: XCTestCase {
             }
         }
         XCTAssertGreaterThanOrEqual(rejected.count, 4, "expected several kinds of rejection, got \(rejected)")
+    }
+
+    // MARK: JSON
+
+    /// Foundation reads bytes that start with a NUL (or have one second) as UTF-16/32; the
+    /// hand-written reader takes UTF-8 only.
+    static func foundationSeesUTF16(_ text: String) -> Bool {
+        let u = Array(text.utf8.prefix(2))
+        return u.contains(0)
+    }
+
+    static var jsonSeeds: [String] {
+        var g = JSONGen(seed: 77)
+        var seeds = (0..<12).map { _ in try! g.value().serialized() }
+        seeds += (0..<4).map { _ in try! g.envelope().jsonString() } + (0..<4).map { _ in try! g.result().jsonString() }
+        seeds += [#"{"a": [1, -2.5e-3, 1E+20, true, false, null], "b": {"c": "\u00e9\ud83d\udca5\n\"\\\/"}, "d": [], "e": {}}"#,
+                  "[0, -0, 0.0, 123456789012345678901234567890, 1.7976931348623157e308, 5e-324, 0.1]", " \t\r\n\"x\" ", "[[[[[]]]]]"]
+        return seeds
+    }
+
+    /// The hand-written JSON reader against JSONDecoder: no crash, a JSONParseError with an
+    /// offset inside the input for every refusal, and the same verdict and value as Foundation,
+    /// except that we accept some zeros with exponents Foundation refuses (FastJSONTests).
+    func testJSONParserNeverCrashesAndAgreesWithFoundation() throws {
+        var accepted = 0, rejected = 0
+        fuzz("JSON", seeds: Self.jsonSeeds) { text in
+            let theirs = try? Reference.decode(JSONValue.self, text)
+            let ours: Result<JSONValue, JSONParseError> = Result { () throws(JSONParseError) in try JSONValue.parse(text) }
+            switch ours {
+            case .success(let v):
+                accepted += 1
+                if let theirs {
+                    XCTAssertEqual(v, theirs, "\(text.debugDescription.prefix(300))")
+                } else if !Self.foundationSeesUTF16(text) {
+                    XCTAssertTrue(FastJSONTests.foundationRefusesZeroWithExponent(text), "we accept what Foundation refuses: \(text.debugDescription.prefix(300))")
+                }
+                // What was read is written back as JSONEncoder writes it (or refused by both, when nested 512 deep).
+                XCTAssertEqual(try? v.serialized(), try? Reference.encode(v))
+            case .failure(let e):
+                rejected += 1
+                XCTAssertTrue((0...text.utf8.count).contains(e.offset), "offset \(e.offset) outside the input")
+                assertClear(e.message, text)
+                if let theirs, !Self.foundationSeesUTF16(text) {
+                    XCTFail("Foundation accepts \(text.debugDescription.prefix(300)) as \(theirs); we refuse: \(e)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(accepted, 0)
+        XCTAssertGreaterThan(rejected, 0)
+    }
+
+    /// Envelope.parse and AttemptResult.parse against the synthesized Decodable. Where Foundation
+    /// accepts and we refuse, it must be an integer field it reads through rounding (9.2e18).
+    func testMessageDecodersAgreeWithTheCodableDecoders() throws {
+        var accepted = 0
+        func check<T: Decodable & Equatable>(_ text: String, _ parse: (String) throws(JSONParseError) -> T) {
+            let theirs = try? Reference.decode(T.self, text)
+            let ours = Result { () throws(JSONParseError) in try parse(text) }
+            switch (ours, theirs) {
+            case (.success(let a), let b?):
+                accepted += 1
+                XCTAssertEqual(a, b, "\(text.debugDescription.prefix(300))")
+            case (.success, nil):
+                XCTAssertTrue(Self.foundationSeesUTF16(text) || FastJSONTests.foundationRefusesZeroWithExponent(text),
+                              "we accept what Foundation refuses: \(text.debugDescription.prefix(300))")
+            case (.failure(let e), _?):
+                XCTAssertTrue(Self.foundationSeesUTF16(text) || e.message.contains("integer"),
+                              "Foundation accepts \(text.debugDescription.prefix(300)); we refuse: \(e)")
+            case (.failure(let e), nil):
+                XCTAssertTrue((0...text.utf8.count).contains(e.offset))
+                assertClear(e.message, text)
+            }
+        }
+        var g = JSONGen(seed: 5)
+        let seeds = (0..<6).map { _ in try! g.envelope().jsonString() } + (0..<6).map { _ in try! g.result().jsonString() }
+        fuzz("message decoders", seeds: seeds) { text in
+            check(text) { (s) throws(JSONParseError) in try Envelope.parse(s) }
+            check(text) { (s) throws(JSONParseError) in try AttemptResult.parse(s) }
+        }
+        XCTAssertGreaterThan(accepted, 0)
     }
 
     // MARK: batch files

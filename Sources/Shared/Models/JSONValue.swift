@@ -99,10 +99,14 @@ public enum JSONCoding {
     }
 
     public static func encodeString<T: Encodable>(_ value: T, pretty: Bool = false) throws -> String {
-        String(decoding: try encoder(pretty: pretty).encode(value), as: UTF8.self)
+        // A JSONValue takes the hand-written writer: the same bytes (FastJSONTests), several times faster.
+        if !pretty, let v = value as? JSONValue { return try v.serialized() }
+        return String(decoding: try encoder(pretty: pretty).encode(value), as: UTF8.self)
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from string: String) throws -> T {
-        try JSONDecoder().decode(type, from: Data(string.utf8))
+        // A JSONValue takes the hand-written reader, which accepts what JSONDecoder accepts (FuzzTests).
+        if T.self == JSONValue.self, let v = try JSONValue.parse(string) as? T { return v }
+        return try JSONDecoder().decode(type, from: Data(string.utf8))
     }
 }

@@ -44,7 +44,7 @@ public struct PGRow: Sendable {
     public func double(_ c: String) -> Double? { self[c].flatMap { Double($0) } }
     public func bool(_ c: String) -> Bool? { self[c].map { $0 == "t" || $0 == "true" } }
     public func json(_ c: String) -> JSONValue? {
-        self[c].flatMap { try? JSONCoding.decode(JSONValue.self, from: $0) }
+        self[c].flatMap { try? JSONValue.parse($0) }
     }
     /// `{a,b}` text-array form.
     public func textArray(_ c: String) -> [String] {

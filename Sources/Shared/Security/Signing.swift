@@ -42,7 +42,7 @@ public struct SigningKeys: Sendable {
     static func key(_ bytes: [UInt8]) -> Key {
         // The id names the key without revealing it: the first 8 hex digits of its SHA-256.
         let digest = SHA256.hash(data: bytes)
-        let id = digest.prefix(4).map { String(format: "%02x", $0) }.joined()
+        let id = Hex.encode(digest.prefix(4))
         return Key(id: id, bytes: bytes)
     }
 
@@ -71,7 +71,7 @@ public struct SigningKeys: Sendable {
 
     /// A fresh random key as 64 hex digits (what `hydra keygen` writes).
     public static func generateHex() -> String {
-        SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }.map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
     }
 
     public func sign(_ type: String, _ body: String) -> (signature: String, keyID: String) {
@@ -93,21 +93,10 @@ public struct SigningKeys: Sendable {
     static func bytes(_ type: String, _ body: String) -> [UInt8] { Array("hydra-v1\n\(type)\n".utf8) + Array(body.utf8) }
 
     static func mac(_ key: SymmetricKey, _ type: String, _ body: String) -> String {
-        HMAC<SHA256>.authenticationCode(for: bytes(type, body), using: key).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(HMAC<SHA256>.authenticationCode(for: bytes(type, body), using: key))
     }
 
-    static func unhex(_ s: String) -> [UInt8]? {
-        guard s.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var i = s.startIndex
-        while i < s.endIndex {
-            let j = s.index(i, offsetBy: 2)
-            guard let b = UInt8(s[i..<j], radix: 16) else { return nil }
-            out.append(b)
-            i = j
-        }
-        return out
-    }
+    static func unhex(_ s: String) -> [UInt8]? { Hex.decode(s) }
 }
 
 /// What travels on a node's job stream: a typed, signed body.
@@ -120,10 +109,11 @@ public enum NodeMessage: Sendable, Equatable {
         let type: String, body: String
         switch self {
         case .job(let e):
-            type = "job"; body = try JSONCoding.encodeString(e)
+            type = "job"; body = try e.jsonString()
         case .cancel(let id, let attempt, let at):
             type = "cancel"
-            body = try JSONCoding.encodeString(JSONValue.object(["job_id": .string(id), "attempt": .number(Double(attempt)), "issued_at": .number(at)]))
+            // A JSONValue, not a struct: the body's bytes (signed) are those older agents expect.
+            body = try JSONValue.object(["job_id": .string(id), "attempt": .number(Double(attempt)), "issued_at": .number(at)]).serialized()
         }
         var f = ["type", type, "body", body]
         if let keys {
@@ -141,11 +131,11 @@ public enum NodeMessage: Sendable, Equatable {
         if let keys { try keys.verify(type, body, signature: fields["sig"], keyID: fields["kid"]) }
         switch type {
         case "job":
-            guard let e = try? JSONCoding.decode(Envelope.self, from: body) else { throw MessageRejection.malformed }
+            guard let e = try? Envelope.parse(body) else { throw MessageRejection.malformed }
             if let exp = e.expiresAt, exp < now { throw MessageRejection.expired }
             return .job(e)
         case "cancel":
-            guard let v = try? JSONCoding.decode(JSONValue.self, from: body), let id = v["job_id"]?.stringValue,
+            guard let v = try? JSONValue.parse(body), let id = v["job_id"]?.stringValue,
                   let attempt = v["attempt"]?.intValue else { throw MessageRejection.malformed }
             return .cancel(jobID: id, attempt: attempt, issuedAt: v["issued_at"]?.doubleValue ?? 0)
         default:

@@ -54,7 +54,7 @@ public final class JobStore {
         let allIDs = plan.jobs.map { _ in UUID().uuidString.lowercased() }
         try db.transaction { tx in
             try tx.exec("INSERT INTO batches (id, name, submitted_by, priority, spec) VALUES ($1, $2, $3, $4, $5::jsonb)",
-                        [batchID, plan.name, submittedBy, String(plan.priority), try JSONCoding.encodeString(plan.spec)])
+                        [batchID, plan.name, submittedBy, String(plan.priority), try plan.spec.serialized()])
             var i = 0
             while i < plan.jobs.count {
                 let chunk = plan.jobs[i..<min(i + 2000, plan.jobs.count)]
@@ -64,9 +64,9 @@ public final class JobStore {
                 for (k, j) in chunk.enumerated() {
                     ids.append(allIDs[i + k])
                     deps.append(j.dependsOn.map { allIDs[$0] }.joined(separator: ","))
-                    names.append(j.name); kinds.append(j.kind); specs.append(try JSONCoding.encodeString(j.spec))
+                    names.append(j.name); kinds.append(j.kind); specs.append(try j.spec.serialized())
                     prios.append(String(j.priority)); vrams.append(String(j.vramBytes)); gpus.append(String(j.gpus))
-                    cons.append(try JSONCoding.encodeString(j.constraints)); maxes.append(String(j.maxAttempts))
+                    cons.append(try j.constraints.serialized()); maxes.append(String(j.maxAttempts))
                     deadlines.append(j.deadlineSeconds.map { String($0) } ?? "NULL")
                     keys.append("\(batchID):\(i + k)")
                 }
@@ -280,11 +280,11 @@ public final class JobStore {
                 }
                 guard let (next, retryAfter) = JobLifecycle.next(cur.state, event, attempt: cur.attempt, maxAttempts: cur.max,
                                                                   policy: policy, random: random()) else { continue }
-                let detail = try JSONCoding.encodeString(JSONValue.object([
+                let detail = try JSONValue.object([
                     "node": .string(res.node), "outcome": .string(res.outcome.rawValue),
                     "failure_class": res.failureClass.map { .string($0.rawValue) } ?? .null,
                     "error": res.error.map { .string($0) } ?? .null,
-                ]))
+                ]).serialized()
                 var c = changes[res.jobID] ?? { order.append(res.jobID); return Change(from: cur.state, attempt: cur.attempt, to: cur.state) }()
                 c.to = next
                 switch res.outcome {
@@ -296,7 +296,7 @@ public final class JobStore {
                         "output": res.result ?? .null, "duration_s": res.durationSeconds.map { .number($0) } ?? .null,
                         "peak_vram_bytes": res.peakVRAMBytes.map { .number(Double($0)) } ?? .null, "node": .string(res.node),
                     ])
-                    c.result = try JSONCoding.encodeString(result)
+                    c.result = try result.serialized()
                     c.finished = true
                     if let d = res.durationSeconds, d.isFinite, let p = placedOn[res.jobID] {
                         samples.append(RuntimeSample(jobID: res.jobID, kind: cur.kind, modelKey: p.model, gpuModel: p.gpuModel,
@@ -354,7 +354,7 @@ public final class JobStore {
                       "{" + cs.map { num($0.startedAt) }.joined(separator: ",") + "}",
                       "{" + cs.map { $0.startedForce ? "t" : "f" }.joined(separator: ",") + "}",
                       PGConnection.optionalTextArray(cs.map(\.result)),
-                      PGConnection.optionalTextArray(try cs.map { $0.errors.isEmpty ? nil : try JSONCoding.encodeString(JSONValue.array($0.errors)) }),
+                      PGConnection.optionalTextArray(try cs.map { $0.errors.isEmpty ? nil : try JSONValue.array($0.errors).serialized() }),
                       PGConnection.optionalTextArray(cs.map(\.failureClass)),
                       "{" + cs.map { $0.finished ? "t" : "f" }.joined(separator: ",") + "}",
                       "{" + cs.map { String($0.maxBump) }.joined(separator: ",") + "}",
@@ -406,11 +406,11 @@ public final class JobStore {
                 guard let id = r["id"], let from = JobState(rawValue: r["state"] ?? ""), let attempt = r.int("attempt") else { continue }
                 let maxA = r.int("max_attempts") ?? 3
                 guard let (next, _) = JobLifecycle.next(from, .lost, attempt: attempt, maxAttempts: maxA, policy: policy, random: 0) else { continue }
-                let entry = try JSONCoding.encodeString(JSONValue.array([.object([
+                let entry = try JSONValue.array([.object([
                     "attempt": .number(Double(attempt)), "class": .string("lost"),
                     "message": .string("lost on node \(r["node"] ?? "?") (node silent or message lost)"),
                     "node": .string(r["node"] ?? ""), "at": .number(Date().timeIntervalSince1970),
-                ])]))
+                ])]).serialized()
                 let res = try tx.exec("""
                     UPDATE jobs SET state = $3, failure_class = 'lost', error = error || $5::jsonb,
                            node = CASE WHEN $3 = 'pending' THEN NULL ELSE node END,
