@@ -214,7 +214,7 @@ final class CoordinatorService: Sendable {
             if entries.isEmpty { return }
             var results: [AttemptResult] = []
             for e in entries {
-                guard let raw = e.fields?["result"], let r = try? JSONCoding.decode(AttemptResult.self, from: raw) else {
+                guard let raw = e.fields?["result"], let r = try? AttemptResult.parse(raw) else {
                     log.warning("unreadable result moved to the dead-letter stream", [("id", e.id)])
                     _ = try? redis.command(["XADD", RedisKeys.deadLetter, "*", "stream", RedisKeys.results, "id", e.id,
                                             "reason", "malformed_result", "raw", String((e.fields?["result"] ?? "").prefix(4096))])

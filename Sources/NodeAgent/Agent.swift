@@ -348,7 +348,7 @@ final class Agent: Sendable {
     private func send(_ batch: [Outgoing]) {
         var todo: [(Outgoing, String)] = []
         for o in batch {
-            do { todo.append((o, try JSONCoding.encodeString(o.result))) } catch { log.error("cannot encode a result: \(error)") }
+            do { todo.append((o, try o.result.jsonString())) } catch { log.error("cannot encode a result: \(error)") }
         }
         var acks: [String] = []
         var delay = 0.05

@@ -66,10 +66,11 @@ public final class PGConnection {
     public init(url: String) { self.url = url }
 
     /// Settings for a connection whose statements are batched key lookups (`… FROM unnest($1) v WHERE
-    /// j.id = v.id`): with join methods that need no index ruled out, PostgreSQL walks the primary key
-    /// for each row instead of hashing the whole table. Its statistics lag far behind a freshly
-    /// submitted batch, and one such plan scanned all jobs for every 500 results.
-    public static let keyLookupSettings = ["SET enable_hashjoin = off", "SET enable_mergejoin = off"]
+    /// j.id = v.id`): with hash and merge joins and sequential scans ruled out (a last resort, not
+    /// forbidden), PostgreSQL walks the primary key for each row. Its statistics lag far behind a
+    /// freshly submitted batch, and with them it chose plans that hashed every job for each 500
+    /// results, or compared every assignment with every pending row (see `JobStore.markDispatched`).
+    public static let keyLookupSettings = ["SET enable_hashjoin = off", "SET enable_mergejoin = off", "SET enable_seqscan = off"]
 
     deinit { close() }
 
