@@ -185,6 +185,19 @@ public enum Migrations {
         );
         CREATE INDEX pipeline_actions_state ON pipeline_actions (state);
         """),
+        // The coordinator reads the head of the pending queue on every placement pass: a partial index in
+        // exactly that order lets it stop after the first rows instead of sorting every pending job. The
+        // dependency sweep (twice a second) first asks whether any pending job waits on another at all.
+        // A job's state changes on every transition, so each change writes an entry into every index of
+        // the table: the general (state, priority, seq) index gives way to partial ones for the few states
+        // the coordinator looks up (pending; on a node: jobs_on_node; backoffs; cancels not yet sent).
+        (6, "partial state indexes", """
+        CREATE INDEX jobs_pending_order ON jobs (priority DESC, seq) WHERE state = 'pending';
+        CREATE INDEX jobs_pending_deps ON jobs (id) WHERE state = 'pending' AND cardinality(depends_on) > 0;
+        CREATE INDEX jobs_retry_wait ON jobs (not_before) WHERE state = 'retry_wait';
+        CREATE INDEX jobs_cancel_unsent ON jobs (id) WHERE state = 'cancelled' AND NOT cancel_sent;
+        DROP INDEX jobs_state_prio;
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.
