@@ -13,7 +13,7 @@ CHAOS_FLAGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_LIBFUZZER ?= 0
 
-.PHONY: all deps build test check-ops demo pipeline-demo browser-test clean-local chaos chaos-ci fuzz
+.PHONY: all deps build agent-release test check-ops demo pipeline-demo browser-test clean-local chaos chaos-ci fuzz
 
 all: build
 
@@ -24,6 +24,13 @@ deps:
 ## build: debug build of hydra and hydra-agent
 build:
 	swift build $(SWIFT_BUILD_FLAGS)
+
+## agent-release: hydra-agent as nodes run it (deploy/install-node.sh agent installs it from
+## .build-static/release): release, the Swift runtime and Foundation linked statically, so nodes need
+## no Swift toolchain (docs/benchmarks.md, "Agent footprint"). Its own scratch path: the static flag
+## changes every compile command, and sharing .build with `swift build -c release` would rebuild all.
+agent-release:
+	swift build -c release --static-swift-stdlib --product hydra-agent --scratch-path .build-static $(SWIFT_BUILD_FLAGS)
 
 ## test: unit + integration tests against a private Redis/PostgreSQL (instance "test"),
 ## (its short fuzz pass uses a fixed seed so that it is reproducible; `make fuzz` explores new seeds),

@@ -6,7 +6,9 @@
 #                                                  hydra-coordinator, nightly timer)
 # Options:
 #   --dry-run        print every action, change nothing
-#   --bin-dir DIR    where the built binaries are (default ./.build/release)
+#   --bin-dir DIR    where the built binaries are (default: agent
+#                    ./.build-static/release from `make agent-release`,
+#                    coordinator ./.build/release from `swift build -c release`)
 #   --cluster FILE   cluster YAML to install if /etc/hydra/cluster.yaml is
 #                    missing (default ./deploy/cluster.yaml)
 #   --node NAME      HYDRA_NODE for a new /etc/hydra/hydra.env (default: short
@@ -27,12 +29,12 @@ set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROLE=""
 DRY=0
-BIN_DIR="./.build/release"
+BIN_DIR=""
 CLUSTER="$SRC/deploy/cluster.yaml"
 NODE=""
 ROOT=""
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -48,6 +50,12 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$ROLE" ] || { echo "install-node: say which role: agent or coordinator" >&2; usage >&2; exit 2; }
 [ -n "$NODE" ] || NODE=$(hostname -s)
+# The agent is built with the Swift runtime and Foundation linked statically, in a
+# scratch path of its own (Makefile: agent-release): nodes need no Swift toolchain.
+AGENT_BUILD="make agent-release (swift build -c release --static-swift-stdlib --product hydra-agent --scratch-path .build-static)"
+if [ -z "$BIN_DIR" ]; then
+    if [ "$ROLE" = agent ]; then BIN_DIR="./.build-static/release"; else BIN_DIR="./.build/release"; fi
+fi
 
 if [ "$DRY" -eq 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
     echo "install-node: run as root (or with --dry-run / --root DIR)" >&2; exit 1
@@ -124,7 +132,8 @@ case "$ROLE" in
 esac
 for b in "${BINS[@]}"; do
     if [ ! -x "$BIN_DIR/$b" ]; then
-        ERRORS+=("$BIN_DIR/$b not found: build with 'swift build -c release' or pass --bin-dir")
+        if [ "$b" = hydra-agent ]; then how="$AGENT_BUILD"; else how="swift build -c release"; fi
+        ERRORS+=("$BIN_DIR/$b not found: build with $how or pass --bin-dir")
         say "! $BIN_DIR/$b not found"
         continue
     fi

@@ -29,12 +29,16 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
     @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @Option(name: .customLong("trim-interval"),
+            help: "Seconds between drops of unused code pages from the resident set while no jobs are held (first one 3 s after start; 0: never).")
+    var trimInterval = 600.0
 
     func validate() throws {
         if simulate && nvidiaSMI != nil { throw ValidationError("--simulate and --nvidia-smi exclude each other") }
         if simulate && cluster == nil { throw ValidationError("--simulate needs --cluster FILE (the GPUs to simulate)") }
         if heartbeatInterval <= 0 { throw ValidationError("--heartbeat-interval must be > 0") }
         if prefetch < 1 { throw ValidationError("--prefetch must be ≥ 1") }
+        if trimInterval < 0 { throw ValidationError("--trim-interval must be ≥ 0") }
     }
 
     func run() throws {
@@ -100,6 +104,9 @@ struct RunCommand: ParsableCommand {
         log.info("agent started", [("kinds", executors.keys.sorted().joined(separator: ",")), ("listen", "\(host):\(bound)"), ("gpus", simulate ? "simulated" : (nvidiaSMI ?? "none")),
                                    ("redis", RedisEndpoint.redacted(redisURL))])
         agent.start()
+        if trimInterval > 0 {
+            ResidentTrim.start(firstAfter: 3, interval: trimInterval, log: log) { agent.runningJobIDs().isEmpty }
+        }
         waitForTermination()
         agent.shutdown()
         server.stop()
