@@ -142,6 +142,33 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(b.stderr.split(separator: "\n").count, 1, "one line on stderr: \(b.stderr)")
     }
 
+    /// The idle agent drops code pages it only used at start-up (docs/benchmarks.md, "Agent footprint"):
+    /// its resident set shrinks, and it keeps working afterwards (the pages come back from the page cache).
+    func testIdleAgentDropsStartupCodePagesAndKeepsWorking() throws {
+        try cluster.startAgent("hydra-ai", extra: ["--log-level", "debug", "--trim-interval", "1"])
+        try waitUntil("agent trims its code pages", timeout: 30) { cluster.log("hydra-ai").contains("msg=\"trimmed idle code pages\"") }
+        let log = cluster.log("hydra-ai")
+        let line = try XCTUnwrap(log.split(separator: "\n").first { $0.contains("trimmed idle code pages") }.map(String.init))
+        func field(_ k: String) -> Int? {
+            line.range(of: "\(k)=(\\d+)", options: .regularExpression).flatMap { Int(line[$0].split(separator: "=")[1]) }
+        }
+        let mappings = try XCTUnwrap(field("mappings")), before = try XCTUnwrap(field("rss_kib_before")), after = try XCTUnwrap(field("rss_kib_after"))
+        XCTAssertGreaterThan(mappings, 0, line)
+        XCTAssertLessThan(after, before, line)
+        let port = try XCTUnwrap(log.range(of: #"listen=127\.0\.0\.1:(\d+)"#, options: .regularExpression).map {
+            String(log[$0].split(separator: ":").last!)
+        })
+        var body = ""
+        try waitUntil("metrics served after the trim", timeout: 30) {
+            body = (try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8)) ?? ""
+            return body.contains("hydra_gpu_memory_total_bytes{")
+        }
+        // A second trim, after the scrape ran code again: the agent is still healthy.
+        let trims = log.components(separatedBy: "trimmed idle code pages").count - 1
+        try waitUntil("another trim", timeout: 30) { cluster.log("hydra-ai").components(separatedBy: "trimmed idle code pages").count - 1 > trims }
+        XCTAssertEqual(try String(contentsOf: URL(string: "http://127.0.0.1:\(port)/healthz")!, encoding: .utf8), "ok\n")
+    }
+
     func testAgentServesPrometheusMetricsForItsGPUs() throws {
         try cluster.startAgent("hydra-ai")
         try waitUntil("agent logs its address", timeout: 30) { cluster.log("hydra-ai").contains("listen=127.0.0.1:") }
