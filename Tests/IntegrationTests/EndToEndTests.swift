@@ -181,9 +181,10 @@ final class EndToEndTests: XCTestCase {
         let first = try cluster.submit("""
         name: hog
         jobs:
-          - {name: hog, kind: sleep, vram: 14GiB, constraints: {gpu_model: "5070 Ti"}, spec: {duration_s: 2}}
-          - {name: hog-small, kind: sleep, vram: 10GiB, constraints: {gpu_model: "3060"}, spec: {duration_s: 2}}
+          - {name: hog, kind: sleep, vram: 14GiB, constraints: {gpu_model: "5070 Ti"}, spec: {duration_s: 5}}
+          - {name: hog-small, kind: sleep, vram: 10GiB, constraints: {gpu_model: "3060"}, spec: {duration_s: 5}}
         """)
+        // The hogs outlast the wait below: a reason is written once a job has been pending for a second.
         let store = cluster.store()
         try waitUntil("hogs running", timeout: 30) { try store.jobs(.init(batchID: first, states: [.running])).count == 2 }
         let second = try cluster.submit("""
