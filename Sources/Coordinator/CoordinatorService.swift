@@ -447,11 +447,14 @@ final class CoordinatorService: Sendable {
 
     /// A requeued job's old envelope must not run later: acknowledge and delete it.
     private func cleanStreams(redis: RedisConnection, _ transitions: [AppliedTransition]) throws {
+        let items = transitions.compactMap { t -> (stream: String, id: String, jobID: String)? in
+            guard let node = t.node, let sid = t.streamID else { return nil }
+            return (RedisKeys.jobs(node), sid, t.jobID)
+        }
         var cmds: [[String]] = []
-        for t in transitions {
-            guard let node = t.node, let sid = t.streamID else { continue }
-            cmds.append(["XACK", RedisKeys.jobs(node), RedisKeys.agentsGroup, sid])
-            cmds.append(["XDEL", RedisKeys.jobs(node), sid])
+        for (item, ours) in zip(items, try redis.entriesBelongToJobs(items)) where ours {
+            cmds.append(["XACK", item.stream, RedisKeys.agentsGroup, item.id])
+            cmds.append(["XDEL", item.stream, item.id])
         }
         _ = try redis.pipeline(cmds)
     }
@@ -459,11 +462,14 @@ final class CoordinatorService: Sendable {
     private func sendCancellations(redis: RedisConnection, store: JobStore) throws {
         let items = try store.cancellationsToSend()
         if items.isEmpty { return }
+        let recorded = items.compactMap { c in c.streamID.map { (stream: RedisKeys.jobs(c.node), id: $0, jobID: c.jobID) } }
+        var envelopeThere: [String: Bool] = [:]
+        for (item, ours) in zip(recorded, try redis.entriesBelongToJobs(recorded)) { envelopeThere[item.jobID] = ours }
         var cmds: [[String]] = []
         for c in items {
             let msg = NodeMessage.cancel(jobID: c.jobID, attempt: c.attempt, issuedAt: Date().timeIntervalSince1970)
             cmds.append(["XADD", RedisKeys.jobs(c.node), "*"] + (try msg.fields(keys: settings.keys)))
-            if let sid = c.streamID { cmds.append(["XDEL", RedisKeys.jobs(c.node), sid]) }
+            if let sid = c.streamID, envelopeThere[c.jobID] == true { cmds.append(["XDEL", RedisKeys.jobs(c.node), sid]) }
         }
         _ = try redis.pipeline(cmds)
         try store.markCancelSent(items.map(\.jobID))

@@ -67,8 +67,11 @@ final class EndToEndTests: XCTestCase {
         try waitUntil("jobs running on hydra-compute", timeout: 30) {
             try !store.jobs(.init(batchID: batch, states: [.running], node: "hydra-compute")).isEmpty
         }
-        let victims = try store.jobs(.init(batchID: batch, states: [.running, .dispatched], node: "hydra-compute")).map(\.id)
+        let victimRows = try store.jobs(.init(batchID: batch, states: [.running, .dispatched], node: "hydra-compute"))
+        let victims = victimRows.map(\.id)
         XCTAssertFalse(victims.isEmpty)
+        let oldEntries = victimRows.compactMap(\.streamID)
+        XCTAssertEqual(oldEntries.count, victims.count, "every dispatched job records its stream entry")
         cluster.kill("hydra-compute")
         try waitUntil("batch done after the crash", timeout: 90) { try cluster.summary(batch).isDone }
         let s = try cluster.summary(batch)
@@ -82,6 +85,11 @@ final class EndToEndTests: XCTestCase {
             XCTAssertEqual(j.errors?.arrayValue?.first?["class"]?.stringValue, "lost")
         }
         XCTAssertEqual(cluster.nodeCount(), 2)
+        // The dead node's envelopes of those attempts are gone, so they can never run late.
+        let redis = try RedisConnection(url: cluster.redisURL)
+        for sid in oldEntries {
+            XCTAssertEqual(try redis.run(["XRANGE", RedisKeys.jobs("hydra-compute"), sid, sid]).array?.count, 0, "entry \(sid) left behind")
+        }
     }
 
     func testSIGTERMLetsRunningJobsFinishThenExitsZero() throws {

@@ -118,6 +118,28 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertTrue(cluster.log("coordinator").contains("retrying"), "the coordinator should have noticed PostgreSQL going away")
     }
 
+    /// Clean-up after a lost or cancelled job acknowledges and deletes a stream entry only when it is
+    /// that job's envelope: a recorded id may be one Redis refused, i.e. another entry's.
+    func testStreamCleanUpTouchesOnlyTheJobsOwnEnvelope() throws {
+        let redis = try RedisConnection(url: cluster.redisURL)
+        let stream = RedisKeys.jobs("hydra-ai")
+        let now = Date().timeIntervalSince1970
+        let a = UUID().uuidString.lowercased(), b = UUID().uuidString.lowercased()
+        let env = Envelope(jobID: a, attempt: 1, kind: "sleep", spec: ["duration_s": 0], gpuUUIDs: [], vramBytes: 0,
+                           deadline: nil, issuedAt: now, expiresAt: now + 60)
+        let idA = try XCTUnwrap(try redis.command(["XADD", stream, "*"] + (try NodeMessage.job(env).fields(keys: nil))).string)
+        let idCancel = try XCTUnwrap(try redis.command(["XADD", stream, "*"]
+            + (try NodeMessage.cancel(jobID: b, attempt: 1, issuedAt: now).fields(keys: nil))).string)
+        let verdicts = try redis.entriesBelongToJobs([
+            (stream, idA, a),        // the job's own envelope
+            (stream, idA, b),        // someone else's envelope under b's recorded id
+            (stream, idCancel, b),   // a cancel message, not an envelope
+            (stream, "1-1", a),      // nothing there
+            (RedisKeys.jobs("nowhere"), idA, a),
+        ])
+        XCTAssertEqual(verdicts, [true, false, false, false, false])
+    }
+
     func testLateResultOfAnOldAttemptChangesNothing() throws {
         try cluster.startCoordinator()
         try cluster.startAgent("hydra-storage")

@@ -90,3 +90,20 @@ extension RedisConnection {
         return (claimed, deleted)
     }
 }
+
+extension RedisConnection {
+    /// For each (stream, entry id, job id): whether that entry is still in the stream and is the
+    /// job's envelope. A stream id recorded for a job is not proof: the coordinator chooses ids
+    /// before its XADD, and one Redis refused may be another entry's; acknowledging or deleting by
+    /// it unchecked could drop someone else's message.
+    public func entriesBelongToJobs(_ items: [(stream: String, id: String, jobID: String)]) throws -> [Bool] {
+        if items.isEmpty { return [] }
+        let replies = try pipeline(items.map { ["XRANGE", $0.stream, $0.id, $0.id] })
+        return zip(items, replies).map { item, reply in
+            guard let entries = reply.array, let entry = Self.parseEntries(entries).first, entry.id == item.id,
+                  let fields = entry.fields, fields["type"] == "job", let body = fields["body"],
+                  let v = try? JSONValue.parse(body) else { return false }
+            return v["job_id"]?.stringValue == item.jobID
+        }
+    }
+}

@@ -31,7 +31,7 @@ public enum RedisACL {
 
     public static func coordinatorRules(passwordSHA256: String) -> [String] {
         ["reset", "on", "#\(passwordSHA256)", "~hydra:*", "resetchannels", "-@all",
-         "+xreadgroup", "+xack", "+xadd", "+xdel", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+ping", "+select", "+auth"]
+         "+xreadgroup", "+xack", "+xadd", "+xdel", "+xrange", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+ping", "+select", "+auth"]
     }
 
     /// An ACL-file line (`user NAME rules…`).
