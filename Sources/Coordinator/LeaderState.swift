@@ -52,11 +52,11 @@ final class LeaderState: Sendable {
     /// Results were applied: update the view, then wake the dispatcher if room may have freed.
     func applied(_ transitions: [AppliedTransition]) {
         if transitions.isEmpty { return }
-        active.withLock { $0.apply(transitions, now: Date().timeIntervalSince1970) }
+        ended(transitions)
         wake()
     }
 
-    /// Jobs requeued or ended outside the results path (lease expiry).
+    /// Jobs that ended or were requeued (results, lease expiry): the view drops or updates them.
     func ended(_ transitions: [AppliedTransition]) {
         if transitions.isEmpty { return }
         active.withLock { $0.apply(transitions, now: Date().timeIntervalSince1970) }

@@ -96,18 +96,8 @@ public final class JobStore {
 
     // MARK: reads for the coordinator
 
-    /// Pending jobs whose dependencies have all succeeded, best first.
-    public func pendingJobs(limit: Int = 10_000) throws -> [JobRow] {
-        try db.exec("""
-            SELECT \(JobRow.columns) FROM jobs j WHERE state = 'pending'
-              AND (cardinality(depends_on) = 0 OR NOT EXISTS (
-                   SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded'))
-            ORDER BY priority DESC, seq LIMIT $1
-            """, [String(limit)]).all.map(JobRow.init(row:))
-    }
-
-    /// The ids of `pendingJobs`, in the same order: what the coordinator reads on every pass,
-    /// fetching whole rows only for ids it has not seen (`pendingRows`).
+    /// Pending jobs whose dependencies have all succeeded, best first, by id: what the coordinator
+    /// reads on every pass, fetching whole rows only for ids it has not seen (`pendingRows`).
     public func pendingIDs(limit: Int = 10_000) throws -> [String] {
         try db.exec("""
             SELECT id FROM jobs j WHERE state = 'pending'
