@@ -17,6 +17,10 @@ struct CoordinatorSettings: Sendable {
     /// After this long a started job's VRAM is taken to show in the live reading even if
     /// its process was not recognised in the compute-apps list.
     var settleSeconds: Double = 20
+    /// A leader that has not renewed its lease for this long is replaced (`Leadership`); it stops by itself too.
+    var leaderTTLSeconds: Double = 5
+    /// Names this coordinator in the leadership row (host and pid).
+    var holder: String = "\(ProcessInfo.processInfo.hostName)/\(getpid())"
 }
 
 /// The coordinator loop: heartbeats in, results in, placements out. It keeps no
@@ -27,8 +31,17 @@ final class CoordinatorService: Sendable {
     let metrics = CoordinatorMetrics()
     let log = Log(component: "coordinator")
     private let stopping = Atomic<Bool>(false)
+    /// Every node's keys, derived from the cluster key: results and heartbeats are checked with the key
+    /// of the node whose stream or hash they came from, envelopes signed with the key of the node they go to.
+    let keyring: NodeKeyring?
 
-    init(settings: CoordinatorSettings) { self.settings = settings }
+    init(settings: CoordinatorSettings) {
+        self.settings = settings
+        keyring = settings.keys.map(NodeKeyring.init)
+    }
+
+    /// The keys for messages to and from `node` (nil: signing is off).
+    func keys(_ node: String) -> SigningKeys? { keyring?.keys(for: node) }
 
     func stop() { stopping.store(true, ordering: .relaxed) }
     var isStopping: Bool { stopping.load(ordering: .relaxed) }
@@ -38,12 +51,13 @@ final class CoordinatorService: Sendable {
         var backoff = 0.2
         while !isStopping {
             let lockConn = PGConnection(url: settings.databaseURL)
+            // A takeover waits for the old leader's fenced transactions; never for long.
+            lockConn.sessionSettings = Leadership.sessionSettings + ["SET lock_timeout = '2s'"]
             do {
-                try waitForLeadership(lockConn)
-                if isStopping { return }
+                guard let epoch = try waitForLeadership(lockConn) else { break }
                 metrics.registry.set("hydra_coordinator_leader", [], 1)
-                log.info("leading")
-                try lead(lockConn)
+                log.info("leading", [("epoch", String(epoch))])
+                try lead(lockConn, epoch: epoch)
                 backoff = 0.2
             } catch {
                 metrics.registry.set("hydra_coordinator_leader", [], 0)
@@ -56,15 +70,20 @@ final class CoordinatorService: Sendable {
         metrics.registry.set("hydra_coordinator_leader", [], 0)
     }
 
-    /// One coordinator leads; others wait here on a PostgreSQL advisory lock.
-    private func waitForLeadership(_ conn: PGConnection) throws {
+    /// One coordinator leads; others wait here until the leader's lease lapses or its session ends
+    /// (`Leadership.tryAcquire`). Returns the epoch this coordinator leads with, or nil when stopping.
+    private func waitForLeadership(_ conn: PGConnection) throws -> Int64? {
         var logged = false
         while !isStopping {
-            let r = try conn.exec("SELECT pg_try_advisory_lock(7210002) AS ok")
-            if r[0].bool("ok") == true { return }
+            do {
+                if let e = try Leadership.tryAcquire(conn, holder: settings.holder, ttl: settings.leaderTTLSeconds) { return e }
+            } catch let e as PGError where e.sqlState == "55P03" {
+                // lock_timeout: the old leader is still finishing a fenced transaction; look again.
+            }
             if !logged { log.info("another coordinator leads; standing by"); logged = true }
-            sleepInterruptibly(1)
+            sleepInterruptibly(0.25)
         }
+        return nil
     }
 
     private func sleepInterruptibly(_ s: Double) {
@@ -72,8 +91,41 @@ final class CoordinatorService: Sendable {
         while !isStopping && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
     }
 
-    private func lead(_ lockConn: PGConnection) throws {
-        let state = LeaderState()
+    private func lead(_ lockConn: PGConnection, epoch: Int64) throws {
+        let state = LeaderState(epoch: epoch, ttl: settings.leaderTTLSeconds)
+        // The lease is renewed from a thread of its own: a stuck statement elsewhere must not let it lapse
+        // unnoticed, and a renewal stuck on a dead connection is noticed by the loops (`state.checkLease`).
+        let owned = HandedOver(conn: lockConn)
+        let renewer = Thread { [self] in
+            let lockConn = owned.conn
+            while !isStopping && !state.stopped {
+                do {
+                    if try Leadership.renew(lockConn, epoch: epoch) { state.renewed(at: Date()) } else { state.fail(Leadership.Lost()) }
+                } catch { state.fail(error) }
+                let next = Date().addingTimeInterval(max(0.1, settings.leaderTTLSeconds / 5))
+                while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.02) }
+            }
+            state.renewerDone()
+        }
+        renewer.name = "lease"
+        state.register(lockConn)
+        renewer.start()
+        // Steps down on this coordinator's own clock: a leader cut off from PostgreSQL may be blocked in a
+        // call that no TCP timeout ends soon; once its lease has lapsed, a standby may lead, so every
+        // connection is cut and the loops end (their writes would be fenced off by the epoch anyway).
+        let watchdog = Thread { [self] in
+            while !isStopping && !state.stopped {
+                do { try state.checkLease(now: Date()) } catch {
+                    log.error("\(error); stepping down")
+                    state.fail(error)
+                    state.interruptAll()
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        watchdog.name = "lease-watchdog"
+        watchdog.start()
         // Three loops, each with its own PostgreSQL and Redis connection, so that applying results,
         // placing jobs and housekeeping overlap instead of queueing behind one another: a result
         // frees room and the next placement runs at once, not after a lease sweep.
@@ -88,19 +140,33 @@ final class CoordinatorService: Sendable {
             t.name = name
             t.start()
         }
-        do { try dispatchLoop(state, lockConn: lockConn) } catch { state.fail(error) }
+        do { try dispatchLoop(state) } catch { state.fail(error) }
         state.stop()
         helpers.wait()
+        state.waitForRenewer()
+        if isStopping, state.error == nil {
+            // A clean stop: a standby leads at once instead of after the lease.
+            try? Leadership.release(lockConn, epoch: epoch)
+        }
         if let e = state.error { throw e }
     }
 
-    private func dispatchLoop(_ state: LeaderState, lockConn: PGConnection) throws {
+    /// A connection for one of the leader's loops: fenced by the epoch, with the session settings that let
+    /// the server notice a vanished coordinator.
+    private func leaderConnection(_ state: LeaderState, keyLookups: Bool) -> (PGConnection, JobStore) {
         let db = PGConnection(url: settings.databaseURL)
-        db.sessionSettings = PGConnection.keyLookupSettings
+        db.sessionSettings = Leadership.sessionSettings + (keyLookups ? PGConnection.keyLookupSettings : [])
+        let store = JobStore(db: db)
+        store.leaderEpoch = state.epoch
+        state.register(db)
+        return (db, store)
+    }
+
+    private func dispatchLoop(_ state: LeaderState) throws {
+        let (db, store) = leaderConnection(state, keyLookups: true)
         defer { db.close() }
         try db.connect()
         try Migrations.check(db)
-        let store = JobStore(db: db)
         let redis = RedisConnection(endpoint: settings.redis)
         // `hydra submit` notifies here, so a new batch is placed at once rather than on the next tick.
         // In the session settings, so that a reconnect listens again.
@@ -108,9 +174,8 @@ final class CoordinatorService: Sendable {
         try db.exec("LISTEN \(JobStore.submitChannel)")
         var cache = PendingCache()
         var streamIDs = StreamIDAllocator()
-        var nodes: [Heartbeat] = []
+        var nodes: [NodeBeat] = []
         var lastBeats = Date.distantPast
-        var lastLockCheck = Date.distantPast
         var lastExplain = Date.distantPast
         var lastResync = Date.distantPast
         var placeNeeded = true
@@ -121,11 +186,7 @@ final class CoordinatorService: Sendable {
             }
             if db.takeNotifications() > 0 { placeNeeded = true }
             let now = Date()
-            if now.timeIntervalSince(lastLockCheck) >= 1 {
-                // The lock connection doubles as the leadership check: losing it means another may lead.
-                _ = try lockConn.exec("SELECT 1")
-                lastLockCheck = now
-            }
+            try state.checkLease(now: now)
             if now.timeIntervalSince(lastResync) >= 2 {
                 // The in-memory view of jobs on nodes is kept by this loop and the results loop; re-reading
                 // it now and then also catches what others changed (an operator's cancel).
@@ -146,42 +207,65 @@ final class CoordinatorService: Sendable {
 
     /// Results in, state transitions out; wakes the dispatch loop when something was applied.
     private func resultsLoop(_ state: LeaderState) throws {
-        let db = PGConnection(url: settings.databaseURL)
-        db.sessionSettings = PGConnection.keyLookupSettings
+        let (db, store) = leaderConnection(state, keyLookups: true)
         defer { db.close() }
         try db.connect()
-        let store = JobStore(db: db)
         let redis = RedisConnection(endpoint: settings.redis)
-        try redis.ensureGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup)
         var gaps = DispatchGapTracker()
-        // Results read but not acknowledged before a crash are applied again (guards make that harmless).
-        try consumeResults(redis: redis, store: store, id: "0", block: nil, gaps: &gaps, state: state)
+        var streams: [String] = []
+        var lastStreams = Date.distantPast
+        var first = true
         while !isStopping && !state.stopped {
-            try consumeResults(redis: redis, store: store, id: ">", block: settings.resultBlockMillis, gaps: &gaps, state: state)
+            try state.checkLease(now: Date())
+            if Date().timeIntervalSince(lastStreams) >= 2 {
+                // Nodes come from the cluster file (or, without one, from what heartbeats): their result streams.
+                let now = try nodeNames(redis).map(RedisKeys.results)
+                for s in now where !streams.contains(s) { try redis.ensureGroup(stream: s, group: RedisKeys.coordinatorGroup) }
+                if now != streams { first = true }
+                streams = now
+                lastStreams = Date()
+            }
+            if streams.isEmpty { Thread.sleep(forTimeInterval: 0.1); continue }
+            if first {
+                // Results read but not acknowledged before a crash are applied again (guards make that harmless).
+                try consumeResults(redis: redis, store: store, streams: streams, id: "0", block: nil, gaps: &gaps, state: state)
+                first = false
+            }
+            try consumeResults(redis: redis, store: store, streams: streams, id: ">", block: settings.resultBlockMillis, gaps: &gaps, state: state)
         }
     }
 
     /// Everything that is not on the path from a result to the next dispatch: node rows, leases,
     /// backoffs, dependencies, cancellations, gauges, learned runtimes.
     private func housekeepingLoop(_ state: LeaderState) throws {
-        let db = PGConnection(url: settings.databaseURL)
+        let (db, store) = leaderConnection(state, keyLookups: false)
         defer { db.close() }
         try db.connect()
-        let store = JobStore(db: db)
         let redis = RedisConnection(endpoint: settings.redis)
         var lastNodesWrite = Date.distantPast
         var lastCounts = Date.distantPast
         var lastStats = Date.distantPast
+        var liveness = NodeLiveness(timeout: settings.nodeTimeoutSeconds)
         while !isStopping && !state.stopped {
             let now = Date()
+            try state.checkLease(now: now)
             let nodes = try readHeartbeats(redis)
+            let t = now.timeIntervalSince1970
+            liveness.tick(now: t)
+            for n in nodes { liveness.observe(node: n.name, instance: n.beat.instance, seq: n.beat.seq, now: t) }
+            let live = nodes.filter { liveness.isLive($0.name, now: t) }
             if now.timeIntervalSince(lastNodesWrite) >= 1 {
-                try writeNodes(store: store, nodes: nodes)
+                try writeNodes(store: store, nodes: live, liveness: liveness, now: t)
                 lastNodesWrite = now
             }
-            // Leases are several seconds long: renewing twice a second is plenty.
-            try store.renewLeases(jobIDs: nodes.flatMap(\.running), leaseSeconds: settings.leaseSeconds)
-            let lost = try store.expireLeases(nodeTimeout: settings.nodeTimeoutSeconds)
+            // Leases are several seconds long: renewing twice a second is plenty. Only for the attempts each
+            // node holds, as its own (signed) heartbeat says.
+            try store.renewLeases(held: live.flatMap { n in n.beat.held.map { (node: n.name, job: $0) } }, leaseSeconds: settings.leaseSeconds)
+            // Dead: nodes holding jobs that this coordinator has not heard from lately, on its own clock.
+            let liveNames = Set(live.map(\.name))
+            let dead = liveness.settled(now: t)
+                ? Set(state.activeJobs().compactMap(\.node)).subtracting(liveNames).sorted() : []
+            let lost = try store.expireLeases(deadNodes: dead)
             for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
             state.ended(lost)
             try cleanStreams(redis: redis, lost)
@@ -206,25 +290,31 @@ final class CoordinatorService: Sendable {
 
     // MARK: results
 
-    private func consumeResults(redis: RedisConnection, store: JobStore, id: String, block: Int?, gaps: inout DispatchGapTracker,
-                                state: LeaderState) throws {
+    private func consumeResults(redis: RedisConnection, store: JobStore, streams: [String], id: String, block: Int?,
+                                gaps: inout DispatchGapTracker, state: LeaderState) throws {
         while true {
-            let entries = try redis.readGroup(stream: RedisKeys.results, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
+            let entries = try redis.readGroup(streams: streams, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
                                               id: id, count: 1000, blockMillis: block)
             if entries.isEmpty { return }
             var results: [AttemptResult] = []
-            for e in entries {
-                guard let raw = e.fields?["result"], let r = try? AttemptResult.parse(raw) else {
-                    log.warning("unreadable result moved to the dead-letter stream", [("id", e.id)])
-                    _ = try? redis.command(["XADD", RedisKeys.deadLetter, "*", "stream", RedisKeys.results, "id", e.id,
-                                            "reason", "malformed_result", "raw", String((e.fields?["result"] ?? "").prefix(4096))])
-                    continue
+            var rejected: [(stream: String, entry: StreamEntry, reason: String)] = []
+            for (stream, e) in entries {
+                guard let node = RedisKeys.node(ofResults: stream) else { continue }
+                do {
+                    results.append(try ResultMessage.decode(e.fields, node: node, keys: keys(node)))
+                } catch {
+                    // Unsigned, forged, for another node, unreadable: it changes nothing, and says why on the dead-letter stream.
+                    rejected.append((stream, e, ((error as? MessageRejection) ?? .malformed).rawValue))
                 }
-                results.append(r)
             }
-            let applied = try store.apply(results: results)
-            // Acknowledge only after the transitions are committed.
-            try redis.run(["XACK", RedisKeys.results, RedisKeys.coordinatorGroup] + entries.map(\.id))
+            if !rejected.isEmpty { deadLetterResults(redis, rejected) }
+            let applied = try applyIsolating(store: store, redis: redis, results)
+            // Acknowledge only after the transitions are committed, and delete: nothing else trims the streams.
+            var byStream: [String: [String]] = [:]
+            for (stream, e) in entries { byStream[stream, default: []].append(e.id) }
+            _ = try redis.pipeline(byStream.sorted { $0.key < $1.key }.flatMap { stream, ids in
+                [["XACK", stream, RedisKeys.coordinatorGroup] + ids, ["XDEL", stream] + ids]
+            })
             state.applied(applied)
             let nowEpoch = Date().timeIntervalSince1970
             for t in applied {
@@ -246,41 +336,107 @@ final class CoordinatorService: Sendable {
         }
     }
 
-    // MARK: nodes
-
-    struct Heartbeat {
-        var name: String
-        var inventory: Inventory
-        var draining: Bool
-        var running: [String]
-        var sentAt: Double?
-        var version: String?
+    /// Applies results as one batch; when PostgreSQL refuses the batch for something other than a lost
+    /// connection, applies them one by one and quarantines each one it still refuses: the job fails with
+    /// class `bad_result` and the reason goes to the dead-letter stream. One bad result never holds up
+    /// the others, and is never retried in a loop.
+    private func applyIsolating(store: JobStore, redis: RedisConnection, _ results: [AttemptResult]) throws -> [AppliedTransition] {
+        do {
+            return try store.apply(results: results)
+        } catch let e as PGError where !e.isConnectionLoss {
+            log.warning("a batch of results was refused; applying them one by one", [("results", String(results.count)), ("error", e.message)])
+        }
+        var applied: [AppliedTransition] = []
+        for r in results {
+            do {
+                applied += try store.apply(results: [r])
+            } catch let e as PGError where !e.isConnectionLoss {
+                applied += try quarantine(store: store, redis: redis, r, reason: "result could not be stored: \(e.message)")
+            }
+        }
+        return applied
     }
 
-    private func readHeartbeats(_ redis: RedisConnection) throws -> [Heartbeat] {
-        let names = (try redis.run(["SMEMBERS", RedisKeys.nodes]).array ?? []).compactMap(\.string).sorted()
+    private func quarantine(store: JobStore, redis: RedisConnection, _ r: AttemptResult, reason: String) throws -> [AppliedTransition] {
+        metrics.registry.add("hydra_results_quarantined_total", [])
+        log.error("result quarantined; the job fails with class bad_result", [("job", r.jobID), ("attempt", String(r.attempt)), ("node", r.node), ("reason", reason)])
+        let raw = (try? r.storable().jsonString()) ?? ""
+        _ = try? redis.command(["XADD", RedisKeys.deadLetter, "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "source", "result",
+                                "node", StoredText.clean(r.node, maxBytes: 256), "job", r.jobID, "attempt", String(r.attempt),
+                                "reason", StoredText.clean(reason, maxBytes: 4096), "raw", StoredText.clean(raw, maxBytes: 4096)])
+        do {
+            return try store.failBadResult(jobID: r.jobID, attempt: r.attempt, node: r.node, reason: reason).map { [$0] } ?? []
+        } catch let e as PGError where !e.isConnectionLoss {
+            log.error("cannot mark the job failed either; its lease will requeue it", [("job", r.jobID), ("error", e.message)])
+            return []
+        }
+    }
+
+    private func deadLetterResults(_ redis: RedisConnection, _ items: [(stream: String, entry: StreamEntry, reason: String)]) {
+        for i in items {
+            metrics.registry.add("hydra_messages_rejected_total", ["result", i.reason])
+            log.warning("result refused, moved to the dead-letter stream", [("stream", i.stream), ("id", i.entry.id), ("reason", i.reason)])
+        }
+        _ = try? redis.pipeline(items.map { i in
+            let raw = i.entry.fields?["result"] ?? i.entry.fields.map { "\($0.keys.sorted())" } ?? "(deleted entry)"
+            return ["XADD", RedisKeys.deadLetter, "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "source", "result", "stream", i.stream,
+                    "id", i.entry.id, "reason", i.reason, "raw", StoredText.clean(String(raw.prefix(4096)), maxBytes: 4096)]
+        })
+    }
+
+    // MARK: nodes
+
+    /// A node's verified heartbeat, with the operator's drain applied.
+    struct NodeBeat {
+        var name: String
+        var beat: HeartbeatMessage
+        var draining: Bool
+        var inventory: Inventory { beat.inventory }
+    }
+
+    /// The nodes this coordinator works with: those of the cluster file, and nothing an agent can add.
+    /// Without a cluster file (a development setup) the nodes that register themselves, by valid name only.
+    func nodeNames(_ redis: RedisConnection) throws -> [String] {
+        if let c = settings.cluster { return c.nodes.map(\.name) }
+        return (try redis.run(["SMEMBERS", RedisKeys.nodes]).array ?? []).compactMap(\.string)
+            .filter { (try? RedisACL.checkNodeName($0)) != nil }.sorted()
+    }
+
+    private let rejectedBeats = Mutex<[String: String]>([:])
+
+    private func readHeartbeats(_ redis: RedisConnection) throws -> [NodeBeat] {
+        let names = try nodeNames(redis)
         if names.isEmpty { return [] }
-        let replies = try redis.pipeline(names.map { ["HGETALL", RedisKeys.heartbeat($0)] })
-        var out: [Heartbeat] = []
+        let replies = try redis.pipeline(names.map { ["HMGET", RedisKeys.heartbeat($0), "body", "sig", "kid"] })
+        let drainedNow = drained.withLock { $0 }
+        var out: [NodeBeat] = []
         for (name, reply) in zip(names, replies) {
-            guard let kv = reply.array, !kv.isEmpty else { continue }
-            var f: [String: String] = [:]
-            var i = 0
-            while i + 1 < kv.count { f[kv[i].string ?? ""] = kv[i + 1].string ?? ""; i += 2 }
-            let inv = f["inventory"].flatMap { try? JSONCoding.decode(Inventory.self, from: $0) } ?? Inventory()
-            let running = f["running"].flatMap { try? JSONCoding.decode([String].self, from: $0) } ?? []
-            out.append(Heartbeat(name: name, inventory: inv, draining: f["state"] == "stopping" || drained.withLock { $0.contains(name) },
-                                 running: running, sentAt: f["sent_at"].flatMap(Double.init), version: f["version"]))
+            guard let v = reply.array, v.count == 3, let body = v[0].string else { continue }
+            var f = ["body": body]
+            if let sig = v[1].string { f["sig"] = sig }
+            if let kid = v[2].string { f["kid"] = kid }
+            do {
+                let hb = try HeartbeatMessage.decode(f, node: name, keys: keys(name))
+                if rejectedBeats.withLock({ $0.removeValue(forKey: name) }) != nil { log.info("heartbeat accepted again", [("node", name)]) }
+                out.append(NodeBeat(name: name, beat: hb, draining: hb.stopping || drainedNow.contains(name)))
+            } catch {
+                let reason = ((error as? MessageRejection) ?? .malformed).rawValue
+                // Once per node and reason, not on every read: a forged heartbeat is rewritten every second.
+                if rejectedBeats.withLock({ $0.updateValue(reason, forKey: name) }) != reason {
+                    metrics.registry.add("hydra_messages_rejected_total", ["heartbeat", reason])
+                    log.warning("heartbeat refused: the node counts as silent", [("node", name), ("reason", reason)])
+                }
+            }
         }
         return out
     }
 
     private let drained = Mutex<Set<String>>([])
 
-    private func writeNodes(store: JobStore, nodes: [Heartbeat]) throws {
+    private func writeNodes(store: JobStore, nodes: [NodeBeat], liveness: NodeLiveness, now: Double) throws {
         try store.upsertNodes(nodes.map {
-            NodeRow(name: $0.name, lastSeen: $0.sentAt, up: true, draining: false, agentVersion: $0.version,
-                    inventory: $0.inventory, running: $0.running)
+            NodeRow(name: $0.name, lastSeen: liveness.lastChange($0.name) ?? now, up: true, draining: false, agentVersion: $0.beat.version,
+                    inventory: $0.inventory, running: $0.beat.held.map(\.id))
         })
         try store.markNodesDown(except: nodes.map(\.name))
         let rows = try store.nodes()
@@ -292,7 +448,7 @@ final class CoordinatorService: Sendable {
     // MARK: placement
 
     /// The cluster as the router sees it: config nodes plus any node that heartbeats without being configured.
-    func snapshot(nodes: [Heartbeat], active: [JobRow], now: Date) -> ClusterSnapshot {
+    func snapshot(nodes: [NodeBeat], active: [JobRow], now: Date) -> ClusterSnapshot {
         var config = settings.cluster ?? ClusterConfig(nodes: [])
         for h in nodes where config.node(named: h.name) == nil {
             config.nodes.append(NodeConfig(name: h.name, gpus: h.inventory.gpus.map {
@@ -322,7 +478,7 @@ final class CoordinatorService: Sendable {
     /// One placement pass. Returns whether another pass should follow at once: it placed jobs
     /// and read a full batch, so more may be waiting behind it.
     private func placeAndDispatch(redis: RedisConnection, store: JobStore, cache: inout PendingCache,
-                                  streamIDs: inout StreamIDAllocator, nodes: [Heartbeat],
+                                  streamIDs: inout StreamIDAllocator, nodes: [NodeBeat],
                                   state: LeaderState, explain: Bool) throws -> Bool {
         // PostgreSQL says which jobs are pending and in which order; rows already read and decoded
         // in an earlier pass come from the cache (a pending job's row does not change until it is placed).
@@ -348,6 +504,24 @@ final class CoordinatorService: Sendable {
                                      ("used", snap.nodes.flatMap { $0.gpus.map { ByteSize.format($0.usedBytes ?? 0) } }.joined(separator: "/"))])
             }
         }
+        // Backpressure: a node never has more jobs dispatched than its agent reads ahead (its heartbeat's
+        // capacity). A job beyond that would sit unread in the stream, unlisted in heartbeats, and its lease
+        // would run out while the node is healthy; it waits here instead and goes wherever room frees first.
+        var held: [String: Int] = [:]
+        for j in active { if let n = j.node { held[n, default: 0] += 1 } }
+        let capacity = Dictionary(nodes.map { ($0.name, max(0, $0.beat.capacity)) }, uniquingKeysWith: { a, _ in a })
+        var assignments: [Assignment] = []
+        var full: [String: String] = [:]
+        for a in result.assignments {
+            let cap = capacity[a.node] ?? 0
+            if held[a.node, default: 0] < cap {
+                held[a.node, default: 0] += 1
+                assignments.append(a)
+            } else {
+                full[a.jobID] = "\(a.node) already holds \(cap) jobs, all its agent reads ahead (--prefetch)"
+            }
+        }
+        if !full.isEmpty { metrics.registry.add("hydra_placements_deferred_total", [], Double(full.count)) }
         if explain {
             // Each reason written is a row version; a batch of 20,000 short jobs would rewrite every row once
             // just to say "all CPU slots busy" for a fraction of a second. Reasons are for jobs that wait: those
@@ -358,20 +532,24 @@ final class CoordinatorService: Sendable {
                 if let s = submitted[r.jobID], t0.timeIntervalSince(s) < 1 { continue }
                 reasons[r.jobID] = r.message
             }
+            for (id, why) in full where reasons.count < 1000 {
+                if let s = submitted[id], t0.timeIntervalSince(s) < 1 { continue }
+                reasons[id] = why
+            }
             try store.setPendingReasons(reasons)
         }
-        if result.assignments.isEmpty { return false }
+        if assignments.isEmpty { return false }
         var models: [String: String] = [:]
         for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
         // Streams not written to since this coordinator took over: learn their last id first.
-        let unknown = Array(Set(result.assignments.map { RedisKeys.jobs($0.node) }).filter { !streamIDs.knows(stream: $0) })
+        let unknown = Array(Set(assignments.map { RedisKeys.jobs($0.node) }).filter { !streamIDs.knows(stream: $0) })
         if !unknown.isEmpty {
             for (stream, r) in zip(unknown, try redis.pipeline(unknown.map { ["XINFO", "STREAM", $0] })) {
                 streamIDs.learned(stream: stream, xinfo: r)
             }
         }
         let nowMillis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
-        let placements = result.assignments.map {
+        let placements = assignments.map {
             JobStore.Placement(jobID: $0.jobID, node: $0.node, gpuUUIDs: $0.gpuUUIDs,
                                reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
                                gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] }, spec: cache.rows[$0.jobID]?.spec,
@@ -397,9 +575,9 @@ final class CoordinatorService: Sendable {
         for d in dispatched {
             let env = Envelope(jobID: d.id, attempt: d.attempt, kind: d.kind, spec: d.spec, gpuUUIDs: d.gpuUUIDs,
                                vramBytes: d.vramBytes, deadline: d.deadlineSeconds.map { now + $0 }, issuedAt: now,
-                               expiresAt: now + settings.envelopeTTLSeconds)
+                               expiresAt: now + settings.envelopeTTLSeconds, node: d.node)
             commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", chosen[d.id] ?? "*"]
-                            + (try NodeMessage.job(env).fields(keys: settings.keys)))
+                            + (try NodeMessage.job(env).fields(keys: keys(d.node))))
         }
         let replies: [RedisReply]
         do { replies = try redis.pipeline(commands) } catch {
@@ -466,15 +644,21 @@ final class CoordinatorService: Sendable {
         var envelopeThere: [String: Bool] = [:]
         for (item, ours) in zip(recorded, try redis.entriesBelongToJobs(recorded)) { envelopeThere[item.jobID] = ours }
         var cmds: [[String]] = []
+        let now = Date().timeIntervalSince1970
         for c in items {
-            let msg = NodeMessage.cancel(jobID: c.jobID, attempt: c.attempt, issuedAt: Date().timeIntervalSince1970)
-            cmds.append(["XADD", RedisKeys.jobs(c.node), "*"] + (try msg.fields(keys: settings.keys)))
+            let msg = NodeMessage.cancel(jobID: c.jobID, attempt: c.attempt, issuedAt: now, node: c.node,
+                                         expiresAt: now + settings.envelopeTTLSeconds)
+            cmds.append(["XADD", RedisKeys.jobs(c.node), "*"] + (try msg.fields(keys: keys(c.node))))
             if let sid = c.streamID, envelopeThere[c.jobID] == true { cmds.append(["XDEL", RedisKeys.jobs(c.node), sid]) }
         }
         _ = try redis.pipeline(cmds)
-        try store.markCancelSent(items.map(\.jobID))
+        try store.markCancelSent(items.map { ($0.jobID, $0.attempt) })
     }
 }
+
+/// `@unchecked Sendable`: PGConnection is not thread-safe; the leadership connection is handed to the
+/// lease thread while it runs, and `lead` touches it again only after `waitForRenewer()` returned.
+private struct HandedOver: @unchecked Sendable { let conn: PGConnection }
 
 struct CoordinatorMetrics: Sendable {
     let registry = MetricsRegistry()
@@ -491,6 +675,12 @@ struct CoordinatorMetrics: Sendable {
         r.register("hydra_router_pass_duration_seconds", .gauge, help: "Duration of the last placement pass.")
         r.register("hydra_queue_depth", .gauge, help: "Jobs dispatched to a node in the last pass.", labels: ["node"])
         r.register("hydra_node_up", .gauge, help: "1 when the node's heartbeat is live.", labels: ["node"])
+        r.register("hydra_messages_rejected_total", .counter, help: "Results and heartbeats refused (unsigned, forged, for another node, unreadable).",
+                   labels: ["source", "reason"])
+        r.register("hydra_results_quarantined_total", .counter, help: "Verified results that could not be stored: their job failed with class bad_result.")
+        r.register("hydra_placements_deferred_total", .counter, help: "Placements held back because the node already holds as many jobs as its agent reads ahead.")
+        r.add("hydra_results_quarantined_total", [], 0)
+        r.add("hydra_placements_deferred_total", [], 0)
         r.set("hydra_coordinator_leader", [], 0)
         r.add("hydra_placements_total", [], 0)
     }

@@ -12,6 +12,33 @@ final class LeaderState: Sendable {
     private let stopFlag = Atomic<Bool>(false)
     private let dirty = Atomic<Bool>(false)
     private let signal = NSCondition()
+    /// The epoch this coordinator leads with (`Leadership`).
+    let epoch: Int64
+    let ttl: Double
+    private let lastRenewal = Mutex<Date>(Date())
+    private let renewer = DispatchSemaphore(value: 0)
+
+    init(epoch: Int64 = 0, ttl: Double = 5) {
+        self.epoch = epoch
+        self.ttl = ttl
+    }
+
+    func renewed(at t: Date) { lastRenewal.withLock { $0 = t } }
+
+    /// Throws once the lease has not been renewed for its whole length: by then a standby may lead,
+    /// and this coordinator must stop acting before its writes are fenced off anyway.
+    func checkLease(now: Date) throws {
+        let last = lastRenewal.withLock { $0 }
+        if now.timeIntervalSince(last) > ttl { throw Leadership.Lost("lease not renewed for \(ttl) s (PostgreSQL unreachable?)") }
+    }
+
+    private let connections = Mutex<[PGInterrupter]>([])
+    func register(_ c: PGConnection) { connections.withLock { $0.append(c.interrupter) } }
+    /// Cuts every PostgreSQL connection of this leader: calls blocked on a silent server return.
+    func interruptAll() { for i in connections.withLock({ $0 }) { i.interrupt() } }
+
+    func renewerDone() { renewer.signal() }
+    func waitForRenewer() { renewer.wait() }
 
     var stopped: Bool { stopFlag.load(ordering: .acquiring) }
     var error: (any Error)? { firstError.withLock { $0 } }

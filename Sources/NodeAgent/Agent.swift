@@ -13,7 +13,10 @@ struct AgentSettings: Sendable {
     var markerDirectory: String?
     var prefetch: Int
     var version: String
+    /// This node's own keys (`SigningKeys.loadForNode`): they check envelopes and sign results and heartbeats.
     var keys: SigningKeys?
+    /// Where the attempts this node has taken are remembered across restarts (`SeenAttempts`); nil: in memory.
+    var seenFile: String? = nil
 }
 
 /// A job the agent holds: read from its stream, running on its own thread.
@@ -42,9 +45,10 @@ final class Agent: Sendable {
     /// The consumer takes no more envelopes: once nothing is held or queued either, the publisher may end.
     private let consumerDone = Atomic<Bool>(false)
     private let jobs = Mutex<[String: RunningJob]>([:])
-    /// (job id, attempt) pairs finished lately: a redelivered envelope (Redis lost an
-    /// acknowledgement in a restart) is acknowledged instead of being run twice.
-    private let finished = Mutex<(set: Set<String>, order: [String])>(([], []))
+    /// Attempts taken, on disk: a redelivered envelope (Redis lost an acknowledgement in a restart)
+    /// or a replayed copy is refused instead of being run twice, also after a restart.
+    private let seen: SeenAttempts
+    private let heartbeatSeq = Atomic<UInt64>(0)
     private let lastInventory = Mutex<Inventory>(Inventory())
     private let lastHeartbeatOK = Mutex<Date?>(nil)
     private let results: Mutex<RedisConnection>
@@ -76,6 +80,7 @@ final class Agent: Sendable {
         self.metrics = AgentMetrics(node: settings.node)
         self.log = Log(component: "agent", fields: [("node", settings.node)])
         self.results = Mutex(RedisConnection(endpoint: settings.redis))
+        self.seen = try SeenAttempts(path: settings.seenFile, now: Date().timeIntervalSince1970)
     }
 
     var jobsStream: String { RedisKeys.jobs(settings.node) }
@@ -88,6 +93,7 @@ final class Agent: Sendable {
     }
 
     func runningJobIDs() -> [String] { jobs.withLock { Array($0.keys).sorted() } }
+    func heldJobs() -> [HeldJob] { jobs.withLock { $0.values.map { HeldJob(id: $0.envelope.jobID, attempt: $0.envelope.attempt) } }.sorted { $0.id < $1.id } }
 
     // MARK: lifecycle
 
@@ -165,15 +171,17 @@ final class Agent: Sendable {
         }
         metrics.collectionDuration(Date().timeIntervalSince(t0))
         let inv = lastInventory.withLock { $0 }
-        let running = runningJobIDs()
-        metrics.jobsRunning(running.count)
+        let held = heldJobs()
+        metrics.jobsRunning(held.count)
         do {
             let key = RedisKeys.heartbeat(settings.node)
             let ttl = max(1, Int((3 * settings.heartbeatInterval).rounded(.up)))
+            let hb = HeartbeatMessage(node: settings.node, instance: settings.instanceID,
+                                      seq: heartbeatSeq.add(1, ordering: .relaxed).newValue, sentAt: Date().timeIntervalSince1970,
+                                      state: isStopping ? "stopping" : "ready", version: settings.version, capacity: settings.prefetch,
+                                      inventory: inv, held: held)
             let replies = try conn.pipeline([
-                ["HSET", key, "inventory", try JSONCoding.encodeString(inv), "version", settings.version,
-                 "running", try JSONCoding.encodeString(running), "sent_at", String(Date().timeIntervalSince1970),
-                 "instance", settings.instanceID, "state", isStopping ? "stopping" : "ready"],
+                ["HSET", key] + (try hb.fields(keys: settings.keys)),
                 ["EXPIRE", key, String(ttl)],
                 ["SADD", RedisKeys.nodes, settings.node],
             ])
@@ -247,16 +255,19 @@ final class Agent: Sendable {
         }
     }
 
+    /// Acknowledged entries are deleted too: nothing else ever trims the node's stream.
     private func ack(_ conn: RedisConnection, _ id: String) {
-        do { try conn.run(["XACK", jobsStream, RedisKeys.agentsGroup, id]) } catch { log.warning("XACK \(id) failed: \(error)") }
+        do { _ = try conn.pipeline([["XACK", jobsStream, RedisKeys.agentsGroup, id], ["XDEL", jobsStream, id]]) } catch {
+            log.warning("XACK \(id) failed: \(error)")
+        }
     }
 
     private func deadLetter(_ conn: RedisConnection, entry: StreamEntry, reason: String) {
         metrics.deadLettered(reason: reason)
         log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)])
         let raw = entry.fields?["body"] ?? entry.fields.map { "\($0.keys.sorted())" } ?? ""
-        _ = try? conn.command(["XADD", RedisKeys.deadLetter, "MAXLEN", "~", "100000", "*", "node", settings.node,
-                               "stream", jobsStream, "id", entry.id, "reason", reason, "raw", String(raw.prefix(4096))])
+        _ = try? conn.command(["XADD", RedisKeys.deadLetter(settings.node), "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "node", settings.node,
+                               "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(String(raw.prefix(4096)))])
     }
 
     func handle(_ entry: StreamEntry, conn: RedisConnection, recovered: Bool) {
@@ -267,8 +278,8 @@ final class Agent: Sendable {
         }
         let env: Envelope
         do {
-            switch try NodeMessage.decode(fields, keys: settings.keys, now: Date().timeIntervalSince1970) {
-            case .cancel(let id, let attempt, _):
+            switch try NodeMessage.decode(fields, keys: settings.keys, now: Date().timeIntervalSince1970, node: settings.node) {
+            case .cancel(let id, let attempt, _, _, _):
                 if let j = jobs.withLock({ $0[id] }), j.envelope.attempt == attempt {
                     log.info("cancel requested", [("job", id)])
                     j.cancellation.cancel()
@@ -290,9 +301,13 @@ final class Agent: Sendable {
                                   error: "agent on \(settings.node) restarted while holding this job; its process is gone"), ack: entry.id)
             return
         }
-        if jobs.withLock({ $0[env.jobID] != nil }) { return }
-        if finished.withLock({ $0.set.contains("\(env.jobID)/\(env.attempt)") }) {
-            log.info("envelope delivered again after it finished; acknowledging", [("job", env.jobID), ("attempt", String(env.attempt))])
+        // The very entry this node is running, delivered again: nothing to do until its result is out.
+        if jobs.withLock({ $0[env.jobID]?.streamID == entry.id }) { return }
+        switch seen.take(jobID: env.jobID, attempt: env.attempt, expiresAt: env.expiresAt, now: Date().timeIntervalSince1970) {
+        case .new: break
+        case .seen, .older:
+            // A redelivery after Redis lost an acknowledgement looks the same as a replay: neither runs.
+            deadLetter(conn, entry: entry, reason: MessageRejection.replayed.rawValue)
             ack(conn, entry.id)
             return
         }
@@ -346,18 +361,19 @@ final class Agent: Sendable {
 
     /// A result must reach Redis before its XACK: keeps trying while Redis is away.
     private func send(_ batch: [Outgoing]) {
-        var todo: [(Outgoing, String)] = []
+        var todo: [(Outgoing, [String])] = []
         for o in batch {
-            do { todo.append((o, try o.result.jsonString())) } catch { log.error("cannot encode a result: \(error)") }
+            do { todo.append((o, try ResultMessage.fields(o.result, keys: settings.keys))) } catch { log.error("cannot encode a result: \(error)") }
         }
         var acks: [String] = []
         var delay = 0.05
         while !todo.isEmpty {
             do {
+                let stream = RedisKeys.results(settings.node)
                 let replies = try results.withLock { c in
-                    try c.pipeline(todo.map { ["XADD", RedisKeys.results, "MAXLEN", "~", "1000000", "*", "result", $0.1] })
+                    try c.pipeline(todo.map { ["XADD", stream, "MAXLEN", "~", "1000000", "*"] + $0.1 })
                 }
-                var failed: [(Outgoing, String)] = []
+                var failed: [(Outgoing, [String])] = []
                 for (item, reply) in zip(todo, replies) {
                     if case .error(let e) = reply {
                         log.warning("cannot publish a result yet: \(e)", [("job", item.0.result.jobID)])
@@ -377,7 +393,9 @@ final class Agent: Sendable {
         }
         if acks.isEmpty { return }
         do {
-            _ = try results.withLock { c in try c.run(["XACK", jobsStream, RedisKeys.agentsGroup] + acks) }
+            _ = try results.withLock { c in
+                try c.pipeline([["XACK", jobsStream, RedisKeys.agentsGroup] + acks, ["XDEL", jobsStream] + acks])
+            }
         } catch {
             log.warning("XACK of \(acks.count) entries failed: \(error)")
         }
@@ -386,14 +404,6 @@ final class Agent: Sendable {
     /// After its result is in Redis and its entry acknowledged: the job leaves the held set.
     private func retire(_ job: RunningJob, _ result: AttemptResult) {
         let env = job.envelope
-        finished.withLock { f in
-            let key = "\(env.jobID)/\(env.attempt)"
-            if f.set.insert(key).inserted { f.order.append(key) }
-            if f.order.count > 20_000 {
-                for k in f.order.prefix(10_000) { f.set.remove(k) }
-                f.order.removeFirst(10_000)
-            }
-        }
         jobs.withLock { _ = $0.removeValue(forKey: env.jobID) }
         roomSignal.lock()
         roomSignal.signal()

@@ -22,7 +22,10 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Seconds running jobs get to finish on SIGTERM before they are handed back.") var grace = 30.0
     @Option(name: .customLong("output-dir"), help: "Directory for job outputs.") var outputDir = "/var/lib/hydra/outputs"
     @Option(name: .customLong("marker-dir"), help: "Write one marker file per (job, attempt) here (chaos runs).") var markerDir: String?
-    @Option(help: "Jobs held at once (running plus prefetched).") var prefetch = 64
+    @Option(help: "Jobs held at once (running plus prefetched); the coordinator dispatches no more than this to the node.") var prefetch = 64
+    @Option(name: .customLong("state-dir"),
+            help: "Directory for the agent's own state: the attempts it has taken, so a replayed envelope never runs twice (default: $STATE_DIRECTORY, else OUTPUT_DIR/.hydra-agent).")
+    var stateDir: String?
     @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
     var allowCommand: [String] = []
     @OptionGroup var services: ServiceOptions
@@ -81,11 +84,21 @@ struct RunCommand: ParsableCommand {
 
         let executors = try services.executors(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
 
-        let keys = try signing.load()
-        if keys == nil { log.warning("no HMAC key (--hmac-key or the hmac.key credential): accepting unsigned envelopes") }
-        let settings = AgentSettings(node: node, redis: redis, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
+        let loaded: (keys: SigningKeys, clusterKey: Bool)?
+        do { loaded = try SigningKeys.loadForNode(node, current: signing.hmacKey, previous: signing.hmacKeyPrevious) } catch {
+            throw ValidationError("\(error)")
+        }
+        if loaded == nil { log.warning("no HMAC key (--hmac-key or the hmac.key credential): accepting unsigned envelopes, sending unsigned results") }
+        if loaded?.clusterKey == true {
+            log.warning("--hmac-key is the cluster key: this node could sign for every node; give it its own key (`hydra keygen --node \(node) --cluster-key FILE OUT`)")
+        }
+        let state = stateDir ?? ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init)
+            ?? "\(outputDir)/.hydra-agent"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        var settings = AgentSettings(node: node, redis: redis, instanceID: "\(node)-\(getpid())-\(UUID().uuidString.prefix(8))",
                                      heartbeatInterval: heartbeatInterval, graceSeconds: grace, outputDirectory: outputDir,
-                                     markerDirectory: markerDir, prefetch: prefetch, version: hydraVersion, keys: keys)
+                                     markerDirectory: markerDir, prefetch: prefetch, version: hydraVersion, keys: loaded?.keys)
+        settings.seenFile = "\(state)/seen-attempts.\(node)"
         let agent = try Agent(settings: settings, readInventory: readInventory, simulated: simulated, executors: executors)
 
         let (host, port) = try MiniHTTPServer.parseListen(listen)

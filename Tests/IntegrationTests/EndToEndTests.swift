@@ -215,10 +215,11 @@ final class EndToEndTests: XCTestCase {
         try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
         let redis = try RedisConnection(url: cluster.redisURL)
         let stream = RedisKeys.jobs("hydra-storage")
-        let keys = try XCTUnwrap(try SigningKeys.load(current: cluster.keyFile, previous: nil))
+        let clusterKeys = try XCTUnwrap(try SigningKeys.load(current: cluster.keyFile, previous: nil))
+        let keys = clusterKeys.node("hydra-storage")
         let now = Date().timeIntervalSince1970
         let env = Envelope(jobID: UUID().uuidString.lowercased(), attempt: 1, kind: "sleep", spec: ["duration_s": 0], gpuUUIDs: [],
-                           vramBytes: 0, deadline: nil, issuedAt: now, expiresAt: now + 60)
+                           vramBytes: 0, deadline: nil, issuedAt: now, expiresAt: now + 60, node: "hydra-storage")
         // Unsigned.
         try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(env).fields(keys: nil)))
         // Signed, then tampered with (attempt changed after signing).
@@ -235,10 +236,25 @@ final class EndToEndTests: XCTestCase {
         // Not even a message.
         try redis.run(["XADD", stream, "*", "type", "job", "body", "{not json"])
         try redis.run(["XADD", stream, "*", "something", "else"])
-        try waitUntil("dead-lettered", timeout: 30) { (try redis.run(["XLEN", RedisKeys.deadLetter]).integer ?? 0) == 6 }
-        let entries = RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter, "-", "+"]).array ?? [])
+        // Signed for this node's stream but naming another node (an envelope copied across), and one signed
+        // with another node's key or with the cluster key itself (which an agent never needs).
+        var elsewhere = env
+        elsewhere.node = "hydra-ai"
+        try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(elsewhere).fields(keys: keys)))
+        try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(env).fields(keys: clusterKeys.node("hydra-ai"))))
+        try redis.run(["XADD", stream, "*"] + (try NodeMessage.job(env).fields(keys: clusterKeys)))
+        // A valid envelope runs once; the same bytes again are a replay.
+        let valid = try NodeMessage.job(env).fields(keys: keys)
+        try redis.run(["XADD", stream, "*"] + valid)
+        try redis.run(["XADD", stream, "*"] + valid)
+        let deadLetters = RedisKeys.deadLetter("hydra-storage")
+        try waitUntil("dead-lettered", timeout: 30) { (try redis.run(["XLEN", deadLetters]).integer ?? 0) == 10 }
+        let entries = RedisConnection.parseEntries(try redis.run(["XRANGE", deadLetters, "-", "+"]).array ?? [])
         XCTAssertEqual(entries.compactMap { $0.fields?["reason"] },
-                       ["unsigned", "bad_signature", "unknown_key", "expired", "unsigned", "malformed"])
+                       ["unsigned", "bad_signature", "unknown_key", "expired", "unsigned", "malformed", "wrong_node", "unknown_key",
+                        "unknown_key", "replayed"])
+        // The agent deletes what it acknowledged: its stream does not grow with the work done.
+        try waitUntil("job stream emptied", timeout: 30) { (try redis.run(["XLEN", stream]).integer ?? -1) == 0 }
         XCTAssertFalse(cluster.log("hydra-storage").contains(try String(contentsOfFile: cluster.keyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)),
                        "the key must never be logged")
         let batch = try cluster.submit("""

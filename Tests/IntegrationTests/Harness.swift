@@ -118,7 +118,16 @@ final class Cluster {
         let (env, auth) = redisAuth(RedisACL.agentUser(node))
         try start(node, binary: "hydra-agent", ["run", "--node", node, "--cluster", clusterFile, "--simulate",
                                                 "--listen", "127.0.0.1:0", "--output-dir", dir.appendingPathComponent("out").path,
-                                                "--heartbeat-interval", "0.5", "--hmac-key", keyFile] + auth + extra, env: env)
+                                                "--heartbeat-interval", "0.5", "--hmac-key", try nodeKeyFile(node)] + auth + extra, env: env)
+    }
+
+    /// The node's own key (derived from the cluster key), as production installs give it to each agent.
+    func nodeKeyFile(_ node: String) throws -> String {
+        let path = dir.appendingPathComponent("\(node).key").path
+        if FileManager.default.fileExists(atPath: path) { return path }
+        let r = try hydra(["keygen", "--node", node, "--cluster-key", keyFile, path])
+        guard r.status == 0 else { throw TestFailure("keygen --node failed: \(r.stderr)") }
+        return path
     }
 
     // MARK: Redis ACL users

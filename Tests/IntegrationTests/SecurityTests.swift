@@ -58,18 +58,24 @@ final class SecurityTests: XCTestCase {
         }
         try allowed(["XGROUP", "CREATE", RedisKeys.jobs("hydra-ai"), "agents", "0", "MKSTREAM"])
         try allowed(["XREADGROUP", "GROUP", "agents", "a", "COUNT", "1", "STREAMS", RedisKeys.jobs("hydra-ai"), ">"])
-        try allowed(["XADD", RedisKeys.results, "*", "result", "{}"])
+        try allowed(["XADD", RedisKeys.results("hydra-ai"), "*", "result", "{}"])
+        try allowed(["XADD", RedisKeys.deadLetter("hydra-ai"), "*", "reason", "x"])
         try allowed(["HSET", RedisKeys.heartbeat("hydra-ai"), "state", "ready"])
         try allowed(["SADD", RedisKeys.nodes, "hydra-ai"])
         // Another node's stream: neither read nor claimed.
         try refused(["XREADGROUP", "GROUP", "agents", "a", "COUNT", "1", "STREAMS", RedisKeys.jobs("hydra-compute"), ">"])
         try refused(["XAUTOCLAIM", RedisKeys.jobs("hydra-compute"), "agents", "a", "0", "0-0"])
         try refused(["XRANGE", RedisKeys.jobs("hydra-compute"), "-", "+"])
-        // No job can be written anywhere, its own stream included; no other node's heartbeat.
+        // Nothing of another node, nor anything shared but the node set: no other node's jobs, results or
+        // heartbeat, and no shared stream it could trim to nothing or block with the maximum id.
         try refused(["XADD", RedisKeys.jobs("hydra-compute"), "*", "type", "job", "body", "{}"])
-        try refused(["XADD", RedisKeys.jobs("hydra-ai"), "*", "type", "job", "body", "{}"])
+        try refused(["XADD", RedisKeys.results("hydra-compute"), "*", "result", "{}"])
+        try refused(["XADD", RedisKeys.deadLetter, "MAXLEN", "0", "*", "reason", "x"])
+        try refused(["XADD", "hydra:results", "MAXLEN", "0", "*", "result", "{}"])
+        try refused(["XTRIM", RedisKeys.results("hydra-compute"), "MAXLEN", "0"])
         try refused(["HSET", RedisKeys.heartbeat("hydra-compute"), "state", "ready"])
-        try refused(["DEL", RedisKeys.results])
+        try refused(["DEL", RedisKeys.results("hydra-compute")])
+        try refused(["SREM", RedisKeys.nodes, "hydra-compute"])
         try refused(["FLUSHDB"])
         try refused(["KEYS", "*"])
         // And the coordinator's user cannot reconfigure or wipe the server.
@@ -97,7 +103,7 @@ final class SecurityTests: XCTestCase {
         let lines = r.stdout.split(separator: "\n")
         XCTAssertEqual(lines.count, 3)
         XCTAssertTrue(lines[0].hasPrefix("user hydra-agent-hydra-ai reset on #"), String(lines[0]))
-        XCTAssertTrue(lines[0].contains(" ~hydra:node:hydra-ai:* resetchannels -@all +xreadgroup +xack +xautoclaim +xgroup|create +hset +expire +del +ping +select +auth (~hydra:nodes +sadd) (~hydra:results ~hydra:deadletter +xadd)"), String(lines[0]))
+        XCTAssertTrue(lines[0].contains(" ~hydra:node:hydra-ai:* resetchannels -@all +xreadgroup +xack +xdel +xautoclaim +xgroup|create +xadd +hset +expire +del +ping +select +auth (~hydra:nodes +sadd)"), String(lines[0]))
         XCTAssertTrue(lines[2].hasPrefix("user hydra-coordinator reset on #"))
         for f in ["hydra-agent-hydra-ai", "hydra-agent-hydra-compute", "hydra-coordinator"] {
             let path = "\(d)/\(f).password"

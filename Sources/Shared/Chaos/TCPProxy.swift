@@ -61,6 +61,13 @@ public final class TCPProxy: Sendable {
 
     public func heal() { cutFlag.store(false, ordering: .relaxed) }
 
+    /// Stops forwarding without closing anything, like a host that vanished from the network: both ends
+    /// keep their sockets and hear nothing, so only timeouts and leases can tell. `thaw()` resumes.
+    public func freeze() { frozenFlag.store(true, ordering: .relaxed) }
+    public func thaw() { frozenFlag.store(false, ordering: .relaxed) }
+    public var isFrozen: Bool { frozenFlag.load(ordering: .relaxed) }
+    private let frozenFlag = Atomic<Bool>(false)
+
     public func stop() {
         stopped.store(true, ordering: .relaxed)
         cut()
@@ -100,6 +107,7 @@ public final class TCPProxy: Sendable {
         var buf = [UInt8](repeating: 0, count: 64 * 1024)
         var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
         loop: while !isCut && !stopped.load(ordering: .relaxed) {
+            if isFrozen { usleep(20_000); continue }
             fds[0].revents = 0; fds[1].revents = 0
             let n = poll(&fds, 2, 200)
             if n < 0 && errno != EINTR { break }

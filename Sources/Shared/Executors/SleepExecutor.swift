@@ -2,7 +2,9 @@ import Foundation
 
 /// Simulated work for the demo, tests, chaos runs and benchmarks.
 /// Spec: `duration_s` (default 1), optional `fail` (a failure class to report,
-/// for tests), optional `output` (echoed into the result).
+/// for tests), optional `output` (echoed into the result), optional `output_hex` (bytes given as hex,
+/// decoded as an agent decodes what a process prints, into `output.text`: how chaos runs and tests
+/// make a job print NULs, control codes and invalid UTF-8 through a real agent).
 public struct SleepExecutor: Executor {
     public let kind = "sleep"
     public var needsOutputDirectory: Bool { false }
@@ -23,6 +25,9 @@ public struct SleepExecutor: Executor {
         }
         var out: [String: JSONValue] = ["slept_s": .number(duration)]
         if let o = spec["output"] { out["output"] = o }
+        if let hex = spec["output_hex"]?.stringValue, let bytes = Hex.decode(hex) {
+            out["text"] = .string(String(decoding: bytes, as: UTF8.self))
+        }
         return ExecutionResult(output: .object(out), peakVRAMBytes: context.envelope.vramBytes)
     }
 

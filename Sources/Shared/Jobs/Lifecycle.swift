@@ -36,7 +36,7 @@ public struct RetryPolicy: Sendable, Equatable {
 
     /// `attempt` is the attempt that just failed (1-based); `random` in [0, 1) is injected for tests.
     public func decide(_ failure: FailureClass, attempt: Int, maxAttempts: Int, random: Double) -> RetryDecision {
-        if failure == .permanent { return .giveUp(.failed) }
+        if failure == .permanent || failure == .badResult { return .giveUp(.failed) }
         if attempt >= maxAttempts { return .giveUp(.dead) }
         // A lost node says nothing about the job: go again at once, elsewhere.
         if failure == .lost { return .retry(afterSeconds: 0) }

@@ -38,6 +38,10 @@ extension Envelope {
         FastJSON.string(jobID, into: &out)
         FastJSON.append(#","kind":"#, &out)
         FastJSON.string(kind, into: &out)
+        if let node {
+            FastJSON.append(#","node":"#, &out)
+            FastJSON.string(node, into: &out)
+        }
         FastJSON.append(#","spec":"#, &out)
         try FastJSON.write(spec, into: &out, depth: 1)
         FastJSON.append(#","v":"#, &out)
@@ -61,7 +65,7 @@ extension Envelope {
         var r = JSONReader(bytes, trustedUTF8: trustedUTF8)
         let start = r.i
         var v: Int?, jobID: String?, attempt: Int?, kind: String?, spec: JSONValue?, gpus: [String]?
-        var vram: UInt64?, issuedAt: Double?, deadline: Double??, expiresAt: Double??
+        var vram: UInt64?, issuedAt: Double?, deadline: Double??, expiresAt: Double??, node: String??
         var more = try r.beginObject()
         while more {
             let key = try r.memberKey()
@@ -77,6 +81,7 @@ extension Envelope {
             case "issued_at" where issuedAt == nil: issuedAt = try r.doubleField(key)
             case "deadline" where deadline == nil: deadline = .some(try r.optionalDoubleField(key))
             case "expires_at" where expiresAt == nil: expiresAt = .some(try r.optionalDoubleField(key))
+            case "node" where node == nil: node = .some(try r.optionalStringField(key))
             default: try r.skipUndecoded()
             }
             more = try r.nextMember()
@@ -92,7 +97,7 @@ extension Envelope {
         guard let vram else { throw missing("vram_bytes") }
         guard let issuedAt else { throw missing("issued_at") }
         return Envelope(v: v, jobID: jobID, attempt: attempt, kind: kind, spec: spec, gpuUUIDs: gpus, vramBytes: vram,
-                        deadline: deadline ?? nil, issuedAt: issuedAt, expiresAt: expiresAt ?? nil)
+                        deadline: deadline ?? nil, issuedAt: issuedAt, expiresAt: expiresAt ?? nil, node: node ?? nil)
     }
 }
 

@@ -21,6 +21,9 @@ public enum JobState: String, Codable, Sendable, CaseIterable {
 /// Why an attempt failed; drives the retry policy.
 public enum FailureClass: String, Codable, Sendable, CaseIterable {
     case oom, transient, permanent, timeout, lost
+    /// The agent's result for the attempt could not be applied (quarantined on hydra:deadletter):
+    /// not retried on its own, since the same job would most likely send the same result again.
+    case badResult = "bad_result"
 }
 
 /// Job kinds the cluster knows. An agent that has no executor for a kind fails
@@ -43,12 +46,15 @@ public struct Envelope: Codable, Sendable, Equatable {
     public var issuedAt: Double
     /// Seconds since 1970 after which an agent refuses the envelope (a stale message).
     public var expiresAt: Double?
+    /// The node the envelope is for, inside the signed body: an agent refuses one for another node,
+    /// so an envelope copied onto another stream cannot run there.
+    public var node: String?
 
     public init(v: Int = 1, jobID: String, attempt: Int, kind: String, spec: JSONValue, gpuUUIDs: [String],
-                vramBytes: UInt64, deadline: Double?, issuedAt: Double, expiresAt: Double? = nil) {
+                vramBytes: UInt64, deadline: Double?, issuedAt: Double, expiresAt: Double? = nil, node: String? = nil) {
         self.v = v; self.jobID = jobID; self.attempt = attempt; self.kind = kind; self.spec = spec
         self.gpuUUIDs = gpuUUIDs; self.vramBytes = vramBytes; self.deadline = deadline; self.issuedAt = issuedAt
-        self.expiresAt = expiresAt
+        self.expiresAt = expiresAt; self.node = node
     }
 
     enum CodingKeys: String, CodingKey {
@@ -60,6 +66,7 @@ public struct Envelope: Codable, Sendable, Equatable {
         case deadline
         case issuedAt = "issued_at"
         case expiresAt = "expires_at"
+        case node
     }
 }
 

@@ -1,5 +1,6 @@
 import CLibPQ
 import Foundation
+import Synchronization
 
 public struct PGError: Error, CustomStringConvertible, Sendable {
     public enum Code: Sendable { case connect, query, io }
@@ -55,11 +56,26 @@ public struct PGRow: Sendable {
     }
 }
 
+/// Cuts a connection from another thread: a call blocked on a silent peer (a host that vanished
+/// without closing anything) returns with a connection error instead of waiting for TCP to give up.
+public final class PGInterrupter: Sendable {
+    // A lock, not an atomic: `close()` clears the descriptor under it before libpq closes it, so an
+    // interrupt can never shut down a descriptor number the process has since reused.
+    private let fd = Mutex<Int32>(-1)
+    public init() {}
+    func set(_ s: Int32) { fd.withLock { $0 = s } }
+    public func interrupt() {
+        fd.withLock { s in if s >= 0 { shutdown(s, Int32(SHUT_RDWR)) } }
+    }
+}
+
 /// One blocking libpq connection. Not thread-safe; one owner at a time.
 /// Parameters go as text ($1, $2, ...); results come back as text.
 public final class PGConnection {
     public let url: String
     private var conn: OpaquePointer?
+    /// For a watchdog on another thread (`PGInterrupter.interrupt`).
+    public let interrupter = PGInterrupter()
     /// `SET` statements run after every (re)connect.
     public var sessionSettings: [String] = []
 
@@ -75,6 +91,7 @@ public final class PGConnection {
     deinit { close() }
 
     public func close() {
+        interrupter.set(-1)
         if let conn { PQfinish(conn) }
         conn = nil
     }
@@ -91,6 +108,7 @@ public final class PGConnection {
             throw PGError(code: .connect, message: "cannot connect to PostgreSQL (\(Self.redacted(url))): \(msg)")
         }
         conn = c
+        interrupter.set(PQsocket(c))
         _ = try? exec("SET client_min_messages TO warning")
         for s in sessionSettings { try exec(s) }
     }
@@ -101,11 +119,18 @@ public final class PGConnection {
         let env = ProcessInfo.processInfo.environment
         let file = env["HYDRA_DATABASE_PASSWORD_FILE"]
             ?? env["CREDENTIALS_DIRECTORY"].map { "\($0)/pg.password" }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
-        guard let file, URLComponents(string: url)?.password == nil else { return PQconnectdb(url) }
-        let password = try SecretFile.read(file, what: "PostgreSQL password", allowEmpty: true)
-        if password.isEmpty { return PQconnectdb(url) }
-        // expand_dbname = 1: "dbname" is the whole URL, and "password" is added beside it.
-        let keys = ["dbname", "password"], values = [url, password]
+        var keys = ["dbname"], values = [url]
+        // A server that vanished (host down, cable cut) answers nothing: without these a connect or a query
+        // would wait for the OS's TCP timeouts, about two hours. The URL's own settings come after and win.
+        for (k, v) in [("connect_timeout", "10"), ("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "3"),
+                       ("keepalives_count", "3"), ("tcp_user_timeout", "20000")] where !url.contains("\(k)=") {
+            keys.insert(k, at: 0); values.insert(v, at: 0)
+        }
+        if let file, URLComponents(string: url)?.password == nil {
+            let password = try SecretFile.read(file, what: "PostgreSQL password", allowEmpty: true)
+            if !password.isEmpty { keys.append("password"); values.append(password) }
+        }
+        // expand_dbname = 1: "dbname" is the whole URL; the keywords before it are defaults, those after it override.
         var k: [UnsafePointer<CChar>?] = keys.map { UnsafePointer(strdup($0)) } + [nil]
         var v: [UnsafePointer<CChar>?] = values.map { UnsafePointer(strdup($0)) } + [nil]
         defer { for p in k + v { free(UnsafeMutablePointer(mutating: p)) } }
@@ -136,6 +161,12 @@ public final class PGConnection {
     public func exec(_ sql: String, _ params: [String?] = []) throws -> PGRows {
         try connect()
         guard let conn else { throw PGError(code: .connect, message: "not connected") }
+        // libpq takes parameters as C strings: a NUL would cut the value short without a word, and
+        // PostgreSQL's text refuses it anyway. Callers clean job text first (`StoredText`); this is the
+        // guard that keeps a missed path from storing a truncated value.
+        for (i, p) in params.enumerated() where p?.utf8.contains(0) == true {
+            throw PGError(code: .query, sqlState: "22021", message: "PostgreSQL: parameter $\(i + 1) contains a NUL byte (not stored)")
+        }
         let res: OpaquePointer?
         if params.isEmpty {
             res = PQexec(conn, sql)

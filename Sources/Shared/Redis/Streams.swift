@@ -9,15 +9,30 @@ public struct StreamEntry: Sendable, Equatable {
 }
 
 /// Redis key names, in one place (DESIGN.md "Redis keys and messages").
+/// An agent writes only keys under `hydra:node:<its node>:` (and adds its name to `hydra:nodes`), so
+/// that what one node does to its keys (trimming a stream to nothing, an entry with the maximum id)
+/// stays with that node; `RedisACL` grants exactly that.
 public enum RedisKeys {
-    public static let results = "hydra:results"
     public static let events = "hydra:events"
+    /// The coordinator's dead letters: results and heartbeats it could not apply, with the reason.
     public static let deadLetter = "hydra:deadletter"
     public static let nodes = "hydra:nodes"
     public static let agentsGroup = "agents"
     public static let coordinatorGroup = "coordinator"
+    public static func nodePrefix(_ node: String) -> String { "hydra:node:\(node):" }
     public static func heartbeat(_ node: String) -> String { "hydra:node:\(node):heartbeat" }
     public static func jobs(_ node: String) -> String { "hydra:node:\(node):jobs" }
+    /// The node's results, read by the coordinator (group `coordinator`).
+    public static func results(_ node: String) -> String { "hydra:node:\(node):results" }
+    /// Messages the node's agent refused (unsigned, expired, for another node, replayed).
+    public static func deadLetter(_ node: String) -> String { "hydra:node:\(node):deadletter" }
+    /// The node a `hydra:node:<node>:results` key belongs to.
+    public static func node(ofResults key: String) -> String? {
+        guard key.hasPrefix("hydra:node:"), key.hasSuffix(":results") else { return nil }
+        return String(key.dropFirst("hydra:node:".count).dropLast(":results".count))
+    }
+    /// Dead-letter streams keep their newest entries only.
+    public static let deadLetterMaxLen = "10000"
 }
 
 extension RedisConnection {
@@ -42,6 +57,28 @@ extension RedisConnection {
         }
         if case .error(let e) = reply { throw RedisError(code: .server, message: "XREADGROUP \(stream): \(e)") }
         return Self.parseStreamRead(reply)
+    }
+
+    /// XREADGROUP over several streams at once (one id for all); entries come with their stream.
+    /// A missing group on any of them is created and the read retried once.
+    public func readGroup(streams: [String], group: String, consumer: String, id: String, count: Int,
+                          blockMillis: Int?) throws -> [(stream: String, entry: StreamEntry)] {
+        if streams.isEmpty { return [] }
+        var args = ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(count)]
+        if let blockMillis { args += ["BLOCK", String(blockMillis)] }
+        args += ["STREAMS"] + streams + Array(repeating: id, count: streams.count)
+        var reply = try command(args)
+        if case .error(let e) = reply, e.hasPrefix("NOGROUP") {
+            for s in streams { try ensureGroup(stream: s, group: group) }
+            reply = try command(args)
+        }
+        if case .error(let e) = reply { throw RedisError(code: .server, message: "XREADGROUP \(streams.count) streams: \(e)") }
+        var out: [(String, StreamEntry)] = []
+        for s in reply.array ?? [] {
+            guard let pair = s.array, pair.count == 2, let key = pair[0].string, let entries = pair[1].array else { continue }
+            for e in Self.parseEntries(entries) { out.append((key, e)) }
+        }
+        return out
     }
 
     /// Parses the `[[key, [entry...]]]` shape of XREAD/XREADGROUP (nil = nothing).

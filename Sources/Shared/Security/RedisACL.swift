@@ -21,17 +21,20 @@ public enum RedisACL {
     /// the rules can be printed, logged and sent without revealing it.
     public static func agentRules(node: String, passwordSHA256: String) -> [String] {
         ["reset", "on", "#\(passwordSHA256)",
-         // Own stream and heartbeat: read, acknowledge, claim; heartbeat hash with its TTL; DEL on shutdown.
-         "~hydra:node:\(node):*", "resetchannels", "-@all",
-         "+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create", "+hset", "+expire", "+del", "+ping", "+select", "+auth",
-         // Selectors: SADD only on the node set; XADD only on the results and dead-letter streams, so an
-         // agent can never put a job on any node's stream (its own included).
-         "(~hydra:nodes +sadd)", "(~hydra:results ~hydra:deadletter +xadd)"]
+         // Only its own node's keys: job stream (read, acknowledge, delete, claim), results and dead-letter
+         // streams (append), heartbeat hash with its TTL (DEL on shutdown). Redis ACLs cannot forbid
+         // MAXLEN or explicit ids on XADD; with every stream an agent writes being its own, the worst it
+         // can do with them is lose its own results (its jobs are then requeued elsewhere by their
+         // leases). Nothing it writes is trusted without its node's signature either.
+         "~\(RedisKeys.nodePrefix(node))*", "resetchannels", "-@all",
+         "+xreadgroup", "+xack", "+xdel", "+xautoclaim", "+xgroup|create", "+xadd", "+hset", "+expire", "+del", "+ping", "+select", "+auth",
+         // Selector: SADD only on the node set (the coordinator takes node names from the cluster file alone).
+         "(~\(RedisKeys.nodes) +sadd)"]
     }
 
     public static func coordinatorRules(passwordSHA256: String) -> [String] {
         ["reset", "on", "#\(passwordSHA256)", "~hydra:*", "resetchannels", "-@all",
-         "+xreadgroup", "+xack", "+xadd", "+xdel", "+xrange", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+ping", "+select", "+auth"]
+         "+xreadgroup", "+xack", "+xadd", "+xdel", "+xrange", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+hmget", "+ping", "+select", "+auth"]
     }
 
     /// An ACL-file line (`user NAME rules…`).

@@ -36,6 +36,9 @@ public struct DispatchedJob: Sendable, Equatable {
 public final class JobStore {
     public let db: PGConnection
     public var policy: RetryPolicy
+    /// Set by a leading coordinator: its dispatches, applied results and requeues are fenced by this epoch
+    /// (`Leadership.check`), so a deposed leader's late writes fail instead of racing the new leader's.
+    public var leaderEpoch: Int64?
     /// Random source in [0, 1) for retry jitter (injected for tests).
     public var random: () -> Double
 
@@ -186,6 +189,7 @@ public final class JobStore {
         for a in assignments { if let s = a.spec { known[a.jobID] = s } }
         let readSpec = known.count < assignments.count
         return try db.transaction { tx in
+            try fence(tx)
             let rows = try tx.exec("""
                 UPDATE jobs AS j SET state = 'dispatched', node = v.node, gpu_uuids = string_to_array(v.gpus, ','),
                        attempt = j.attempt + 1, dispatched_at = now(), started_at = NULL,
@@ -231,6 +235,7 @@ public final class JobStore {
     public func apply(results: [AttemptResult]) throws -> [AppliedTransition] {
         if results.isEmpty { return [] }
         return try db.transaction { tx in
+            try fence(tx)
             let ids = Array(Set(results.map(\.jobID).filter { UUID(uuidString: $0) != nil }))
             if ids.isEmpty { return [] }
             var current: [String: (state: JobState, attempt: Int, max: Int, node: String?, stream: String?, kind: String)] = [:]
@@ -265,7 +270,8 @@ public final class JobStore {
             var order: [String] = []
             var applied: [AppliedTransition] = []
             var events: [(String, Int, String?, String, String)] = []
-            for res in results {
+            for raw in results {
+                let res = raw.storable()
                 // Fencing: only the current attempt, and only from the node it was sent to.
                 guard var cur = current[res.jobID], cur.attempt == res.attempt, cur.node == nil || cur.node == res.node else { continue }
                 let event: JobEvent
@@ -293,7 +299,7 @@ public final class JobStore {
                         "output": res.result ?? .null, "duration_s": res.durationSeconds.map { .number($0) } ?? .null,
                         "peak_vram_bytes": res.peakVRAMBytes.map { .number(Double($0)) } ?? .null, "node": .string(res.node),
                     ])
-                    c.result = try result.serialized()
+                    c.result = try Self.cappedResult(result)
                     c.finished = true
                     if let d = res.durationSeconds, d.isFinite, let p = placedOn[res.jobID] {
                         samples.append(RuntimeSample(jobID: res.jobID, kind: cur.kind, modelKey: p.model, gpuModel: p.gpuModel,
@@ -372,31 +378,82 @@ public final class JobStore {
         }
     }
 
-    /// Extends the lease of jobs an agent's heartbeat says it holds.
-    public func renewLeases(jobIDs: [String], leaseSeconds: Double) throws {
-        let ids = jobIDs.filter { UUID(uuidString: $0) != nil }
-        if ids.isEmpty { return }
+    /// Largest result document kept per attempt; a bigger one keeps its size and an excerpt.
+    public static let maxResultBytes = 256 * 1024
+
+    static func cappedResult(_ v: JSONValue) throws -> String {
+        let text = try v.serialized()
+        if text.utf8.count <= maxResultBytes { return text }
+        return try JSONValue.object([
+            "truncated": .bool(true), "bytes": .number(Double(text.utf8.count)),
+            "excerpt": .string(StoredText.clean(text, maxBytes: 4096)),
+        ]).serialized()
+    }
+
+    /// Fails an attempt whose result cannot be applied (see `CoordinatorService.quarantine`): the job
+    /// ends `failed` with class `bad_result` and the reason, without retries, so that one bad result
+    /// is dealt with once instead of blocking every other result behind it.
+    @discardableResult
+    public func failBadResult(jobID: String, attempt: Int, node: String, reason: String) throws -> AppliedTransition? {
+        guard UUID(uuidString: jobID) != nil else { return nil }
+        return try db.transaction { tx in
+            try fence(tx)
+            let entry = try JSONValue.array([.object([
+                "attempt": .number(Double(attempt)), "class": .string(FailureClass.badResult.rawValue),
+                "message": .string(StoredText.clean(reason, maxBytes: 4096)), "node": .string(StoredText.clean(node, maxBytes: 256)),
+                "at": .number(Date().timeIntervalSince1970),
+            ])]).serialized()
+            guard let fromRaw = try tx.exec("SELECT state FROM jobs WHERE id = $1::uuid AND attempt = $2::int FOR UPDATE",
+                                            [jobID, String(attempt)]).all.first?["state"],
+                  let from = JobState(rawValue: fromRaw), from == .dispatched || from == .running else { return nil }
+            let rows = try tx.exec("""
+                UPDATE jobs SET state = 'failed', failure_class = 'bad_result', error = error || $3::jsonb, finished_at = now(),
+                       lease_expires_at = NULL
+                WHERE id = $1::uuid AND attempt = $2::int AND state IN ('dispatched', 'running')
+                RETURNING state, node, stream_id, kind, gpu_uuids
+                """, [jobID, String(attempt), entry]).all
+            guard let r = rows.first else { return nil }
+            try insertEvents(tx, [(jobID, attempt, from.rawValue, "failed", try JSONValue.object([
+                "event": .string("result_quarantined"), "reason": .string(StoredText.clean(reason, maxBytes: 4096)),
+            ]).serialized())])
+            return AppliedTransition(jobID: jobID, attempt: attempt, from: from, to: .failed, node: r["node"], streamID: r["stream_id"],
+                                     kind: r["kind"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
+        }
+    }
+
+    func fence(_ tx: PGConnection) throws {
+        if let e = leaderEpoch { try Leadership.check(tx, epoch: e) }
+    }
+
+    /// Extends the lease of the attempts a node's (verified) heartbeat says it holds: only where that
+    /// node holds that attempt of that job, so no heartbeat keeps another node's job alive.
+    public func renewLeases(held: [(node: String, job: HeldJob)], leaseSeconds: Double) throws {
+        let items = held.filter { UUID(uuidString: $0.job.id) != nil }
+        if items.isEmpty { return }
         // SKIP LOCKED: a row locked right now is being finished or requeued by another loop of the
         // coordinator; waiting for it could deadlock with that loop's transaction, and it needs no lease.
         try db.exec("""
-            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2::float8)
-            WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('dispatched', 'running')
-                                 ORDER BY id FOR UPDATE SKIP LOCKED))
-            """, [PGConnection.textArray(ids), String(leaseSeconds)])
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4::float8)
+            WHERE id = ANY(ARRAY(SELECT j.id FROM jobs j JOIN unnest($1::uuid[], $2::text[], $3::int[]) AS v(id, node, attempt)
+                                   ON j.id = v.id AND j.node = v.node AND j.attempt = v.attempt
+                                 WHERE j.state IN ('dispatched', 'running')
+                                 ORDER BY j.id FOR UPDATE OF j SKIP LOCKED))
+            """, [PGConnection.textArray(items.map(\.job.id)), PGConnection.textArray(items.map(\.node)),
+                  "{" + items.map { String($0.job.attempt) }.joined(separator: ",") + "}", String(leaseSeconds)])
     }
 
-    /// Jobs whose lease ran out (their message was lost, or nobody claims them), or whose
-    /// node has not been seen for `nodeTimeout` seconds, are `lost`: back to pending, or
-    /// dead when out of attempts.
-    public func expireLeases(nodeTimeout: Double = 5) throws -> [AppliedTransition] {
+    /// Jobs whose lease ran out (their message was lost, or nobody claims them), or that sit on a
+    /// node the coordinator no longer hears from (`deadNodes`, judged on its own clock), are `lost`:
+    /// back to pending, or dead when out of attempts.
+    public func expireLeases(deadNodes: [String]) throws -> [AppliedTransition] {
         try db.transaction { tx in
+            try fence(tx)
             let rows = try tx.exec("""
                 SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs
                 WHERE state IN ('placed', 'dispatched', 'running')
-                  AND (lease_expires_at < now()
-                       OR node IN (SELECT name FROM nodes WHERE last_seen < now() - make_interval(secs => $1::float8)))
+                  AND (lease_expires_at < now() OR node = ANY($1::text[]))
                 FOR UPDATE SKIP LOCKED
-                """, [String(nodeTimeout)]).all
+                """, [PGConnection.textArray(deadNodes)]).all
             var applied: [AppliedTransition] = []
             var events: [(String, Int, String?, String, String)] = []
             for r in rows {
@@ -445,16 +502,20 @@ public final class JobStore {
             """, [PGConnection.textArray(keys), PGConnection.textArray(keys.map { reasons[$0]! })])
     }
 
-    /// Cancelled jobs that were on a node and whose agent has not been told yet.
+    /// Cancelled attempts whose agent has not been told yet (`cancel_requests`).
     public func cancellationsToSend() throws -> [(jobID: String, attempt: Int, node: String, streamID: String?)] {
-        try db.exec("SELECT id, attempt, node, stream_id FROM jobs WHERE state = 'cancelled' AND NOT cancel_sent AND node IS NOT NULL LIMIT 1000").all.map {
-            ($0["id"] ?? "", $0.int("attempt") ?? 0, $0["node"] ?? "", $0["stream_id"])
+        try db.exec("SELECT job_id, attempt, node, stream_id FROM cancel_requests WHERE sent_at IS NULL ORDER BY requested_at LIMIT 1000").all.map {
+            ($0["job_id"] ?? "", $0.int("attempt") ?? 0, $0["node"] ?? "", $0["stream_id"])
         }
     }
 
-    public func markCancelSent(_ ids: [String]) throws {
-        if ids.isEmpty { return }
-        try db.exec("UPDATE jobs SET cancel_sent = true WHERE id = ANY($1::uuid[])", [PGConnection.textArray(ids)])
+    public func markCancelSent(_ items: [(jobID: String, attempt: Int)]) throws {
+        if items.isEmpty { return }
+        try db.exec("""
+            UPDATE cancel_requests c SET sent_at = now() FROM unnest($1::uuid[], $2::int[]) AS v(id, attempt)
+            WHERE c.job_id = v.id AND c.attempt = v.attempt
+            """, [PGConnection.textArray(items.map(\.jobID)), "{" + items.map { String($0.attempt) }.joined(separator: ",") + "}"])
+        try db.exec("UPDATE jobs SET cancel_sent = true WHERE id = ANY($1::uuid[]) AND state = 'cancelled'", [PGConnection.textArray(items.map(\.jobID))])
     }
 
     func insertEvents(_ tx: PGConnection, _ events: [(String, Int, String?, String, String)]) throws {

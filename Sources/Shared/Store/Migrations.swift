@@ -198,6 +198,33 @@ public enum Migrations {
         CREATE INDEX jobs_cancel_unsent ON jobs (id) WHERE state = 'cancelled' AND NOT cancel_sent;
         DROP INDEX jobs_state_prio;
         """),
+        // Leadership as a lease row with a fencing epoch (`Leadership`): a leader whose host died or was cut
+        // off is replaced within the lease, and its late writes are refused by the epoch. Cancellations as
+        // rows of their own, per (job, attempt): a retry right after a cancel can no longer erase the
+        // cancel the old attempt still has to receive.
+        (7, "leadership lease, cancel requests", """
+        CREATE TABLE leadership (
+            id int PRIMARY KEY CHECK (id = 1),
+            epoch bigint NOT NULL DEFAULT 0,
+            holder text,
+            holder_pid int,
+            holder_started timestamptz,
+            renewed_at timestamptz NOT NULL DEFAULT '-infinity'
+        );
+        INSERT INTO leadership (id) VALUES (1);
+        CREATE TABLE cancel_requests (
+            job_id uuid NOT NULL,
+            attempt int NOT NULL,
+            node text NOT NULL,
+            stream_id text,
+            requested_at timestamptz NOT NULL DEFAULT now(),
+            sent_at timestamptz,
+            PRIMARY KEY (job_id, attempt)
+        );
+        CREATE INDEX cancel_requests_unsent ON cancel_requests (requested_at) WHERE sent_at IS NULL;
+        INSERT INTO cancel_requests (job_id, attempt, node, stream_id)
+            SELECT id, attempt, node, stream_id FROM jobs WHERE state = 'cancelled' AND NOT cancel_sent AND node IS NOT NULL;
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.
