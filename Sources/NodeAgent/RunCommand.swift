@@ -23,8 +23,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("output-dir"), help: "Directory for job outputs.") var outputDir = "/var/lib/hydra/outputs"
     @Option(name: .customLong("marker-dir"), help: "Write one marker file per (job, attempt) here (chaos runs).") var markerDir: String?
     @Option(help: "Jobs held at once (running plus prefetched).") var prefetch = 64
-    @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
-    var allowCommand: [String] = []
+    @OptionGroup var command: CommandOptions
     @OptionGroup var services: ServiceOptions
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
@@ -79,7 +78,15 @@ struct RunCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         if let markerDir { try FileManager.default.createDirectory(atPath: markerDir, withIntermediateDirectories: true) }
 
-        let executors = try services.executors(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
+        let commandExecutor = try command.executor(node: nodeConfig)
+        if let user = commandExecutor.user {
+            // The job user reaches only its own output directory, never the others' (each 0700).
+            chmod(outputDir, 0o711)
+            log.info("command jobs run as \(user.name) (uid \(user.uid))")
+        } else {
+            log.warning("no --command-user: command jobs run as the agent's own user (uid \(getuid())) and can read its credentials")
+        }
+        let executors = try services.executors(command: commandExecutor)
 
         let keys = try signing.load()
         if keys == nil { log.warning("no HMAC key (--hmac-key or the hmac.key credential): accepting unsigned envelopes") }

@@ -15,8 +15,8 @@ struct ServiceOptions: ParsableArguments {
     }
 
     /// sleep and command always; the service kinds whose endpoints are configured.
-    func executors(allowlist: [String]) throws -> [String: any Executor] {
-        var out: [String: any Executor] = ["sleep": SleepExecutor(), "command": CommandExecutor(allowlist: allowlist)]
+    func executors(command: CommandExecutor) throws -> [String: any Executor] {
+        var out: [String: any Executor] = ["sleep": SleepExecutor(), "command": command]
         if let services {
             let endpoints: ServiceEndpoints
             do { endpoints = try ServiceEndpoints.parse(yaml: try ConfigLoader.readFile(services), file: services) } catch {
@@ -31,5 +31,26 @@ struct ServiceOptions: ParsableArguments {
         if let workflowsDir { return workflowsDir }
         for d in ["/usr/local/share/hydra/workflows", "deploy/workflows"] where FileManager.default.fileExists(atPath: d) { return d }
         return nil
+    }
+}
+
+/// How `command` jobs run on this node: the cluster file's node entry, plus these flags.
+struct CommandOptions: ParsableArguments {
+    @Option(name: .customLong("allow-command"),
+            help: "Allow this argv template for `command` jobs, e.g. '/usr/bin/rsync -a {path} {path}' (repeatable; adds to the cluster file's command_allowlist).")
+    var allowCommand: [String] = []
+    @Option(name: .customLong("command-env"), help: "Allow `command` jobs to set this spec env variable (repeatable; adds to command_env).")
+    var commandEnv: [String] = []
+    @Option(name: .customLong("command-user"), help: "Run `command` jobs as this user (overrides command_user; install-node.sh creates hydra-job).")
+    var commandUser: String?
+
+    func executor(node: NodeConfig?) throws -> CommandExecutor {
+        do {
+            let templates = try (node?.commandAllowlist ?? []) + allowCommand.map { try CommandTemplate(parsing: $0) }
+            let user = try (commandUser ?? node?.commandUser).map { try CommandUser.lookup($0) }
+            return try CommandExecutor(allowlist: templates, envAllowlist: (node?.commandEnv ?? []) + commandEnv, user: user)
+        } catch let e as CommandTemplateError {
+            throw ValidationError("\(e)")
+        }
     }
 }
