@@ -46,7 +46,9 @@ struct CommandOptions: ParsableArguments {
 
     func executor(node: NodeConfig?) throws -> CommandExecutor {
         do {
-            let templates = try (node?.commandAllowlist ?? []) + allowCommand.map { try CommandTemplate(parsing: $0) }
+            let templates = try (node?.commandAllowlist ?? []) + allowCommand.map { a in
+                do { return try CommandTemplate(parsing: a) } catch { throw CommandTemplateError("--allow-command '\(a)': \(error)") }
+            }
             let user = try (commandUser ?? node?.commandUser).map { try CommandUser.lookup($0) }
             return try CommandExecutor(allowlist: templates, envAllowlist: (node?.commandEnv ?? []) + commandEnv, user: user)
         } catch let e as CommandTemplateError {

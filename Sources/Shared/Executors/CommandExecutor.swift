@@ -5,7 +5,7 @@ import Synchronization
 /// the agent as far as a plain process can be:
 /// - a fixed minimal environment plus only the spec `env` names the node allows;
 /// - its own session and process group, the whole group killed on timeout, cancel and exit;
-/// - with `user`, another uid/gid (through setpriv: no groups, no capabilities, no new privileges),
+/// - with `user`, another uid/gid (through setpriv: that user's own groups only, no capabilities, no new privileges),
 ///   so it cannot read the agent's credentials or signal the agent.
 /// It still shares the agent's cgroup and systemd sandbox (see docs/executors.md).
 /// Spec: `argv` (list of strings), optional `timeout_s`, optional `env` (map of strings).
@@ -118,7 +118,7 @@ public struct CommandExecutor: Executor {
             for d in [context.outputDirectory, tmp] where chown(d, user.uid, user.gid) != 0 {
                 throw ExecutionFailure(.transient, "cannot hand \(d) to command user \(user.name): \(String(cString: strerror(errno))) (the agent needs CAP_CHOWN)")
             }
-            exec = [setprivPath, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--inh-caps=-all",
+            exec = [setprivPath, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--inh-caps=-all",
                     "--no-new-privs", "--"] + exec
         }
 

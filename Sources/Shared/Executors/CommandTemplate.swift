@@ -154,9 +154,10 @@ public struct CommandAllowlist: Sendable, Equatable {
             return .failure(CommandTemplateError("argv matches no allowlisted template: \(why)"))
         }
         let forms = same.map(\.description).joined(separator: "; ")
+        let bare = same.contains { $0.elements.count == 1 }
+            ? "; a bare program in command_allowlist allows it without arguments only: list the whole command line as a template" : ""
         return .failure(CommandTemplateError(
-            "argv has \(argv.count) elements and matches no allowlisted form of \(program) (allowed: \(forms)); "
-            + "a bare program in command_allowlist allows it without arguments only"))
+            "argv has \(argv.count) elements and matches no allowlisted form of \(program) (allowed: \(forms))\(bare)"))
     }
 }
 

@@ -255,7 +255,7 @@ final class CommandIsolationTests: XCTestCase {
         func run(_ argv: [String]) throws -> String { try ex.execute(try context(argv)).output["stdout"]?.stringValue ?? "" }
         XCTAssertEqual(try run(["/usr/bin/id", "-u"]), "\(user.uid)\n")
         XCTAssertEqual(user.uid, 65534)
-        XCTAssertEqual(try run(["/usr/bin/id", "-G"]), "\(user.gid)\n", "supplementary groups are cleared")
+        XCTAssertEqual(try run(["/usr/bin/id", "-G"]), "\(user.gid)\n", "the job user's own groups, none of the agent's")
         XCTAssertEqual(try run(["/bin/grep", "^Cap[PEA]", "/proc/self/status"]),
                        "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapAmb:\t0000000000000000\n")
         XCTAssertEqual(try run(["/bin/sh", "-c", #"echo ok > "$HOME/written" && echo ok > "$TMPDIR/t" && cat "$HOME/written""#]), "ok\n",
