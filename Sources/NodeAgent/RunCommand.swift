@@ -82,6 +82,14 @@ struct RunCommand: ParsableCommand {
         if let user = commandExecutor.user {
             // The job user reaches only its own output directory, never the others' (each 0700).
             chmod(outputDir, 0o711)
+            var dir = URL(fileURLWithPath: outputDir).standardizedFileURL.path
+            while dir != "/" && !dir.isEmpty {
+                var st = stat()
+                if stat(dir, &st) == 0, st.st_mode & S_IXOTH == 0 {
+                    log.warning("\(user.name) cannot pass through \(dir) to its jobs' output directories: make it o+x (the unit's StateDirectoryMode=0711)")
+                }
+                dir = (dir as NSString).deletingLastPathComponent
+            }
             log.info("command jobs run as \(user.name) (uid \(user.uid))")
         } else {
             log.warning("no --command-user: command jobs run as the agent's own user (uid \(getuid())) and can read its credentials")

@@ -50,9 +50,24 @@ struct CommandOptions: ParsableArguments {
                 do { return try CommandTemplate(parsing: a) } catch { throw CommandTemplateError("--allow-command '\(a)': \(error)") }
             }
             let user = try (commandUser ?? node?.commandUser).map { try CommandUser.lookup($0) }
+            if let user, geteuid() != 0, let missing = Self.missingCapabilities(), !missing.isEmpty {
+                // Found now, not as a failed chown or setpriv on every job.
+                throw CommandTemplateError("--command-user \(user.name) needs root or \(missing.joined(separator: ", ")) "
+                                           + "(hydra-agent.service grants them as AmbientCapabilities=)")
+            }
             return try CommandExecutor(allowlist: templates, envAllowlist: (node?.commandEnv ?? []) + commandEnv, user: user)
         } catch let e as CommandTemplateError {
             throw ValidationError("\(e)")
         }
+    }
+
+    /// The capabilities switching users takes that this process lacks (CapEff in /proc/self/status);
+    /// nil when it cannot tell.
+    static func missingCapabilities() -> [String]? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let eff = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return nil }
+        let needed: [(String, UInt64)] = [("CAP_CHOWN", 0), ("CAP_KILL", 5), ("CAP_SETGID", 6), ("CAP_SETUID", 7)]
+        return needed.filter { eff & (1 << $0.1) == 0 }.map(\.0)
     }
 }

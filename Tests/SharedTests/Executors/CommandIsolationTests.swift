@@ -192,6 +192,14 @@ final class CommandIsolationTests: XCTestCase {
         XCTAssertThrowsError(try CommandExecutor(allowlist: [], envAllowlist: ["HOME"]))
     }
 
+    func testNoDescriptorOfTheAgentReachesTheJob() throws {
+        let leaked = open("/dev/null", O_RDONLY)   // no O_CLOEXEC, like a hiredis socket
+        defer { close(leaked) }
+        XCTAssertGreaterThan(leaked, 2)
+        let ex = try CommandExecutor(allowlist: [CommandTemplate(["/bin/sh", "-c", "ls /proc/$$/fd"])])
+        XCTAssertEqual(try ex.execute(try context(["/bin/sh", "-c", "ls /proc/$$/fd"])).output["stdout"]?.stringValue, "0\n1\n2\n")
+    }
+
     func testTimeoutKillsTheWholeProcessGroup() throws {
         let prog = try script("stubborn.sh", Self.stubbornChild + "\nexec sleep 300")
         let ex = try CommandExecutor(allowlist: [CommandTemplate([prog])], killGraceSeconds: 0.3)
