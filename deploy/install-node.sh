@@ -17,7 +17,8 @@
 #                    user creation, no systemctl
 #
 # What it does: creates the system user `hydra` (no login; agent: also in
-# the video/render groups for /dev/nvidia*), installs the binary to
+# the video/render groups for /dev/nvidia*; agent: also `hydra-job`, the
+# user command jobs run as, in the same groups), installs the binary to
 # /usr/local/bin, /etc/hydra/cluster.yaml and /etc/hydra/hydra.env only if
 # missing (existing configuration is never overwritten), /etc/hydra/credentials/
 # (root only; secrets are yours to put there), the units to
@@ -108,17 +109,31 @@ else
     run useradd --system --user-group --home-dir /var/lib/hydra --no-create-home \
         --shell /usr/sbin/nologin --comment "Hydra GPU cluster" hydra
 fi
+# Agent: `command` jobs run as hydra-job (the unit's --command-user), which
+# owns nothing of the agent's: no home, no login, no credentials.
+if [ "$ROLE" = agent ] && [ -n "$ROOT" ]; then
+    NOTES+=("--root: user 'hydra-job' not created; create it on the target (useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin hydra-job)")
+elif [ "$ROLE" = agent ] && getent passwd hydra-job >/dev/null; then
+    say "= user hydra-job exists"
+elif [ "$ROLE" = agent ]; then
+    run useradd --system --user-group --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin --comment "Hydra command jobs" hydra-job
+fi
 if [ "$ROLE" = agent ] && [ -z "$ROOT" ]; then
     # /dev/nvidia* are root:video on Debian's NVIDIA packages; render owns
-    # /dev/dri/renderD*. Groups that do not exist here are skipped.
+    # /dev/dri/renderD*. Groups that do not exist here are skipped. hydra-job
+    # too: GPU command jobs open the devices as that user.
     for g in video render; do
         if ! getent group "$g" >/dev/null; then
-            say "= group $g does not exist here, skipped"
-        elif id -nG hydra 2>/dev/null | tr ' ' '\n' | grep -qx "$g"; then
-            say "= hydra is in group $g"
-        else
-            run usermod -a -G "$g" hydra
+            say "= group $g does not exist here, skipped"; continue
         fi
+        for u in hydra hydra-job; do
+            if id -nG "$u" 2>/dev/null | tr ' ' '\n' | grep -qx "$g"; then
+                say "= $u is in group $g"
+            else
+                run usermod -a -G "$g" "$u"
+            fi
+        done
     done
 fi
 

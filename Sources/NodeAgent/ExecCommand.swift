@@ -17,7 +17,7 @@ struct ExecCommand: ParsableCommand {
     @OptionGroup var services: ServiceOptions
     @Option(help: "Cluster YAML, for this node's command allowlist.") var cluster: String?
     @Option(help: "This node's name (with --cluster).") var node: String = ProcessInfo.processInfo.hostName
-    @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable).") var allowCommand: [String] = []
+    @OptionGroup var command: CommandOptions
     @Option(name: .customLong("output-dir"), help: "Where the job's outputs go.") var outputDir = FileManager.default.currentDirectoryPath + "/hydra-exec"
     @Flag(help: "Print the result as JSON only.") var json = false
 
@@ -34,11 +34,11 @@ struct ExecCommand: ParsableCommand {
             }
             vram = b
         }
-        var allow = allowCommand
+        var nodeConfig: NodeConfig?
         if let cluster {
-            do { allow += try ClusterConfig.load(path: cluster).node(named: node)?.commandAllowlist ?? [] } catch { throw ValidationError("\(error)") }
+            do { nodeConfig = try ClusterConfig.load(path: cluster).node(named: node) } catch { throw ValidationError("\(error)") }
         }
-        let executors = try services.executors(allowlist: allow)
+        let executors = try services.executors(command: try command.executor(node: nodeConfig))
         guard let ex = executors[kind] else {
             throw ValidationError("\(file): kind: no executor for '\(kind)' here (available: \(executors.keys.sorted().joined(separator: ", ")); service kinds need --services)")
         }

@@ -26,8 +26,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("state-dir"),
             help: "Directory for the agent's own state: the attempts it has taken, so a replayed envelope never runs twice (default: $STATE_DIRECTORY, else OUTPUT_DIR/.hydra-agent).")
     var stateDir: String?
-    @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
-    var allowCommand: [String] = []
+    @OptionGroup var command: CommandOptions
     @OptionGroup var services: ServiceOptions
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
@@ -82,7 +81,23 @@ struct RunCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         if let markerDir { try FileManager.default.createDirectory(atPath: markerDir, withIntermediateDirectories: true) }
 
-        let executors = try services.executors(allowlist: (nodeConfig?.commandAllowlist ?? []) + allowCommand)
+        let commandExecutor = try command.executor(node: nodeConfig)
+        if let user = commandExecutor.user {
+            // The job user reaches only its own output directory, never the others' (each 0700).
+            chmod(outputDir, 0o711)
+            var dir = URL(fileURLWithPath: outputDir).standardizedFileURL.path
+            while dir != "/" && !dir.isEmpty {
+                var st = stat()
+                if stat(dir, &st) == 0, st.st_mode & S_IXOTH == 0 {
+                    log.warning("\(user.name) cannot pass through \(dir) to its jobs' output directories: make it o+x (the unit's StateDirectoryMode=0711)")
+                }
+                dir = (dir as NSString).deletingLastPathComponent
+            }
+            log.info("command jobs run as \(user.name) (uid \(user.uid))")
+        } else {
+            log.warning("no --command-user: command jobs run as the agent's own user (uid \(getuid())) and can read its credentials")
+        }
+        let executors = try services.executors(command: commandExecutor)
 
         let loaded: (keys: SigningKeys, clusterKey: Bool)?
         do { loaded = try SigningKeys.loadForNode(node, current: signing.hmacKey, previous: signing.hmacKeyPrevious) } catch {

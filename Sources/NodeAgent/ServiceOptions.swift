@@ -15,8 +15,8 @@ struct ServiceOptions: ParsableArguments {
     }
 
     /// sleep and command always; the service kinds whose endpoints are configured.
-    func executors(allowlist: [String]) throws -> [String: any Executor] {
-        var out: [String: any Executor] = ["sleep": SleepExecutor(), "command": CommandExecutor(allowlist: allowlist)]
+    func executors(command: CommandExecutor) throws -> [String: any Executor] {
+        var out: [String: any Executor] = ["sleep": SleepExecutor(), "command": command]
         if let services {
             let endpoints: ServiceEndpoints
             do { endpoints = try ServiceEndpoints.parse(yaml: try ConfigLoader.readFile(services), file: services) } catch {
@@ -31,5 +31,43 @@ struct ServiceOptions: ParsableArguments {
         if let workflowsDir { return workflowsDir }
         for d in ["/usr/local/share/hydra/workflows", "deploy/workflows"] where FileManager.default.fileExists(atPath: d) { return d }
         return nil
+    }
+}
+
+/// How `command` jobs run on this node: the cluster file's node entry, plus these flags.
+struct CommandOptions: ParsableArguments {
+    @Option(name: .customLong("allow-command"),
+            help: "Allow this argv template for `command` jobs, e.g. '/usr/bin/rsync -a {path} {path}' (repeatable; adds to the cluster file's command_allowlist).")
+    var allowCommand: [String] = []
+    @Option(name: .customLong("command-env"), help: "Allow `command` jobs to set this spec env variable (repeatable; adds to command_env).")
+    var commandEnv: [String] = []
+    @Option(name: .customLong("command-user"), help: "Run `command` jobs as this user (overrides command_user; install-node.sh creates hydra-job).")
+    var commandUser: String?
+
+    func executor(node: NodeConfig?) throws -> CommandExecutor {
+        do {
+            let templates = try (node?.commandAllowlist ?? []) + allowCommand.map { a in
+                do { return try CommandTemplate(parsing: a) } catch { throw CommandTemplateError("--allow-command '\(a)': \(error)") }
+            }
+            let user = try (commandUser ?? node?.commandUser).map { try CommandUser.lookup($0) }
+            if let user, geteuid() != 0, let missing = Self.missingCapabilities(), !missing.isEmpty {
+                // Found now, not as a failed chown or setpriv on every job.
+                throw CommandTemplateError("--command-user \(user.name) needs root or \(missing.joined(separator: ", ")) "
+                                           + "(hydra-agent.service grants them as AmbientCapabilities=)")
+            }
+            return try CommandExecutor(allowlist: templates, envAllowlist: (node?.commandEnv ?? []) + commandEnv, user: user)
+        } catch let e as CommandTemplateError {
+            throw ValidationError("\(e)")
+        }
+    }
+
+    /// The capabilities switching users takes that this process lacks (CapEff in /proc/self/status);
+    /// nil when it cannot tell.
+    static func missingCapabilities() -> [String]? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let eff = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return nil }
+        let needed: [(String, UInt64)] = [("CAP_CHOWN", 0), ("CAP_KILL", 5), ("CAP_SETGID", 6), ("CAP_SETUID", 7)]
+        return needed.filter { eff & (1 << $0.1) == 0 }.map(\.0)
     }
 }

@@ -134,6 +134,36 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(j.maxAttempts, 2, "a handed-back job keeps its budget")
     }
 
+    func testCommandJobsRunAsTheCommandUserAndRefusedCommandLinesFailPermanently() throws {
+        guard geteuid() == 0 else { throw XCTSkip("--command-user needs the agent to run as root here (CI and the dev container do)") }
+        try cluster.startCoordinator()
+        for n in Cluster.nodeNames {
+            try cluster.startAgent(n, extra: ["--command-user", "nobody", "--allow-command", "/usr/bin/id -u", "--allow-command", "/bin/cat {path}"])
+        }
+        try waitUntil("3 nodes up", timeout: 30) { cluster.nodeCount() == 3 }
+        let batch = try cluster.submit("""
+        name: isolated-commands
+        jobs:
+          - {name: whoami, kind: command, spec: {argv: ["/usr/bin/id", "-u"]}}
+          - {name: read-key, kind: command, max_attempts: 1, spec: {argv: ["/bin/cat", "\(cluster.keyFile)"]}}
+          - {name: option-injected, kind: command, spec: {argv: ["/bin/echo", "-e"]}}
+          - {name: env-injected, kind: command, spec: {argv: ["/usr/bin/id", "-u"], env: {LD_PRELOAD: /tmp/x.so}}}
+        """)
+        try waitUntil("batch done", timeout: 60) { try cluster.summary(batch).isDone }
+        let jobs = try cluster.store().jobs(.init(batchID: batch))
+        func job(_ name: String) throws -> JobRow { try XCTUnwrap(jobs.first { $0.name == name }, name) }
+        XCTAssertEqual(try job("whoami").result?["output"]?["stdout"]?.stringValue, "65534\n")
+        let readKey = try job("read-key")
+        XCTAssertNotEqual(readKey.state, .succeeded)
+        XCTAssertTrue("\(readKey.errors ?? .null)".contains("Permission denied"), "\(readKey.errors ?? .null)")
+        for (name, why) in [("option-injected", "argv[1]"), ("env-injected", "env.LD_PRELOAD")] {
+            let j = try job(name)
+            XCTAssertEqual(j.state, .failed, name)
+            XCTAssertEqual(j.attempt, 1, "\(name): a refused command line is not retried")
+            XCTAssertTrue("\(j.errors ?? .null)".contains(why), "\(name): \(j.errors ?? .null)")
+        }
+    }
+
     func testFailedJobIsRetriedThenSucceedsAndPermanentFailureIsNotRetried() throws {
         try startReferenceCluster()
         let batch = try cluster.submit("""

@@ -21,17 +21,17 @@ final class Cluster {
         gpus:
           - {model: "NVIDIA GeForce RTX 5090", memory: 32GiB, weight: 10}
           - {model: "NVIDIA GeForce RTX 4090", memory: 24GiB, weight: 8}
-        command_allowlist: [/bin/echo, /bin/false, /bin/sleep]
+        command_allowlist: ["/bin/echo {text}", "/bin/echo train-lora {path}", /bin/false, "/bin/sleep {int}"]
       - name: hydra-compute
         services: [comfyui, ollama, gpt-sovits]
         gpus:
           - {model: "NVIDIA GeForce RTX 5070 Ti", memory: 16GiB, weight: 6}
           - {model: "NVIDIA GeForce RTX 3060", memory: 12GiB, weight: 3}
-        command_allowlist: [/bin/echo, /bin/false, /bin/sleep]
+        command_allowlist: ["/bin/echo {text}", "/bin/echo train-lora {path}", /bin/false, "/bin/sleep {int}"]
       - name: hydra-storage
         services: [scorer]
         gpus: []
-        command_allowlist: [/bin/echo, /bin/false, /bin/sleep]
+        command_allowlist: ["/bin/echo {text}", "/bin/echo train-lora {path}", /bin/false, "/bin/sleep {int}"]
     """
 
     init(file: StaticString = #filePath) throws {

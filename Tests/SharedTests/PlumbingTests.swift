@@ -91,35 +91,39 @@ final class SimulatedGPUTests: XCTestCase {
 }
 
 final class CommandExecutorTests: XCTestCase {
-    func context(_ argv: [String], timeout: Double? = nil) -> ExecutionContext {
+    func context(_ argv: [String], timeout: Double? = nil) throws -> ExecutionContext {
         var spec: [String: JSONValue] = ["argv": .array(argv.map { .string($0) })]
         if let timeout { spec["timeout_s"] = .number(timeout) }
         let env = Envelope(jobID: "j", attempt: 1, kind: "command", spec: .object(spec), gpuUUIDs: [], vramBytes: 0, deadline: nil, issuedAt: 0)
-        return ExecutionContext(envelope: env, node: "n", gpuIndexes: [1, 0], outputDirectory: NSTemporaryDirectory())
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hydra-cmd-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return ExecutionContext(envelope: env, node: "n", gpuIndexes: [1, 0], outputDirectory: dir)
     }
 
     func testRunsAllowlistedProgramWithoutShellAndCapsOutput() throws {
-        let ex = CommandExecutor(allowlist: ["/bin/sh", "echo"], outputCapBytes: 10)
-        let r = try ex.execute(context(["/bin/sh", "-c", "echo $CUDA_VISIBLE_DEVICES; echo $HOME; printf 'x%.0s' $(seq 1 100)"]))
-        XCTAssertEqual(r.output["stdout"]?.stringValue, "1,0\n\nxxxxx")
+        let ex = try CommandExecutor(allowlist: [CommandTemplate(["/bin/sh", "-c", "{text}"]), CommandTemplate(["echo", "{text}", "{name}"])],
+                                     outputCapBytes: 10)
+        let r = try ex.execute(try context(["/bin/sh", "-c", "echo $CUDA_VISIBLE_DEVICES; echo $LANG; printf 'x%.0s' $(seq 1 100)"]))
+        XCTAssertEqual(r.output["stdout"]?.stringValue, "1,0\nC.UTF-")
         XCTAssertEqual(r.output["stdout_truncated"]?.boolValue, true)
-        XCTAssertEqual(try ex.execute(context(["echo", "$HOME;", "rm"])).output["stdout"]?.stringValue, "$HOME; rm\n")
+        XCTAssertEqual(try ex.execute(try context(["echo", "$HOME;", "rm"])).output["stdout"]?.stringValue, "$HOME; rm\n")
     }
 
-    func testRefusesFailsAndTimesOut() {
-        let ex = CommandExecutor(allowlist: ["/bin/sh", "/bin/sleep"])
-        XCTAssertThrowsError(try ex.execute(context(["/bin/rm", "-rf", "/tmp/x"]))) { e in
+    func testRefusesFailsAndTimesOut() throws {
+        let ex = try CommandExecutor(allowlist: [CommandTemplate(["/bin/sh", "-c", "{text}"]), CommandTemplate(["/bin/sleep", "{int}"])])
+        XCTAssertThrowsError(try ex.execute(try context(["/bin/rm", "-rf", "/tmp/x"]))) { e in
             XCTAssertEqual((e as? ExecutionFailure)?.failureClass, .permanent)
-            XCTAssertTrue("\(e)".contains("not in this node's command allowlist"))
+            XCTAssertTrue("\(e)".contains("not in this node's command allowlist"), "\(e)")
         }
-        XCTAssertThrowsError(try ex.execute(context(["/bin/sh", "-c", "echo 'CUDA out of memory' >&2; exit 3"]))) { e in
+        XCTAssertThrowsError(try ex.execute(try context(["/bin/sh", "-c", "echo 'CUDA out of memory' >&2; exit 3"]))) { e in
             XCTAssertEqual((e as? ExecutionFailure)?.failureClass, .oom)
         }
-        XCTAssertThrowsError(try ex.execute(context(["/bin/sh", "-c", "exit 4"]))) { e in
+        XCTAssertThrowsError(try ex.execute(try context(["/bin/sh", "-c", "exit 4"]))) { e in
             XCTAssertEqual((e as? ExecutionFailure)?.failureClass, .transient)
             XCTAssertTrue("\(e)".contains("exited with status 4"))
         }
-        XCTAssertThrowsError(try ex.execute(context(["/bin/sleep", "30"], timeout: 0.3))) { e in
+        XCTAssertThrowsError(try ex.execute(try context(["/bin/sleep", "30"], timeout: 0.3))) { e in
             XCTAssertEqual((e as? ExecutionFailure)?.failureClass, .timeout)
         }
     }

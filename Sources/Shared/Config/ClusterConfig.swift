@@ -44,6 +44,16 @@ public struct ClusterConfig: Codable, Sendable, Equatable {
             if let s = n.cpuSlots, s < 0 {
                 throw InputError(file: file, location: "nodes[\(i)].cpu_slots", problem: "cpu_slots must be 0 or more")
             }
+            for (j, t) in (n.commandAllowlist ?? []).enumerated() {
+                do { try t.validate() } catch {
+                    throw InputError(file: file, location: "nodes[\(i)].command_allowlist[\(j)]", problem: "\(error)")
+                }
+            }
+            for (j, name) in (n.commandEnv ?? []).enumerated() {
+                if let why = CommandExecutor.envNameProblem(name) {
+                    throw InputError(file: file, location: "nodes[\(i)].command_env[\(j)]", problem: "'\(name)': \(why)")
+                }
+            }
         }
     }
 }
@@ -53,20 +63,26 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var gpus: [GPUConfig]
     /// Services living on this node (`comfyui`, `tabbyapi`, `ollama`, `tts`, `scorer`, ...).
     public var services: [String]
-    /// Executables the `command` executor may run on this node (argv[0], absolute path or name).
-    public var commandAllowlist: [String]?
+    /// Whole argv templates the `command` executor may run on this node (see `CommandTemplate`).
+    public var commandAllowlist: [CommandTemplate]?
+    /// Spec `env` names `command` jobs may set on this node (none when absent).
+    public var commandEnv: [String]?
+    /// The user `command` jobs run as (`--command-user` overrides it).
+    public var commandUser: String?
     /// CPU-only jobs this node runs at once (nil: the router's default, 4).
     public var cpuSlots: Int?
 
-    public init(name: String, gpus: [GPUConfig] = [], services: [String] = [], commandAllowlist: [String]? = nil,
-                cpuSlots: Int? = nil) {
+    public init(name: String, gpus: [GPUConfig] = [], services: [String] = [], commandAllowlist: [CommandTemplate]? = nil,
+                cpuSlots: Int? = nil, commandEnv: [String]? = nil, commandUser: String? = nil) {
         self.name = name; self.gpus = gpus; self.services = services; self.commandAllowlist = commandAllowlist
-        self.cpuSlots = cpuSlots
+        self.cpuSlots = cpuSlots; self.commandEnv = commandEnv; self.commandUser = commandUser
     }
 
     enum CodingKeys: String, CodingKey {
         case name, gpus, services
         case commandAllowlist = "command_allowlist"
+        case commandEnv = "command_env"
+        case commandUser = "command_user"
         case cpuSlots = "cpu_slots"
     }
 
@@ -75,7 +91,9 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         name = try c.decode(String.self, forKey: .name)
         gpus = try c.decodeIfPresent([GPUConfig].self, forKey: .gpus) ?? []
         services = try c.decodeIfPresent([String].self, forKey: .services) ?? []
-        commandAllowlist = try c.decodeIfPresent([String].self, forKey: .commandAllowlist)
+        commandAllowlist = try c.decodeIfPresent([CommandTemplate].self, forKey: .commandAllowlist)
+        commandEnv = try c.decodeIfPresent([String].self, forKey: .commandEnv)
+        commandUser = try c.decodeIfPresent(String.self, forKey: .commandUser)
         cpuSlots = try c.decodeIfPresent(Int.self, forKey: .cpuSlots)
     }
 }

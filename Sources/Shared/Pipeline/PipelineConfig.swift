@@ -220,7 +220,7 @@ public struct LoRASetting: Sendable, Equatable, Codable {
 public struct LoRATraining: Sendable, Equatable, Codable {
     /// Approved images the collection needs before training is proposed.
     public var minImages: Int
-    /// The trainer, as a `command` job (argv[0] must be on the node's allowlist).
+    /// The trainer, as a `command` job (`argv + [<assets dir>]` must match a template in the node's command_allowlist).
     public var argv: [String]
     public var vram: UInt64
 }
