@@ -30,6 +30,12 @@ struct ChaosCommand: ParsableCommand {
     @Option(name: .customLong("partition-seconds"), help: "How long the partition lasts (default: node timeout + 4 s).") var partitionSeconds: Double?
     @Option(help: "Give up (and count what is unfinished as lost) after this many seconds.") var timeout: Double?
     @Flag(help: "Leave the instance's Redis and PostgreSQL running and the run's database in place.") var keep = false
+    @Flag(help: """
+        Also send hostile traffic: a rogue node answering with NULs, broken UTF-8, unstorable and broken results, results         and heartbeats forged for other nodes, replayed and misrouted envelopes, a skewed clock, cancel/retry races.
+        """)
+    var hostile = false
+    @Option(name: .customLong("stall-seconds"), help: "With --hostile: a window this long with jobs waiting and none finishing, outside faults, is a stall.")
+    var stallSeconds = 15.0
 
     func validate() throws {
         if jobs < 1 { throw ValidationError("--jobs must be ≥ 1") }
@@ -55,16 +61,23 @@ struct ChaosCommand: ParsableCommand {
             run.cleanup(success: false)
             fail("chaos: \(error)")
         }
-        run.cleanup(success: outcome.report.ok)
+        run.cleanup(success: outcome.ok)
         if json { print(try JSONCoding.encodeString(outcome.summary, pretty: true)) }
-        print(outcome.report.line)
-        if !outcome.report.ok { throw ExitCode(1) }
+        print(outcome.report.line + (outcome.hostileLine.map { " " + $0 } ?? ""))
+        if !outcome.ok { throw ExitCode(1) }
     }
 }
 
 /// One chaos run: its services, processes, proxies and the record of what it broke.
 final class ChaosRun {
-    struct Outcome { var report: ChaosReport; var summary: JSONValue }
+    struct Outcome {
+        var report: ChaosReport
+        var summary: JSONValue
+        /// With --hostile: its figures, appended to the last line, and whether they are all as they must be.
+        var hostileLine: String?
+        var hostileOK = true
+        var ok: Bool { report.ok && hostileOK }
+    }
 
     let options: ChaosCommand
     let seed: UInt64
@@ -156,7 +169,17 @@ final class ChaosRun {
         let key = SigningKeys.generateHex() + "\n"
         _ = key.withCString { write(fd, $0, strlen($0)) }
         close(fd)
-        try Self.clusterYAML.write(to: work.appendingPathComponent("cluster.yaml"), atomically: true, encoding: .utf8)
+        // Each agent gets its node's own key, as installed nodes do.
+        let clusterKeys = try SigningKeys.load(current: keyPath, previous: nil)!
+        for n in nodes {
+            let path = work.appendingPathComponent("\(n).key").path
+            FileManager.default.createFile(atPath: path, contents: Data(clusterKeys.nodeKeyFile(node: n).utf8), attributes: [.posixPermissions: 0o600])
+        }
+        var yaml = Self.clusterYAML
+        if options.hostile {
+            yaml += "\n  - name: \(HostileDriver.rogueNode)\n    gpus:\n      - {model: \"NVIDIA GeForce RTX 3060\", memory: 12GiB, weight: 3}\n"
+        }
+        try yaml.write(to: work.appendingPathComponent("cluster.yaml"), atomically: true, encoding: .utf8)
 
         for n in nodes {
             let p = TCPProxy(upstreamPort: redisPort)
@@ -201,7 +224,7 @@ final class ChaosRun {
             binDir.appendingPathComponent("hydra-agent").path, "run", "--node", node, "--cluster", work.appendingPathComponent("cluster.yaml").path,
             "--simulate", "--listen", "127.0.0.1:0", "--output-dir", work.appendingPathComponent("out").path,
             "--marker-dir", work.appendingPathComponent("markers").path, "--heartbeat-interval", "0.5", "--grace", "2",
-            "--hmac-key", work.appendingPathComponent("hmac.key").path,
+            "--hmac-key", work.appendingPathComponent("\(node).key").path,
         ], environment: e, log: logPath(node))
     }
 
@@ -271,9 +294,28 @@ final class ChaosRun {
         let store = JobStore(db: PGConnection(url: dbURL))
         var submitted = 0
         let deadline = Date().addingTimeInterval(options.timeout ?? max(600, Double(options.jobs) * 0.3))
+        let sampler = ProgressSampler()
+        sampler.start(dbURL: dbURL)
+        var driver: HostileDriver?
+        if options.hostile {
+            driver = try HostileDriver(redisURL: redisURL, dbURL: dbURL, nodes: nodes,
+                                       clusterKeys: try SigningKeys.load(current: work.appendingPathComponent("hmac.key").path, previous: nil)!, seed: seed)
+            driver!.start()
+            say("hostile traffic on: rogue node \(HostileDriver.rogueNode), forged messages, replays, cancel/retry races")
+        }
+        var hostileText = HostileText(seed: seed ^ 0x0E7)
         for (i, size) in plan.chunks.enumerated() {
             if size > 0 {
-                let batch = ChaosWorkload.batch(name: "chaos-\(i)", jobs: size, seed: seed &+ UInt64(i))
+                var batch = ChaosWorkload.batch(name: "chaos-\(i)", jobs: size, seed: seed &+ UInt64(i))
+                if options.hostile {
+                    // One job in four prints hostile bytes through a real agent.
+                    for k in stride(from: 0, to: batch.jobs.count, by: 4) {
+                        if case .object(var o) = batch.jobs[k].spec {
+                            o["output_hex"] = .string(hostileText.bytes(64).map { String(format: "%02x", $0) }.joined())
+                            batch.jobs[k].spec = .object(o)
+                        }
+                    }
+                }
                 try retrying("submit chunk \(i)") { _ = try store.submit(batch, submittedBy: "chaos") }
                 submitted += size
             }
@@ -300,9 +342,58 @@ final class ChaosRun {
             Thread.sleep(forTimeInterval: 0.25)
         }
         let elapsed = Date().timeIntervalSince(t0)
+        let hostile = driver?.stop()
+        sampler.stop()
         // Anything still running a stale attempt would write its marker now: give it a moment.
         Thread.sleep(forTimeInterval: 2)
-        return try account(submitted: submitted, elapsed: elapsed)
+        var outcome = try account(submitted: submitted, elapsed: elapsed)
+        if let hostile { try judgeHostile(hostile, sampler: sampler, &outcome) }
+        return outcome
+    }
+
+    /// With --hostile: lost, duplicated and dead are already in the report; here the stalls, the jobs that
+    /// failed although the rogue did not poison them, cancels never sent, and what the coordinator refused.
+    func judgeHostile(_ h: HostileDriver.Stats, sampler: ProgressSampler, _ outcome: inout Outcome) throws {
+        var failedUnexpected = 0, quarantined = 0, cancelsUnsent = 0
+        var refused: [String: Int] = [:]
+        try retrying("read the hostile figures") {
+            let failed = try monitor.exec("SELECT id, failure_class FROM jobs WHERE state = 'failed'").all
+            quarantined = failed.filter { $0["failure_class"] == "bad_result" }.count
+            failedUnexpected = failed.filter { !h.unstorable.contains($0["id"] ?? "") }.count
+            cancelsUnsent = try monitor.exec("SELECT count(*) AS n FROM cancel_requests WHERE sent_at IS NULL")[0].int("n") ?? 0
+            refused = [:]
+            let redis = try RedisConnection(url: redisURL)
+            for e in RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter, "-", "+"]).array ?? []) {
+                refused["coordinator:\(e.fields?["reason"] ?? "?")", default: 0] += 1
+            }
+            for n in nodes {
+                for e in RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter(n), "-", "+"]).array ?? []) {
+                    refused["agent:\(e.fields?["reason"] ?? "?")", default: 0] += 1
+                }
+            }
+        }
+        let (stalls, longest) = sampler.stalls(threshold: options.stallSeconds, faults: faults, grace: options.nodeTimeout + options.lease + 5)
+        let r = outcome.report
+        outcome.hostileOK = r.dead == 0 && failedUnexpected == 0 && stalls == 0 && cancelsUnsent == 0
+        outcome.hostileLine = "quarantined=\(quarantined) failed_unexpected=\(failedUnexpected) stalls=\(stalls) "
+            + "forged=\(h.forgedResults + h.forgedHeartbeats) replayed=\(h.replays + h.misrouted) refused=\(refused.values.reduce(0, +)) "
+            + "cancel_races=\(h.cancelRaces) cancels_unsent=\(cancelsUnsent)"
+        say("hostile: rogue took \(h.rogueJobs) jobs (\(h.hostileOutputs) hostile outputs, \(h.unstorable.count) unstorable, \(h.brokenBodies) broken, "
+            + "\(h.silent) silent, \(h.duplicates) doubled); refused: \(refused.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")); "
+            + String(format: "longest pause outside faults %.1f s", longest))
+        if case .object(var o) = outcome.summary {
+            o["hostile"] = .object([
+                "rogue_jobs": .number(Double(h.rogueJobs)), "hostile_outputs": .number(Double(h.hostileOutputs)),
+                "unstorable_sent": .number(Double(h.unstorable.count)), "quarantined": .number(Double(quarantined)),
+                "broken_bodies": .number(Double(h.brokenBodies)), "silent": .number(Double(h.silent)), "doubled": .number(Double(h.duplicates)),
+                "forged_results": .number(Double(h.forgedResults)), "forged_heartbeats": .number(Double(h.forgedHeartbeats)),
+                "replays": .number(Double(h.replays)), "misrouted": .number(Double(h.misrouted)), "cancel_races": .number(Double(h.cancelRaces)),
+                "cancels_unsent": .number(Double(cancelsUnsent)), "failed_unexpected": .number(Double(failedUnexpected)),
+                "stalls": .number(Double(stalls)), "longest_pause_s": .number((longest * 10).rounded() / 10),
+                "refused": .object(refused.mapValues { .number(Double($0)) }),
+            ])
+            outcome.summary = .object(o)
+        }
     }
 
     func retrying(_ what: String, _ body: () throws -> Void) throws {
