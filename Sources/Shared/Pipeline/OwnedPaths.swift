@@ -1,0 +1,83 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The directories whose files the pipeline runner may move or delete. Paths come
+/// from job results and the database, which an agent (or anyone who can write a
+/// result) controls, so a path is acted on only when both the entry itself and
+/// what it resolves to (symlinks and `..` resolved by realpath) lie strictly
+/// inside one of the roots.
+public struct OwnedPaths: Sendable, Equatable {
+    public let roots: [String]
+
+    public init(roots: [String]) { self.roots = roots.filter { !$0.isEmpty } }
+
+    public enum Refusal: Error, Equatable, Sendable, CustomStringConvertible {
+        /// The path, resolved or as given, is not inside any root.
+        case outside(path: String, resolved: String)
+        /// Not an absolute path, empty, with NUL, or naming a root itself or `.`/`..`.
+        case malformed(String)
+
+        public var description: String {
+            switch self {
+            case .outside(let p, let r):
+                return p == r ? "\(p) is outside the directories the runner owns" : "\(p) resolves to \(r), outside the directories the runner owns"
+            case .malformed(let p): return "'\(p)' is not an absolute path to a file"
+            }
+        }
+    }
+
+    public enum Verdict: Equatable, Sendable {
+        /// Inside a root; the path to act on, with the parent's symlinks resolved.
+        case owned(String)
+        /// Does not exist, and its lexical form is inside a root (nothing to do, nothing refused).
+        case missing
+        case refused(Refusal)
+    }
+
+    /// Roots resolved now, not at init: the runner creates the assets and quarantine directories as it goes.
+    var resolvedRoots: [String] { roots.map { Self.realPath($0) ?? Self.lexical($0) } }
+
+    public func check(_ path: String) -> Verdict {
+        guard path.hasPrefix("/"), !path.contains("\0") else { return .refused(.malformed(path)) }
+        let roots = resolvedRoots
+        let name = (path as NSString).lastPathComponent
+        guard !name.isEmpty, name != ".", name != "..", !path.hasSuffix("/") else { return .refused(.malformed(path)) }
+        let parent = (path as NSString).deletingLastPathComponent
+        guard let realParent = Self.realPath(parent) else {
+            return Self.inside(Self.lexical(path), roots) ? .missing : .refused(.outside(path: path, resolved: Self.lexical(path)))
+        }
+        // The entry itself: moving or deleting a symlink acts on the link, so where it sits must be owned too.
+        let entry = (realParent == "/" ? "" : realParent) + "/" + name
+        guard Self.inside(entry, roots) else { return .refused(.outside(path: path, resolved: entry)) }
+        var st = stat()
+        guard lstat(entry, &st) == 0 else { return .missing }
+        // And what it points at: a link inside pointing outside would hand the target to moveItem's callers.
+        guard let target = Self.realPath(entry) else { return .refused(.outside(path: path, resolved: entry)) }
+        guard Self.inside(target, roots) else { return .refused(.outside(path: path, resolved: target)) }
+        return .owned(entry)
+    }
+
+    static func inside(_ p: String, _ roots: [String]) -> Bool {
+        roots.contains { r in r == "/" ? p != "/" : p.hasPrefix(r + "/") && p.count > r.count + 1 }
+    }
+
+    static func realPath(_ p: String) -> String? {
+        guard let r = realpath(p, nil) else { return nil }
+        defer { free(r) }
+        return String(cString: r)
+    }
+
+    /// `.` and `..` folded without touching the file system (for paths that do not exist).
+    static func lexical(_ p: String) -> String {
+        let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+        var out: [Substring] = []
+        for c in absolute.split(separator: "/") {
+            if c == "." { continue }
+            if c == ".." { _ = out.popLast(); continue }
+            out.append(c)
+        }
+        return "/" + out.joined(separator: "/")
+    }
+}
