@@ -16,14 +16,14 @@ public struct OwnedPaths: Sendable, Equatable {
     public enum Refusal: Error, Equatable, Sendable, CustomStringConvertible {
         /// The path, resolved or as given, is not inside any root.
         case outside(path: String, resolved: String)
-        /// Not an absolute path, empty, with NUL, or naming a root itself or `.`/`..`.
+        /// Empty, with NUL, or naming a directory (`.`, `..`, a trailing `/`).
         case malformed(String)
 
         public var description: String {
             switch self {
             case .outside(let p, let r):
                 return p == r ? "\(p) is outside the directories the runner owns" : "\(p) resolves to \(r), outside the directories the runner owns"
-            case .malformed(let p): return "'\(p)' is not an absolute path to a file"
+            case .malformed(let p): return "'\(p)' is not a path to a file"
             }
         }
     }
@@ -39,8 +39,10 @@ public struct OwnedPaths: Sendable, Equatable {
     /// Roots resolved now, not at init: the runner creates the assets and quarantine directories as it goes.
     var resolvedRoots: [String] { roots.map { Self.realPath($0) ?? Self.lexical($0) } }
 
-    public func check(_ path: String) -> Verdict {
-        guard path.hasPrefix("/"), !path.contains("\0") else { return .refused(.malformed(path)) }
+    public func check(_ given: String) -> Verdict {
+        guard !given.isEmpty, !given.contains("\0") else { return .refused(.malformed(given)) }
+        // A relative path means what FileManager would make of it (the working directory); it is held to the same roots.
+        let path = given.hasPrefix("/") ? given : FileManager.default.currentDirectoryPath + "/" + given
         let roots = resolvedRoots
         let name = (path as NSString).lastPathComponent
         guard !name.isEmpty, name != ".", name != "..", !path.hasSuffix("/") else { return .refused(.malformed(path)) }
