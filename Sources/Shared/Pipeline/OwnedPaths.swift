@@ -18,12 +18,15 @@ public struct OwnedPaths: Sendable, Equatable {
         case outside(path: String, resolved: String)
         /// Empty, with NUL, or naming a directory (`.`, `..`, a trailing `/`).
         case malformed(String)
+        /// A directory on the path became a symlink (or vanished) between the check and the act.
+        case changed(String)
 
         public var description: String {
             switch self {
             case .outside(let p, let r):
                 return p == r ? "\(p) is outside the directories the runner owns" : "\(p) resolves to \(r), outside the directories the runner owns"
             case .malformed(let p): return "'\(p)' is not a path to a file"
+            case .changed(let p): return "a directory on the path of \(p) changed while it was being checked"
             }
         }
     }
@@ -59,6 +62,48 @@ public struct OwnedPaths: Sendable, Equatable {
         guard let target = Self.realPath(entry) else { return .refused(.outside(path: path, resolved: entry)) }
         guard Self.inside(target, roots) else { return .refused(.outside(path: path, resolved: target)) }
         return .owned(entry)
+    }
+
+    /// Deletes an entry `check` returned as owned (a file or a link, never a directory tree).
+    public func remove(_ owned: String) throws {
+        let (dir, name) = try Self.openParent(owned)
+        defer { close(dir) }
+        guard unlinkat(dir, name, 0) == 0 else { throw Self.posixError("cannot delete \(owned)") }
+    }
+
+    /// Moves an entry `check` returned as owned to `destination` (a path of the runner's own).
+    public func move(_ owned: String, to destination: String) throws {
+        let (dir, name) = try Self.openParent(owned)
+        defer { close(dir) }
+        if renameat(dir, name, AT_FDCWD, destination) == 0 { return }
+        guard errno == EXDEV else { throw Self.posixError("cannot move \(owned) to \(destination)") }
+        // Another file system (the outputs on NFS): copy through a descriptor opened without following links, then unlink.
+        let src = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard src >= 0 else { throw Self.posixError("cannot open \(owned)") }
+        let data = FileHandle(fileDescriptor: src, closeOnDealloc: true).readDataToEndOfFile()
+        try data.write(to: URL(fileURLWithPath: destination))
+        guard unlinkat(dir, name, 0) == 0 else { throw Self.posixError("copied \(owned) but cannot delete it") }
+    }
+
+    /// The parent directory opened one component at a time with O_NOFOLLOW: `check`
+    /// resolved it to a path without symlinks, so a component that is a symlink now
+    /// was swapped in after the check, and the act is refused instead of following it.
+    static func openParent(_ owned: String) throws -> (Int32, String) {
+        let name = (owned as NSString).lastPathComponent
+        var fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw posixError("cannot open /") }
+        for c in (owned as NSString).deletingLastPathComponent.split(separator: "/") {
+            let next = openat(fd, String(c), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            close(fd)
+            guard next >= 0 else { throw Refusal.changed(owned) }
+            fd = next
+        }
+        return (fd, name)
+    }
+
+    static func posixError(_ what: String) -> Error {
+        let e = errno
+        return NSError(domain: NSPOSIXErrorDomain, code: Int(e), userInfo: [NSLocalizedDescriptionKey: "\(what): \(String(cString: strerror(e)))"])
     }
 
     static func inside(_ p: String, _ roots: [String]) -> Bool {

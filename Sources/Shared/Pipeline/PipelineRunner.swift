@@ -260,15 +260,19 @@ public final class PipelineRunner {
         case .refused(let why): return .refused(why)
         case .missing: return .missing
         case .owned(let path):
-            if delete {
-                try fm.removeItem(atPath: path)
-                return .deleted
+            do {
+                if delete {
+                    try owned.remove(path)
+                    return .deleted
+                }
+                try fm.createDirectory(atPath: targetDir, withIntermediateDirectories: true)
+                let d = (targetDir as NSString).appendingPathComponent(name)
+                if fm.fileExists(atPath: d) { try fm.removeItem(atPath: d) }
+                try owned.move(path, to: d)
+                return .moved(d)
+            } catch let why as OwnedPaths.Refusal {
+                return .refused(why)
             }
-            try fm.createDirectory(atPath: targetDir, withIntermediateDirectories: true)
-            let d = (targetDir as NSString).appendingPathComponent(name)
-            if fm.fileExists(atPath: d) { try fm.removeItem(atPath: d) }
-            try fm.moveItem(atPath: path, toPath: d)
-            return .moved(d)
         }
     }
 
@@ -280,8 +284,12 @@ public final class PipelineRunner {
             case .refused(let why): refused.append(why)
             case .missing: missing.append(f)
             case .owned(let path):
-                try FileManager.default.removeItem(atPath: path)
-                deleted.append(f)
+                do {
+                    try owned.remove(path)
+                    deleted.append(f)
+                } catch let why as OwnedPaths.Refusal {
+                    refused.append(why)
+                }
             }
         }
         return (deleted, missing, refused)

@@ -1,6 +1,9 @@
 import Foundation
 import XCTest
 @testable import Shared
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The runner moves or deletes only files inside its own directories, whatever a result names.
 final class OwnedPathsTests: XCTestCase {
@@ -84,6 +87,33 @@ final class OwnedPathsTests: XCTestCase {
         XCTAssertEqual(try fm.destinationOfSymbolicLink(atPath: out + "/job-1/link.png"), secret, "the link itself is left alone")
         XCTAssertTrue(fm.fileExists(atPath: out + "/job-1/img.png"), "the file a link outside points to is not moved")
         XCTAssertEqual(try fm.destinationOfSymbolicLink(atPath: base.appendingPathComponent("etc/inward.png").path), out + "/job-1/img.png")
+    }
+
+    func testADirectorySwappedForASymlinkAfterTheCheckIsNotFollowed() throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: out + "/job-3", withIntermediateDirectories: true)
+        try "mine".write(toFile: out + "/job-3/img.png", atomically: true, encoding: .utf8)
+        try "theirs".write(toFile: base.appendingPathComponent("etc/img.png").path, atomically: true, encoding: .utf8)
+        let owned = OwnedPaths(roots: [out])
+        guard case .owned(let p) = owned.check(out + "/job-3/img.png") else { return XCTFail("inside the outputs") }
+        try fm.moveItem(atPath: out + "/job-3", toPath: out + "/job-3-old")
+        try fm.createSymbolicLink(atPath: out + "/job-3", withDestinationPath: base.appendingPathComponent("etc").path)
+        XCTAssertThrowsError(try owned.remove(p)) { XCTAssertEqual($0 as? OwnedPaths.Refusal, .changed(p)) }
+        XCTAssertThrowsError(try owned.move(p, to: assets + "-x.png")) { XCTAssertEqual($0 as? OwnedPaths.Refusal, .changed(p)) }
+        XCTAssertEqual(try String(contentsOfFile: base.appendingPathComponent("etc/img.png").path, encoding: .utf8), "theirs")
+        XCTAssertFalse(fm.fileExists(atPath: assets + "-x.png"))
+    }
+
+    func testAMoveToAnotherFileSystemCopiesThenUnlinks() throws {
+        var a = stat(), b = stat()
+        guard stat("/dev/shm", &a) == 0, stat(base.path, &b) == 0, a.st_dev != b.st_dev, access("/dev/shm", W_OK) == 0 else {
+            throw XCTSkip("no second writable file system (/dev/shm) here")
+        }
+        let dest = "/dev/shm/hydra-owned-\(UUID().uuidString).png"
+        defer { try? FileManager.default.removeItem(atPath: dest) }
+        try OwnedPaths(roots: [out]).move(out + "/job-1/img.png", to: dest)
+        XCTAssertEqual(try String(contentsOfFile: dest, encoding: .utf8), "png")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/job-1/img.png"))
     }
 
     func testMalformedPathsAndTheRootItselfAreRefused() throws {
