@@ -20,6 +20,8 @@ public struct OwnedPaths: Sendable, Equatable {
         case malformed(String)
         /// A directory on the path became a symlink (or vanished) between the check and the act.
         case changed(String)
+        /// Inside, but a directory, a symlink or a device: results name image files, nothing else.
+        case notAFile(String)
 
         public var description: String {
             switch self {
@@ -27,6 +29,7 @@ public struct OwnedPaths: Sendable, Equatable {
                 return p == r ? "\(p) is outside the directories the runner owns" : "\(p) resolves to \(r), outside the directories the runner owns"
             case .malformed(let p): return "'\(p)' is not a path to a file"
             case .changed(let p): return "a directory on the path of \(p) changed while it was being checked"
+            case .notAFile(let p): return "\(p) is not a regular file"
             }
         }
     }
@@ -61,6 +64,8 @@ public struct OwnedPaths: Sendable, Equatable {
         // And what it points at: a link inside pointing outside would hand the target to moveItem's callers.
         guard let target = Self.realPath(entry) else { return .refused(.outside(path: path, resolved: entry)) }
         guard Self.inside(target, roots) else { return .refused(.outside(path: path, resolved: target)) }
+        // A directory would be moved or removed whole; a link inside would be moved as a link. Neither is an image.
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return .refused(.notAFile(path)) }
         return .owned(entry)
     }
 

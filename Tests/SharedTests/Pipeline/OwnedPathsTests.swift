@@ -116,6 +116,21 @@ final class OwnedPathsTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/job-1/img.png"))
     }
 
+    func testOnlyRegularFilesAreActedOn() throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: out + "/job-4/sub", withIntermediateDirectories: true)
+        try "keep".write(toFile: out + "/job-4/sub/keep.png", atomically: true, encoding: .utf8)
+        try fm.createSymbolicLink(atPath: out + "/job-4/inward.png", withDestinationPath: out + "/job-1/img.png")
+        for p in [out + "/job-4", out + "/job-4/sub", out + "/job-4/inward.png"] {
+            for delete in [false, true] {
+                XCTAssertEqual(try place(p, delete: delete), .refused(.notAFile(p)), p)
+            }
+        }
+        XCTAssertTrue(fm.fileExists(atPath: out + "/job-4/sub/keep.png"))
+        XCTAssertTrue(fm.fileExists(atPath: out + "/job-1/img.png"))
+        XCTAssertNotNil(try? fm.destinationOfSymbolicLink(atPath: out + "/job-4/inward.png"))
+    }
+
     func testMalformedPathsAndTheRootItselfAreRefused() throws {
         for p in ["job-1/img.png", "", out, out + "/", out + "/job-1/..", out + "/job-1/.", "/", out + "/job-1/img.png\u{0}.txt"] {
             XCTAssertTrue(refused(try place(p, delete: true)), p.debugDescription)
