@@ -128,6 +128,7 @@ cat >"$WORK/pipeline.yaml" <<YAML
 queue: queue.yaml
 assets_dir: assets
 reports_dir: reports
+outputs_dir: out
 rejects: quarantine
 quarantine_dir: quarantine
 gates: {aesthetic: 6.0, technical: 60, face_similarity: 0.4}

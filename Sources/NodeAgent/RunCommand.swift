@@ -117,7 +117,8 @@ struct RunCommand: ParsableCommand {
         let agent = try Agent(settings: settings, readInventory: readInventory, simulated: simulated, executors: executors)
 
         let (host, port) = try MiniHTTPServer.parseListen(listen)
-        let server = MiniHTTPServer(host: host, port: port) { req in
+        let server = MiniHTTPServer(host: host, port: port, limits: .fromEnvironment(),
+                                    onReject: MiniHTTPServer.rejectionCounter(agent.metrics.registry, server: "agent")) { req in
             switch req.path {
             case "/metrics": return .text(agent.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
             case "/healthz": return agent.healthy ? .text("ok\n") : .text("no heartbeat recently\n", status: 503)

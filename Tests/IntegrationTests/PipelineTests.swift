@@ -44,6 +44,7 @@ final class PipelineIntegrationTests: XCTestCase {
         queue: queue.yaml
         assets_dir: assets
         reports_dir: reports
+        outputs_dir: out
         quarantine_dir: quarantine
         denylist: denylist.txt
         gates: \(gates)

@@ -14,11 +14,14 @@ struct ConsoleOptions: ParsableArguments {
     var outputDirs: [String] = []
     @Option(name: .customLong("reports-dir"), help: "Directory of overnight reports (<date>_overnight_report.md).")
     var reportsDir: String?
+    @Option(name: .customLong("console-host"),
+            help: "Extra name the console answers to in the Host header, exactly (repeatable; e.g. the name a TLS proxy forwards). localhost, 127.x.y.z and [::1] always work.")
+    var consoleHosts: [String] = []
 
     /// Checks the options and starts the console on its own listener; nil when it is off.
     /// A non-loopback address without a token is refused (exit 2): anyone on the
     /// network could approve, cancel and drain.
-    func start(databaseURL: String, listen: String? = nil) throws -> MiniHTTPServer? {
+    func start(databaseURL: String, listen: String? = nil, registry: MetricsRegistry? = nil) throws -> MiniHTTPServer? {
         guard let address = listen ?? consoleListen else { return nil }
         let (host, port) = try MiniHTTPServer.parseListen(address)
         let token: String?
@@ -27,12 +30,17 @@ struct ConsoleOptions: ParsableArguments {
             throw ValidationError("--console-listen \(address) is not a loopback address: configure a token with --console-token-file "
                                   + "(or the systemd credential console.token), or listen on 127.0.0.1")
         }
+        for h in consoleHosts where !ConsoleHostPolicy.isValidName(h) {
+            throw ValidationError("--console-host '\(h)' is not a plain host name or IPv4 address (no port, no scheme)")
+        }
         for d in outputDirs where !FileManager.default.fileExists(atPath: d) {
             Log(component: "console").warning("output directory does not exist (yet)", [("dir", d)])
         }
         let console = ConsoleServer(databaseURL: databaseURL,
-                                    settings: ConsoleSettings(token: token, outputDirs: outputDirs, reportsDir: reportsDir))
-        let server = MiniHTTPServer(host: host, port: port, maxBodyBytes: 1 << 20, handler: console.handler)
+                                    settings: ConsoleSettings(token: token, outputDirs: outputDirs, reportsDir: reportsDir,
+                                                              hosts: ConsoleHostPolicy(names: consoleHosts, boundAddress: host)))
+        let server = MiniHTTPServer(host: host, port: port, limits: .fromEnvironment(),
+                                    onReject: registry.map { MiniHTTPServer.rejectionCounter($0, server: "console") }, handler: console.handler)
         let bound: Int
         do { bound = try server.start() } catch { fail("\(error)") }
         Log(component: "console").info("console listening", [("url", "http://\(host):\(bound)/"), ("token", token == nil ? "none (loopback only)" : "required")])

@@ -61,7 +61,8 @@ struct CoordinatorCommand: ParsableCommand {
         let service = CoordinatorService(settings: settings)
         let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
         let trigger = try pipelineTrigger.make(databaseURL: conn.database)
-        let server = MiniHTTPServer(host: host, port: port) { req in
+        let server = MiniHTTPServer(host: host, port: port, limits: .fromEnvironment(),
+                                    onReject: MiniHTTPServer.rejectionCounter(service.metrics.registry, server: "metrics")) { req in
             switch req.path {
             case "/metrics": return .text(service.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
             case "/healthz": return .text("ok\n")
@@ -71,7 +72,7 @@ struct CoordinatorCommand: ParsableCommand {
         }
         let bound: Int
         do { bound = try server.start() } catch { fail("\(error)") }
-        let consoleServer = try console.start(databaseURL: conn.database)
+        let consoleServer = try console.start(databaseURL: conn.database, registry: service.metrics.registry)
         let t = Thread { service.run() }
         t.start()
         Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)),

@@ -38,7 +38,71 @@ public enum ConsoleToken {
 
     /// Whether an IPv4 listen host only accepts local connections.
     public static func isLoopback(host: String) -> Bool {
-        host == "localhost" || host.hasPrefix("127.")
+        host == "localhost" || ConsoleHostPolicy.strictIPv4(host).map { $0[0] == 127 } == true
+    }
+}
+
+/// The Host header values the console answers to, compared exactly: a web page
+/// whose own name resolves to 127.0.0.1 (DNS rebinding) sends its own name, and a
+/// prefix test such as "starts with 127." lets `127.1.evil.example` through.
+public struct ConsoleHostPolicy: Sendable, Equatable {
+    /// Extra names (lower-cased, no port), e.g. the name a TLS proxy forwards.
+    public var names: Set<String>
+    /// The listen address when it is a specific IPv4 address (not 0.0.0.0).
+    public var boundAddress: String?
+
+    public init(names: [String] = [], boundAddress: String? = nil) {
+        self.names = Set(names.map { $0.lowercased() }.filter { !$0.isEmpty })
+        self.boundAddress = boundAddress.flatMap { a in Self.strictIPv4(a).flatMap { $0 == [0, 0, 0, 0] ? nil : a } }
+    }
+
+    /// A configured name must be a plain DNS name or IPv4 address, so it can only ever match itself.
+    public static func isValidName(_ n: String) -> Bool {
+        guard !n.isEmpty, n.utf8.count <= 253, !n.hasPrefix("."), !n.hasSuffix("."), !n.contains("..") else { return false }
+        return n.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E }
+    }
+
+    /// Four decimal octets 0…255, no leading zeros (which inet_aton reads as octal), nothing else.
+    public static func strictIPv4<S: StringProtocol>(_ s: S) -> [UInt8]? {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var out: [UInt8] = []
+        for p in parts {
+            guard (1...3).contains(p.utf8.count), p.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                  p.utf8.count == 1 || p.utf8.first != 0x30, let v = Int(p), v <= 255 else { return nil }
+            out.append(UInt8(v))
+        }
+        return out
+    }
+
+    /// Whether a Host header value is exactly one of: `localhost`, an IPv4 address in
+    /// 127.0.0.0/8, `[::1]`, the bound address or a configured name — each with an
+    /// optional `:port` of digits only.
+    public func allows(_ header: String?) -> Bool {
+        guard let header, !header.isEmpty, header.utf8.count <= 260,
+              header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return false }
+        var name = Substring(header)
+        if let colon = header.lastIndex(of: ":"), !header.hasSuffix("]") {
+            let port = header[header.index(after: colon)...]
+            guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let p = Int(port), p <= 65535 else { return false }
+            name = header[..<colon]
+        }
+        let lower = name.lowercased()
+        if lower == "[::1]" { return true }
+        if lower.contains(":") || lower.contains("[") || lower.contains("]") { return false }
+        if lower == "localhost" || names.contains(lower) { return true }
+        if let ip = Self.strictIPv4(lower) { return ip[0] == 127 || lower == boundAddress }
+        return false
+    }
+
+    /// The refusal text; the offending value is cut short, it is only there to help someone debug a proxy.
+    public func refusal(_ header: String?) -> String {
+        let shown = String((header ?? "").unicodeScalars.prefix(80).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+        var accepted = ["localhost", "127.0.0.1", "[::1]"]
+        if let boundAddress, !accepted.contains(boundAddress) { accepted.append(boundAddress) }
+        accepted += names.sorted()
+        return "this console does not answer to Host '\(shown)' (accepted: \(accepted.joined(separator: ", ")), with an optional :port; "
+            + "add names with --console-host)"
     }
 }
 
@@ -187,11 +251,15 @@ public enum ConsoleGuard {
     /// Host names a loopback-only console answers to. Checking the Host header stops
     /// DNS rebinding (a web page whose name resolves to 127.0.0.1 is a different host).
     public static func isLoopbackHostHeader(_ host: String?) -> Bool {
-        guard let host, !host.isEmpty else { return false }
-        var name = host
-        if name.hasPrefix("[") { return name.hasPrefix("[::1]") }
-        if let colon = name.lastIndex(of: ":") { name = String(name[..<colon]) }
-        return name == "localhost" || name.hasPrefix("127.")
+        ConsoleHostPolicy().allows(host)
+    }
+
+    /// The Host check: always without a token; with a token only when names are
+    /// configured (a token-protected console behind a proxy may be reached by any
+    /// name, and a rebound page has neither the token nor the cookie).
+    public static func checkHost(_ req: HTTPRequest, token: String?, hosts: ConsoleHostPolicy) -> Verdict {
+        guard token == nil || !hosts.names.isEmpty else { return .allow }
+        return hosts.allows(req.headers["host"]) ? .allow : .forbidden(hosts.refusal(req.headers["host"]))
     }
 
     /// `scheme://host[:port]` of an Origin or Referer, compared with the Host header.
@@ -203,10 +271,10 @@ public enum ConsoleGuard {
 
     /// Reads: with a token configured, a logged-in session or the token in a header;
     /// without one (loopback only), any request whose Host is a loopback name.
-    public static func checkRead(_ req: HTTPRequest, token: String?, session: ConsoleSessions.Session?) -> Verdict {
-        guard let token else {
-            return isLoopbackHostHeader(req.headers["host"]) ? .allow : .forbidden("this console only answers to localhost / 127.0.0.1 (Host header)")
-        }
+    public static func checkRead(_ req: HTTPRequest, token: String?, session: ConsoleSessions.Session?,
+                                 hosts: ConsoleHostPolicy = ConsoleHostPolicy()) -> Verdict {
+        if case .forbidden(let why) = checkHost(req, token: token, hosts: hosts) { return .forbidden(why) }
+        guard let token else { return .allow }
         if session?.authenticated == true { return .allow }
         if let t = headerToken(req), constantTimeEquals(t, token) { return .allow }
         return .unauthenticated
@@ -221,10 +289,9 @@ public enum ConsoleGuard {
     /// preflight, which this server never grants). With a token configured the
     /// request must also be authenticated (session or token).
     public static func checkWrite(_ req: HTTPRequest, form: [String: String], token: String?, session: ConsoleSessions.Session?,
-                                  requireAuth: Bool = true) -> Verdict {
+                                  requireAuth: Bool = true, hosts: ConsoleHostPolicy = ConsoleHostPolicy()) -> Verdict {
         guard req.method == "POST" else { return .forbidden("state changes need POST") }
-        let host = req.headers["host"] ?? ""
-        if token == nil && !isLoopbackHostHeader(host) { return .forbidden("this console only answers to localhost / 127.0.0.1 (Host header)") }
+        if case .forbidden(let why) = checkHost(req, token: token, hosts: hosts) { return .forbidden(why) }
         if let why = crossSiteRefusal(req) { return .forbidden(why) }
         let presented = headerToken(req) ?? form["token"]
         let tokenOK = token.map { t in presented.map { constantTimeEquals($0, t) } ?? false } ?? false

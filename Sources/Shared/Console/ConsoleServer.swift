@@ -14,8 +14,11 @@ public struct ConsoleSettings: Sendable {
     public var outputDirs: [String]
     public var reportsDir: String?
     public var pageSize: Int
-    public init(token: String? = nil, outputDirs: [String] = [], reportsDir: String? = nil, pageSize: Int = 100) {
-        self.token = token; self.outputDirs = outputDirs; self.reportsDir = reportsDir; self.pageSize = pageSize
+    /// Which Host headers are answered (`--console-host` names and the listen address besides the loopback names).
+    public var hosts: ConsoleHostPolicy
+    public init(token: String? = nil, outputDirs: [String] = [], reportsDir: String? = nil, pageSize: Int = 100,
+                hosts: ConsoleHostPolicy = ConsoleHostPolicy()) {
+        self.token = token; self.outputDirs = outputDirs; self.reportsDir = reportsDir; self.pageSize = pageSize; self.hosts = hosts
     }
 }
 
@@ -65,6 +68,11 @@ public final class ConsoleServer: Sendable {
 
     public func handle(_ req: HTTPRequest) -> HTTPResponse {
         let started = DispatchTime.now().uptimeNanoseconds
+        // Before anything else, static files and login included: a rebound page must not even get a session.
+        if case .forbidden(let why) = ConsoleGuard.checkHost(req, token: settings.token, hosts: settings.hosts) {
+            let reply = errorReply(req, 403, why, session: nil)
+            return .full(status: reply.status, headers: Self.securityHeaders.merging(reply.headers) { _, new in new }, body: reply.body)
+        }
         var newCookie: String?
         var session = sessions.find(ConsoleSessions.cookieValue(req.headers["cookie"]))
         let isAPI = req.path.hasPrefix("/api/")
@@ -119,7 +127,8 @@ public final class ConsoleServer: Sendable {
             return try login(req, session: session, newCookie: &newCookie)
         case ("POST", "logout"):
             let form = ConsoleGuard.formFields(req)
-            if case .forbidden(let why) = ConsoleGuard.checkWrite(req, form: form, token: settings.token, session: session, requireAuth: false) {
+            if case .forbidden(let why) = ConsoleGuard.checkWrite(req, form: form, token: settings.token, session: session, requireAuth: false,
+                                                                  hosts: settings.hosts) {
                 throw Failure(status: 403, message: why)
             }
             if let s = session { sessions.remove(s.id) }
@@ -129,7 +138,7 @@ public final class ConsoleServer: Sendable {
         }
 
         if req.method == "GET" || req.method == "HEAD" {
-            switch ConsoleGuard.checkRead(req, token: settings.token, session: session) {
+            switch ConsoleGuard.checkRead(req, token: settings.token, session: session, hosts: settings.hosts) {
             case .allow: break
             case .unauthenticated:
                 if parts.first == "api" { throw Failure(status: 401, message: "this console needs its token (Authorization: Bearer TOKEN)") }
@@ -140,7 +149,7 @@ public final class ConsoleServer: Sendable {
         }
         if req.method == "POST" {
             let form = ConsoleGuard.formFields(req)
-            switch ConsoleGuard.checkWrite(req, form: form, token: settings.token, session: session) {
+            switch ConsoleGuard.checkWrite(req, form: form, token: settings.token, session: session, hosts: settings.hosts) {
             case .allow: break
             case .unauthenticated: throw Failure(status: 401, message: "this console needs its token (log in, or send Authorization: Bearer TOKEN)")
             case .forbidden(let why): throw Failure(status: 403, message: why)

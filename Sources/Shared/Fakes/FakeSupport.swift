@@ -57,7 +57,8 @@ public final class FakeHTTPHost: Sendable {
 
     @discardableResult
     public func start(host: String, port: Int, handler: @escaping HTTPHandler) throws -> Int {
-        let s = MiniHTTPServer(host: host, port: port, handler: handler)
+        // Test tool: workflow and scorer bodies can exceed the 1 MiB default, and chaos runs hold many streams open.
+        let s = MiniHTTPServer(host: host, port: port, limits: HTTPServerLimits(maxConnections: 512, maxBodyBytes: 64 << 20), handler: handler)
         let p = try s.start()
         server.withLock { $0 = s }
         return p

@@ -90,6 +90,8 @@ public struct PipelineConfig: Sendable, Equatable {
     public var queueFile: String
     public var assetsDir: String
     public var reportsDir: String
+    /// The agents' output directories as mounted on the runner's host: the only place image files are moved or deleted from.
+    public var outputsDirs: [String]
     public var rejects: RejectPolicy
     public var gates: GateThresholds
     public var variationsPerTask: Int
@@ -107,9 +109,12 @@ public struct PipelineConfig: Sendable, Equatable {
     /// Cluster YAML for the forecast; nil: $HYDRA_CLUSTER.
     public var clusterFile: String?
 
-    static let keys: Set<String> = ["queue", "assets_dir", "reports_dir", "rejects", "quarantine_dir", "gates", "variations_per_task",
+    static let keys: Set<String> = ["queue", "assets_dir", "reports_dir", "outputs_dir", "rejects", "quarantine_dir", "gates", "variations_per_task",
                                     "max_images_per_night", "night", "denylist", "approvals", "workflow", "expansion", "jobs",
                                     "forecast", "poll_interval_s", "drain_s", "cluster"]
+
+    /// The agent's default `--output-dir`.
+    public static let defaultOutputsDir = "/var/lib/hydra/outputs"
 
     public static func load(path: String) throws -> PipelineConfig {
         try parse(text: try ConfigLoader.readFile(path), file: path)
@@ -128,6 +133,19 @@ public struct PipelineConfig: Sendable, Equatable {
         let queue = resolve(try r.requiredString("queue"))
         let assets = resolve(try r.requiredString("assets_dir"))
         let reports = resolve(try r.requiredString("reports_dir"))
+        let outputs: [String]
+        switch r.object["outputs_dir"] {
+        case nil, .null?: outputs = [Self.defaultOutputsDir]
+        case .string(let one)?: outputs = [resolve(one)]
+        case .array(let many)?:
+            let dirs = many.compactMap(\.stringValue)
+            guard dirs.count == many.count, !dirs.isEmpty, !dirs.contains(where: \.isEmpty) else {
+                throw r.error("outputs_dir", "expected a directory or a non-empty list of directories")
+            }
+            outputs = dirs.map(resolve)
+        default: throw r.error("outputs_dir", "expected a directory or a non-empty list of directories")
+        }
+        if outputs.contains(where: { $0.isEmpty || $0 == "/" }) { throw r.error("outputs_dir", "must name a directory other than /") }
         let quarantine = resolve(try r.string("quarantine_dir") ?? ((assets as NSString).appendingPathComponent(".quarantine")))
         let rejects: RejectPolicy
         switch try r.string("rejects") ?? "quarantine" {
@@ -199,7 +217,7 @@ public struct PipelineConfig: Sendable, Equatable {
             forecast.scoreS = try f.optionalDouble("score_s", range: 0.001...86_400) ?? forecast.scoreS
         }
         return PipelineConfig(
-            file: file, queueFile: queue, assetsDir: assets, reportsDir: reports, rejects: rejects, gates: gates,
+            file: file, queueFile: queue, assetsDir: assets, reportsDir: reports, outputsDirs: outputs, rejects: rejects, gates: gates,
             variationsPerTask: try r.int("variations_per_task", default: 4, range: 1...64),
             maxImagesPerNight: try r.int("max_images_per_night", default: 600, range: 1...1_000_000),
             window: window, denylistFile: try r.string("denylist").map(resolve), approvals: approvals, workflow: workflow,

@@ -50,6 +50,12 @@ public final class PipelineRunner {
     let log = Log(component: "pipeline")
     /// Set from a signal handler thread; read by the loop.
     private let stop = Atomic<Bool>(false)
+    /// Paths from results or actions that named something outside the runner's directories, refused this run.
+    public private(set) var refusedPaths = 0
+    /// Image files (results name them) are taken only from the agents' output directories.
+    var imageSources: OwnedPaths { OwnedPaths(roots: config.outputsDirs) }
+    /// Deletion after approval only ever removes quarantined rejects.
+    var deletable: OwnedPaths { OwnedPaths(roots: [config.rejects.quarantineDir]) }
     private var byName: [String: ImageCollection] { Dictionary(uniqueKeysWithValues: collections.map { ($0.name, $0) }) }
 
     public init(config: PipelineConfig, collections: [ImageCollection], denylist: Denylist, store: PipelineStore, cluster: ClusterConfig?,
@@ -210,9 +216,10 @@ public final class PipelineRunner {
     func organize(image id: String, scores: ImageScores, verdict: GateVerdict) throws {
         guard let im = try store.image(id), let source = im.sourcePath else { return }
         let task = try store.task(im.taskID)
-        let ext = (source as NSString).pathExtension.isEmpty ? "png" : (source as NSString).pathExtension
+        // The extension comes from a result too: only a short alphanumeric one is carried into the asset's name.
+        let given = (source as NSString).pathExtension
+        let ext = (1...5).contains(given.count) && given.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) ? given : "png"
         let name = "\(im.collection)-\(task?.seq ?? 0)-v\(im.variation)-\(id.prefix(8)).\(ext)"
-        let fm = FileManager.default
         var dest: String?
         var disposition: String
         let targetDir: String
@@ -223,20 +230,77 @@ public final class PipelineRunner {
             targetDir = ((config.rejects.quarantineDir as NSString).appendingPathComponent(night) as NSString).appendingPathComponent(im.collection)
             disposition = "quarantined"
         }
-        if !fm.fileExists(atPath: source) {
+        let deleteReject = !verdict.passed && { if case .delete = config.rejects { return true } else { return false } }()
+            && !config.approvals.needsApproval("delete_assets")
+        switch try Self.place(source: source, owned: imageSources, targetDir: targetDir, name: name, delete: deleteReject) {
+        case .missing:
             log.warning("image file missing on this host (the outputs directory must be shared with the runner)", [("path", source)])
             disposition = "missing"
-        } else if !verdict.passed, case .delete = config.rejects, !config.approvals.needsApproval("delete_assets") {
-            try fm.removeItem(atPath: source)
+        case .deleted:
             disposition = "deleted"
-        } else {
-            try fm.createDirectory(atPath: targetDir, withIntermediateDirectories: true)
-            let d = (targetDir as NSString).appendingPathComponent(name)
-            if fm.fileExists(atPath: d) { try fm.removeItem(atPath: d) }
-            try fm.moveItem(atPath: source, toPath: d)
+        case .moved(let d):
             dest = d
+        case .refused(let why):
+            try refuse(why, image: id, action: "organize")
+            try store.failImage(id, failureClass: "refused_path", reason: "organize: \(why) (outputs_dir: \(config.outputsDirs.joined(separator: ", ")))", night: night)
+            return
         }
         try store.recordVerdict(image: id, scores: scores, verdict: verdict, night: night, assetPath: dest, disposition: disposition)
+    }
+
+    public enum Placement: Equatable, Sendable {
+        case moved(String), deleted, missing, refused(OwnedPaths.Refusal)
+    }
+
+    /// The file half of organizing an image, without the database: `source` is
+    /// moved into `targetDir` (or deleted) only when `owned` owns it.
+    public static func place(source: String, owned: OwnedPaths, targetDir: String, name: String, delete: Bool) throws -> Placement {
+        let fm = FileManager.default
+        switch owned.check(source) {
+        case .refused(let why): return .refused(why)
+        case .missing: return .missing
+        case .owned(let path):
+            do {
+                if delete {
+                    try owned.remove(path)
+                    return .deleted
+                }
+                try fm.createDirectory(atPath: targetDir, withIntermediateDirectories: true)
+                let d = (targetDir as NSString).appendingPathComponent(name)
+                if fm.fileExists(atPath: d) { try fm.removeItem(atPath: d) }
+                try owned.move(path, to: d)
+                return .moved(d)
+            } catch let why as OwnedPaths.Refusal {
+                return .refused(why)
+            }
+        }
+    }
+
+    /// Deletes the files `owned` owns; the others are returned, untouched.
+    public static func deleteOwned(_ files: [String], owned: OwnedPaths) throws -> (deleted: [String], missing: [String], refused: [OwnedPaths.Refusal]) {
+        var deleted: [String] = [], missing: [String] = [], refused: [OwnedPaths.Refusal] = []
+        for f in files {
+            switch owned.check(f) {
+            case .refused(let why): refused.append(why)
+            case .missing: missing.append(f)
+            case .owned(let path):
+                do {
+                    try owned.remove(path)
+                    deleted.append(f)
+                } catch let why as OwnedPaths.Refusal {
+                    refused.append(why)
+                }
+            }
+        }
+        return (deleted, missing, refused)
+    }
+
+    /// Logged as an error, counted, and audited, so a forged path shows up in `hydra audit` and the console.
+    func refuse(_ why: OwnedPaths.Refusal, image: String?, action: String) throws {
+        refusedPaths += 1
+        log.error("refused to touch a path outside the runner's directories", [("action", action), ("image", image ?? "-"), ("reason", why.description)])
+        try store.jobs.audit(actor: "pipeline", action: "path_refused", target: image,
+                             detail: .object(["action": .string(action), "reason": .string(why.description)]))
     }
 
     // MARK: approval-tier actions
@@ -305,14 +369,13 @@ public final class PipelineRunner {
             }
         case "delete_assets":
             let files = a.detail["files"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            var deleted = 0
-            for f in files where FileManager.default.fileExists(atPath: f) {
-                try FileManager.default.removeItem(atPath: f); deleted += 1
-            }
+            let (deleted, missing, refused) = try Self.deleteOwned(files, owned: deletable)
+            for why in refused { try refuse(why, image: nil, action: "delete_assets \(a.id)") }
             try store.db.exec("UPDATE quality_metrics SET disposition = 'deleted', asset_path = NULL WHERE asset_path = ANY($1::text[])",
-                              [PGConnection.textArray(files)])
+                              [PGConnection.textArray(deleted + missing)])
             if try store.setActionState(a.id, from: "approved", to: "done") {
-                try store.jobs.audit(actor: "pipeline", action: "delete_assets_done", target: a.id, detail: .object(["deleted": .number(Double(deleted))]))
+                try store.jobs.audit(actor: "pipeline", action: "delete_assets_done", target: a.id,
+                                     detail: .object(["deleted": .number(Double(deleted.count)), "refused": .number(Double(refused.count))]))
             }
         default:
             try store.setActionState(a.id, from: "approved", to: "failed")
