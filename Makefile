@@ -57,9 +57,9 @@ check-ops:
 chaos: deps build
 	"$$(swift build --show-bin-path)/hydra" chaos $(CHAOS_FLAGS)
 
-## chaos-ci: the short chaos run for CI: 300 jobs, every fault at least once (about 40 s)
+## chaos-ci: the short chaos run for CI: 300 jobs, every fault at least once, hostile traffic, pinned seed (about 45 s)
 chaos-ci: deps build
-	"$$(swift build --show-bin-path)/hydra" chaos --jobs 300 $(CHAOS_FLAGS)
+	"$$(swift build --show-bin-path)/hydra" chaos --jobs 300 --hostile --seed 7 $(CHAOS_FLAGS)
 
 ## fuzz: the parser fuzz tests (nvidia-smi CSV, node messages, batch files) for FUZZ_SECONDS each
 fuzz: deps

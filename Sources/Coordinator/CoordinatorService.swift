@@ -114,12 +114,16 @@ final class CoordinatorService: Sendable {
         // call that no TCP timeout ends soon; once its lease has lapsed, a standby may lead, so every
         // connection is cut and the loops end (their writes would be fenced off by the epoch anyway).
         let watchdog = Thread { [self] in
-            while !isStopping && !state.stopped {
+            while !isStopping {
+                // Whichever loop noticed first (a lapsed lease, a failed statement), the others may be blocked
+                // on a silent server: cut them loose, so the leader stops now rather than after TCP gives up.
+                if state.stopped {
+                    if state.error != nil { state.interruptAll() }
+                    return
+                }
                 do { try state.checkLease(now: Date()) } catch {
                     log.error("\(error); stepping down")
                     state.fail(error)
-                    state.interruptAll()
-                    return
                 }
                 Thread.sleep(forTimeInterval: 0.1)
             }
@@ -363,7 +367,7 @@ final class CoordinatorService: Sendable {
         let raw = (try? r.storable().jsonString()) ?? ""
         _ = try? redis.command(["XADD", RedisKeys.deadLetter, "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "source", "result",
                                 "node", StoredText.clean(r.node, maxBytes: 256), "job", r.jobID, "attempt", String(r.attempt),
-                                "reason", StoredText.clean(reason, maxBytes: 4096), "raw", StoredText.clean(raw, maxBytes: 4096)])
+                                "reason", "unstorable", "error", StoredText.clean(reason, maxBytes: 4096), "raw", StoredText.clean(raw, maxBytes: 4096)])
         do {
             return try store.failBadResult(jobID: r.jobID, attempt: r.attempt, node: r.node, reason: reason).map { [$0] } ?? []
         } catch let e as PGError where !e.isConnectionLoss {
