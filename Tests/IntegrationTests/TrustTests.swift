@@ -275,4 +275,25 @@ final class TrustTests: XCTestCase {
         // A poisoned result can be lost with the rest of a Redis wiped by a fault; then its job runs elsewhere.
         XCTAssertLessThanOrEqual(h["quarantined"]?.intValue ?? 0, h["unstorable_sent"]?.intValue ?? 0, "\(h)")
     }
+
+    /// Names are data: a node or GPU model with quotes and backslashes (and a NUL in a GPU name an agent
+    /// reports) is stored as given, never spliced into JSON or array literals.
+    func testPlacementsWithHostileNamesAreStoredAsData() throws {
+        let batch = try cluster.submit("name: names\njobs:\n  - {name: a, kind: sleep, count: 3, spec: {duration_s: 0}}\n")
+        let store = cluster.store()
+        let jobs = try store.jobs(.init(batchID: batch))
+        let nodes = ["node \"quoted\"", "back\\slash\\", "{\"json\": [1]}"]
+        let models = ["RTX \"5090\"\\", "GPU\u{0}name", "\\"]
+        let placed = try store.markDispatched(jobs.enumerated().map { i, j in
+            JobStore.Placement(jobID: j.id, node: nodes[i], gpuUUIDs: ["GPU-\(i)\\\""], gpuModel: models[i])
+        }, leaseSeconds: 5)
+        XCTAssertEqual(Set(placed.map(\.node)), Set(nodes))
+        for (i, j) in jobs.enumerated() {
+            let row = try XCTUnwrap(try store.job(j.id))
+            XCTAssertEqual(row.node, nodes[i])
+            XCTAssertEqual(row.gpuModel, StoredText.clean(models[i]))
+            let ev = try store.events(job: j.id).last { $0.to == "dispatched" }
+            XCTAssertEqual(ev?.detail?["node"]?.stringValue, nodes[i])
+        }
+    }
 }

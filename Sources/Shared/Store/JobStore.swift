@@ -201,14 +201,15 @@ public final class JobStore {
                 """, [PGConnection.textArray(assignments.map(\.jobID)), PGConnection.textArray(assignments.map(\.node)),
                       PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds),
                       "{" + assignments.map { $0.reservedBytes.map(String.init) ?? "NULL" }.joined(separator: ",") + "}",
-                      "{" + assignments.map { $0.gpuModel.map { "\"" + $0.replacingOccurrences(of: "\"", with: "") + "\"" } ?? "NULL" }.joined(separator: ",") + "}",
+                      PGConnection.optionalTextArray(assignments.map { $0.gpuModel.map { StoredText.clean($0, maxBytes: 256) } }),
                       PGConnection.optionalTextArray(assignments.map(\.streamID))])
             let out = rows.all.map { r in
                 DispatchedJob(id: r["id"] ?? "", attempt: r.int("attempt") ?? 0, kind: r["kind"] ?? "",
                               spec: known[r["id"] ?? ""] ?? r.json("spec") ?? .object([:]), vramBytes: UInt64(r.int64("reserved_bytes") ?? 0),
                               deadlineSeconds: r.double("deadline_s"), node: r["node"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
             }
-            try insertEvents(tx, out.map { ($0.id, $0.attempt, "pending", "dispatched", "{\"node\":\"\($0.node)\"}") })
+            // Serialized, never spliced: a node or GPU name with a quote or a backslash stays data.
+            try insertEvents(tx, try out.map { ($0.id, $0.attempt, "pending", "dispatched", try JSONValue.object(["node": .string($0.node)]).serialized()) })
             return out
         }
     }
@@ -524,7 +525,7 @@ public final class JobStore {
             INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[])
             """, [PGConnection.textArray(events.map(\.0)), "{" + events.map { String($0.1) }.joined(separator: ",") + "}",
-                  "{" + events.map { $0.2.map { "\"\($0)\"" } ?? "NULL" }.joined(separator: ",") + "}",
+                  PGConnection.optionalTextArray(events.map(\.2)),
                   PGConnection.textArray(events.map(\.3)), PGConnection.textArray(events.map(\.4))])
     }
 
