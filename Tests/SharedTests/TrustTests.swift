@@ -34,6 +34,13 @@ final class StoredTextTests: XCTestCase {
         XCTAssertTrue(try deep.storable(maxDepth: 64).serialized().contains("nested deeper than 64"))
     }
 
+    func testABatchFileWithANULIsRefusedWithItsPlace() {
+        let text = "name: nul\njobs:\n  - {name: a, kind: sleep, spec: {duration_s: 0, prompt: \"x\\0y\"}}\n"
+        XCTAssertThrowsError(try BatchFile.parse(text: text, file: "b.yaml", cluster: nil)) { e in
+            XCTAssertEqual("\(e)", "b.yaml: jobs[0].spec.prompt: contains a NUL character (\\0), which cannot be stored; remove it")
+        }
+    }
+
     func testOversizedResultsKeepTheirSizeAndAnExcerpt() throws {
         let big = JSONValue.object(["output": .array((0..<20_000).map { .string("line \($0) of a very chatty job") })])
         let stored = try JobStore.cappedResult(big)

@@ -61,6 +61,24 @@ public enum BatchFile {
     static let jobKeys: Set<String> = ["name", "kind", "count", "matrix", "vram", "gpus", "spec", "constraints",
                                        "priority", "max_attempts", "deadline_s", "after"]
 
+    /// The path of the first string or key holding a NUL (`jobs[0].spec.prompt`), or nil.
+    static func firstNUL(_ v: JSONValue, path: String) -> String? {
+        switch v {
+        case .string(let s): return s.utf8.contains(0) ? (path.isEmpty ? "(document)" : path) : nil
+        case .array(let a):
+            for (i, x) in a.enumerated() { if let p = firstNUL(x, path: "\(path)[\(i)]") { return p } }
+            return nil
+        case .object(let o):
+            for k in o.keys.sorted() {
+                let p = path.isEmpty ? k : "\(path).\(k)"
+                if k.utf8.contains(0) { return p }
+                if let found = firstNUL(o[k]!, path: p) { return found }
+            }
+            return nil
+        default: return nil
+        }
+    }
+
     public static func load(path: String, cluster: ClusterConfig?) throws -> BatchPlan {
         let text = try ConfigLoader.readFile(path)
         return try parse(text: text, file: path, cluster: cluster)
@@ -68,6 +86,10 @@ public enum BatchFile {
 
     public static func parse(text: String, file: String, cluster: ClusterConfig?) throws -> BatchPlan {
         let doc = try ConfigLoader.parseDocument(text, file: file)
+        if let at = firstNUL(doc, path: "") {
+            // PostgreSQL stores no NUL in text or jsonb: refused here with its place, not half-way through the submit.
+            throw InputError(file: file, location: at, problem: "contains a NUL character (\\0), which cannot be stored; remove it")
+        }
         guard let top = doc.objectValue else { throw InputError(file: file, problem: "expected a map with 'name' and 'jobs'") }
         for k in top.keys where !batchKeys.contains(k) {
             throw InputError(file: file, location: k, problem: "unknown field '\(k)' (known: \(batchKeys.sorted().joined(separator: ", ")))")
