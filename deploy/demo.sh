@@ -156,9 +156,11 @@ for node in "${NODES[@]}"; do
     while ! port_free "$port"; do port=$((port + 1)); done
     mkdir -p "$STATE/output/$node"
     say "starting agent $node (simulated GPUs, metrics on 127.0.0.1:$port)"
+    # Each agent holds only its node's own key, as on an installed node.
+    "$HYDRA" keygen --force --node "$node" --cluster-key "$STATE/hmac.key" "$STATE/$node.key" >/dev/null || fail "hydra keygen --node $node failed"
     "$AGENT" run --node "$node" --cluster "$CLUSTER_FILE" --simulate \
         --listen "127.0.0.1:$port" --output-dir "$STATE/output/$node" \
-        --hmac-key "$STATE/hmac.key" --services "$STATE/services-$node.yaml" --workflows-dir "$REPO_ROOT/deploy/workflows" \
+        --hmac-key "$STATE/$node.key" --services "$STATE/services-$node.yaml" --workflows-dir "$REPO_ROOT/deploy/workflows" \
         --redis-user "hydra-agent-$node" --redis-password-file "$ACL/hydra-agent-$node.password" \
         </dev/null >>"$LOGS/agent-$node.log" 2>&1 &
     PIDS+=("$!")

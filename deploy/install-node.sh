@@ -172,14 +172,14 @@ if [ "$ROLE" = coordinator ] && [ ! -e "$ROOT/etc/hydra/pipeline.yaml" ]; then
 fi
 
 # Secrets: root-only directory; systemd reads it and hands copies to the
-# service. Never generated here: the HMAC key must be the same on all hosts.
+# service. Never generated here: the keys come from the cluster key, which only the coordinator's host holds.
 mkdir_p /etc/hydra/credentials 0700 root:root
 MISSING=()
 for c in "${CREDS[@]}"; do
     [ -e "$ROOT/etc/hydra/credentials/$c" ] || MISSING+=("$c")
 done
 if [ ${#MISSING[@]} -gt 0 ]; then
-    NOTES+=("missing credentials in /etc/hydra/credentials/: ${MISSING[*]}; the units will not start without them. Create each with: install -m 0600 /dev/null /etc/hydra/credentials/NAME and write the secret into it (hmac.key: the same key on every host, e.g. 'openssl rand -hex 32' once; an empty redis.password if Redis has no password)")
+    NOTES+=("missing credentials in /etc/hydra/credentials/: ${MISSING[*]}; the units will not start without them. Create each with: install -m 0600 /dev/null /etc/hydra/credentials/NAME and write the secret into it (hmac.key: on the coordinator's host the cluster key, 'hydra keygen cluster.key' once; on each agent's host only that node's key, 'hydra keygen --node NODE --cluster-key cluster.key NODE.key' run where the cluster key is, then copied; an empty redis.password if Redis has no password)")
 fi
 
 # --- 4. units ---------------------------------------------------------------------

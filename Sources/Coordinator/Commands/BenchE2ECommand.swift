@@ -61,9 +61,17 @@ final class BenchCluster {
                                                    "--hmac-key", keyFile])
     }
 
+    /// Each agent signs with its own node key, as in production.
+    func nodeKey(_ node: String) throws -> String {
+        let path = dir.appendingPathComponent("\(node).key").path
+        let keys = try SigningKeys.load(current: keyFile, previous: nil)!
+        FileManager.default.createFile(atPath: path, contents: Data(keys.nodeKeyFile(node: node).utf8), attributes: [.posixPermissions: 0o600])
+        return path
+    }
+
     func startAgent(_ node: String, prefetch: Int) throws {
         try start(node, binary: "hydra-agent", ["run", "--node", node, "--cluster", clusterFile, "--simulate", "--listen", "127.0.0.1:0",
-                                                "--output-dir", dir.appendingPathComponent("out").path, "--hmac-key", keyFile,
+                                                "--output-dir", dir.appendingPathComponent("out").path, "--hmac-key", try nodeKey(node),
                                                 "--prefetch", String(prefetch), "--grace", "2"])
     }
 
