@@ -24,14 +24,15 @@ struct CoordinatorCommand: ParsableCommand {
     )
     @OptionGroup var conn: ConnectionOptions
     @OptionGroup var clusterOption: ClusterOption
-    @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port).") var metricsListen = "127.0.0.1:9100"
+    @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port; default: $HYDRA_METRICS_LISTEN, else 127.0.0.1:9100).")
+    var metricsListen: String?
     @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
     @Option(name: .customLong("node-timeout"), help: "Seconds without a heartbeat after which a node is dead and its jobs are requeued.")
     var nodeTimeout = 5.0
     @Option(help: "Placement policy: hydra (default), seed-static, least-loaded, random.") var policy = "hydra"
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
-    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
     @OptionGroup var console: ConsoleOptions
     @OptionGroup var pipelineTrigger: PipelineTriggerOptions
 
@@ -48,11 +49,11 @@ struct CoordinatorCommand: ParsableCommand {
         let service = CoordinatorService(settings: CoordinatorSettings(redis: redis, databaseURL: conn.database,
                                                                       cluster: cluster, leaseSeconds: lease, keys: keys,
                                                                       nodeTimeoutSeconds: nodeTimeout, policy: routerPolicy))
-        let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
+        let (host, port) = try MiniHTTPServer.parseListen(metricsListen ?? EnvironmentSettings.value(EnvironmentSettings.metricsListen) ?? "127.0.0.1:9100")
         let trigger = try pipelineTrigger.make(databaseURL: conn.database)
         let server = MiniHTTPServer(host: host, port: port) { req in
             switch req.path {
-            case "/metrics": return .text(service.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            case "/metrics": return .text(service.metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
             case "/healthz": return .text("ok\n")
             case PipelineTrigger.path where trigger != nil: return trigger!.handle(req)
             default: return .text("not found\n", status: 404)
@@ -60,12 +61,15 @@ struct CoordinatorCommand: ParsableCommand {
         }
         let bound: Int
         do { bound = try server.start() } catch { fail("\(error)") }
-        let consoleServer = try console.start(databaseURL: conn.database)
+        let consoleServer = try console.start(databaseURL: conn.database,
+                                              listen: console.consoleListen ?? EnvironmentSettings.value(EnvironmentSettings.consoleListen))
         let t = Thread { service.run() }
         t.start()
         Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)),
                                                                     ("database", PGConnection.redacted(conn.database))])
+        SystemdNotify.ready(status: "metrics on \(host):\(bound)")
         waitForTermination()
+        SystemdNotify.stopping()
         service.stop()
         server.stop()
         consoleServer?.stop()

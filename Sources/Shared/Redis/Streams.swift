@@ -8,7 +8,7 @@ public struct StreamEntry: Sendable, Equatable {
     public init(id: String, fields: [String: String]?) { self.id = id; self.fields = fields }
 }
 
-/// Redis key names, in one place (DESIGN.md "Redis keys and messages").
+/// Redis key names, in one place.
 public enum RedisKeys {
     public static let results = "hydra:results"
     public static let events = "hydra:events"
