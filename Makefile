@@ -58,6 +58,13 @@ check-ops:
 	deploy/ci/check-prometheus.sh
 	deploy/ci/check-grafana.sh
 
+## runbook-test: docs/operations.md's three-node install end to end on this machine: coordinator and three
+## agents started from the real units' ExecStart= lines with credentials, environment file, state directory
+## and notify socket laid out as systemd would; checks `hydra nodes` (3 up), a smoke batch, READY=1/WATCHDOG=1
+## and the coordinator's /metrics; stops everything it started (instance "runbook")
+runbook-test: deps build
+	deploy/ci/runbook-test.sh --bin-dir "$$(swift build --show-bin-path)"
+
 ## chaos: kill, restart and partition a local cluster (instance "chaos") while it runs 2,000 sleep jobs;
 ## exits 1 on any lost or duplicated job (docs/chaos.md)
 chaos: deps build

@@ -130,7 +130,7 @@ case "$ROLE" in
            CREDS=(hmac.key redis.password) ;;
     coordinator) BINS=(hydra); UNITS=(hydra-coordinator.service hydra-nightly.service hydra-nightly.timer hydra-nightly-failed.service)
            START=(hydra-coordinator.service hydra-nightly.timer)
-           CREDS=(hmac.key redis.password pg.password console.token) ;;
+           CREDS=(hmac.key coordinator.redis.password pg.password console.token) ;;
 esac
 for b in "${BINS[@]}"; do
     if [ ! -x "$BIN_DIR/$b" ]; then
@@ -191,7 +191,7 @@ for c in "${CREDS[@]}"; do
     [ -e "$ROOT/etc/hydra/credentials/$c" ] || MISSING+=("$c")
 done
 if [ ${#MISSING[@]} -gt 0 ]; then
-    NOTES+=("missing credentials in /etc/hydra/credentials/: ${MISSING[*]}; the units will not start without them. Create each with: install -m 0600 /dev/null /etc/hydra/credentials/NAME and write the secret into it (hmac.key: the same key on every host, e.g. 'openssl rand -hex 32' once; an empty redis.password if Redis has no password)")
+    NOTES+=("missing credentials in /etc/hydra/credentials/: ${MISSING[*]}; the units will not start without them. Create each with: install -m 0600 /dev/null /etc/hydra/credentials/NAME and write the secret into it (hmac.key: the same key on every host, e.g. 'openssl rand -hex 32' once; an empty redis.password / coordinator.redis.password if Redis has no password)")
 fi
 
 # --- 4. units ---------------------------------------------------------------------

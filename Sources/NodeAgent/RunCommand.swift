@@ -21,7 +21,13 @@ struct RunCommand: ParsableCommand {
     var listen: String?
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats (TTL is 3×).") var heartbeatInterval = 1.0
     @Option(help: "Seconds running jobs get to finish on SIGTERM before they are handed back.") var grace = 30.0
-    @Option(name: .customLong("output-dir"), help: "Directory for job outputs.") var outputDir = "/var/lib/hydra/outputs"
+    @Option(name: .customLong("output-dir"), help: "Directory for job outputs (default: $STATE_DIRECTORY/outputs, else /var/lib/hydra/outputs).")
+    var outputDirFlag: String?
+    /// systemd sets STATE_DIRECTORY from the unit's StateDirectory=, so a drop-in that moves it moves the outputs too.
+    var outputDir: String {
+        outputDirFlag ?? EnvironmentSettings.value("STATE_DIRECTORY").map { $0.split(separator: ":").first.map(String.init) ?? $0 }.map { $0 + "/outputs" }
+            ?? "/var/lib/hydra/outputs"
+    }
     @Option(name: .customLong("marker-dir"), help: "Write one marker file per (job, attempt) here (chaos runs).") var markerDir: String?
     @Option(help: "Jobs held at once (running plus prefetched).") var prefetch = 64
     @Option(name: .customLong("allow-command"), help: "Allow this program for `command` jobs (repeatable; adds to the cluster file's list).")
