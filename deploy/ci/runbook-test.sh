@@ -308,8 +308,15 @@ YAML
 batch="$(cli submit "$BATCH_FILE" 2>>"$LOGS/cli.log")" || fail "hydra submit"
 batch="${batch//[[:space:]]/}"
 say "smoke batch $batch submitted"
-timeout 120 env CREDENTIALS_DIRECTORY="$T/$COORD_HOST/run/migrate" "$HYDRA" watch "$batch" --timeout 110 >"$LOGS/watch.log" 2>&1 \
+timeout 120 env CREDENTIALS_DIRECTORY="$T/$COORD_HOST/run/migrate" "$HYDRA" watch "$batch" --json --timeout 110 >"$LOGS/watch.log" 2>&1 \
     || { cat "$LOGS/watch.log" >&2; fail "hydra watch $batch did not see the batch finish"; }
+# `hydra watch --json`: one object per line; the last says done, nothing left, ETA 0.
+python3 - "$LOGS/watch.log" <<'PY' || fail "hydra watch --json output (see $LOGS/watch.log)"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+last = lines[-1]
+assert last["done"] and last["finished"] == last["total"] == 10 and last["eta_s"] == 0, last
+PY
 summary="$(cli status "$batch" --summary | tail -n 1)"
 say "smoke batch: $summary"
 [[ "$summary" =~ ^10\ jobs,\ 10\ succeeded,\ 0\ failed ]] || { cli jobs --batch "$batch" >&2 || true; fail "smoke batch did not succeed: $summary"; }
