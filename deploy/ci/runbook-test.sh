@@ -286,25 +286,7 @@ wait_for "hydra nodes shows hydra-ai, hydra-compute, hydra-storage up" 60 three_
 cli nodes
 say "hydra nodes: 3 up"
 
-BATCH_FILE="$STATE/smoke-batch.yaml"
-cat > "$BATCH_FILE" <<'YAML'
-name: runbook-smoke
-description: the runbook's smoke batch (fictional work)
-jobs:
-  - name: warm-kettle
-    kind: sleep
-    count: 6
-    spec: {duration_s: 0.2}
-  - name: paint-lantern
-    kind: sleep
-    count: 2
-    vram: 4GiB
-    spec: {duration_s: 0.3}
-  - name: ring-bell
-    kind: command
-    count: 2
-    spec: {argv: [/usr/bin/true]}
-YAML
+BATCH_FILE="$REPO_ROOT/deploy/examples/smoke-batch.yaml"
 batch="$(cli submit "$BATCH_FILE" 2>>"$LOGS/cli.log")" || fail "hydra submit"
 batch="${batch//[[:space:]]/}"
 say "smoke batch $batch submitted"
