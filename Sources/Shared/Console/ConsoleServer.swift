@@ -185,6 +185,10 @@ public final class ConsoleServer: Sendable {
         case "": return .redirect("/cluster", status: 302)
         case "cluster" where p.count == 1:
             return .html(ConsolePages.cluster(try pool.withStore { try $0.consoleCluster() }, ctx: ctx))
+        case "cluster" where p.count == 2 && p[1] == "occupancy.svg":
+            return try occupancySVG(hours: Double(req.query["hours"] ?? "") ?? 1)
+        case "batches" where p.count == 3 && p[2] == "rate.svg":
+            return try batchRateSVG(p[1].lowercased())
         case "batches" where p.count == 1:
             return .html(ConsolePages.batches(try pool.withStore { try $0.batchProgress() }, ctx: ctx))
         case "batches" where p.count == 2:
