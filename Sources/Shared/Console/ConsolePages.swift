@@ -284,9 +284,7 @@ public enum ConsolePages {
 
     public static func approvals(_ d: ApprovalsPageData, ctx: PageContext) -> HTML {
         let cards = d.pending.map { a -> HTML in
-            let images = (a.detail["images"]?.arrayValue ?? []).compactMap(\.stringValue).prefix(24).map { p -> HTML in
-                "<a href=\"\(mediaURL("media", p))\"><img class=\"thumb\" loading=\"lazy\" src=\"\(mediaURL("thumb", p))\" alt=\"\(p)\"></a>"
-            }
+            let images = (a.detail["images"]?.arrayValue ?? []).compactMap(\.stringValue).prefix(24).map { p -> HTML in scoredThumb(p, d.scores[p]) }
             let other = (a.detail.objectValue ?? [:]).filter { $0.key != "images" }.sorted { $0.key < $1.key }.map { kv -> HTML in
                 "<tr><th>\(kv.key)</th><td>\(kv.value.stringValue ?? ConsoleFormat.compactJSON(kv.value))</td></tr>"
             }
@@ -341,9 +339,9 @@ public enum ConsolePages {
         return layout(title: "Nights", active: "nights", ctx: ctx, body: body)
     }
 
-    public static func night(_ r: NightReport, ctx: PageContext) -> HTML {
+    public static func night(_ r: NightReport, ctx: PageContext, images: [ImageGateScores] = []) -> HTML {
         layout(title: "Night \(r.date)", active: "nights", ctx: ctx, body: """
-        <p class="crumbs"><a href="/nights">Nights</a> ›</p><article class="report">\(Markdown.render(r.markdown))</article>
+        <p class="crumbs"><a href="/nights">Nights</a> ›</p>\(nightGallery(images))<article class="report">\(Markdown.render(r.markdown))</article>
         """)
     }
 

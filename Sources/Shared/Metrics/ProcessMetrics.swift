@@ -48,7 +48,11 @@ public enum ProcessMetrics {
               var s = parse(stat: stat, bootTime: boot) else { return nil }
         s.openFDs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")).map { $0.count }
         var lim = rlimit()
+        #if os(Linux)
         if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 { s.maxFDs = Double(lim.rlim_cur) }
+        #else
+        if getrlimit(RLIMIT_NOFILE, &lim) == 0 { s.maxFDs = Double(lim.rlim_cur) }
+        #endif
         return s
     }
 

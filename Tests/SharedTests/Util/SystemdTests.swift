@@ -5,7 +5,11 @@ import XCTest
 final class SystemdNotifyTests: XCTestCase {
     /// A datagram socket bound where systemd's would be; returns its fd.
     func listener(path: String) throws -> Int32 {
+        #if os(Linux)
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        #else
+        let fd = socket(AF_UNIX, SOCK_DGRAM, 0)
+        #endif
         XCTAssertGreaterThanOrEqual(fd, 0)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
