@@ -65,7 +65,7 @@ struct CoordinatorCommand: ParsableCommand {
                                               listen: console.consoleListen ?? EnvironmentSettings.value(EnvironmentSettings.consoleListen))
         let t = Thread { service.run() }
         t.start()
-        Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)),
+        Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)), ("redis_user", redis.user ?? "default"),
                                                                     ("database", PGConnection.redacted(conn.database))])
         SystemdNotify.ready(status: "metrics on \(host):\(bound)")
         waitForTermination()
