@@ -13,7 +13,7 @@ CHAOS_FLAGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_LIBFUZZER ?= 0
 
-.PHONY: all deps build agent-release test check-ops demo pipeline-demo browser-test clean-local chaos chaos-ci fuzz
+.PHONY: all deps build agent-release man test check-ops runbook-test demo pipeline-demo browser-test clean-local chaos chaos-ci fuzz
 
 all: build
 
@@ -31,6 +31,12 @@ build:
 ## changes every compile command, and sharing .build with `swift build -c release` would rebuild all.
 agent-release:
 	swift build -c release --static-swift-stdlib --product hydra-agent --scratch-path .build-static $(SWIFT_BUILD_FLAGS)
+
+## man: man pages for hydra, hydra-agent and hydra-fake in .build/man (swift-argument-parser's
+## GenerateManual plugin; it builds the products in release mode first). install-node.sh installs them.
+man:
+	mkdir -p .build/man
+	swift package --allow-writing-to-directory .build/man generate-manual --output-directory .build/man $(SWIFT_BUILD_FLAGS)
 
 ## test: unit + integration tests against a private Redis/PostgreSQL (instance "test"),
 ## (its short fuzz pass uses a fixed seed so that it is reproducible; `make fuzz` explores new seeds),
@@ -51,6 +57,13 @@ check-ops:
 	deploy/ci/check-units.sh
 	deploy/ci/check-prometheus.sh
 	deploy/ci/check-grafana.sh
+
+## runbook-test: docs/operations.md's three-node install end to end on this machine: coordinator and three
+## agents started from the real units' ExecStart= lines with credentials, environment file, state directory
+## and notify socket laid out as systemd would; checks `hydra nodes` (3 up), a smoke batch, READY=1/WATCHDOG=1
+## and the coordinator's /metrics; stops everything it started (instance "runbook")
+runbook-test: deps build
+	deploy/ci/runbook-test.sh --bin-dir "$$(swift build --show-bin-path)"
 
 ## chaos: kill, restart and partition a local cluster (instance "chaos") while it runs 2,000 sleep jobs;
 ## exits 1 on any lost or duplicated job (docs/chaos.md)

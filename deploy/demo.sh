@@ -7,8 +7,11 @@
 # coordinator and three simulated agents (hydra-ai, hydra-compute,
 # hydra-storage from deploy/cluster.yaml), submits
 # deploy/examples/sample-batch.yaml, watches it finish, prints the node table
-# and, as the last line, `demo: <summary>`. Everything it started is stopped on
-# exit. Exit status 0 only if the batch ended with 0 failed and 0 lost jobs.
+# and `demo: <summary>`. In a terminal (stdin is a tty) it then keeps the
+# cluster and the web console running and prints what to try, until Ctrl-C;
+# otherwise (CI) the summary is the last line and it stops at once.
+# Everything it started is stopped on exit. Exit status 0 only if the batch
+# ended with 0 failed and 0 lost jobs.
 #
 # Environment knobs:
 #   HYDRA_DEMO_BATCH         batch file (default deploy/examples/sample-batch.yaml)
@@ -18,6 +21,7 @@
 #                            previous run (default: start from empty ones)
 #   HYDRA_DEMO_KEEP_SERVICES=1  leave Redis/PostgreSQL running afterwards
 #   HYDRA_DEMO_CONSOLE_PORT  first port to try for the web console (default 8480)
+#   HYDRA_DEMO_EXIT=1        stop at once even in a terminal
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -144,7 +148,7 @@ svc() { echo "    $1: {url: \"http://127.0.0.1:$((FAKE_PORT + $2))\"${3:+, gpu: 
 CONSOLE_PORT="${HYDRA_DEMO_CONSOLE_PORT:-8480}"
 while ! port_free "$CONSOLE_PORT"; do CONSOLE_PORT=$((CONSOLE_PORT + 1)); done
 mkdir -p "$STATE/output" "$STATE/reports"
-say "starting the coordinator; web console: http://127.0.0.1:$CONSOLE_PORT/ (while the demo runs)"
+say "starting the coordinator; web console: http://127.0.0.1:$CONSOLE_PORT/"
 "$HYDRA" coordinator --cluster "$CLUSTER_FILE" --hmac-key "$STATE/hmac.key" \
     --redis-user hydra-coordinator --redis-password-file "$ACL/hydra-coordinator.password" --console-listen "127.0.0.1:$CONSOLE_PORT" \
     --output-dir "$STATE/output" --reports-dir "$STATE/reports" </dev/null >>"$LOGS/coordinator.log" 2>&1 &
@@ -215,6 +219,42 @@ summary="$(printf '%s\n' "$summary" | tail -n 1)"
 ok=0
 if [[ "$summary" =~ (^|[^0-9])0\ failed ]] && [[ "$summary" =~ (^|[^0-9])0\ lost ]]; then ok=1; fi
 ((ok)) || show_logs
+
+# In a terminal the cluster stays up for a look around (like `nomad agent -dev`) until Ctrl-C;
+# without one (CI, a pipe) it stops at once, so the summary is the last line and the exit
+# status says whether the batch succeeded.
+if [[ -t 0 && "${HYDRA_DEMO_EXIT:-0}" != 1 ]]; then
+    printf 'demo: %s\n' "$summary"
+    rel() { printf '%s' "${1#"$REPO_ROOT"/}"; }
+    cat >&2 <<TRY
+
+demo: the cluster keeps running until you press Ctrl-C. In another terminal, from $REPO_ROOT:
+
+    source $(rel "$STATE/env"); export HYDRA_CLUSTER=$(rel "$CLUSTER_FILE")
+    $(rel "$HYDRA") nodes                                  # three nodes, their GPUs
+    $(rel "$HYDRA") submit deploy/examples/sample-batch.yaml   # prints a batch id
+    $(rel "$HYDRA") watch <batch>                          # progress, ETA (--json for lines)
+    $(rel "$HYDRA") jobs --state pending                   # why a job waits
+
+    web console:  http://127.0.0.1:$CONSOLE_PORT/
+    metrics:      http://127.0.0.1:$METRICS_BASE_PORT/metrics (agents from there up; coordinator per its log)
+    logs:         $(rel "$LOGS")/
+
+TRY
+    trap 'say "stopping"; cleanup; exit $((ok ? 0 : 1))' INT TERM
+    while :; do
+        for i in "${!PIDS[@]}"; do
+            if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+                say "the ${PNAMES[$i]} exited; stopping the rest"
+                show_logs
+                cleanup
+                exit 1
+            fi
+        done
+        # Interrupted at once by Ctrl-C: bash runs the trap when the wait ends.
+        sleep 2 & wait $! || true
+    done
+fi
 
 # Stop everything before the last line so that it stays the last line.
 cleanup

@@ -19,9 +19,11 @@
 # What it does: creates the system user `hydra` (no login; agent: also in
 # the video/render groups for /dev/nvidia*; agent: also `hydra-job`, the
 # user command jobs run as, in the same groups), installs the binary to
-# /usr/local/bin, /etc/hydra/cluster.yaml and /etc/hydra/hydra.env only if
-# missing (existing configuration is never overwritten), /etc/hydra/credentials/
-# (root only; secrets are yours to put there), the units to
+# /usr/local/bin, /etc/hydra/cluster.yaml, /etc/hydra/hydra.env and (agent)
+# /etc/hydra/services.yaml only if missing (existing configuration is never
+# overwritten), the ComfyUI workflows (agent), /etc/hydra/credentials/ (root
+# only; secrets are yours to put there, except the coordinator's console.token,
+# generated once), shell completions and man pages, the units to
 # /etc/systemd/system, then `systemctl daemon-reload` and `enable --now`
 # (skipped with a note when systemd is not running). A unit or binary that
 # changed restarts a running service. Re-running changes nothing.
@@ -35,7 +37,7 @@ CLUSTER="$SRC/deploy/cluster.yaml"
 NODE=""
 ROOT=""
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -141,9 +143,9 @@ fi
 case "$ROLE" in
     agent) BINS=(hydra-agent); UNITS=(hydra-agent.service); START=(hydra-agent.service)
            CREDS=(hmac.key redis.password) ;;
-    coordinator) BINS=(hydra); UNITS=(hydra-coordinator.service hydra-nightly.service hydra-nightly.timer)
+    coordinator) BINS=(hydra); UNITS=(hydra-coordinator.service hydra-nightly.service hydra-nightly.timer hydra-nightly-failed.service)
            START=(hydra-coordinator.service hydra-nightly.timer)
-           CREDS=(hmac.key redis.password pg.password) ;;
+           CREDS=(coordinator.hmac.key coordinator.redis.password pg.password console.token) ;;
 esac
 for b in "${BINS[@]}"; do
     if [ ! -x "$BIN_DIR/$b" ]; then
@@ -167,6 +169,17 @@ else
 fi
 sed "s/@NODE@/$NODE/" "$SRC/deploy/hydra.env.example" > "$TMP/hydra.env"
 put_once "$TMP/hydra.env" /etc/hydra/hydra.env 0644
+if [ "$ROLE" = agent ]; then
+    # HYDRA_SERVICES in hydra.env points here; with no service uncommented the
+    # node takes sleep and command jobs only.
+    put_once "$SRC/deploy/services.yaml.example" /etc/hydra/services.yaml 0644
+    # ComfyUI `template:` jobs name a workflow in this directory (ServiceOptions'
+    # default), so a shipped workflow that changed is updated.
+    for w in "$SRC"/deploy/workflows/*.json; do
+        [ -f "$w" ] || continue
+        put "$w" "/usr/local/share/hydra/workflows/$(basename "$w")" 0644 || true
+    done
+fi
 if [ "$ROLE" = coordinator ] && [ ! -e "$ROOT/etc/hydra/pipeline.yaml" ]; then
     NOTES+=("/etc/hydra/pipeline.yaml is missing: hydra-nightly.service needs it (see docs/operations.md)")
 fi
@@ -174,12 +187,26 @@ fi
 # Secrets: root-only directory; systemd reads it and hands copies to the
 # service. Never generated here: the keys come from the cluster key, which only the coordinator's host holds.
 mkdir_p /etc/hydra/credentials 0700 root:root
+if [ "$ROLE" = coordinator ]; then
+    # The console token is this host's own (unlike hmac.key, nothing else must
+    # match it), so it can be made here; LoadCredential= fails the unit without it.
+    if [ -e "$ROOT/etc/hydra/credentials/console.token" ]; then
+        say "= /etc/hydra/credentials/console.token exists"
+    else
+        printf '+ generate /etc/hydra/credentials/console.token (32 random bytes, hex, mode 0600)\n'
+        if [ "$DRY" -eq 0 ]; then
+            (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$ROOT/etc/hydra/credentials/console.token")
+            chmod 0600 "$ROOT/etc/hydra/credentials/console.token"
+        fi
+        NOTES+=("console token written to /etc/hydra/credentials/console.token: the console asks for it when HYDRA_CONSOLE_LISTEN is not loopback")
+    fi
+fi
 MISSING=()
 for c in "${CREDS[@]}"; do
     [ -e "$ROOT/etc/hydra/credentials/$c" ] || MISSING+=("$c")
 done
 if [ ${#MISSING[@]} -gt 0 ]; then
-    NOTES+=("missing credentials in /etc/hydra/credentials/: ${MISSING[*]}; the units will not start without them. Create each with: install -m 0600 /dev/null /etc/hydra/credentials/NAME and write the secret into it (hmac.key: on the coordinator's host the cluster key, 'hydra keygen cluster.key' once; on each agent's host only that node's key, 'hydra keygen --node NODE --cluster-key cluster.key NODE.key' run where the cluster key is, then copied; an empty redis.password if Redis has no password)")
+    NOTES+=("missing credentials in /etc/hydra/credentials/: ${MISSING[*]}; the units will not start without them. Create each with: install -m 0600 /dev/null /etc/hydra/credentials/NAME and write the secret into it (hmac.key: on the coordinator's host the cluster key, 'hydra keygen cluster.key' once; on each agent's host only that node's key, 'hydra keygen --node NODE --cluster-key cluster.key NODE.key' run where the cluster key is, then copied; on hydra-storage, where both run, the coordinator's unit reads the cluster key as coordinator.hmac.key; an empty redis.password / coordinator.redis.password if Redis has no password)")
 fi
 
 # --- 4. units ---------------------------------------------------------------------
@@ -189,7 +216,7 @@ done
 SYSTEMD_MAJOR=$(systemctl --version 2>/dev/null | awk 'NR==1{print $2}' | cut -d. -f1 || true)
 for u in "${UNITS[@]}"; do
     case "$u" in *.service) ;; *) continue ;; esac
-    [ "$u" = hydra-nightly.service ] && continue   # no Restart=, no backoff
+    case "$u" in hydra-nightly.service|hydra-nightly-failed.service) continue ;; esac   # no Restart=, no backoff
     if [ "${SYSTEMD_MAJOR:-0}" -ge 254 ] 2>/dev/null; then
         if put "$SRC/systemd/hydra-restart-backoff.conf" "/etc/systemd/system/$u.d/10-restart-backoff.conf" 0644; then CHANGED=1; fi
     else
@@ -199,6 +226,37 @@ done
 if [ -f "$SRC/docs/operations.md" ]; then
     put "$SRC/docs/operations.md" /usr/local/share/doc/hydra/operations.md 0644 || true
 fi
+
+# --- 4b. shell completions and man pages -----------------------------------------
+# Generated by the installed binaries themselves (swift-argument-parser), so
+# they always match the flags of the version installed.
+for b in "${BINS[@]}"; do
+    exe="$BIN_DIR/$b"
+    [ -x "$exe" ] || continue
+    for sh in bash zsh fish; do
+        case "$sh" in
+            bash) dest="/usr/share/bash-completion/completions/$b" ;;
+            zsh)  dest="/usr/share/zsh/vendor-completions/_$b" ;;
+            fish) dest="/usr/share/fish/vendor_completions.d/$b.fish" ;;
+        esac
+        if "$exe" --generate-completion-script "$sh" > "$TMP/completion.$b.$sh" 2>/dev/null; then
+            put "$TMP/completion.$b.$sh" "$dest" 0644 || true
+        else
+            say "! $b --generate-completion-script $sh failed; no $sh completion"
+        fi
+    done
+done
+# Man pages: `make man` writes them to .build/man (the GenerateManual plugin).
+MAN_DIR="${HYDRA_MAN_DIR:-$SRC/.build/man}"
+found_man=0
+for b in "${BINS[@]}"; do
+    for m in "$MAN_DIR/$b.1" "$MAN_DIR"/"$b".*.1; do
+        [ -f "$m" ] || continue
+        found_man=1
+        put "$m" "/usr/local/share/man/man1/$(basename "$m")" 0644 || true
+    done
+done
+[ "$found_man" -eq 1 ] || NOTES+=("no man pages in $MAN_DIR: run 'make man' first to install them")
 
 # --- 5. systemd ---------------------------------------------------------------------
 if [ -n "$ROOT" ]; then

@@ -57,6 +57,7 @@ final class CoordinatorService: Sendable {
                 guard let epoch = try waitForLeadership(lockConn) else { break }
                 metrics.registry.set("hydra_coordinator_leader", [], 1)
                 log.info("leading", [("epoch", String(epoch))])
+                SystemdNotify.status("leading")
                 try lead(lockConn, epoch: epoch)
                 backoff = 0.2
             } catch {
@@ -80,7 +81,7 @@ final class CoordinatorService: Sendable {
             } catch let e as PGError where e.sqlState == "55P03" {
                 // lock_timeout: the old leader is still finishing a fenced transaction; look again.
             }
-            if !logged { log.info("another coordinator leads; standing by"); logged = true }
+            if !logged { log.info("another coordinator leads; standing by"); SystemdNotify.status("standing by"); logged = true }
             sleepInterruptibly(0.25)
         }
         return nil
@@ -88,7 +89,7 @@ final class CoordinatorService: Sendable {
 
     private func sleepInterruptibly(_ s: Double) {
         let end = Date().addingTimeInterval(s)
-        while !isStopping && Date() < end { Thread.sleep(forTimeInterval: 0.05) }
+        while !isStopping && Date() < end { SystemdNotify.watchdog(); Thread.sleep(forTimeInterval: 0.05) }
     }
 
     private func lead(_ lockConn: PGConnection, epoch: Int64) throws {
@@ -259,7 +260,7 @@ final class CoordinatorService: Sendable {
             for n in nodes { liveness.observe(node: n.name, instance: n.beat.instance, seq: n.beat.seq, now: t) }
             let live = nodes.filter { liveness.isLive($0.name, now: t) }
             if now.timeIntervalSince(lastNodesWrite) >= 1 {
-                try writeNodes(store: store, nodes: live, liveness: liveness, now: t)
+                try writeNodes(store: store, nodes: live, liveness: liveness, now: t, active: state.activeJobs())
                 lastNodesWrite = now
             }
             // Leases are several seconds long: renewing twice a second is plenty. Only for the attempts each
@@ -271,6 +272,7 @@ final class CoordinatorService: Sendable {
                 ? Set(state.activeJobs().compactMap(\.node)).subtracting(liveNames).sorted() : []
             let lost = try store.expireLeases(deadNodes: dead)
             for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
+            metrics.lost(lost)
             state.ended(lost)
             try cleanStreams(redis: redis, lost)
             try store.releaseBackoffs()
@@ -287,6 +289,7 @@ final class CoordinatorService: Sendable {
             }
             // The tick is the fallback for every change that sends no signal (heartbeats, retries, drains).
             state.wake()
+            SystemdNotify.watchdog()
             let next = now.addingTimeInterval(0.5)
             while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.05) }
         }
@@ -319,12 +322,11 @@ final class CoordinatorService: Sendable {
             _ = try redis.pipeline(byStream.sorted { $0.key < $1.key }.flatMap { stream, ids in
                 [["XACK", stream, RedisKeys.coordinatorGroup] + ids, ["XDEL", stream] + ids]
             })
+            metrics.applied(applied, results: results, dispatchedAt: state.dispatchedAt(applied.map(\.jobID)))
             state.applied(applied)
-            let nowEpoch = Date().timeIntervalSince1970
             for t in applied {
                 // The first sign that the job runs: `started`, or its final result when the agent folded the two.
                 if t.from == .dispatched, let s = t.startedAt {
-                    metrics.registry.observe("hydra_dispatch_latency_seconds", [], max(0, nowEpoch - s))
                     for g in gaps.started(gpus: t.gpuUUIDs, at: s, submittedAt: t.submittedAt) {
                         metrics.registry.observe("hydra_dispatch_gap_seconds", [], g)
                     }
@@ -437,7 +439,7 @@ final class CoordinatorService: Sendable {
 
     private let drained = Mutex<Set<String>>([])
 
-    private func writeNodes(store: JobStore, nodes: [NodeBeat], liveness: NodeLiveness, now: Double) throws {
+    private func writeNodes(store: JobStore, nodes: [NodeBeat], liveness: NodeLiveness, now: Double, active: [JobRow]) throws {
         try store.upsertNodes(nodes.map {
             NodeRow(name: $0.name, lastSeen: liveness.lastChange($0.name) ?? now, up: true, draining: false, agentVersion: $0.beat.version,
                     inventory: $0.inventory, running: $0.beat.held.map(\.id))
@@ -445,8 +447,7 @@ final class CoordinatorService: Sendable {
         try store.markNodesDown(except: nodes.map(\.name))
         let rows = try store.nodes()
         drained.withLock { $0 = Set(rows.filter(\.draining).map(\.name)) }
-        metrics.registry.reset("hydra_node_up")
-        for r in rows { metrics.registry.set("hydra_node_up", [r.name], r.up ? 1 : 0) }
+        metrics.nodes(rows, active: active)
     }
 
     // MARK: placement
@@ -487,7 +488,7 @@ final class CoordinatorService: Sendable {
         // PostgreSQL says which jobs are pending and in which order; rows already read and decoded
         // in an earlier pass come from the cache (a pending job's row does not change until it is placed).
         let ids = try store.pendingIDs(limit: settings.placementBatch)
-        if ids.isEmpty { cache.removeAll(); return false }
+        if ids.isEmpty { cache.removeAll(); metrics.pendingClasses([]); return false }
         let missing = ids.filter { cache.rows[$0] == nil }
         if !missing.isEmpty { cache.add(try store.pendingRows(ids: missing)) }
         cache.keep(only: ids)
@@ -499,7 +500,7 @@ final class CoordinatorService: Sendable {
         // Reason texts are for people: written about once a second, not on every pass a result triggers.
         let result = Router.place(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
                                   explain: explain)
-        metrics.registry.set("hydra_router_pass_duration_seconds", [], Date().timeIntervalSince(t0))
+        metrics.routerPass(seconds: Date().timeIntervalSince(t0), pending: result.pending)
         if Log.level <= .debug {
             for a in result.assignments {
                 log.debug("placed", [("job", a.jobID), ("node", a.node), ("gpus", a.gpuIndices.map(String.init).joined(separator: ",")),
@@ -621,9 +622,6 @@ final class CoordinatorService: Sendable {
             }
         }
         try store.setStreamIDs(late)
-        var depth: [String: Int] = [:]
-        for d in dispatched { depth[d.node, default: 0] += 1 }
-        for (n, c) in depth { metrics.registry.set("hydra_queue_depth", [n], Double(c)) }
         return ids.count >= settings.placementBatch
     }
 
@@ -663,29 +661,3 @@ final class CoordinatorService: Sendable {
 /// `@unchecked Sendable`: PGConnection is not thread-safe; the leadership connection is handed to the
 /// lease thread while it runs, and `lead` touches it again only after `waitForRenewer()` returned.
 private struct HandedOver: @unchecked Sendable { let conn: PGConnection }
-
-struct CoordinatorMetrics: Sendable {
-    let registry = MetricsRegistry()
-    init() {
-        let r = registry
-        r.register("hydra_coordinator_leader", .gauge, help: "1 while this coordinator leads.")
-        r.register("hydra_jobs", .gauge, help: "Jobs by state.", labels: ["state"])
-        r.register("hydra_placements_total", .counter, help: "Jobs placed and dispatched.")
-        r.register("hydra_dispatch_latency_seconds", .histogram, help: "Time from dispatch to the job running on its GPU.",
-                   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
-        r.register("hydra_dispatch_gap_seconds", .histogram,
-                   help: "Time from a job's end on a GPU to the next job starting there, when that job was already waiting (agent clock).",
-                   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
-        r.register("hydra_router_pass_duration_seconds", .gauge, help: "Duration of the last placement pass.")
-        r.register("hydra_queue_depth", .gauge, help: "Jobs dispatched to a node in the last pass.", labels: ["node"])
-        r.register("hydra_node_up", .gauge, help: "1 when the node's heartbeat is live.", labels: ["node"])
-        r.register("hydra_messages_rejected_total", .counter, help: "Results and heartbeats refused (unsigned, forged, for another node, unreadable).",
-                   labels: ["source", "reason"])
-        r.register("hydra_results_quarantined_total", .counter, help: "Verified results that could not be stored: their job failed with class bad_result.")
-        r.register("hydra_placements_deferred_total", .counter, help: "Placements held back because the node already holds as many jobs as its agent reads ahead.")
-        r.add("hydra_results_quarantined_total", [], 0)
-        r.add("hydra_placements_deferred_total", [], 0)
-        r.set("hydra_coordinator_leader", [], 0)
-        r.add("hydra_placements_total", [], 0)
-    }
-}

@@ -75,6 +75,14 @@ final class LeaderState: Sendable {
     func dispatched(_ rows: [JobRow]) { active.withLock { $0.dispatched(rows) } }
     func resyncActive(_ rows: [JobRow]) { active.withLock { $0.resync(rows, now: Date().timeIntervalSince1970) } }
     func setStats(_ s: RuntimeStats) { runtime.withLock { $0 = s } }
+    /// When each of these jobs was dispatched, for those the view holds (dispatch latency).
+    func dispatchedAt(_ ids: [String]) -> [String: Double] {
+        active.withLock { v in
+            var out: [String: Double] = [:]
+            for id in ids { if let d = v.jobs[id]?.dispatchedAt { out[id] = d } }
+            return out
+        }
+    }
 
     /// Results were applied: update the view, then wake the dispatcher if room may have freed.
     func applied(_ transitions: [AppliedTransition]) {

@@ -146,6 +146,7 @@ final class Agent: Sendable {
         while !isStopping {
             let started = Date()
             collectAndPublish(conn)
+            SystemdNotify.watchdog()
             let next = started.addingTimeInterval(settings.heartbeatInterval)
             while !isStopping && Date() < next { Thread.sleep(forTimeInterval: min(0.05, max(0, next.timeIntervalSinceNow))) }
         }

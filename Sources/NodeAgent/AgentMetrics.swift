@@ -25,7 +25,14 @@ struct AgentMetrics: Sendable {
         r.register("hydra_agent_deadletter_total", .counter, help: "Messages put on the dead-letter stream by reason.", labels: ["node", "reason"])
         r.set("hydra_agent_up", [node], 1)
         r.set("hydra_agent_jobs_running", [node], 0)
-        r.add("hydra_agent_collection_errors_total", [node, "error"], 0)
+        // Every label value a counter can take starts at 0: increase() misses a series's first event.
+        for reason in ["not_found", "exit_status", "timeout", "parse", "error"] { r.add("hydra_agent_collection_errors_total", [node, reason], 0) }
+        for reason in MessageRejection.allCases.map(\.rawValue) { r.add("hydra_agent_deadletter_total", [node, reason], 0) }
+        for kind in JobKind.allCases.map(\.rawValue) {
+            for outcome in ["succeeded", "released", "failed"] + FailureClass.allCases.map(\.rawValue) {
+                r.add("hydra_agent_jobs_finished_total", [node, kind, outcome], 0)
+            }
+        }
     }
 
     func recordInventory(_ inv: Inventory, reservedByUUID: [String: UInt64]) {
@@ -50,4 +57,6 @@ struct AgentMetrics: Sendable {
     func jobsRunning(_ n: Int) { registry.set("hydra_agent_jobs_running", [node], Double(n)) }
     func jobFinished(kind: String, outcome: String) { registry.add("hydra_agent_jobs_finished_total", [node, kind, outcome]) }
     func deadLettered(reason: String) { registry.add("hydra_agent_deadletter_total", [node, reason]) }
+    /// /metrics: the registry plus build and process series read now.
+    func render() -> String { registry.render() + ProcessMetrics.render(program: "hydra-agent", version: hydraVersion) }
 }

@@ -17,10 +17,17 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Cluster YAML (GPU models for --simulate, command allowlist).") var cluster: String?
     @Flag(help: "Simulate this node's GPUs from the cluster file instead of reading nvidia-smi.") var simulate = false
     @Option(name: .customLong("nvidia-smi"), help: "Path of the nvidia-smi executable to read GPUs from.") var nvidiaSMI: String?
-    @Option(help: "Address for /metrics and /healthz (host:port; port 0 picks one).") var listen = "127.0.0.1:9101"
+    @Option(help: "Address for /metrics and /healthz (host:port; port 0 picks one; default: $HYDRA_AGENT_LISTEN, else 127.0.0.1:9101).")
+    var listen: String?
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats (TTL is 3×).") var heartbeatInterval = 1.0
     @Option(help: "Seconds running jobs get to finish on SIGTERM before they are handed back.") var grace = 30.0
-    @Option(name: .customLong("output-dir"), help: "Directory for job outputs.") var outputDir = "/var/lib/hydra/outputs"
+    @Option(name: .customLong("output-dir"), help: "Directory for job outputs (default: $STATE_DIRECTORY/outputs, else /var/lib/hydra/outputs).")
+    var outputDirFlag: String?
+    /// systemd sets STATE_DIRECTORY from the unit's StateDirectory=, so a drop-in that moves it moves the outputs too.
+    var outputDir: String {
+        outputDirFlag ?? EnvironmentSettings.value("STATE_DIRECTORY").map { $0.split(separator: ":").first.map(String.init) ?? $0 }.map { $0 + "/outputs" }
+            ?? "/var/lib/hydra/outputs"
+    }
     @Option(name: .customLong("marker-dir"), help: "Write one marker file per (job, attempt) here (chaos runs).") var markerDir: String?
     @Option(help: "Jobs held at once (running plus prefetched); the coordinator dispatches no more than this to the node.") var prefetch = 64
     @Option(name: .customLong("state-dir"),
@@ -30,7 +37,7 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var services: ServiceOptions
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
-    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
     @Option(name: .customLong("trim-interval"),
             help: "Seconds between drops of unused code pages from the resident set while no jobs are held (first one 3 s after start; 0: never).")
     var trimInterval = 600.0
@@ -116,11 +123,11 @@ struct RunCommand: ParsableCommand {
         settings.seenFile = "\(state)/seen-attempts.\(node)"
         let agent = try Agent(settings: settings, readInventory: readInventory, simulated: simulated, executors: executors)
 
-        let (host, port) = try MiniHTTPServer.parseListen(listen)
+        let (host, port) = try MiniHTTPServer.parseListen(listen ?? EnvironmentSettings.value(EnvironmentSettings.agentListen) ?? "127.0.0.1:9101")
         let server = MiniHTTPServer(host: host, port: port, limits: .fromEnvironment(),
                                     onReject: MiniHTTPServer.rejectionCounter(agent.metrics.registry, server: "agent")) { req in
             switch req.path {
-            case "/metrics": return .text(agent.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            case "/metrics": return .text(agent.metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
             case "/healthz": return agent.healthy ? .text("ok\n") : .text("no heartbeat recently\n", status: 503)
             default: return .text("not found\n", status: 404)
             }
@@ -136,7 +143,9 @@ struct RunCommand: ParsableCommand {
         if trimInterval > 0 {
             ResidentTrim.start(firstAfter: 3, interval: trimInterval, log: log) { agent.runningJobIDs().isEmpty }
         }
+        SystemdNotify.ready(status: "metrics on \(host):\(bound)")
         waitForTermination()
+        SystemdNotify.stopping()
         agent.shutdown()
         server.stop()
     }

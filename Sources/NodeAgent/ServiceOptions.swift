@@ -4,8 +4,11 @@ import Shared
 
 /// Where this node's services (ComfyUI, TabbyAPI, Ollama, GPT-SoVITS, scorer) listen.
 struct ServiceOptions: ParsableArguments {
-    @Option(help: "YAML with this node's service endpoints (`services_endpoints:`; see docs/executors.md).")
-    var services: String?
+    @Option(name: .customLong("services"),
+            help: "YAML with this node's service endpoints (`services_endpoints:`; see docs/executors.md; default: $HYDRA_SERVICES).")
+    var servicesFlag: String?
+    /// The flag, else HYDRA_SERVICES (what the unit sets through /etc/hydra/hydra.env).
+    var services: String? { servicesFlag ?? EnvironmentSettings.value(EnvironmentSettings.services) }
     @Option(name: .customLong("workflows-dir"), help: "Directory of named ComfyUI workflow templates.")
     var workflowsDir: String?
 

@@ -114,6 +114,20 @@ final class ConsoleIntegrationTests: XCTestCase {
         XCTAssertEqual(try http("GET", base, "/jobs/00000000-0000-4000-8000-000000000000").status, 404)
         XCTAssertEqual(try http("GET", base, "/batches/\(batch)?state=sleeping").status, 400)
 
+        // Pictures: the occupancy chart draws the two GPU jobs on their GPUs; the batch's sparkline.
+        let occ = try http("GET", base, "/cluster/occupancy.svg")
+        XCTAssertEqual(occ.status, 200)
+        XCTAssertEqual(occ.headers["content-type"], "image/svg+xml; charset=utf-8")
+        XCTAssertTrue(occ.body.contains("NVIDIA GeForce RTX 5090"), occ.body)
+        XCTAssertEqual(occ.body.components(separatedBy: "class=\"b s-succeeded\"").count - 1, 2, occ.body)
+        XCTAssertFalse(occ.body.contains("<script>x"), "job names in <title> are escaped")
+        let spark = try http("GET", base, "/batches/\(batch)/rate.svg")
+        XCTAssertEqual(spark.status, 200)
+        XCTAssertTrue(spark.body.hasPrefix("<svg") && spark.body.contains("peak 3"), spark.body)
+        XCTAssertEqual(try http("GET", base, "/batches/not-a-uuid/rate.svg").status, 404)
+        XCTAssertTrue(try http("GET", base, "/cluster").body.contains("/cluster/occupancy.svg"))
+        XCTAssertTrue(try http("GET", base, "/batches").body.contains("/batches/\(batch)/rate.svg"))
+
         // Files: only from the output directory.
         let thumb = try http("GET", base, "/thumb?path=\(HTML.urlComponent(png))")
         XCTAssertEqual(thumb.status, 200)

@@ -95,6 +95,29 @@ final class ConsoleRenderingTests: XCTestCase {
         assertClean(html)
     }
 
+    func testApprovalImagesCarryTheirGateScoresAndTheNightPageItsImages() {
+        let a = Approval(id: "aaaaaaaa-2222-4333-8444-555555555555", createdAt: 1_999_999_000, action: "delete_assets", tier: 2, title: "Delete 2",
+                         detail: .object(["images": .array([.string("/out/a.png"), .string("/out/b.png")])]),
+                         state: "awaiting_approval", jobID: nil, batchID: nil, decidedAt: nil, decidedBy: nil, reason: nil)
+        var data = ApprovalsPageData(pending: [a], decided: [], audit: [])
+        data.scores = ["/out/a.png": ImageGateScores(path: "/out/a.png", state: "rejected", aesthetic: 4.25, musiq: 31.4, faceSimilarity: nil,
+                                                     failedGates: ["aesthetic", "<musiq>"])]
+        let t = ConsolePages.approvals(data, ctx: ctx).text
+        XCTAssertTrue(t.contains("aesthetic 4.2 · musiq 31 · face —"), t)
+        XCTAssertTrue(t.contains("failed: aesthetic, &lt;musiq&gt;"))
+        XCTAssertTrue(t.contains("no scores"), "the image without a row says so")
+
+        let night = NightReport(name: "2031-03-14_overnight_report.md", date: "2031-03-14", markdown: "# Night\n")
+        let images = [ImageGateScores(path: "/assets/fox/1.png", state: "approved", aesthetic: 6.5, musiq: 55, faceSimilarity: 0.61, failedGates: []),
+                      ImageGateScores(path: "/quarantine/fox/2.png", state: "rejected", aesthetic: 3.9, musiq: 20, faceSimilarity: nil, failedGates: ["aesthetic"])]
+        let n = ConsolePages.night(night, ctx: ctx, images: images).text
+        let approved = try! XCTUnwrap(n.range(of: "Approved")), rejected = try! XCTUnwrap(n.range(of: "Rejected"))
+        XCTAssertLessThan(approved.lowerBound, rejected.lowerBound)
+        XCTAssertTrue(n.contains("src=\"/thumb?path=%2Fassets%2Ffox%2F1.png\""))
+        XCTAssertTrue(n.contains("aesthetic 6.5 · musiq 55 · face 0.61"))
+        XCTAssertFalse(ConsolePages.night(night, ctx: ctx).text.contains("class=\"gallery\""))
+    }
+
     func testClusterPageShowsVRAMSplitAndEscapesNodeNames() {
         let gpu = GPUInfo(index: 0, uuid: "GPU-a", name: "NVIDIA GeForce RTX 5090", memoryTotalBytes: 32 << 30, memoryUsedBytes: 20 << 30,
                           utilizationGPUPercent: 87, temperatureCelsius: 71)

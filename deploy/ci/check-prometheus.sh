@@ -4,8 +4,9 @@
 # installed when missing):
 #   promtool check config   prometheus.yml, prometheus-local.yml (and the rule
 #                           files they load)
-#   promtool check rules    alerts.yml
-#   promtool test rules     alerts_test.yml (firing and non-firing cases)
+#   promtool check rules    alerts.yml, dcgm-compat.yml
+#   promtool test rules     alerts_test.yml (firing and non-firing cases),
+#                           dcgm-compat_test.yml (DCGM names, units, labels)
 #   promtool check metrics  examples/*.prom, the exposition the agent and the
 #                           coordinator are expected to serve
 # Optionally also lints live /metrics output:
@@ -45,8 +46,9 @@ run() { # label, command...
 }
 
 run "check config prometheus.yml prometheus-local.yml" promtool check config prometheus.yml prometheus-local.yml
-run "check rules alerts.yml" promtool check rules alerts.yml
+run "check rules alerts.yml dcgm-compat.yml" promtool check rules alerts.yml dcgm-compat.yml
 run "test rules alerts_test.yml" promtool test rules alerts_test.yml
+run "test rules dcgm-compat_test.yml" promtool test rules dcgm-compat_test.yml
 for f in examples/*.prom; do
     run "check metrics $f" sh -c 'promtool check metrics < "$1"' sh "$f"
 done

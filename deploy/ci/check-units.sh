@@ -63,6 +63,8 @@ for b in hydra hydra-agent; do
         chmod 0755 "$ROOT/usr/local/bin/$b"
     fi
 done
+# hydra-nightly-failed.service runs a one-line /bin/sh script.
+install -D -m 0755 "$(readlink -f /bin/sh)" "$ROOT/bin/sh"
 echo "check-units: binaries in the verify root: ${BIN_DIR:-stubs}"
 
 UNITS=()

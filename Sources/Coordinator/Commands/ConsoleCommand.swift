@@ -56,7 +56,7 @@ struct ConsoleCommand: ParsableCommand {
     @OptionGroup var conn: ConnectionOptions
     @OptionGroup var console: ConsoleOptions
     @Option(name: .customLong("listen"), help: "host:port (same as --console-listen).") var listen = "127.0.0.1:8480"
-    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }

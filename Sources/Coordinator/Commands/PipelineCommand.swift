@@ -24,7 +24,7 @@ struct PipelineRunCommand: ParsableCommand {
     var until: String?
     @Flag(name: .customLong("dry-run"), help: "Print the plan and the simulator's forecast; submit nothing.") var dryRun = false
     @Option(name: .customLong("triggered-by"), help: "Who started the night (recorded; set by the HTTP trigger).") var triggeredBy: String?
-    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }

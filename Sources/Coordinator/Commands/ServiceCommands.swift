@@ -28,7 +28,8 @@ struct CoordinatorCommand: ParsableCommand {
     )
     @OptionGroup var conn: ConnectionOptions
     @OptionGroup var clusterOption: ClusterOption
-    @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port).") var metricsListen = "127.0.0.1:9100"
+    @Option(name: .customLong("metrics-listen"), help: "Address for /metrics and /healthz (host:port; default: $HYDRA_METRICS_LISTEN, else 127.0.0.1:9100).")
+    var metricsListen: String?
     @Option(help: "Seconds a dispatched job may go unclaimed by a live agent before it is requeued.") var lease = 10.0
     @Option(name: .customLong("node-timeout"), help: "Seconds without a heartbeat after which a node is dead and its jobs are requeued.")
     var nodeTimeout = 5.0
@@ -37,7 +38,7 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(help: "Placement policy: hydra (default), seed-static, least-loaded, random.") var policy = "hydra"
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
-    @Option(name: .customLong("log-level"), help: "debug, info, warn or error (or HYDRA_LOG_LEVEL).") var logLevel: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
     @OptionGroup var console: ConsoleOptions
     @OptionGroup var pipelineTrigger: PipelineTriggerOptions
 
@@ -59,12 +60,12 @@ struct CoordinatorCommand: ParsableCommand {
                                            nodeTimeoutSeconds: nodeTimeout, policy: routerPolicy)
         settings.leaderTTLSeconds = leaderTTL
         let service = CoordinatorService(settings: settings)
-        let (host, port) = try MiniHTTPServer.parseListen(metricsListen)
+        let (host, port) = try MiniHTTPServer.parseListen(metricsListen ?? EnvironmentSettings.value(EnvironmentSettings.metricsListen) ?? "127.0.0.1:9100")
         let trigger = try pipelineTrigger.make(databaseURL: conn.database)
         let server = MiniHTTPServer(host: host, port: port, limits: .fromEnvironment(),
                                     onReject: MiniHTTPServer.rejectionCounter(service.metrics.registry, server: "metrics")) { req in
             switch req.path {
-            case "/metrics": return .text(service.metrics.registry.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            case "/metrics": return .text(service.metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8")
             case "/healthz": return .text("ok\n")
             case PipelineTrigger.path where trigger != nil: return trigger!.handle(req)
             default: return .text("not found\n", status: 404)
@@ -72,12 +73,16 @@ struct CoordinatorCommand: ParsableCommand {
         }
         let bound: Int
         do { bound = try server.start() } catch { fail("\(error)") }
-        let consoleServer = try console.start(databaseURL: conn.database, registry: service.metrics.registry)
+        let consoleServer = try console.start(databaseURL: conn.database,
+                                              listen: console.consoleListen ?? EnvironmentSettings.value(EnvironmentSettings.consoleListen),
+                                              registry: service.metrics.registry)
         let t = Thread { service.run() }
         t.start()
-        Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)),
+        Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)), ("redis_user", redis.user ?? "default"),
                                                                     ("database", PGConnection.redacted(conn.database))])
+        SystemdNotify.ready(status: "metrics on \(host):\(bound)")
         waitForTermination()
+        SystemdNotify.stopping()
         service.stop()
         server.stop()
         consoleServer?.stop()

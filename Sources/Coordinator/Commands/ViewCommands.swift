@@ -51,21 +51,27 @@ struct WatchCommand: ParsableCommand {
     @Argument(help: "Batch id, id prefix or name.") var batch: String
     @Option(help: "Seconds between updates.") var interval = 0.5
     @Option(help: "Give up after this many seconds (0 = never).") var timeout = 0.0
+    @Flag(help: "One JSON object per update (counts, rate, eta_s) instead of the progress bar.") var json = false
 
     func run() throws {
         let store = try conn.store()
         let id: String
         do { id = try store.resolveBatch(batch) } catch let e as StoreError { invalid(e.description) }
-        let tty = isatty(STDOUT_FILENO) == 1
+        let tty = isatty(STDOUT_FILENO) == 1 && !json
         let started = Date()
+        var eta = BatchETA()
         var last = ""
         while true {
             guard let s = try store.batchSummaries(ids: [id]).first else { fail("batch \(id) disappeared") }
-            let line = Self.progress(s, elapsed: Date().timeIntervalSince(started))
-            if line != last {
+            let elapsed = Date().timeIntervalSince(started)
+            eta.record(t: elapsed, finished: s.finished)
+            let line = json ? Self.jsonLine(s, id: id, elapsed: elapsed, eta: eta) : Self.progress(s, elapsed: elapsed, eta: eta.remaining(total: s.total))
+            // The JSON line carries the elapsed time, so compare the counts, not the text.
+            let key = json ? "\(s.finished) \(s.count(.running)) \(s.count(.dispatched)) \(s.failed)" : line
+            if key != last || s.isDone {
                 if tty { print("\r\u{1B}[K" + line, terminator: "") } else { print(line) }
                 fflush(nil)
-                last = line
+                last = key
             }
             if s.isDone {
                 if tty { print("") }
@@ -80,12 +86,27 @@ struct WatchCommand: ParsableCommand {
         }
     }
 
-    static func progress(_ s: BatchSummary, elapsed: Double) -> String {
+    static func progress(_ s: BatchSummary, elapsed: Double, eta: Double? = nil) -> String {
         let width = 30
         let done = s.total == 0 ? 0 : s.finished * width / s.total
         let bar = String(repeating: "#", count: done) + String(repeating: ".", count: width - done)
-        return String(format: "[%@] %d/%d done  succeeded=%d failed=%d running=%d pending=%d  %.1fs", bar, s.finished, s.total,
-                      s.count(.succeeded), s.failed, s.count(.running) + s.count(.dispatched), s.count(.pending) + s.count(.retryWait), elapsed)
+        return String(format: "[%@] %d/%d done  succeeded=%d failed=%d running=%d pending=%d  %.1fs  ETA %@", bar, s.finished, s.total,
+                      s.count(.succeeded), s.failed, s.count(.running) + s.count(.dispatched), s.count(.pending) + s.count(.retryWait), elapsed,
+                      BatchETA.format(eta))
+    }
+
+    static func jsonLine(_ s: BatchSummary, id: String, elapsed: Double, eta: BatchETA) -> String {
+        let round3 = { (v: Double) in (v * 1000).rounded() / 1000 }
+        let obj: JSONValue = .object([
+            "batch": .string(id), "elapsed_s": .number(round3(elapsed)), "total": .number(Double(s.total)),
+            "finished": .number(Double(s.finished)), "succeeded": .number(Double(s.count(.succeeded))), "failed": .number(Double(s.failed)),
+            "running": .number(Double(s.count(.running) + s.count(.dispatched))),
+            "pending": .number(Double(s.count(.pending) + s.count(.retryWait))),
+            "rate_per_s": eta.rate.map { .number(round3($0)) } ?? .null,
+            "eta_s": eta.remaining(total: s.total).map { .number(round3($0)) } ?? .null,
+            "done": .bool(s.isDone),
+        ])
+        return (try? JSONCoding.encodeString(obj)) ?? "{}"
     }
 }
 

@@ -43,6 +43,8 @@ public enum ConsoleAssets {
     .timeline li { padding:.25rem .6rem; } .timeline time { color:var(--muted); font-variant-numeric:tabular-nums; margin-right:.4rem; }
     .timeline code, td code { font-size:12px; overflow-wrap:anywhere; }
     .thumbs { display:flex; gap:.5rem; flex-wrap:wrap; margin:.4rem 0; }
+    figure.scored { margin:0; width:160px; } figure.scored figcaption { font-size:.75rem; color:var(--muted, #666); }
+    .failed-gates { color:#b33; } figure.occupancy img { max-width:100%; height:auto; } img.spark { vertical-align:middle; }
     img.thumb { width:160px; height:160px; object-fit:cover; border-radius:4px; border:1px solid var(--line); background:#eee; }
     figure { margin:0 0 .6rem; } figcaption { font-size:12px; color:var(--muted); overflow-wrap:anywhere; }
     pre { background:#f0f2f5; padding:.6rem; overflow:auto; border-radius:4px; max-height:40rem; }

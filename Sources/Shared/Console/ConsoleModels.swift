@@ -150,6 +150,8 @@ public struct ApprovalsPageData: Sendable {
     public var pending: [Approval]
     public var decided: [Approval]
     public var audit: [AuditEntry]
+    /// Gate scores of the pending approvals' images, by path.
+    public var scores: [String: ImageGateScores] = [:]
     public init(pending: [Approval], decided: [Approval], audit: [AuditEntry]) {
         self.pending = pending; self.decided = decided; self.audit = audit
     }

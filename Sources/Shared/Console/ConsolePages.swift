@@ -127,6 +127,7 @@ public enum ConsolePages {
         <ul class="totals">\(totals)</ul>
         <p class="legend"><span class="key others"></span> used by others <span class="key hydra"></span> reserved by Hydra <span class="key free"></span> free</p>
         \(snap.nodes.isEmpty ? "<p class=\"muted\">No node has reported yet (is hydra-agent running, and the coordinator?).</p>" : HTML.join(cards))
+        \(ConsoleChartsPages.occupancyFigure)
         """
         return layout(title: "Cluster", active: "cluster", ctx: ctx, live: "cluster", body: body)
     }
@@ -154,7 +155,7 @@ public enum ConsolePages {
             return """
             <tr data-batch="\(s.id)"><td>\(batchLink(s.id, s.name))</td><td>\(ConsoleFormat.time(s.submittedAt))</td><td class="num">\(s.priority)</td>
             <td class="progress">\(progressBar(s))<small><span data-finished>\(s.finished)</span>/<span data-total>\(s.total)</span></small></td>\(cells)
-            <td class="num" data-rate>\(ConsoleFormat.rate(b.ratePerMinute))</td><td data-eta>\(s.isDone ? "done" : ConsoleFormat.time(b.expectedFinish))</td></tr>
+            <td class="num" data-rate>\(ConsoleFormat.rate(b.ratePerMinute)) \(ConsoleChartsPages.sparkline(batchID: s.id))</td><td data-eta>\(s.isDone ? "done" : ConsoleFormat.time(b.expectedFinish))</td></tr>
             """
         }
         let heads = stateGroups.map { g -> HTML in "<th class=\"num\" title=\"\(g.states.map(\.rawValue).joined(separator: " + "))\">\(g.label)</th>" }
@@ -283,9 +284,7 @@ public enum ConsolePages {
 
     public static func approvals(_ d: ApprovalsPageData, ctx: PageContext) -> HTML {
         let cards = d.pending.map { a -> HTML in
-            let images = (a.detail["images"]?.arrayValue ?? []).compactMap(\.stringValue).prefix(24).map { p -> HTML in
-                "<a href=\"\(mediaURL("media", p))\"><img class=\"thumb\" loading=\"lazy\" src=\"\(mediaURL("thumb", p))\" alt=\"\(p)\"></a>"
-            }
+            let images = (a.detail["images"]?.arrayValue ?? []).compactMap(\.stringValue).prefix(24).map { p -> HTML in scoredThumb(p, d.scores[p]) }
             let other = (a.detail.objectValue ?? [:]).filter { $0.key != "images" }.sorted { $0.key < $1.key }.map { kv -> HTML in
                 "<tr><th>\(kv.key)</th><td>\(kv.value.stringValue ?? ConsoleFormat.compactJSON(kv.value))</td></tr>"
             }
@@ -340,9 +339,9 @@ public enum ConsolePages {
         return layout(title: "Nights", active: "nights", ctx: ctx, body: body)
     }
 
-    public static func night(_ r: NightReport, ctx: PageContext) -> HTML {
+    public static func night(_ r: NightReport, ctx: PageContext, images: [ImageGateScores] = []) -> HTML {
         layout(title: "Night \(r.date)", active: "nights", ctx: ctx, body: """
-        <p class="crumbs"><a href="/nights">Nights</a> ›</p><article class="report">\(Markdown.render(r.markdown))</article>
+        <p class="crumbs"><a href="/nights">Nights</a> ›</p>\(nightGallery(images))<article class="report">\(Markdown.render(r.markdown))</article>
         """)
     }
 

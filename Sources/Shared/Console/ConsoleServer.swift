@@ -194,6 +194,10 @@ public final class ConsoleServer: Sendable {
         case "": return .redirect("/cluster", status: 302)
         case "cluster" where p.count == 1:
             return .html(ConsolePages.cluster(try pool.withStore { try $0.consoleCluster() }, ctx: ctx))
+        case "cluster" where p.count == 2 && p[1] == "occupancy.svg":
+            return try occupancySVG(hours: Double(req.query["hours"] ?? "") ?? 1)
+        case "batches" where p.count == 3 && p[2] == "rate.svg":
+            return try batchRateSVG(p[1].lowercased())
         case "batches" where p.count == 1:
             return .html(ConsolePages.batches(try pool.withStore { try $0.batchProgress() }, ctx: ctx))
         case "batches" where p.count == 2:
@@ -213,7 +217,9 @@ public final class ConsoleServer: Sendable {
             return .html(ConsolePages.nights(reports, configured: settings.reportsDir != nil, ctx: ctx))
         case "nights" where p.count == 2:
             guard let dir = settings.reportsDir, let md = NightReports.read(dir: dir, name: p[1]) else { throw Failure(status: 404, message: "no report \(p[1])") }
-            return .html(ConsolePages.night(NightReport(name: p[1], date: String(p[1].dropLast(NightReports.suffix.count)), markdown: md), ctx: ctx))
+            let date = String(p[1].dropLast(NightReports.suffix.count))
+            return .html(ConsolePages.night(NightReport(name: p[1], date: date, markdown: md), ctx: ctx,
+                                            images: try pool.withStore { try $0.consoleNightImages(night: date) }))
         case "thumb" where p.count == 1, "media" where p.count == 1:
             return try file(req.query["path"] ?? "")
         case "api" where p.count >= 2 && p[1] == "v1":

@@ -170,7 +170,9 @@ extension JobStore {
             SELECT \(Self.approvalColumns) FROM approvals WHERE state <> 'awaiting_approval' ORDER BY decided_at DESC NULLS LAST LIMIT \(decidedLimit)
             """).all.map(Self.approval)
         let audit = try auditLog(limit: auditLimit).map { AuditEntry(at: $0.at, actor: $0.actor, action: $0.action, target: $0.target, detail: $0.detail) }
-        return ApprovalsPageData(pending: try approvals(states: ["awaiting_approval"]), decided: decided, audit: audit)
+        var data = ApprovalsPageData(pending: try approvals(states: ["awaiting_approval"]), decided: decided, audit: audit)
+        data.scores = try consoleImageScores(paths: data.pending.flatMap { ($0.detail["images"]?.arrayValue ?? []).compactMap(\.stringValue) })
+        return data
     }
 }
 

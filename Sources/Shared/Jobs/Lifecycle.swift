@@ -47,7 +47,7 @@ public struct RetryPolicy: Sendable, Equatable {
     }
 }
 
-/// The job state machine of DESIGN.md, as a pure function.
+/// The job state machine, as a pure function.
 public enum JobLifecycle {
     /// The next state, or nil when the event does not apply in `state` (a duplicate
     /// or late message): the caller then changes nothing.

@@ -8,7 +8,7 @@ public struct StreamEntry: Sendable, Equatable {
     public init(id: String, fields: [String: String]?) { self.id = id; self.fields = fields }
 }
 
-/// Redis key names, in one place (DESIGN.md "Redis keys and messages").
+/// Redis key names, in one place.
 /// An agent writes only keys under `hydra:node:<its node>:` (and adds its name to `hydra:nodes`), so
 /// that what one node does to its keys (trimming a stream to nothing, an entry with the maximum id)
 /// stays with that node; `RedisACL` grants exactly that.

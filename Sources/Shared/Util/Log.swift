@@ -6,19 +6,26 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
 
     public init?(name: String) {
         switch name.lowercased() {
+        // notice and critical are the syslog names operators reach for (and journalctl -p takes);
+        // they map to the nearest level this logger has rather than failing the unit at start.
         case "debug", "trace": self = .debug
-        case "info": self = .info
+        case "info", "notice": self = .info
         case "warn", "warning": self = .warning
-        case "error": self = .error
+        case "error", "critical", "crit": self = .error
         default: return nil
         }
     }
     public var name: String { ["debug", "info", "warn", "error"][rawValue] }
+    /// sd-daemon(3) priority prefix: journald files the line under this syslog priority.
+    public var journalPrefix: String { ["<7>", "<6>", "<4>", "<3>"][rawValue] }
+    public static let acceptedNames = "trace, debug, info, notice, warn, warning, error, critical"
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
 }
 
 private let currentLevel = Atomic<Int>(LogLevel.info.rawValue)
 private let writeLock = Mutex<Void>(())
+/// Decided once: stderr does not change under a running service.
+private let journalPrefixes = Log.stderrIsJournal()
 
 /// logfmt lines to stderr (journald keeps them): `ts=… level=… component=… node=… job=… msg="…"`.
 public struct Log: Sendable {
@@ -36,7 +43,7 @@ public struct Log: Sendable {
     public static func configure(flag: String?) throws {
         let name = flag ?? ProcessInfo.processInfo.environment["HYDRA_LOG_LEVEL"] ?? "info"
         guard let l = LogLevel(name: name) else {
-            throw InputError(file: "--log-level", problem: "'\(name)' is not one of debug, info, warn, error")
+            throw InputError(file: "--log-level", problem: "'\(name)' is not one of \(LogLevel.acceptedNames)")
         }
         setLevel(l)
     }
@@ -54,7 +61,7 @@ public struct Log: Sendable {
 
     func emit(_ level: LogLevel, _ msg: String, _ extra: [(String, String)]) {
         guard level >= Log.level else { return }
-        var line = "ts=\(Self.timestamp()) level=\(level.name) component=\(component)"
+        var line = (journalPrefixes ? level.journalPrefix : "") + "ts=\(Self.timestamp()) level=\(level.name) component=\(component)"
         for (k, v) in fields + extra { line += " \(k)=\(Self.quote(v))" }
         line += " msg=\(Self.quote(msg))\n"
         writeLock.withLock { _ in
@@ -68,6 +75,17 @@ public struct Log: Sendable {
                 }
             }
         }
+    }
+
+    /// True when stderr is the journal stream systemd set up (JOURNAL_STREAM is "dev:ino" of it), not
+    /// merely inherited by a child whose stderr was redirected elsewhere (systemd.exec(5)).
+    public static func stderrIsJournal(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        guard let js = environment["JOURNAL_STREAM"] else { return false }
+        let parts = js.split(separator: ":")
+        guard parts.count == 2, let dev = UInt64(parts[0]), let ino = UInt64(parts[1]) else { return false }
+        var st = stat()
+        guard fstat(2, &st) == 0 else { return false }
+        return UInt64(st.st_dev) == dev && UInt64(st.st_ino) == ino
     }
 
     /// Seconds with three decimals ("0.042"), without String(format:), which is slow enough to show
