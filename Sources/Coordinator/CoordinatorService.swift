@@ -93,7 +93,8 @@ final class CoordinatorService: Sendable {
     }
 
     private func lead(_ lockConn: PGConnection, epoch: Int64) throws {
-        let state = LeaderState(epoch: epoch, ttl: settings.leaderTTLSeconds)
+        // Backpressure window: half a lease, so that a job queued behind a node's others is read in time.
+        let state = LeaderState(epoch: epoch, ttl: settings.leaderTTLSeconds, drainWindow: settings.leaseSeconds / 2)
         // The lease is renewed from a thread of its own: a stuck statement elsewhere must not let it lapse
         // unnoticed, and a renewal stuck on a dead connection is noticed by the loops (`state.checkLease`).
         let owned = HandedOver(conn: lockConn)
@@ -266,6 +267,7 @@ final class CoordinatorService: Sendable {
             // Leases are several seconds long: renewing twice a second is plenty. Only for the attempts each
             // node holds, as its own (signed) heartbeat says.
             try store.renewLeases(held: live.flatMap { n in n.beat.held.map { (node: n.name, job: $0) } }, leaseSeconds: settings.leaseSeconds)
+            try renewQueuedLeases(redis: redis, store: store, live: live)
             // Dead: nodes holding jobs that this coordinator has not heard from lately, on its own clock.
             let liveNames = Set(live.map(\.name))
             let dead = liveness.settled(now: t)
@@ -509,12 +511,16 @@ final class CoordinatorService: Sendable {
                                      ("used", snap.nodes.flatMap { $0.gpus.map { ByteSize.format($0.usedBytes ?? 0) } }.joined(separator: "/"))])
             }
         }
-        // Backpressure: a node never has more jobs dispatched than its agent reads ahead (its heartbeat's
-        // capacity). A job beyond that would sit unread in the stream, unlisted in heartbeats, and its lease
-        // would run out while the node is healthy; it waits here instead and goes wherever room frees first.
+        // Backpressure: a node never holds more jobs than its agent reads ahead (its heartbeat's capacity)
+        // plus what it finished in the last half lease. A job queued beyond that would wait in the stream
+        // longer than its lease at the node's pace, and run out while the node is healthy; it waits here
+        // instead and goes wherever room frees first. (Queued envelopes also keep their lease while they
+        // are verifiably in the stream: `renewQueuedLeases`.)
         var held: [String: Int] = [:]
         for j in active { if let n = j.node { held[n, default: 0] += 1 } }
-        let capacity = Dictionary(nodes.map { ($0.name, max(0, $0.beat.capacity)) }, uniquingKeysWith: { a, _ in a })
+        let nowEpoch = t0.timeIntervalSince1970
+        let capacity = Dictionary(nodes.map { ($0.name, state.nodeLimit($0.name, capacity: max(0, $0.beat.capacity), now: nowEpoch)) },
+                                  uniquingKeysWith: { a, _ in a })
         var assignments: [Assignment] = []
         var full: [String: String] = [:]
         for a in result.assignments {
@@ -523,7 +529,7 @@ final class CoordinatorService: Sendable {
                 held[a.node, default: 0] += 1
                 assignments.append(a)
             } else {
-                full[a.jobID] = "\(a.node) already holds \(cap) jobs, all its agent reads ahead (--prefetch)"
+                full[a.jobID] = "\(a.node) already holds \(cap) jobs, as many as it reads ahead (--prefetch) and finishes in half a lease"
             }
         }
         if !full.isEmpty { metrics.registry.add("hydra_placements_deferred_total", [], Double(full.count)) }
@@ -623,6 +629,20 @@ final class CoordinatorService: Sendable {
         }
         try store.setStreamIDs(late)
         return ids.count >= settings.placementBatch
+    }
+
+    /// An envelope still waiting in its live node's stream is not lost: its lease is renewed while
+    /// XRANGE shows it there, so a lease in effect starts when the agent takes the job. One whose entry
+    /// is gone and that no heartbeat lists (Redis lost it) is left to expire and is requeued.
+    private func renewQueuedLeases(redis: RedisConnection, store: JobStore, live: [NodeBeat]) throws {
+        let liveNames = Set(live.map(\.name))
+        let held = Set(live.flatMap { n in n.beat.held.map { "\($0.id)/\($0.attempt)" } })
+        let soon = try store.dispatchedLeasesEndingSoon(within: max(1, settings.leaseSeconds / 3))
+            .filter { liveNames.contains($0.node) && !held.contains("\($0.jobID)/\($0.attempt)") && $0.streamID != nil }
+        if soon.isEmpty { return }
+        let there = try redis.entriesBelongToJobs(soon.map { (RedisKeys.jobs($0.node), $0.streamID!, $0.jobID) })
+        let queued = zip(soon, there).filter(\.1).map { (node: $0.0.node, job: HeldJob(id: $0.0.jobID, attempt: $0.0.attempt)) }
+        try store.renewLeases(held: queued, leaseSeconds: settings.leaseSeconds)
     }
 
     /// A requeued job's old envelope must not run later: acknowledge and delete it.

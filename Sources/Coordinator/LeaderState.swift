@@ -18,9 +18,10 @@ final class LeaderState: Sendable {
     private let lastRenewal = Mutex<Date>(Date())
     private let renewer = DispatchSemaphore(value: 0)
 
-    init(epoch: Int64 = 0, ttl: Double = 5) {
+    init(epoch: Int64 = 0, ttl: Double = 5, drainWindow: Double = 5) {
         self.epoch = epoch
         self.ttl = ttl
+        drain = Mutex(NodeDrain(window: drainWindow))
     }
 
     func renewed(at t: Date) { lastRenewal.withLock { $0 = t } }
@@ -91,9 +92,18 @@ final class LeaderState: Sendable {
         wake()
     }
 
+    private let drain: Mutex<NodeDrain>
+
+    /// What `node` may hold now (see `NodeDrain`).
+    func nodeLimit(_ node: String, capacity: Int, now: Double) -> Int { drain.withLock { $0.limit(node: node, capacity: capacity, now: now) } }
+
     /// Jobs that ended or were requeued (results, lease expiry): the view drops or updates them.
     func ended(_ transitions: [AppliedTransition]) {
         if transitions.isEmpty { return }
+        let now = Date().timeIntervalSince1970
+        var left: [String: Int] = [:]
+        for t in transitions where t.to != .running { if let n = t.node { left[n, default: 0] += 1 } }
+        if !left.isEmpty { drain.withLock { d in for (n, c) in left { d.record(node: n, count: c, now: now) } } }
         active.withLock { $0.apply(transitions, now: Date().timeIntervalSince1970) }
     }
 }

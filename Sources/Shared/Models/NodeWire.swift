@@ -122,3 +122,30 @@ public struct NodeLiveness: Sendable {
     /// Nodes seen lately, by name.
     public func live(now: Double) -> [String] { seen.keys.filter { isLive($0, now: now) }.sorted() }
 }
+
+/// How many jobs each node finished lately, for backpressure: a node may hold what its agent reads
+/// ahead plus what it drained in the last `window` seconds, so that a job queued behind the others
+/// is read well within its lease at the node's current pace, and a node that runs many short jobs
+/// is never starved of work by a fixed cap.
+public struct NodeDrain: Sendable {
+    public let window: Double
+    /// Per node: (bucket start, jobs) in quarter-second buckets, oldest first.
+    private var buckets: [String: [(t: Double, n: Int)]] = [:]
+
+    public init(window: Double) { self.window = window }
+
+    public mutating func record(node: String, count: Int = 1, now: Double) {
+        let b = (now * 4).rounded(.down) / 4
+        var list = buckets[node] ?? []
+        if let last = list.last, last.t == b { list[list.count - 1].n += count } else { list.append((b, count)) }
+        if let first = list.first, first.t < now - window { list.removeAll { $0.t < now - window } }
+        buckets[node] = list
+    }
+
+    public func drained(node: String, now: Double) -> Int {
+        (buckets[node] ?? []).reduce(0) { $1.t >= now - window ? $0 + $1.n : $0 }
+    }
+
+    /// The most jobs `node` may hold: its agent's read-ahead plus what it drained within the window.
+    public func limit(node: String, capacity: Int, now: Double) -> Int { capacity + drained(node: node, now: now) }
+}

@@ -443,6 +443,17 @@ public final class JobStore {
                   "{" + items.map { String($0.job.attempt) }.joined(separator: ",") + "}", String(leaseSeconds)])
     }
 
+    /// Dispatched (not yet started) jobs whose lease ends within `within` seconds.
+    public func dispatchedLeasesEndingSoon(within: Double, limit: Int = 5000) throws -> [(jobID: String, attempt: Int, node: String, streamID: String?)] {
+        try db.exec("""
+            SELECT id, attempt, node, stream_id FROM jobs
+            WHERE state = 'dispatched' AND lease_expires_at < now() + make_interval(secs => $1::float8) LIMIT $2
+            """, [String(within), String(limit)]).all.compactMap { r in
+            guard let id = r["id"], let a = r.int("attempt"), let n = r["node"] else { return nil }
+            return (id, a, n, r["stream_id"])
+        }
+    }
+
     /// Jobs whose lease ran out (their message was lost, or nobody claims them), or that sit on a
     /// node the coordinator no longer hears from (`deadNodes`, judged on its own clock), are `lost`:
     /// back to pending, or dead when out of attempts.
