@@ -72,6 +72,8 @@ final class ConsoleIntegrationTests: XCTestCase {
         // 1x1 PNG: enough for the server, which only sends files.
         try Data(base64Encoded: "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")!.write(to: URL(fileURLWithPath: png))
         try Data("not yours".utf8).write(to: cluster.dir.appendingPathComponent("private.png"))
+        let big = PNGEncoder.rgb(width: 600, height: 400) { x, y in (UInt8(x % 256), UInt8(y % 256), 90) }
+        try big.write(to: out.appendingPathComponent("media/big.png"))
         try "# Night one <script>x</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n".write(to: reports.appendingPathComponent("2031-03-14_overnight_report.md"), atomically: true, encoding: .utf8)
         try "# Night two\n".write(to: reports.appendingPathComponent("2031-03-15_overnight_report.md"), atomically: true, encoding: .utf8)
 
@@ -133,6 +135,11 @@ final class ConsoleIntegrationTests: XCTestCase {
         XCTAssertEqual(thumb.status, 200)
         XCTAssertEqual(thumb.headers["content-type"], "image/png")
         XCTAssertEqual(try http("GET", base, "/media?path=media%2Ftile.png").status, 200)
+        // A thumbnail is a small image of its own; /media sends the original.
+        let bigThumb = try http("GET", base, "/thumb?path=media%2Fbig.png")
+        XCTAssertEqual(bigThumb.status, 200)
+        XCTAssertLessThan(Int(bigThumb.headers["content-length"] ?? "") ?? .max, 600 * 400 * 3 / 4, "\(bigThumb.headers)")
+        XCTAssertEqual(Int(try http("GET", base, "/media?path=media%2Fbig.png").headers["content-length"] ?? ""), big.count)
         XCTAssertEqual(try http("GET", base, "/thumb?path=..%2Fprivate.png").status, 403)
         XCTAssertEqual(try http("GET", base, "/thumb?path=\(HTML.urlComponent(cluster.dir.appendingPathComponent("private.png").path))").status, 403)
         XCTAssertEqual(try http("GET", base, "/thumb?path=%2Fetc%2Fpasswd").status, 403)

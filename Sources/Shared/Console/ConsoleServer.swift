@@ -30,6 +30,7 @@ public final class ConsoleServer: Sendable {
     public let pool: PGPool
     public let sessions = ConsoleSessions()
     let files: OutputFileGuard
+    let thumbnails = ThumbnailCache()
 
     public init(databaseURL: String, settings: ConsoleSettings) {
         self.settings = settings
@@ -220,7 +221,9 @@ public final class ConsoleServer: Sendable {
             let date = String(p[1].dropLast(NightReports.suffix.count))
             return .html(ConsolePages.night(NightReport(name: p[1], date: date, markdown: md), ctx: ctx,
                                             images: try pool.withStore { try $0.consoleNightImages(night: date) }))
-        case "thumb" where p.count == 1, "media" where p.count == 1:
+        case "thumb" where p.count == 1:
+            return try file(req.query["path"] ?? "", thumbnail: true)
+        case "media" where p.count == 1:
             return try file(req.query["path"] ?? "")
         case "api" where p.count >= 2 && p[1] == "v1":
             return try apiGet(req, Array(p.dropFirst(2)))
@@ -229,14 +232,18 @@ public final class ConsoleServer: Sendable {
         }
     }
 
-    /// Thumbnails are the output files themselves, scaled by the browser (no image
-    /// library in the build); only files under the output directories are sent.
-    func file(_ path: String) throws -> Reply {
+    /// Only files under the output directories are sent. Thumbnails of PNGs are made here (at most
+    /// 256 px a side, `PNGThumbnail`) and kept for the file as it is; other formats go as they are.
+    func file(_ path: String, thumbnail: Bool = false) throws -> Reply {
         switch files.resolve(path) {
         case .success(let real):
             guard let data = FileManager.default.contents(atPath: real) else { throw Failure(status: 404, message: "cannot read the file") }
+            var body = data
+            if thumbnail, OutputFileGuard.contentType(real) == "image/png" {
+                body = thumbnails.get(real, data) ?? data
+            }
             return Reply(headers: ["Content-Type": OutputFileGuard.contentType(real) ?? "application/octet-stream",
-                                   "Cache-Control": "private, max-age=300", "Content-Disposition": "inline"], body: data)
+                                   "Cache-Control": "private, max-age=300", "Content-Disposition": "inline"], body: body)
         case .failure(.notAllowed): throw Failure(status: 403, message: "only files inside the configured output directories are served")
         case .failure(.notMedia): throw Failure(status: 415, message: "only images and audio are served")
         case .failure(.tooLarge): throw Failure(status: 413, message: "file too large")
