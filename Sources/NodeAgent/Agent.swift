@@ -63,7 +63,7 @@ final class Agent: Sendable {
     private let workers = WorkerPool(name: "job")
     private let roomSignal = NSCondition()
 
-    /// One result for hydra:results, the job-stream entry to acknowledge once it is there,
+    /// One result for the node's results stream, the job-stream entry to acknowledge once it is there,
     /// and the job to retire after that.
     struct Outgoing: Sendable {
         var result: AttemptResult
@@ -322,7 +322,7 @@ final class Agent: Sendable {
         workers.submit { self.run(job) }
     }
 
-    /// Queues a result; the publisher writes it to hydra:results, then acknowledges `ack` on the
+    /// Queues a result; the publisher writes it to the node's results stream, then acknowledges `ack` on the
     /// job stream (never before), then retires `job`.
     private func publish(_ r: AttemptResult, ack: String? = nil, job: RunningJob? = nil) {
         outbox.withLock { $0.append(Outgoing(result: r, ack: ack, job: job)) }

@@ -6,7 +6,7 @@ import Shared
 struct ExecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec",
-        abstract: "Run a single job spec here and print its result (the JSON that goes to hydra:results).",
+        abstract: "Run a single job spec here and print its result (the JSON that goes to the node's results stream).",
         discussion: """
         JOB.json: {"kind": "image", "spec": {...}, "vram": "8GiB", "gpu_indexes": [0], "deadline_s": 600}
         (kind and spec as in a batch file; the rest optional).

@@ -8,7 +8,7 @@ struct AclCommand: ParsableCommand {
         abstract: "Print (and with --apply set) the Redis ACL users of the cluster; with --postgres, the SQL of a read-only role.",
         discussion: """
         One Redis user per agent (hydra-agent-NODE: its own node's keys, SADD on hydra:nodes, XADD on \
-        hydra:results and hydra:deadletter only) and one for the coordinator (hydra-coordinator). Passwords \
+        its own results and dead-letter streams) and one for the coordinator (hydra-coordinator). Passwords \
         are generated into --password-dir (one file per user, mode 0600; existing files are kept unless \
         --rotate) and never printed: the ACL lines carry their SHA-256 (`#…`). Give each process its file \
         with --redis-password-file (or the systemd credential redis.password) and its user in the URL or \

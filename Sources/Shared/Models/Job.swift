@@ -70,7 +70,7 @@ public struct Envelope: Codable, Sendable, Equatable {
     }
 }
 
-/// How an attempt ended, as reported by the agent on `hydra:results`.
+/// How an attempt ended, as reported by the agent on its `hydra:node:<node>:results`.
 public enum AttemptOutcome: String, Codable, Sendable {
     case succeeded
     case failed
@@ -81,7 +81,7 @@ public enum AttemptOutcome: String, Codable, Sendable {
     case started
 }
 
-/// The message an agent puts on `hydra:results`.
+/// The message an agent puts on `hydra:node:<node>:results` (signed: `ResultMessage`).
 public struct AttemptResult: Codable, Sendable, Equatable {
     public var jobID: String
     public var attempt: Int
