@@ -93,15 +93,41 @@ public struct LowerBound: Sendable, Equatable, Codable {
         var capBound = 0.0, binding = ""
         for s in Set(candidates) {
             let members = Set(s)
-            var w = 0.0, minEst = Double.infinity, minTail = Double.infinity
-            for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty && sets[j].allSatisfy(members.contains) {
-                w += work[j]; minEst = min(minEst, est[j]); minTail = min(minTail, tail[j])
-            }
+            var inside: [Int] = []
+            for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty && sets[j].allSatisfy(members.contains) { inside.append(j) }
             let cap = s.reduce(0.0) { $0 + capacity[$1] }
-            guard w > 0, cap > 0 else { continue }
-            let bound = minEst + w / cap + minTail
+            guard !inside.isEmpty, cap > 0 else { continue }
+            let bound = Self.windowBound(inside.map { (est[$0], work[$0], tail[$0]) }, capacity: cap)
             if bound > capBound { capBound = bound; binding = s.map { labels[$0] }.joined(separator: " + ") }
         }
         return Parts(value: max(critical, capBound), criticalPathS: critical, capacityS: capBound, bindingResources: binding)
+    }
+
+    /// Jobs confined to resources of capacity `cap`: for every release threshold t, the jobs
+    /// that cannot start before t must all be done by the makespan minus the shortest of their
+    /// tails, so makespan ≥ t + work(est ≥ t) / cap + min tail; and for every tail threshold τ,
+    /// the jobs with tails ≥ τ start no earlier than the earliest of them and end by makespan − τ.
+    /// The whole set (t = earliest start) is the old bound; later thresholds catch late arrivals
+    /// and early-finishing chains, which the whole set averages away.
+    static func windowBound(_ jobs: [(est: Double, work: Double, tail: Double)], capacity cap: Double) -> Double {
+        var best = 0.0
+        // Release side: latest first, accumulating work and the smallest tail.
+        var byEst = jobs.sorted { $0.est > $1.est }
+        var w = 0.0, minTail = Double.infinity
+        for j in byEst.indices {
+            w += byEst[j].work; minTail = min(minTail, byEst[j].tail)
+            // Several jobs may share one release time: the bound holds only once all of them count.
+            if j + 1 < byEst.count, byEst[j + 1].est == byEst[j].est { continue }
+            if w > 0 { best = max(best, byEst[j].est + w / cap + minTail) }
+        }
+        // Tail side: longest tail first, accumulating work and the earliest start.
+        byEst = jobs.sorted { $0.tail > $1.tail }
+        w = 0; var minEst = Double.infinity
+        for j in byEst.indices {
+            w += byEst[j].work; minEst = min(minEst, byEst[j].est)
+            if j + 1 < byEst.count, byEst[j + 1].tail == byEst[j].tail { continue }
+            if w > 0 { best = max(best, minEst + w / cap + byEst[j].tail) }
+        }
+        return best
     }
 }

@@ -24,12 +24,25 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var waitP95S: Double
     /// p95 wait of the jobs above the workload's lowest priority (the interactive ones); nil if none.
     public var waitP95PriorityS: Double?
+    /// The jobs of the highest priority in the workload (when above the lowest): the interactive ones.
+    public var topPriority: TierStats?
     public var gpus: [GPUUsage]
     public var neverRan: [NeverRan]
     public var oomFailures: Int
     public var routerPasses: Int
     /// Per job: when it became ready, started (last attempt) and finished, and where.
     public var timeline: [JobTiming]
+
+    public struct TierStats: Sendable, Equatable, Codable {
+        public var priority: Int
+        public var jobs: Int
+        public var waitP95S: Double
+        /// Median runtime of these jobs where they ran, at full speed (what "2× its runtime" compares with).
+        public var runtimeMedianS: Double
+        enum CodingKeys: String, CodingKey {
+            case priority, jobs, waitP95S = "wait_p95_s", runtimeMedianS = "runtime_median_s"
+        }
+    }
 
     public struct JobTiming: Sendable, Equatable, Codable {
         public var job: String
@@ -48,14 +61,16 @@ public struct SimulationReport: Sendable, Equatable, Codable {
         public var jobs: Int
         public var waitP95S: Double
         public var gpus: [GPUUsage]
+        public var neverRan: [NeverRan]
         enum CodingKeys: String, CodingKey {
             case policy, jobs, gpus
-            case makespanS = "makespan_s", lowerBoundS = "lower_bound_s", waitP95S = "wait_p95_s"
+            case makespanS = "makespan_s", lowerBoundS = "lower_bound_s", waitP95S = "wait_p95_s", neverRan = "never_ran"
         }
     }
 
     public var summary: Summary {
-        Summary(policy: policy, makespanS: makespanS, lowerBoundS: lowerBoundS, jobs: jobs, waitP95S: waitP95S, gpus: gpus)
+        Summary(policy: policy, makespanS: makespanS, lowerBoundS: lowerBoundS, jobs: jobs, waitP95S: waitP95S, gpus: gpus,
+                neverRan: neverRan)
     }
 }
 
@@ -86,6 +101,8 @@ public struct Simulator: Sendable {
         var firstStart: Double?
         var finishedAt: Double?
         var lastStart: Double?
+        /// Runtime of the last attempt at full speed on its GPUs.
+        var lastWork: Double?
         var placedOn: (node: String, gpus: [Int])?
     }
 
@@ -239,6 +256,7 @@ public struct Simulator: Sendable {
                     let oom = slots.contains { gpuUsed[$0] + usage > gpuTotal[$0] }
                     let minW = slots.map { gpuWeight[$0] }.min() ?? 1
                     var work = jobs[j].fixedS ?? (jobs[j].baseS.map { slots.isEmpty ? $0 : $0 / minW } ?? a.expectedRuntimeS)
+                    jobs[j].lastWork = work
                     if oom { work *= 0.1; ooms += 1 }   // it dies while loading
                     for s in slots { gpuUsed[s] += oom ? 0 : usage }
                     if jobs[j].firstStart == nil { jobs[j].firstStart = now }
@@ -308,6 +326,18 @@ public struct Simulator: Sendable {
             guard j.job.priority > lowest, let s = j.firstStart, let r = j.readyAt else { return nil }
             return s - r
         }.sorted()
+        let highest = jobs.map(\.job.priority).max() ?? 0
+        var top: SimulationReport.TierStats?
+        if highest > lowest {
+            let tier = jobs.filter { $0.job.priority == highest }
+            let w = tier.compactMap { j -> Double? in
+                guard let s = j.firstStart, let r = j.readyAt else { return nil }
+                return s - r
+            }.sorted()
+            let rt = tier.compactMap(\.lastWork).sorted()
+            top = .init(priority: highest, jobs: tier.count, waitP95S: Self.percentile(w, 0.95),
+                        runtimeMedianS: rt.isEmpty ? 0 : rt[rt.count / 2])
+        }
         let never = jobs.filter { $0.finishedAt == nil }.map { j in
             SimulationReport.NeverRan(job: j.job.id, reason: lastReasons[j.job.id]?.message
                                       ?? (j.waitingOn > 0 ? "a job it depends on never ran" : "never placed"))
@@ -322,7 +352,7 @@ public struct Simulator: Sendable {
                                 jobs: jobs.count, completed: done.count,
                                 waitMeanS: waits.isEmpty ? 0 : waits.reduce(0, +) / Double(waits.count),
                                 waitP95S: Self.percentile(waits, 0.95),
-                                waitP95PriorityS: priorityWaits.isEmpty ? nil : Self.percentile(priorityWaits, 0.95), gpus: gpus, neverRan: never, oomFailures: ooms,
+                                waitP95PriorityS: priorityWaits.isEmpty ? nil : Self.percentile(priorityWaits, 0.95), topPriority: top, gpus: gpus, neverRan: never, oomFailures: ooms,
                                 routerPasses: passes,
                                 timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
                                                            node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })
