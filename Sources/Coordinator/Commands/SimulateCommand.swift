@@ -148,6 +148,15 @@ struct SimulateCommand: ParsableCommand {
             out.append("")
             out.append("\(r.policy): GPU busy")
             out += table(r.gpus.map { ["  \($0.node)/\($0.index)", $0.name, String(format: "%5.1f %%", $0.busyFraction * 100)] })
+            // What ended the run: the last jobs to finish, where, and how long they waited.
+            let last = r.timeline.filter { $0.finishS != nil }.sorted { $0.finishS! > $1.finishS! }.prefix(3)
+            if !last.isEmpty {
+                out.append("\(r.policy): last to finish")
+                out += table(last.map { t in
+                    ["  \(t.job)", "\(t.node ?? "-")/\(t.gpus.map(String.init).joined(separator: "+"))",
+                     "ready \(duration(t.readyS ?? 0))", "start \(duration(t.startS ?? 0))", "end \(duration(t.finishS ?? 0))"]
+                })
+            }
             if !r.neverRan.isEmpty {
                 out.append("\(r.policy): \(r.neverRan.count) job(s) never ran")
                 for n in r.neverRan.prefix(10) { out.append("  \(n.job): \(n.reason)") }

@@ -19,7 +19,8 @@ public enum Router {
         state.explain = explain
         let filters = PlacementFilters.standard + policy.extraFilters
         let scorers = ScorerSet(policy)
-        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS)
+        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
+                                      criticalPath: policy.criticalPathOrder)
 
         var eligibility: [DemandShape: Eligibility] = [:]
         var learnedCache: [String: [Double?]] = [:]

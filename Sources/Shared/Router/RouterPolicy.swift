@@ -26,11 +26,15 @@ public struct RouterPolicy: Sendable, Equatable {
     /// A reservation of a started job whose process never shows up stops counting after this long:
     /// by then the live reading is the truth.
     public var settleS: Double
+    /// Jobs of this priority and above are interactive: under `hydra` they start on a GPU that
+    /// fits them now (sharing its compute) unless waiting for a busy one finishes them sooner.
+    public var urgentPriority: Int
 
     public init(name: Name = .hydra, seed: UInt64 = 1, agingStepS: Double = 600, modelLoadPenaltyS: Double = 30,
-                oomGrowth: Double = 1.5, settleS: Double = 60) {
+                oomGrowth: Double = 1.5, settleS: Double = 60, urgentPriority: Int = 2) {
         self.name = name; self.seed = seed; self.agingStepS = agingStepS
         self.modelLoadPenaltyS = modelLoadPenaltyS; self.oomGrowth = oomGrowth; self.settleS = settleS
+        self.urgentPriority = urgentPriority
     }
 
     public static let hydra = RouterPolicy()
@@ -43,6 +47,10 @@ public struct RouterPolicy: Sendable, Equatable {
 
     /// Whether a job may stay pending for a better GPU that is busy now.
     var waitsForBetterGPU: Bool { name == .hydra }
+
+    /// Inside a priority tier and fair-share rank, longest path first (own runtime + `tailS`):
+    /// long jobs and the heads of long chains start early, so they do not end the night alone.
+    var criticalPathOrder: Bool { name == .hydra }
 
     var extraFilters: [any PlacementFilter] {
         name == .seedStatic ? [SeedStaticRuleFilter()] : []

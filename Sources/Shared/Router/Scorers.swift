@@ -61,9 +61,17 @@ enum ScorerSet: Sendable {
 
 /// Expected finish: queued work plus this job's runtime there. Packs fast GPUs, and lets a job
 /// wait for a busy fast GPU rather than run long on an idle slow one.
+///
+/// An urgent job that fits now beside the GPU's work starts at once and shares the compute:
+/// it finishes after its runtime plus at most as much of the others' work again
+/// (runtime + min(queue, runtime)), not after the whole queue. So it waits only where a
+/// busy faster GPU still finishes it sooner than that.
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double { c.finishS }
+    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+        if demand.urgent && c.fitsNow { return c.runtimeS + min(c.startS, c.runtimeS) }
+        return c.finishS
+    }
 }
 
 /// A GPU without the job's model loaded pays the load time.

@@ -156,6 +156,19 @@ public struct Simulator: Sendable {
             groupRange[g.name] = start..<jobs.count
         }
         for j in jobs.indices { for d in jobs[j].deps { jobs[d].dependents.append(j) } }
+        // What the coordinator of a pipeline would know: the chain of work behind each job, from
+        // the spec (no jitter), on the cluster's fastest GPU.
+        let fastest = cluster.nodes.flatMap(\.gpus).map { GPUWeights.weight(model: $0.model, configured: $0.weight) }.max() ?? 1
+        for j in jobs.indices.reversed() {
+            var tail = 0.0
+            for c in jobs[j].dependents {
+                let job = jobs[c].job
+                let own = job.spec["duration_s"]?.doubleValue
+                    ?? (job.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: job.kind)) / (job.gpusRequested > 0 ? fastest : 1)
+                tail = max(tail, own + job.tailS)
+            }
+            jobs[j].job.tailS = tail
+        }
         return jobs
     }
 
