@@ -9,9 +9,14 @@ import Foundation
 ///    each set S of resources that some job is limited to (and each union of two such sets),
 ///    the jobs limited to S must all run inside S between the earliest of their earliest
 ///    starts and the makespan minus the shortest of their dependency tails:
-///    `min start + work(S) / capacity(S) + min tail`.
+///    `min start + work(S) / capacity(S) + min tail`, and the same for every later release
+///    threshold and every longer tail threshold (`windowBound`).
+/// 3. The same windows in resource-seconds: each job holds each of its k GPUs (or a CPU slot)
+///    for at least its fastest runtime, and S has one second per GPU or slot per second. This
+///    one binds where a gang pairs a fast GPU with a slow one (the weights count the fast one
+///    at full speed, but the gang runs at the slow one's pace).
 /// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
-/// maximum of 1 and 2, over the jobs that ran (a job that can never run adds nothing).
+/// maximum of 1–3, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
     public struct Parts: Sendable, Equatable, Codable {
         public var value: Double
@@ -37,6 +42,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
         let n = jobs.count
         var fastest = [Double](repeating: .nan, count: n)
         var work = [Double](repeating: 0, count: n)
+        // Resource-seconds: a job holds each of its k GPUs (or its CPU slot) for at least its fastest runtime.
+        var occupancy = [Double](repeating: 0, count: n)
         var sets = [[Int]](repeating: [], count: n)
         for (j, sj) in jobs.enumerated() {
             // Only jobs that ran count: a job that never ran (nor, so, its dependents) adds nothing to the makespan.
@@ -50,7 +57,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
             guard e.reason == nil else { continue }
             if d.shape.cpuOnly {
                 let r = sj.fixedS ?? sj.baseS ?? d.baseRuntimeS
-                fastest[j] = r; work[j] = r
+                fastest[j] = r; work[j] = r; occupancy[j] = r
                 sets[j] = e.nodes.map { gpuCount + $0.node }.filter { capacity[$0] > 0 }
                 continue
             }
@@ -69,6 +76,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
             sets[j] = all.sorted()
             let minW = all.map { state.gpus[$0].weight }.min() ?? 1
             work[j] = Double(k) * (sj.fixedS.map { $0 * minW } ?? (sj.baseS ?? d.baseRuntimeS))
+            occupancy[j] = Double(k) * best
         }
 
         // Dependencies point to earlier jobs (the workload's group order), so one pass each way suffices.
@@ -97,7 +105,11 @@ public struct LowerBound: Sendable, Equatable, Codable {
             for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty && sets[j].allSatisfy(members.contains) { inside.append(j) }
             let cap = s.reduce(0.0) { $0 + capacity[$1] }
             guard !inside.isEmpty, cap > 0 else { continue }
-            let bound = Self.windowBound(inside.map { (est[$0], work[$0], tail[$0]) }, capacity: cap)
+            // The same windows counted in resource-seconds: the weights overrate a fast GPU that can
+            // only run a gang at its slow partner's pace.
+            let units = s.reduce(0.0) { $0 + ($1 < gpuCount ? 1 : capacity[$1]) }
+            let bound = max(Self.windowBound(inside.map { (est[$0], work[$0], tail[$0]) }, capacity: cap),
+                            Self.windowBound(inside.map { (est[$0], occupancy[$0], tail[$0]) }, capacity: units))
             if bound > capBound { capBound = bound; binding = s.map { labels[$0] }.joined(separator: " + ") }
         }
         return Parts(value: max(critical, capBound), criticalPathS: critical, capacityS: capBound, bindingResources: binding)
