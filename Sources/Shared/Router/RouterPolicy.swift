@@ -29,12 +29,15 @@ public struct RouterPolicy: Sendable, Equatable {
     /// Jobs of this priority and above are interactive: under `hydra` they start on a GPU that
     /// fits them now (sharing its compute) unless waiting for a busy one finishes them sooner.
     public var urgentPriority: Int
+    /// An urgent job waits for a busy GPU only while the wait is at most this many times its
+    /// runtime there; past that, any GPU it fits on now wins (its wait is what people notice).
+    public var urgentWaitFactor: Double
 
     public init(name: Name = .hydra, seed: UInt64 = 1, agingStepS: Double = 600, modelLoadPenaltyS: Double = 30,
-                oomGrowth: Double = 1.5, settleS: Double = 60, urgentPriority: Int = 2) {
+                oomGrowth: Double = 1.5, settleS: Double = 60, urgentPriority: Int = 2, urgentWaitFactor: Double = 2) {
         self.name = name; self.seed = seed; self.agingStepS = agingStepS
         self.modelLoadPenaltyS = modelLoadPenaltyS; self.oomGrowth = oomGrowth; self.settleS = settleS
-        self.urgentPriority = urgentPriority
+        self.urgentPriority = urgentPriority; self.urgentWaitFactor = urgentWaitFactor
     }
 
     public static let hydra = RouterPolicy()

@@ -43,7 +43,7 @@ enum ScorerSet: Sendable {
 
     init(_ p: RouterPolicy) {
         switch p.name {
-        case .hydra: self = .finishAndModel(EarliestFinishScorer(), ModelLoadedScorer(penaltyS: p.modelLoadPenaltyS))
+        case .hydra: self = .finishAndModel(EarliestFinishScorer(urgentWaitFactor: p.urgentWaitFactor), ModelLoadedScorer(penaltyS: p.modelLoadPenaltyS))
         case .seedStatic, .leastLoaded: self = .leastLoaded(LeastLoadedScorer())
         case .random: self = .random(RandomScorer(seed: p.seed))
         }
@@ -65,12 +65,17 @@ enum ScorerSet: Sendable {
 /// An urgent job that fits now beside the GPU's work starts at once and shares the compute:
 /// it finishes after its runtime plus at most as much of the others' work again
 /// (runtime + min(queue, runtime)), not after the whole queue. So it waits only where a
-/// busy faster GPU still finishes it sooner than that.
+/// busy faster GPU still finishes it sooner than that, and the wait there is at most
+/// `urgentWaitFactor` × its runtime there.
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
+    var urgentWaitFactor = 2.0
+    /// Ranks a too-long wait behind every start now, keeping the order among such waits.
+    static let tooLongWaitS = 1e7
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
-        if demand.urgent && c.fitsNow { return c.runtimeS + min(c.startS, c.runtimeS) }
-        return c.finishS
+        guard demand.urgent else { return c.finishS }
+        if c.fitsNow { return c.runtimeS + min(c.startS, c.runtimeS) }
+        return c.startS > urgentWaitFactor * c.runtimeS ? Self.tooLongWaitS + c.finishS : c.finishS
     }
 }
 
