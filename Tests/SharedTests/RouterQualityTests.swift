@@ -73,4 +73,19 @@ final class RouterQualityTests: XCTestCase {
         let alone = RT.snapshot(config, used: ["hydra-compute/0": 4.5], running: [runs[0]])
         XCTAssertEqual(RT.place([job], alone).gpu("j"), "hydra-compute/0")
     }
+
+    func testJobsWithChoicesLeaveTheOnlyGPUThatFitsAScarceJob() {
+        let snap = RT.snapshot(config)
+        // 28 GiB fits only the 5090 (31.5 GiB usable): one GPU of four is scarce.
+        let big = RT.job("big", vram: 28, spec: ["base_runtime_s": 6000], constraints: ["service": .array([])])
+        // Ranked first (priority 1), 60 s on the 5090, 75 s on the 4090.
+        let flexible = anyGPU("flexible", priority: 1)
+        let r = RT.place([flexible, big], snap)
+        XCTAssertEqual(r.gpu("flexible"), "hydra-ai/1")
+        XCTAssertEqual(r.gpu("big"), "hydra-ai/0")
+        // Without the scarce job pending, the 5090 is the flexible job's best GPU.
+        XCTAssertEqual(RT.place([flexible], snap).gpu("flexible"), "hydra-ai/0")
+        // least-loaded does not keep it: the flexible job takes the idle GPU with the most free VRAM.
+        XCTAssertEqual(RT.place([flexible, big], snap, policy: RouterPolicy(name: .leastLoaded)).gpu("flexible"), "hydra-ai/0")
+    }
 }

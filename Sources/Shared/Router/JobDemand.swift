@@ -74,6 +74,8 @@ struct JobDemand: Sendable {
     var needSource: String
     /// At or above the policy's urgent priority: starting now counts more than the GPU's speed.
     var urgent: Bool
+    /// Only a few GPUs can run it (`ScarceGPUs`): it pays no charge for their contested work.
+    var scarce = false
 
     init(job: borrowing RouterJob, stats: RuntimeStats, policy: RouterPolicy) {
         kind = lowerASCII(job.kind)

@@ -48,6 +48,10 @@ struct PassState: Sendable {
     var explain = true
     var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
     var heldText: [Int: String] = [:]
+    /// Seconds of pending work (per GPU) of jobs that only a few GPUs can run and that the pass
+    /// has not reached yet; `hydra` charges it to other jobs there (see `ScarceGPUs`).
+    var contested: [Double] = []
+    var contestedJobs: [Int] = []
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
         gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
@@ -73,6 +77,8 @@ struct PassState: Sendable {
         }
 
         claimant = Array(repeating: nil, count: gpus.count)
+        contested = Array(repeating: 0, count: gpus.count)
+        contestedJobs = Array(repeating: 0, count: gpus.count)
         var allRes = [UInt64](repeating: 0, count: gpus.count)
         var unseenRes = [UInt64](repeating: 0, count: gpus.count)
         var visibleRes = [UInt64](repeating: 0, count: gpus.count)

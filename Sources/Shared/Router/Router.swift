@@ -24,6 +24,12 @@ public enum Router {
 
         var eligibility: [DemandShape: Eligibility] = [:]
         var learnedCache: [String: [Double?]] = [:]
+        var demands: [JobDemand] = []
+        demands.reserveCapacity(pending.count)
+        for j in pending.indices { demands.append(JobDemand(job: pending[j], stats: stats, policy: policy)) }
+        if policy.reservesScarceGPUs {
+            ScarceGPUs.charge(&demands, &state, &eligibility, snapshot: snapshot, filters: filters)
+        }
         var result = PlacementResult()
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
         result.pending.reserveCapacity(pending.count)
@@ -31,7 +37,7 @@ public enum Router {
         // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
         pending.withUnsafeBufferPointer { jobs in
         for (rank, ji) in order.enumerated() {
-            let d = JobDemand(job: jobs[ji], stats: stats, policy: policy)
+            let d = demands[ji]
             let job = JobRef(id: jobs[ji].id)
             let elig: Eligibility
             if let e = eligibility[d.shape] { elig = e } else {
@@ -42,6 +48,8 @@ public enum Router {
                 result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))
                 continue
             }
+            // From here on its own plan stands on those GPUs instead of the charge.
+            if d.scarce { ScarceGPUs.release(d, elig, &state) }
             if d.shape.cpuOnly {
                 placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
                 continue
@@ -177,7 +185,17 @@ public enum Router {
             let label = labels(c, state)
             if let now = bestNow {
                 let nowLabel = labels(now, state)
-                return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel))")
+                if d.urgent {
+                    // The urgent cost: it would start at once and share that GPU's compute.
+                    let shared = now.runtimeS + min(now.startS, now.runtimeS)
+                    return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(nowLabel))")
+                }
+                var kept = ""
+                if !d.scarce && !d.urgent, let g = (0..<now.count).map({ now.gpu($0) }).max(by: { state.contested[$0] < state.contested[$1] }),
+                   state.contestedJobs[g] > 0 {
+                    kept = ", which \(state.contestedJobs[g]) job(s) that only few GPUs can run need for ~\(secs(state.contested[g]))"
+                }
+                return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel)\(kept))")
             }
             return (.insufficientVRAM, "\(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
         }

@@ -73,7 +73,12 @@ struct EarliestFinishScorer: PlacementScorer {
     /// Ranks a too-long wait behind every start now, keeping the order among such waits.
     static let tooLongWaitS = 1e7
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
-        guard demand.urgent else { return c.finishS }
+        guard demand.urgent else {
+            guard !demand.scarce else { return c.finishS }
+            var charge = 0.0
+            for i in 0..<c.count { charge = max(charge, state.contested[c.gpu(i)]) }
+            return c.finishS + charge
+        }
         if c.fitsNow { return c.runtimeS + min(c.startS, c.runtimeS) }
         return c.startS > urgentWaitFactor * c.runtimeS ? Self.tooLongWaitS + c.finishS : c.finishS
     }

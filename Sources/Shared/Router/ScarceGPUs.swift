@@ -1,0 +1,56 @@
+import Foundation
+
+/// Jobs that only a few GPUs can run (a big-VRAM class that fits one card, a service on one
+/// node) lose those GPUs to jobs that could have gone anywhere: earliest-finish sends every
+/// job to the fastest card, and the scarce jobs then queue behind work that had other
+/// choices. Before the pass, the pending work of such jobs is charged to the GPUs they can
+/// use (spread evenly over them); a job with more choices pays that charge on top of its
+/// expected finish there, so it goes elsewhere unless the scarce GPU is still clearly better.
+/// When the pass reaches a scarce job, its charge is lifted and its own plan (queue, hold)
+/// takes over.
+enum ScarceGPUs {
+    /// A job is scarce when at most this share of the cluster's GPUs can run it.
+    static let share = 0.25
+
+    static func charge(_ demands: inout [JobDemand], _ state: inout PassState, _ eligibility: inout [DemandShape: Eligibility],
+                       snapshot: ClusterSnapshot, filters: [any PlacementFilter]) {
+        let total = state.gpus.count
+        guard total > 1 else { return }
+        var scarceShape: [DemandShape: Bool] = [:]
+        for i in demands.indices {
+            let d = demands[i]
+            guard !d.shape.cpuOnly, !d.urgent else { continue }
+            let isScarce: Bool
+            if let known = scarceShape[d.shape] { isScarce = known } else {
+                let e: Eligibility
+                if let c = eligibility[d.shape] { e = c } else {
+                    e = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
+                    eligibility[d.shape] = e
+                }
+                let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
+                isScarce = e.reason == nil && count > 0 && Double(count) <= share * Double(total)
+                scarceShape[d.shape] = isScarce
+            }
+            guard isScarce, let e = eligibility[d.shape] else { continue }
+            demands[i].scarce = true
+            apply(d, e, &state, sign: 1)
+        }
+    }
+
+    static func release(_ d: JobDemand, _ e: Eligibility, _ state: inout PassState) {
+        apply(d, e, &state, sign: -1)
+    }
+
+    private static func apply(_ d: JobDemand, _ e: Eligibility, _ state: inout PassState, sign: Double) {
+        let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
+        guard count > 0 else { return }
+        let perGPU = Double(d.shape.gpus) / Double(count)
+        for n in e.nodes {
+            for s in n.gpus {
+                let runtime = RuntimeEstimator.gpu(d, learned: nil, weight: state.gpus[s].weight)
+                state.contested[s] = max(0, state.contested[s] + sign * runtime * perGPU)
+                state.contestedJobs[s] += sign > 0 ? 1 : -1
+            }
+        }
+    }
+}
