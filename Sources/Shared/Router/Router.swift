@@ -22,13 +22,25 @@ public enum Router {
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
                                       criticalPath: policy.criticalPathOrder)
 
-        var eligibility: [DemandShape: Eligibility] = [:]
         var learnedCache: [String: [Double?]] = [:]
+        // Each job's shape is hashed once: jobs of one shape share the filters' outcome, and the
+        // scarce-GPU charge and the pass both look it up (hashing a shape was a tenth of a pass).
         var demands: [JobDemand] = []
         demands.reserveCapacity(pending.count)
-        for j in pending.indices { demands.append(JobDemand(job: pending[j], stats: stats, policy: policy)) }
+        var shapeOf: [Int] = []
+        shapeOf.reserveCapacity(pending.count)
+        var shapeIDs: [DemandShape: Int] = [:]
+        var shapes: [DemandShape] = []
+        for j in pending.indices {
+            let d = JobDemand(job: pending[j], stats: stats, policy: policy)
+            if let id = shapeIDs[d.shape] { shapeOf.append(id) } else {
+                shapeIDs[d.shape] = shapes.count; shapeOf.append(shapes.count); shapes.append(d.shape)
+            }
+            demands.append(d)
+        }
+        var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
         if policy.reservesScarceGPUs {
-            ScarceGPUs.charge(&demands, &state, &eligibility, snapshot: snapshot, filters: filters)
+            ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters)
         }
         var result = PlacementResult()
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
@@ -40,9 +52,9 @@ public enum Router {
             let d = demands[ji]
             let job = JobRef(id: jobs[ji].id)
             let elig: Eligibility
-            if let e = eligibility[d.shape] { elig = e } else {
+            if let e = eligibility[shapeOf[ji]] { elig = e } else {
                 elig = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
-                eligibility[d.shape] = elig
+                eligibility[shapeOf[ji]] = elig
             }
             if let r = elig.reason {
                 result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))

@@ -12,26 +12,28 @@ enum ScarceGPUs {
     /// A job is scarce when at most this share of the cluster's GPUs can run it.
     static let share = 0.25
 
-    static func charge(_ demands: inout [JobDemand], _ state: inout PassState, _ eligibility: inout [DemandShape: Eligibility],
-                       snapshot: ClusterSnapshot, filters: [any PlacementFilter]) {
+    /// `shapeOf[i]` indexes `shapes` (and `eligibility`, filled here where missing).
+    static func charge(_ demands: inout [JobDemand], shapeOf: [Int], shapes: [DemandShape], _ state: inout PassState,
+                       _ eligibility: inout [Eligibility?], snapshot: ClusterSnapshot, filters: [any PlacementFilter]) {
         let total = state.gpus.count
         guard total > 1 else { return }
-        var scarceShape: [DemandShape: Bool] = [:]
+        var scarceShape = [Bool?](repeating: nil, count: shapes.count)
         for i in demands.indices {
             let d = demands[i]
             guard !d.shape.cpuOnly, !d.urgent else { continue }
+            let sid = shapeOf[i]
             let isScarce: Bool
-            if let known = scarceShape[d.shape] { isScarce = known } else {
+            if let known = scarceShape[sid] { isScarce = known } else {
                 let e: Eligibility
-                if let c = eligibility[d.shape] { e = c } else {
-                    e = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
-                    eligibility[d.shape] = e
+                if let c = eligibility[sid] { e = c } else {
+                    e = Eligibility.compute(shapes[sid], snapshot: snapshot, state: state, filters: filters)
+                    eligibility[sid] = e
                 }
                 let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
                 isScarce = e.reason == nil && count > 0 && Double(count) <= share * Double(total)
-                scarceShape[d.shape] = isScarce
+                scarceShape[sid] = isScarce
             }
-            guard isScarce, let e = eligibility[d.shape] else { continue }
+            guard isScarce, let e = eligibility[sid] else { continue }
             demands[i].scarce = true
             apply(d, e, &state, sign: 1)
         }
