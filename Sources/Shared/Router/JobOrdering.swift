@@ -15,8 +15,10 @@ public enum JobOrdering {
     /// Fair share: within a priority tier a batch's n-th job ranks with the other batches' n-th
     /// jobs, counting the jobs a batch already has on nodes, so a big batch submitted first
     /// does not hold a small later one back until it is done.
+    /// `paths` (parallel to `pending`): each job's longest path when the caller has it already
+    /// (the router reads runtimes from the spec once per job); nil computes it here.
     public static func order(_ pending: [RouterJob], running: [RouterRunningJob], now: Date, agingStepS: Double,
-                             criticalPath: Bool = false) -> [Int] {
+                             criticalPath: Bool = false, paths: [Double]? = nil) -> [Int] {
         let n = pending.count
         // Sort keys in one flat array: comparing through closures over several arrays (and
         // the jobs themselves) was a tenth of a 10 000-job pass.
@@ -29,7 +31,7 @@ public enum JobOrdering {
             let bid: Int
             if let x = batchIDs[b] { bid = x } else { bid = batchIDs.count; batchIDs[b] = bid }
             keys.append(Key(eff: effectivePriority(pending[i], now: now, agingStepS: agingStepS), share: 0,
-                            path: criticalPath ? pathS(pending[i]) : 0,
+                            path: criticalPath ? (paths?[i] ?? pathS(pending[i])) : 0,
                             age: pending[i].submittedAt.timeIntervalSinceReferenceDate, index: i, batch: bid))
         }
         var onNodes = [Int](repeating: 0, count: batchIDs.count)
@@ -65,9 +67,13 @@ public enum JobOrdering {
 
     /// Seconds on the longest chain through the job: its own runtime + the work that waits on it.
     static func pathS(_ j: RouterJob) -> Double {
-        if let d = j.spec["duration_s"]?.doubleValue { return d + j.tailS }
-        let base = j.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: j.kind)
         let cpuOnly = j.gpusRequested <= 0 && (j.vramRequestBytes ?? 0) == 0
-        return (cpuOnly ? base : base / referenceWeight) + j.tailS
+        return pathS(durationS: j.spec["duration_s"]?.doubleValue,
+                     baseS: j.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: j.kind), cpuOnly: cpuOnly, tailS: j.tailS)
+    }
+
+    static func pathS(durationS: Double?, baseS: Double, cpuOnly: Bool, tailS: Double) -> Double {
+        if let d = durationS { return d + tailS }
+        return (cpuOnly ? baseS : baseS / referenceWeight) + tailS
     }
 }

@@ -19,8 +19,6 @@ public enum Router {
         state.explain = explain
         let filters = PlacementFilters.standard + policy.extraFilters
         let scorers = ScorerSet(policy)
-        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
-                                      criticalPath: policy.criticalPathOrder)
 
         var learnedCache: [String: [Double?]] = [:]
         // Each job's shape is hashed once: jobs of one shape share the filters' outcome, and the
@@ -38,6 +36,15 @@ public enum Router {
             }
             demands.append(d)
         }
+        var paths: [Double]?
+        if policy.criticalPathOrder {
+            paths = pending.indices.map { j in
+                JobOrdering.pathS(durationS: demands[j].durationS, baseS: demands[j].baseRuntimeS,
+                                  cpuOnly: demands[j].shape.cpuOnly, tailS: pending[j].tailS)
+            }
+        }
+        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
+                                      criticalPath: policy.criticalPathOrder, paths: paths)
         var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
         if policy.reservesScarceGPUs {
             ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters)
@@ -203,9 +210,12 @@ public enum Router {
                     return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(nowLabel))")
                 }
                 var kept = ""
-                if !d.scarce && !d.urgent, let g = (0..<now.count).map({ now.gpu($0) }).max(by: { state.contested[$0] < state.contested[$1] }),
-                   state.contestedJobs[g] > 0 {
-                    kept = ", which \(state.contestedJobs[g]) job(s) that only few GPUs can run need for ~\(secs(state.contested[g]))"
+                if !d.scarce && !d.urgent {
+                    var g = now.first
+                    for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
+                    if state.contestedJobs[g] > 0 {
+                        kept = ", which \(state.contestedJobs[g]) job(s) that only few GPUs can run need for ~\(secs(state.contested[g]))"
+                    }
                 }
                 return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel)\(kept))")
             }
