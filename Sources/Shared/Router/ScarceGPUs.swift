@@ -19,8 +19,8 @@ enum ScarceGPUs {
         guard total > 1 else { return }
         var scarceShape = [Bool?](repeating: nil, count: shapes.count)
         for i in demands.indices {
-            let d = demands[i]
-            guard !d.shape.cpuOnly, !d.urgent else { continue }
+            // Fields, not a copy of the demand: a copy retains its strings, for every pending job.
+            guard !demands[i].shape.cpuOnly, !demands[i].urgent else { continue }
             let sid = shapeOf[i]
             let isScarce: Bool
             if let known = scarceShape[sid] { isScarce = known } else {
@@ -35,7 +35,7 @@ enum ScarceGPUs {
             }
             guard isScarce, let e = eligibility[sid] else { continue }
             demands[i].scarce = true
-            apply(d, e, &state, sign: 1)
+            apply(demands[i], e, &state, sign: 1)
         }
     }
 
