@@ -66,10 +66,10 @@ enum ScorerSet: Sendable {
 /// it finishes after its runtime plus at most as much of the others' work again
 /// (runtime + min(queue, runtime)), not after the whole queue. So it waits only where a
 /// busy faster GPU still finishes it sooner than that, and the wait there is at most
-/// `urgentWaitFactor` × its runtime there.
+/// `urgentWaitFactor` (1) × its runtime there.
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
-    var urgentWaitFactor = 2.0
+    var urgentWaitFactor = 1.0
     /// Ranks a too-long wait behind every start now, keeping the order among such waits.
     static let tooLongWaitS = 1e7
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {

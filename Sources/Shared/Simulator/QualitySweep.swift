@@ -17,6 +17,8 @@ public enum QualitySweep {
         public var hpJobs: Int
         public var hpWaitP95S: Double?
         public var hpRuntimeMedianS: Double?
+        /// Over the interactive jobs that found room on a GPU they may use when they became ready.
+        public var hpWithRoomWaitP95S: Double?
         public var oomFailures: Int
         public var neverRan: [SimulationReport.NeverRan]
 
@@ -25,6 +27,7 @@ public enum QualitySweep {
             case makespanS = "makespan_s", lowerBoundS = "lower_bound_s"
             case hpJobs = "high_priority_jobs", hpWaitP95S = "high_priority_wait_p95_s"
             case hpRuntimeMedianS = "high_priority_runtime_median_s", oomFailures = "oom_failures", neverRan = "never_ran"
+            case hpWithRoomWaitP95S = "high_priority_with_room_wait_p95_s"
         }
 
         init(seed: UInt64, scenario: ScenarioGenerator.Scenario, report r: SimulationReport) {
@@ -36,6 +39,7 @@ public enum QualitySweep {
             hpJobs = r.topPriority?.jobs ?? 0
             hpWaitP95S = r.topPriority?.waitP95S
             hpRuntimeMedianS = r.topPriority?.runtimeMedianS
+            hpWithRoomWaitP95S = r.topPriority?.withRoomWaitP95S
             oomFailures = r.oomFailures; neverRan = r.neverRan
         }
     }
@@ -80,6 +84,9 @@ public enum QualitySweep {
         public var hpWaitRatioMedian: Double?
         public var hpWaitRatioP90: Double?
         public var hpSeedsOver2: Int
+        /// The same over the jobs that found room when they became ready (the target's condition).
+        public var hpWithRoomRatioP90: Double?
+        public var hpWithRoomSeedsOver2: Int
         public var neverRan: Int
         /// Against hydra, on seeds where both left the same number of jobs unrun: seeds where this
         /// policy's makespan is more than 1 % shorter than hydra's, and the largest hydra ÷ this.
@@ -92,6 +99,8 @@ public enum QualitySweep {
             case hpWaitP95Median = "high_priority_wait_p95_median_s", hpWaitP95P90 = "high_priority_wait_p95_p90_s"
             case hpWaitRatioMedian = "high_priority_wait_over_runtime_median", hpWaitRatioP90 = "high_priority_wait_over_runtime_p90"
             case hpSeedsOver2 = "high_priority_seeds_over_2x", neverRan = "never_ran"
+            case hpWithRoomRatioP90 = "high_priority_with_room_wait_over_runtime_p90"
+            case hpWithRoomSeedsOver2 = "high_priority_with_room_seeds_over_2x"
             case beatsHydraBy1Pct = "seeds_shorter_than_hydra_by_1pct", worstHydraVsThis = "worst_hydra_over_this"
         }
     }
@@ -109,6 +118,10 @@ public enum QualitySweep {
                 guard let w = r.hpWaitP95S, let rt = r.hpRuntimeMedianS, rt > 0 else { return nil }
                 return w / rt
             }.sorted()
+            let roomy = mine.compactMap { r -> Double? in
+                guard let w = r.hpWithRoomWaitP95S, let rt = r.hpRuntimeMedianS, rt > 0 else { return nil }
+                return w / rt
+            }.sorted()
             var beats = 0, worstVs = 0.0
             // Only where both ran the same jobs: a policy that leaves jobs out ends early for nothing.
             for r in mine {
@@ -120,7 +133,9 @@ public enum QualitySweep {
                                  ratioWorst: worst?.ratio ?? 0, worstSeed: worst?.seed ?? 0,
                                  hpWaitP95Median: waits.isEmpty ? nil : pct(waits, 0.5), hpWaitP95P90: waits.isEmpty ? nil : pct(waits, 0.9),
                                  hpWaitRatioMedian: wr.isEmpty ? nil : pct(wr, 0.5), hpWaitRatioP90: wr.isEmpty ? nil : pct(wr, 0.9),
-                                 hpSeedsOver2: wr.filter { $0 > 2 }.count, neverRan: mine.reduce(0) { $0 + $1.neverRan.count },
+                                 hpSeedsOver2: wr.filter { $0 > 2 }.count,
+                                 hpWithRoomRatioP90: roomy.isEmpty ? nil : pct(roomy, 0.9), hpWithRoomSeedsOver2: roomy.filter { $0 > 2 }.count,
+                                 neverRan: mine.reduce(0) { $0 + $1.neverRan.count },
                                  beatsHydraBy1Pct: beats, worstHydraVsThis: worstVs)
         }
     }

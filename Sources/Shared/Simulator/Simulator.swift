@@ -37,10 +37,15 @@ public struct SimulationReport: Sendable, Equatable, Codable {
         public var priority: Int
         public var jobs: Int
         public var waitP95S: Double
+        /// Those that found room on some GPU they may use when they became ready, and their p95 wait:
+        /// the jobs a router could have started at once without preempting anything.
+        public var withRoomJobs: Int
+        public var withRoomWaitP95S: Double?
         /// Median runtime of these jobs where they ran, at full speed (what "2× its runtime" compares with).
         public var runtimeMedianS: Double
         enum CodingKeys: String, CodingKey {
             case priority, jobs, waitP95S = "wait_p95_s", runtimeMedianS = "runtime_median_s"
+            case withRoomJobs = "with_room_jobs", withRoomWaitP95S = "with_room_wait_p95_s"
         }
     }
 
@@ -104,6 +109,9 @@ public struct Simulator: Sendable {
         /// Runtime of the last attempt at full speed on its GPUs.
         var lastWork: Double?
         var placedOn: (node: String, gpus: [Int])?
+        /// Top-priority jobs: when they became ready, some GPU they may use had room for them
+        /// (a start without preempting anything was possible).
+        var roomAtReady: Bool?
     }
 
     struct Running {
@@ -214,6 +222,8 @@ public struct Simulator: Sendable {
         var gpuBusy = [Double](repeating: 0, count: gpuCount)
         let nodeIndex = Dictionary(uniqueKeysWithValues: snap.nodes.enumerated().map { ($1.name, $0) })
 
+        let priorities = jobs.map(\.job.priority)
+        let topTier: Int? = (priorities.max() ?? 0) > (priorities.min() ?? 0) ? priorities.max() : nil
         let arrivals: [Int] = jobs.indices.filter { jobs[$0].waitingOn == 0 }.sorted { jobs[$0].submitAt < jobs[$1].submitAt }
         var arrivalPos = 0
         var pending: [Int] = []            // indices of ready jobs
@@ -256,6 +266,15 @@ public struct Simulator: Sendable {
                                      expectedEnd: t0.addingTimeInterval(r.startedAt + r.expectedRuntime))
                 }
                 for s in 0..<gpuCount { snap.nodes[gpuPath[s].ni].gpus[gpuPath[s].gi].usedBytes = gpuUsed[s] }
+                // Was there room anywhere for a newly ready top-priority job? Asked of a policy that
+                // starts whatever fits now, for that job alone.
+                if topTier != nil {
+                    for j in pending where jobs[j].roomAtReady == nil && jobs[j].job.priority == topTier {
+                        let probe = Router.place(pending: [jobs[j].job], snapshot: snap, stats: .empty, now: t0.addingTimeInterval(now),
+                                                 policy: RouterPolicy(name: .leastLoaded), explain: false)
+                        jobs[j].roomAtReady = !probe.assignments.isEmpty
+                    }
+                }
                 let result = Router.place(pending: pending.map { jobs[$0].job }, snapshot: snap, stats: .empty,
                                           now: t0.addingTimeInterval(now), policy: policy, explain: false)
                 passes += 1
@@ -348,7 +367,12 @@ public struct Simulator: Sendable {
                 return s - r
             }.sorted()
             let rt = tier.compactMap(\.lastWork).sorted()
+            let roomy = tier.filter { $0.roomAtReady == true }.compactMap { j -> Double? in
+                guard let s = j.firstStart, let r = j.readyAt else { return nil }
+                return s - r
+            }.sorted()
             top = .init(priority: highest, jobs: tier.count, waitP95S: Self.percentile(w, 0.95),
+                        withRoomJobs: roomy.count, withRoomWaitP95S: roomy.isEmpty ? nil : Self.percentile(roomy, 0.95),
                         runtimeMedianS: rt.isEmpty ? 0 : rt[rt.count / 2])
         }
         let never = jobs.filter { $0.finishedAt == nil }.map { j in
