@@ -28,15 +28,16 @@ final class RouterQualityTests: XCTestCase {
         XCTAssertNil(RT.place([anyGPU("chat", priority: 5)], snap, policy: RouterPolicy(urgentPriority: 6)).assignment(for: "chat"))
     }
 
-    func testUrgentJobDoesNotWaitLongerThanItsRuntime() {
+    func testUrgentJobStartsWhereItFitsRatherThanWaitForAFasterGPU() {
         // The 5090 is full for 130 s more; only the 3060 has room (200 s there).
         let runs = [RT.running("a", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 31, visible: true, endsIn: 130)]
         let snap = RT.snapshot(config, used: ["hydra-ai/0": 31.5, "hydra-ai/1": 24, "hydra-compute/0": 16], running: runs)
         // A batch job waits: 130 + 60 = 190 s beats 200 s.
         XCTAssertEqual(RT.place([anyGPU("batch", priority: 0)], snap).reason(for: "batch")?.code, .waitingForBetterGPU)
-        // An urgent one would wait 130 s > 60 s, its runtime there: it starts now on the 3060.
+        // An urgent one starts now on the 3060 (urgentWaitFactor 0: no wait while it fits somewhere).
         XCTAssertEqual(RT.place([anyGPU("chat", priority: 3)], snap).gpu("chat"), "hydra-compute/1")
-        // With a laxer factor it waits like the batch job.
+        // Allowed to wait up to 3 × its 60 s there, it waits like the batch job; up to 2 × (120 s < 130 s), it does not.
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 3)], snap, policy: RouterPolicy(urgentWaitFactor: 2)).gpu("chat"), "hydra-compute/1")
         let lax = RouterPolicy(urgentWaitFactor: 3)
         XCTAssertEqual(RT.place([anyGPU("chat", priority: 3)], snap, policy: lax).reason(for: "chat")?.code, .waitingForBetterGPU)
     }

@@ -64,12 +64,12 @@ enum ScorerSet: Sendable {
 ///
 /// An urgent job that fits now beside the GPU's work starts at once and shares the compute:
 /// it finishes after its runtime plus at most as much of the others' work again
-/// (runtime + min(queue, runtime)), not after the whole queue. So it waits only where a
-/// busy faster GPU still finishes it sooner than that, and the wait there is at most
-/// `urgentWaitFactor` (1) × its runtime there.
+/// (runtime + min(queue, runtime)), not after the whole queue. A GPU it must wait for ranks
+/// behind every GPU it fits on now unless the wait is at most `urgentWaitFactor` × its
+/// runtime there (default 0: while it fits somewhere, it does not wait).
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
-    var urgentWaitFactor = 1.0
+    var urgentWaitFactor = 0.0
     /// Ranks a too-long wait behind every start now, keeping the order among such waits.
     static let tooLongWaitS = 1e7
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
