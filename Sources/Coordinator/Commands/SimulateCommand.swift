@@ -104,7 +104,7 @@ struct SimulateCommand: ParsableCommand {
             rows.append([p.policy, f(p.ratioMedian), f(p.ratioP90), "\(f(p.ratioWorst)) (\(p.worstSeed))",
                          p.hpWaitP95Median.map(duration) ?? "-", p.hpWaitP95P90.map(duration) ?? "-",
                          p.hpWaitRatioMedian.map { String(format: "%.2f", $0) } ?? "-", p.hpWaitRatioP90.map { String(format: "%.2f", $0) } ?? "-",
-                         "\(p.hpSeedsOver2)", p.hpWithRoomRatioP90.map { String(format: "%.2f", $0) } ?? "-", "\(p.hpWithRoomSeedsOver2)", "\(p.neverRan)", p.policy == "hydra" ? "-" : "\(p.beatsHydraBy1Pct) (worst \(f(p.worstHydraVsThis))×)"])
+                         "\(p.hpSeedsOver2)", p.hpWithRoomRatioP90.map { String(format: "%.2f", $0) } ?? "-", "\(p.hpWithRoomSeedsOver2)", "\(p.neverRan)", p.policy == "hydra" ? "-" : p.worstHydraVsThis == 0 ? "- (never the same jobs ran)" : "\(p.beatsHydraBy1Pct) (worst \(f(p.worstHydraVsThis))×)"])
         }
         out += table(rows)
         let jobs = runs.filter { $0.policy == s.first?.policy }.map(\.jobs)
