@@ -22,7 +22,7 @@ public enum Router {
 
         var learnedCache: [String: [Double?]] = [:]
         // Each job's shape is hashed once: jobs of one shape share the filters' outcome, and the
-        // scarce-GPU charge and the pass both look it up (hashing a shape was a tenth of a pass).
+        // scarce-GPU charge and the pass both look it up (hashing shapes shows in a pass profile).
         var demands: [JobDemand] = []
         demands.reserveCapacity(pending.count)
         var shapeOf: [Int] = []
