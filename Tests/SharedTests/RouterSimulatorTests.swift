@@ -110,7 +110,7 @@ final class RouterSimulatorTests: XCTestCase {
         let w = try workload("groups: [{name: a, kind: sleep, duration_s: 5}]")
         let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
         let obj = try JSONSerialization.jsonObject(with: JSONCoding.encoder().encode(r.summary)) as! [String: Any]
-        XCTAssertEqual(Set(obj.keys), ["policy", "makespan_s", "lower_bound_s", "jobs", "wait_p95_s", "gpus"])
+        XCTAssertEqual(Set(obj.keys), ["policy", "makespan_s", "lower_bound_s", "jobs", "wait_p95_s", "gpus", "never_ran"])
         let gpu = (obj["gpus"] as! [[String: Any]])[0]
         XCTAssertEqual(Set(gpu.keys), ["node", "index", "name", "busy_fraction"])
     }

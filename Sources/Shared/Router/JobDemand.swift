@@ -72,9 +72,14 @@ struct JobDemand: Sendable {
     /// Runtime at weight 1.
     var baseRuntimeS: Double
     var needSource: String
+    /// At or above the policy's urgent priority: starting now counts more than the GPU's speed.
+    var urgent: Bool
+    /// Only a few GPUs can run it (`ScarceGPUs`): it pays no charge for their contested work.
+    var scarce = false
 
     init(job: borrowing RouterJob, stats: RuntimeStats, policy: RouterPolicy) {
         kind = lowerASCII(job.kind)
+        urgent = job.priority >= policy.urgentPriority
         modelKey = job.spec["model"]?.stringValue.map(lowerASCII) ?? ""
         let explicit = job.vramRequestBytes ?? 0
         let cpuOnly = job.gpusRequested <= 0 && explicit == 0

@@ -1,7 +1,8 @@
 import Foundation
 
 /// The order in which a pass considers pending jobs: priority raised by age (so no job
-/// starves), then fair share between batches of equal effective priority, then age.
+/// starves), then fair share between batches of equal effective priority, then (with
+/// `criticalPath`) the longest path through the job first, then age.
 public enum JobOrdering {
     /// Priority plus one step per `agingStepS` waited.
     public static func effectivePriority(_ j: RouterJob, now: Date, agingStepS: Double) -> Int {
@@ -14,11 +15,14 @@ public enum JobOrdering {
     /// Fair share: within a priority tier a batch's n-th job ranks with the other batches' n-th
     /// jobs, counting the jobs a batch already has on nodes, so a big batch submitted first
     /// does not hold a small later one back until it is done.
-    public static func order(_ pending: [RouterJob], running: [RouterRunningJob], now: Date, agingStepS: Double) -> [Int] {
+    /// `paths` (parallel to `pending`): each job's longest path when the caller has it already
+    /// (the router reads runtimes from the spec once per job); nil computes it here.
+    public static func order(_ pending: [RouterJob], running: [RouterRunningJob], now: Date, agingStepS: Double,
+                             criticalPath: Bool = false, paths: [Double]? = nil) -> [Int] {
         let n = pending.count
         // Sort keys in one flat array: comparing through closures over several arrays (and
         // the jobs themselves) was a tenth of a 10 000-job pass.
-        struct Key { var eff: Int; var share: Int; var age: Double; var index: Int; var batch: Int }
+        struct Key { var eff: Int; var share: Int; var path: Double; var age: Double; var index: Int; var batch: Int }
         var batchIDs: [String: Int] = [:]
         var keys: [Key] = []
         keys.reserveCapacity(n)
@@ -27,12 +31,14 @@ public enum JobOrdering {
             let bid: Int
             if let x = batchIDs[b] { bid = x } else { bid = batchIDs.count; batchIDs[b] = bid }
             keys.append(Key(eff: effectivePriority(pending[i], now: now, agingStepS: agingStepS), share: 0,
+                            path: criticalPath ? (paths?[i] ?? pathS(pending[i])) : 0,
                             age: pending[i].submittedAt.timeIntervalSinceReferenceDate, index: i, batch: bid))
         }
         var onNodes = [Int](repeating: 0, count: batchIDs.count)
         for r in running { if let b = batchIDs[r.batchID ?? ""] { onNodes[b] += 1 } }
 
         func tieBreak(_ a: Key, _ b: Key) -> Bool {
+            if a.path != b.path { return a.path > b.path }
             if a.age != b.age { return a.age < b.age }
             if a.index == b.index { return false }
             return pending[a.index].id < pending[b.index].id
@@ -53,5 +59,21 @@ public enum JobOrdering {
             return tieBreak(a, b)
         }
         return keys.map(\.index)
+    }
+
+    /// Weight of the GPU a job's own length is measured on: ranks base runtimes and fixed
+    /// durations on one scale (a mid-range card; only the order matters).
+    static let referenceWeight = 10.0
+
+    /// Seconds on the longest chain through the job: its own runtime + the work that waits on it.
+    static func pathS(_ j: RouterJob) -> Double {
+        let cpuOnly = j.gpusRequested <= 0 && (j.vramRequestBytes ?? 0) == 0
+        return pathS(durationS: j.spec["duration_s"]?.doubleValue,
+                     baseS: j.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: j.kind), cpuOnly: cpuOnly, tailS: j.tailS)
+    }
+
+    static func pathS(durationS: Double?, baseS: Double, cpuOnly: Bool, tailS: Double) -> Double {
+        if let d = durationS { return d + tailS }
+        return (cpuOnly ? baseS : baseS / referenceWeight) + tailS
     }
 }

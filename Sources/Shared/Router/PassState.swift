@@ -48,6 +48,10 @@ struct PassState: Sendable {
     var explain = true
     var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
     var heldText: [Int: String] = [:]
+    /// Seconds of pending work (per GPU) of jobs that only a few GPUs can run and that the pass
+    /// has not reached yet; `hydra` charges it to other jobs there (see `ScarceGPUs`).
+    var contested: [Double] = []
+    var contestedJobs: [Int] = []
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
         gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
@@ -73,13 +77,27 @@ struct PassState: Sendable {
         }
 
         claimant = Array(repeating: nil, count: gpus.count)
+        contested = Array(repeating: 0, count: gpus.count)
+        contestedJobs = Array(repeating: 0, count: gpus.count)
         var allRes = [UInt64](repeating: 0, count: gpus.count)
         var unseenRes = [UInt64](repeating: 0, count: gpus.count)
         var visibleRes = [UInt64](repeating: 0, count: gpus.count)
         var cpuJobs: [[Double]] = Array(repeating: [], count: nodes.count)
+        // Jobs beside each other share the GPU's compute, so each runs past its own expected
+        // end; a per-job remainder then floors at a second and the GPU looks free while it is
+        // still busy. The GPU cannot have done more of its current jobs' work than the time
+        // since the first of them started: their runtimes minus that time is left at least.
+        var sharedWork = [Double](repeating: 0, count: gpus.count)
+        var firstStart = [Double](repeating: .infinity, count: gpus.count)
         for r in snapshot.running {
             let slots = r.gpuUUIDs.compactMap { uuidToSlot[$0] }
             let remaining = Self.remaining(r, slots: slots, gpus: gpus, modelNames: modelNames, stats: stats, now: now, policy: policy)
+            if let start = r.startedAt, let end = r.expectedEnd, end > start {
+                for s in slots {
+                    sharedWork[s] += end.timeIntervalSince(start)
+                    firstStart[s] = min(firstStart[s], start.timeIntervalSince(now))
+                }
+            }
             if r.gpuUUIDs.isEmpty {
                 if let ni = nodeIndex[r.node] { cpuJobs[ni].append(remaining) }
                 continue
@@ -93,6 +111,10 @@ struct PassState: Sendable {
                 if unseen { unseenRes[s] &+= r.reservedBytesPerGPU } else { visibleRes[s] &+= r.reservedBytesPerGPU }
                 gpus[s].queueS += remaining
             }
+        }
+        // Only under `hydra`: the baselines keep the per-job remainders they were measured with.
+        for s in gpus.indices where policy.name == .hydra && firstStart[s].isFinite {
+            gpus[s].queueS = max(gpus[s].queueS, sharedWork[s] + firstStart[s])
         }
         for (ni, n) in snapshot.nodes.enumerated() {
             for (k, g) in n.gpus.enumerated() {

@@ -19,10 +19,36 @@ public enum Router {
         state.explain = explain
         let filters = PlacementFilters.standard + policy.extraFilters
         let scorers = ScorerSet(policy)
-        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS)
 
-        var eligibility: [DemandShape: Eligibility] = [:]
         var learnedCache: [String: [Double?]] = [:]
+        // Each job's shape is hashed once: jobs of one shape share the filters' outcome, and the
+        // scarce-GPU charge and the pass both look it up (hashing shapes shows in a pass profile).
+        var demands: [JobDemand] = []
+        demands.reserveCapacity(pending.count)
+        var shapeOf: [Int] = []
+        shapeOf.reserveCapacity(pending.count)
+        var shapeIDs: [DemandShape: Int] = [:]
+        var shapes: [DemandShape] = []
+        for j in pending.indices {
+            let d = JobDemand(job: pending[j], stats: stats, policy: policy)
+            if let id = shapeIDs[d.shape] { shapeOf.append(id) } else {
+                shapeIDs[d.shape] = shapes.count; shapeOf.append(shapes.count); shapes.append(d.shape)
+            }
+            demands.append(d)
+        }
+        var paths: [Double]?
+        if policy.criticalPathOrder {
+            paths = pending.indices.map { j in
+                JobOrdering.pathS(durationS: demands[j].durationS, baseS: demands[j].baseRuntimeS,
+                                  cpuOnly: demands[j].shape.cpuOnly, tailS: pending[j].tailS)
+            }
+        }
+        let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
+                                      criticalPath: policy.criticalPathOrder, paths: paths)
+        var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
+        if policy.reservesScarceGPUs {
+            ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters)
+        }
         var result = PlacementResult()
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
         result.pending.reserveCapacity(pending.count)
@@ -30,17 +56,19 @@ public enum Router {
         // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
         pending.withUnsafeBufferPointer { jobs in
         for (rank, ji) in order.enumerated() {
-            let d = JobDemand(job: jobs[ji], stats: stats, policy: policy)
+            let d = demands[ji]
             let job = JobRef(id: jobs[ji].id)
             let elig: Eligibility
-            if let e = eligibility[d.shape] { elig = e } else {
+            if let e = eligibility[shapeOf[ji]] { elig = e } else {
                 elig = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
-                eligibility[d.shape] = elig
+                eligibility[shapeOf[ji]] = elig
             }
             if let r = elig.reason {
                 result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))
                 continue
             }
+            // From here on its own plan stands on those GPUs instead of the charge.
+            if d.scarce { ScarceGPUs.release(d, elig, &state) }
             if d.shape.cpuOnly {
                 placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
                 continue
@@ -176,7 +204,20 @@ public enum Router {
             let label = labels(c, state)
             if let now = bestNow {
                 let nowLabel = labels(now, state)
-                return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel))")
+                if d.urgent {
+                    // The urgent cost: it would start at once and share that GPU's compute.
+                    let shared = now.runtimeS + min(now.startS, now.runtimeS)
+                    return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(nowLabel))")
+                }
+                var kept = ""
+                if !d.scarce && !d.urgent {
+                    var g = now.first
+                    for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
+                    if state.contestedJobs[g] > 0 {
+                        kept = ", which \(state.contestedJobs[g]) job(s) that only few GPUs can run need for ~\(secs(state.contested[g]))"
+                    }
+                }
+                return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel)\(kept))")
             }
             return (.insufficientVRAM, "\(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
         }

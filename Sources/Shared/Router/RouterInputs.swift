@@ -20,15 +20,20 @@ public struct RouterJob: Sendable, Equatable {
     public var lastFailure: FailureClass?
     /// Per-GPU reservation of the attempt that failed (the base for the OOM escalation).
     public var lastReservedBytes: UInt64?
+    /// Seconds of work that waits on this job: the longest chain of its dependents, each at
+    /// its fastest. 0 when nothing depends on it (or nobody knows): then only its own runtime
+    /// ranks it inside its tier.
+    public var tailS: Double
 
     public init(id: String, batchID: String? = nil, kind: String, spec: JSONValue = .object([:]),
                 vramRequestBytes: UInt64? = nil, gpusRequested: Int = 1, priority: Int = 0,
                 submittedAt: Date, constraints: JSONValue? = nil, attempt: Int = 1,
-                lastFailure: FailureClass? = nil, lastReservedBytes: UInt64? = nil) {
+                lastFailure: FailureClass? = nil, lastReservedBytes: UInt64? = nil, tailS: Double = 0) {
         self.id = id; self.batchID = batchID; self.kind = kind; self.spec = spec
         self.vramRequestBytes = vramRequestBytes; self.gpusRequested = gpusRequested
         self.priority = priority; self.submittedAt = submittedAt; self.constraints = constraints
         self.attempt = attempt; self.lastFailure = lastFailure; self.lastReservedBytes = lastReservedBytes
+        self.tailS = tailS
     }
 
     /// `spec.model`, lowercased: the key of the learned statistics and of "model loaded".

@@ -43,7 +43,7 @@ enum ScorerSet: Sendable {
 
     init(_ p: RouterPolicy) {
         switch p.name {
-        case .hydra: self = .finishAndModel(EarliestFinishScorer(), ModelLoadedScorer(penaltyS: p.modelLoadPenaltyS))
+        case .hydra: self = .finishAndModel(EarliestFinishScorer(urgentWaitFactor: p.urgentWaitFactor), ModelLoadedScorer(penaltyS: p.modelLoadPenaltyS))
         case .seedStatic, .leastLoaded: self = .leastLoaded(LeastLoadedScorer())
         case .random: self = .random(RandomScorer(seed: p.seed))
         }
@@ -61,9 +61,27 @@ enum ScorerSet: Sendable {
 
 /// Expected finish: queued work plus this job's runtime there. Packs fast GPUs, and lets a job
 /// wait for a busy fast GPU rather than run long on an idle slow one.
+///
+/// An urgent job that fits now beside the GPU's work starts at once and shares the compute:
+/// it finishes after its runtime plus at most as much of the others' work again
+/// (runtime + min(queue, runtime)), not after the whole queue. A GPU it must wait for ranks
+/// behind every GPU it fits on now unless the wait is at most `urgentWaitFactor` × its
+/// runtime there (default 0: while it fits somewhere, it does not wait).
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double { c.finishS }
+    var urgentWaitFactor = 0.0
+    /// Ranks a too-long wait behind every start now, keeping the order among such waits.
+    static let tooLongWaitS = 1e7
+    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+        guard demand.urgent else {
+            guard !demand.scarce else { return c.finishS }
+            var charge = 0.0
+            for i in 0..<c.count { charge = max(charge, state.contested[c.gpu(i)]) }
+            return c.finishS + charge
+        }
+        if c.fitsNow { return c.runtimeS + min(c.startS, c.runtimeS) }
+        return c.startS > urgentWaitFactor * c.runtimeS ? Self.tooLongWaitS + c.finishS : c.finishS
+    }
 }
 
 /// A GPU without the job's model loaded pays the load time.

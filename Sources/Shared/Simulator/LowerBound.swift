@@ -9,9 +9,14 @@ import Foundation
 ///    each set S of resources that some job is limited to (and each union of two such sets),
 ///    the jobs limited to S must all run inside S between the earliest of their earliest
 ///    starts and the makespan minus the shortest of their dependency tails:
-///    `min start + work(S) / capacity(S) + min tail`.
+///    `min start + work(S) / capacity(S) + min tail`, and the same for every later release
+///    threshold and every longer tail threshold (`windowBound`).
+/// 3. The same windows in resource-seconds: each job holds each of its k GPUs (or a CPU slot)
+///    for at least its fastest runtime, and S has one second per GPU or slot per second. This
+///    one binds where a gang pairs a fast GPU with a slow one (the weights count the fast one
+///    at full speed, but the gang runs at the slow one's pace).
 /// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
-/// maximum of 1 and 2, over the jobs that ran (a job that can never run adds nothing).
+/// maximum of 1–3, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
     public struct Parts: Sendable, Equatable, Codable {
         public var value: Double
@@ -37,6 +42,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
         let n = jobs.count
         var fastest = [Double](repeating: .nan, count: n)
         var work = [Double](repeating: 0, count: n)
+        // Resource-seconds: a job holds each of its k GPUs (or its CPU slot) for at least its fastest runtime.
+        var occupancy = [Double](repeating: 0, count: n)
         var sets = [[Int]](repeating: [], count: n)
         for (j, sj) in jobs.enumerated() {
             // Only jobs that ran count: a job that never ran (nor, so, its dependents) adds nothing to the makespan.
@@ -50,7 +57,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
             guard e.reason == nil else { continue }
             if d.shape.cpuOnly {
                 let r = sj.fixedS ?? sj.baseS ?? d.baseRuntimeS
-                fastest[j] = r; work[j] = r
+                fastest[j] = r; work[j] = r; occupancy[j] = r
                 sets[j] = e.nodes.map { gpuCount + $0.node }.filter { capacity[$0] > 0 }
                 continue
             }
@@ -69,6 +76,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
             sets[j] = all.sorted()
             let minW = all.map { state.gpus[$0].weight }.min() ?? 1
             work[j] = Double(k) * (sj.fixedS.map { $0 * minW } ?? (sj.baseS ?? d.baseRuntimeS))
+            occupancy[j] = Double(k) * best
         }
 
         // Dependencies point to earlier jobs (the workload's group order), so one pass each way suffices.
@@ -93,15 +101,45 @@ public struct LowerBound: Sendable, Equatable, Codable {
         var capBound = 0.0, binding = ""
         for s in Set(candidates) {
             let members = Set(s)
-            var w = 0.0, minEst = Double.infinity, minTail = Double.infinity
-            for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty && sets[j].allSatisfy(members.contains) {
-                w += work[j]; minEst = min(minEst, est[j]); minTail = min(minTail, tail[j])
-            }
+            var inside: [Int] = []
+            for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty && sets[j].allSatisfy(members.contains) { inside.append(j) }
             let cap = s.reduce(0.0) { $0 + capacity[$1] }
-            guard w > 0, cap > 0 else { continue }
-            let bound = minEst + w / cap + minTail
+            guard !inside.isEmpty, cap > 0 else { continue }
+            // The same windows counted in resource-seconds: the weights overrate a fast GPU that can
+            // only run a gang at its slow partner's pace.
+            let units = s.reduce(0.0) { $0 + ($1 < gpuCount ? 1 : capacity[$1]) }
+            let bound = max(Self.windowBound(inside.map { (est[$0], work[$0], tail[$0]) }, capacity: cap),
+                            Self.windowBound(inside.map { (est[$0], occupancy[$0], tail[$0]) }, capacity: units))
             if bound > capBound { capBound = bound; binding = s.map { labels[$0] }.joined(separator: " + ") }
         }
         return Parts(value: max(critical, capBound), criticalPathS: critical, capacityS: capBound, bindingResources: binding)
+    }
+
+    /// Jobs confined to resources of capacity `cap`: for every release threshold t, the jobs
+    /// that cannot start before t must all be done by the makespan minus the shortest of their
+    /// tails, so makespan ≥ t + work(est ≥ t) / cap + min tail; and for every tail threshold τ,
+    /// the jobs with tails ≥ τ start no earlier than the earliest of them and end by makespan − τ.
+    /// The whole set (t = earliest start) is the old bound; later thresholds catch late arrivals
+    /// and early-finishing chains, which the whole set averages away.
+    static func windowBound(_ jobs: [(est: Double, work: Double, tail: Double)], capacity cap: Double) -> Double {
+        var best = 0.0
+        // Release side: latest first, accumulating work and the smallest tail.
+        var byEst = jobs.sorted { $0.est > $1.est }
+        var w = 0.0, minTail = Double.infinity
+        for j in byEst.indices {
+            w += byEst[j].work; minTail = min(minTail, byEst[j].tail)
+            // Several jobs may share one release time: the bound holds only once all of them count.
+            if j + 1 < byEst.count, byEst[j + 1].est == byEst[j].est { continue }
+            if w > 0 { best = max(best, byEst[j].est + w / cap + minTail) }
+        }
+        // Tail side: longest tail first, accumulating work and the earliest start.
+        byEst = jobs.sorted { $0.tail > $1.tail }
+        w = 0; var minEst = Double.infinity
+        for j in byEst.indices {
+            w += byEst[j].work; minEst = min(minEst, byEst[j].est)
+            if j + 1 < byEst.count, byEst[j + 1].tail == byEst[j].tail { continue }
+            if w > 0 { best = max(best, minEst + w / cap + byEst[j].tail) }
+        }
+        return best
     }
 }

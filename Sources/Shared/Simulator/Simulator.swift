@@ -24,12 +24,30 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var waitP95S: Double
     /// p95 wait of the jobs above the workload's lowest priority (the interactive ones); nil if none.
     public var waitP95PriorityS: Double?
+    /// The jobs of the highest priority in the workload (when above the lowest): the interactive ones.
+    public var topPriority: TierStats?
     public var gpus: [GPUUsage]
     public var neverRan: [NeverRan]
     public var oomFailures: Int
     public var routerPasses: Int
     /// Per job: when it became ready, started (last attempt) and finished, and where.
     public var timeline: [JobTiming]
+
+    public struct TierStats: Sendable, Equatable, Codable {
+        public var priority: Int
+        public var jobs: Int
+        public var waitP95S: Double
+        /// Those that found room on some GPU they may use when they became ready, and their p95 wait:
+        /// the jobs a router could have started at once without preempting anything.
+        public var withRoomJobs: Int
+        public var withRoomWaitP95S: Double?
+        /// Median runtime of these jobs where they ran, at full speed (what "2× its runtime" compares with).
+        public var runtimeMedianS: Double
+        enum CodingKeys: String, CodingKey {
+            case priority, jobs, waitP95S = "wait_p95_s", runtimeMedianS = "runtime_median_s"
+            case withRoomJobs = "with_room_jobs", withRoomWaitP95S = "with_room_wait_p95_s"
+        }
+    }
 
     public struct JobTiming: Sendable, Equatable, Codable {
         public var job: String
@@ -48,14 +66,16 @@ public struct SimulationReport: Sendable, Equatable, Codable {
         public var jobs: Int
         public var waitP95S: Double
         public var gpus: [GPUUsage]
+        public var neverRan: [NeverRan]
         enum CodingKeys: String, CodingKey {
             case policy, jobs, gpus
-            case makespanS = "makespan_s", lowerBoundS = "lower_bound_s", waitP95S = "wait_p95_s"
+            case makespanS = "makespan_s", lowerBoundS = "lower_bound_s", waitP95S = "wait_p95_s", neverRan = "never_ran"
         }
     }
 
     public var summary: Summary {
-        Summary(policy: policy, makespanS: makespanS, lowerBoundS: lowerBoundS, jobs: jobs, waitP95S: waitP95S, gpus: gpus)
+        Summary(policy: policy, makespanS: makespanS, lowerBoundS: lowerBoundS, jobs: jobs, waitP95S: waitP95S, gpus: gpus,
+                neverRan: neverRan)
     }
 }
 
@@ -86,7 +106,12 @@ public struct Simulator: Sendable {
         var firstStart: Double?
         var finishedAt: Double?
         var lastStart: Double?
+        /// Runtime of the last attempt at full speed on its GPUs.
+        var lastWork: Double?
         var placedOn: (node: String, gpus: [Int])?
+        /// Top-priority jobs: when they became ready, some GPU they may use had room for them
+        /// (a start without preempting anything was possible).
+        var roomAtReady: Bool?
     }
 
     struct Running {
@@ -139,6 +164,19 @@ public struct Simulator: Sendable {
             groupRange[g.name] = start..<jobs.count
         }
         for j in jobs.indices { for d in jobs[j].deps { jobs[d].dependents.append(j) } }
+        // What the coordinator of a pipeline would know: the chain of work behind each job, from
+        // the spec (no jitter), on the cluster's fastest GPU.
+        let fastest = cluster.nodes.flatMap(\.gpus).map { GPUWeights.weight(model: $0.model, configured: $0.weight) }.max() ?? 1
+        for j in jobs.indices.reversed() {
+            var tail = 0.0
+            for c in jobs[j].dependents {
+                let job = jobs[c].job
+                let own = job.spec["duration_s"]?.doubleValue
+                    ?? (job.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: job.kind)) / (job.gpusRequested > 0 ? fastest : 1)
+                tail = max(tail, own + job.tailS)
+            }
+            jobs[j].job.tailS = tail
+        }
         return jobs
     }
 
@@ -184,6 +222,8 @@ public struct Simulator: Sendable {
         var gpuBusy = [Double](repeating: 0, count: gpuCount)
         let nodeIndex = Dictionary(uniqueKeysWithValues: snap.nodes.enumerated().map { ($1.name, $0) })
 
+        let priorities = jobs.map(\.job.priority)
+        let topTier: Int? = (priorities.max() ?? 0) > (priorities.min() ?? 0) ? priorities.max() : nil
         let arrivals: [Int] = jobs.indices.filter { jobs[$0].waitingOn == 0 }.sorted { jobs[$0].submitAt < jobs[$1].submitAt }
         var arrivalPos = 0
         var pending: [Int] = []            // indices of ready jobs
@@ -226,6 +266,15 @@ public struct Simulator: Sendable {
                                      expectedEnd: t0.addingTimeInterval(r.startedAt + r.expectedRuntime))
                 }
                 for s in 0..<gpuCount { snap.nodes[gpuPath[s].ni].gpus[gpuPath[s].gi].usedBytes = gpuUsed[s] }
+                // Was there room anywhere for a newly ready top-priority job? Asked of a policy that
+                // starts whatever fits now, for that job alone.
+                if topTier != nil {
+                    for j in pending where jobs[j].roomAtReady == nil && jobs[j].job.priority == topTier {
+                        let probe = Router.place(pending: [jobs[j].job], snapshot: snap, stats: .empty, now: t0.addingTimeInterval(now),
+                                                 policy: RouterPolicy(name: .leastLoaded), explain: false)
+                        jobs[j].roomAtReady = !probe.assignments.isEmpty
+                    }
+                }
                 let result = Router.place(pending: pending.map { jobs[$0].job }, snapshot: snap, stats: .empty,
                                           now: t0.addingTimeInterval(now), policy: policy, explain: false)
                 passes += 1
@@ -239,6 +288,7 @@ public struct Simulator: Sendable {
                     let oom = slots.contains { gpuUsed[$0] + usage > gpuTotal[$0] }
                     let minW = slots.map { gpuWeight[$0] }.min() ?? 1
                     var work = jobs[j].fixedS ?? (jobs[j].baseS.map { slots.isEmpty ? $0 : $0 / minW } ?? a.expectedRuntimeS)
+                    jobs[j].lastWork = work
                     if oom { work *= 0.1; ooms += 1 }   // it dies while loading
                     for s in slots { gpuUsed[s] += oom ? 0 : usage }
                     if jobs[j].firstStart == nil { jobs[j].firstStart = now }
@@ -308,6 +358,23 @@ public struct Simulator: Sendable {
             guard j.job.priority > lowest, let s = j.firstStart, let r = j.readyAt else { return nil }
             return s - r
         }.sorted()
+        let highest = jobs.map(\.job.priority).max() ?? 0
+        var top: SimulationReport.TierStats?
+        if highest > lowest {
+            let tier = jobs.filter { $0.job.priority == highest }
+            let w = tier.compactMap { j -> Double? in
+                guard let s = j.firstStart, let r = j.readyAt else { return nil }
+                return s - r
+            }.sorted()
+            let rt = tier.compactMap(\.lastWork).sorted()
+            let roomy = tier.filter { $0.roomAtReady == true }.compactMap { j -> Double? in
+                guard let s = j.firstStart, let r = j.readyAt else { return nil }
+                return s - r
+            }.sorted()
+            top = .init(priority: highest, jobs: tier.count, waitP95S: Self.percentile(w, 0.95),
+                        withRoomJobs: roomy.count, withRoomWaitP95S: roomy.isEmpty ? nil : Self.percentile(roomy, 0.95),
+                        runtimeMedianS: rt.isEmpty ? 0 : rt[rt.count / 2])
+        }
         let never = jobs.filter { $0.finishedAt == nil }.map { j in
             SimulationReport.NeverRan(job: j.job.id, reason: lastReasons[j.job.id]?.message
                                       ?? (j.waitingOn > 0 ? "a job it depends on never ran" : "never placed"))
@@ -322,7 +389,7 @@ public struct Simulator: Sendable {
                                 jobs: jobs.count, completed: done.count,
                                 waitMeanS: waits.isEmpty ? 0 : waits.reduce(0, +) / Double(waits.count),
                                 waitP95S: Self.percentile(waits, 0.95),
-                                waitP95PriorityS: priorityWaits.isEmpty ? nil : Self.percentile(priorityWaits, 0.95), gpus: gpus, neverRan: never, oomFailures: ooms,
+                                waitP95PriorityS: priorityWaits.isEmpty ? nil : Self.percentile(priorityWaits, 0.95), topPriority: top, gpus: gpus, neverRan: never, oomFailures: ooms,
                                 routerPasses: passes,
                                 timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
                                                            node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })

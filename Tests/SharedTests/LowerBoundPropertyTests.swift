@@ -1,0 +1,142 @@
+import Foundation
+import PropertyBased
+import Testing
+@testable import Shared
+
+/// The lower bound against the true optimum: on instances small enough to try every
+/// schedule, the bound may never exceed the best makespan any schedule reaches.
+struct LowerBoundPropertyTests {
+    /// One tiny instance: GPUs (node, weight), CPU slots, and jobs with a release time,
+    /// a weight-1 runtime, GPUs per job, an optional node, and an optional parent.
+    struct Instance: CustomStringConvertible {
+        struct Job { var release: Double; var base: Double; var gpus: Int; var node: Int?; var parent: Int? }
+        var gpuNode: [Int]
+        var gpuWeight: [Double]
+        var cpuSlots: [Int]
+        var jobs: [Job]
+        var description: String { "gpus \(zip(gpuNode, gpuWeight).map { "n\($0)/w\($1)" }) cpu \(cpuSlots) jobs \(jobs)" }
+    }
+
+    static func instance(_ seed: UInt64) -> Instance {
+        var r = SplitMix64(seed: seed)
+        let nodes = Int(r.next() % 2) + 1
+        var gpuNode: [Int] = [], gpuWeight: [Double] = []
+        for n in 0..<nodes { for _ in 0..<Int(r.next() % 3) { gpuNode.append(n); gpuWeight.append(Double(r.next() % 4 + 1)) } }
+        if gpuNode.isEmpty { gpuNode = [0]; gpuWeight = [Double(r.next() % 4 + 1)] }
+        let cpu = (0..<nodes).map { _ in Int(r.next() % 2) }
+        var jobs: [Instance.Job] = []
+        for j in 0..<Int(r.next() % 4 + 2) {
+            var gpus = r.next() % 4 == 0 ? 0 : 1
+            if gpus == 1, r.next() % 4 == 0 { gpus = 2 }
+            let node: Int? = r.next() % 3 == 0 ? Int(r.next() % UInt64(nodes)) : nil
+            let parent: Int? = j > 0 && r.next() % 3 == 0 ? Int(r.next() % UInt64(j)) : nil
+            jobs.append(.init(release: Double(r.next() % 4) * 5, base: Double(r.next() % 12 + 1) * 4, gpus: gpus, node: node, parent: parent))
+        }
+        return Instance(gpuNode: gpuNode, gpuWeight: gpuWeight, cpuSlots: cpu, jobs: jobs)
+    }
+
+    /// Resource sets a job may take: single GPUs, pairs of GPUs on one node, or one CPU slot.
+    /// Resources 0..<G are GPUs, then the CPU slots node by node.
+    static func options(_ inst: Instance) -> [[(res: [Int], runtime: Double)]] {
+        var cpuRes: [(node: Int, res: Int)] = []
+        var next = inst.gpuNode.count
+        for (n, k) in inst.cpuSlots.enumerated() { for _ in 0..<k { cpuRes.append((n, next)); next += 1 } }
+        return inst.jobs.map { j in
+            var out: [(res: [Int], runtime: Double)] = []
+            let g = inst.gpuNode.indices.filter { j.node == nil || inst.gpuNode[$0] == j.node }
+            switch j.gpus {
+            case 0: for c in cpuRes where j.node == nil || c.node == j.node { out.append(([c.res], j.base)) }
+            case 1: for a in g { out.append(([a], j.base / inst.gpuWeight[a])) }
+            default:
+                for a in g { for b in g where b > a && inst.gpuNode[a] == inst.gpuNode[b] {
+                    out.append(([a, b], j.base / min(inst.gpuWeight[a], inst.gpuWeight[b])))
+                } }
+            }
+            return out
+        }
+    }
+
+    /// The optimum over non-preemptive schedules: every order of the jobs × every choice of
+    /// resources, each job started as early as its release, its parent and its resources allow.
+    /// (Taking the jobs in the order an optimal schedule starts them, this reaches it.)
+    static func optimum(_ inst: Instance) -> Double? {
+        let opts = options(inst)
+        let n = inst.jobs.count
+        let runnable = (0..<n).filter { j in
+            var k: Int? = j
+            while let x = k { if opts[x].isEmpty { return false }; k = inst.jobs[x].parent }
+            return true
+        }
+        guard !runnable.isEmpty else { return nil }
+        let resources = inst.gpuNode.count + inst.cpuSlots.reduce(0, +)
+        var best = Double.infinity
+        var perm = runnable
+        func permute(_ k: Int) {
+            if k == perm.count { assign(0, [Double](repeating: 0, count: resources), [Double](repeating: 0, count: n), 0); return }
+            for i in k..<perm.count { perm.swapAt(k, i); permute(k + 1); perm.swapAt(k, i) }
+        }
+        func assign(_ k: Int, _ free: [Double], _ finish: [Double], _ span: Double) {
+            if span >= best { return }
+            if k == perm.count { best = span; return }
+            let j = perm[k], job = inst.jobs[j]
+            var ready = job.release
+            if let p = job.parent { ready = max(ready, finish[p]) }   // the parent comes earlier in the order or the branch is pruned
+            if let p = job.parent, !perm[..<k].contains(p) { return }
+            for o in opts[j] {
+                let start = o.res.reduce(ready) { max($0, free[$1]) }
+                var f = free, fin = finish
+                for x in o.res { f[x] = start + o.runtime }
+                fin[j] = start + o.runtime
+                assign(k + 1, f, fin, max(span, start + o.runtime))
+            }
+        }
+        permute(0)
+        return best.isFinite ? best : nil
+    }
+
+    /// The same instance as a cluster and workload, every job forced to have run.
+    static func bound(_ inst: Instance) throws -> Double {
+        let nodes = inst.cpuSlots.indices.map { n in
+            NodeConfig(name: "n\(n)", gpus: inst.gpuNode.indices.filter { inst.gpuNode[$0] == n }.map {
+                GPUConfig(model: "NVIDIA GeForce RTX 4090", memory: .gib(24), weight: inst.gpuWeight[$0])
+            }, cpuSlots: inst.cpuSlots[n])
+        }
+        let cluster = ClusterConfig(nodes: nodes)
+        var groups: [Workload.Group] = []
+        for (j, job) in inst.jobs.enumerated() {
+            let c = "{service: []" + (job.node.map { ", node: n\($0)" } ?? "") + "}"
+            var lines = ["name: j\(j)", "kind: command", "base_runtime_s: \(job.base)", "submit_at_s: \(job.release)", "constraints: \(c)"]
+            lines.append(job.gpus == 0 ? "cpu: true" : "gpus: \(job.gpus)\nvram: 1GiB")
+            if let p = job.parent { lines.append("after: j\(p)") }
+            groups.append(try ConfigLoader.decode(Workload.Group.self, from: ConfigLoader.parseDocument(lines.joined(separator: "\n"), file: "g"), file: "g"))
+        }
+        let sim = Simulator(cluster: cluster, workload: Workload(groups: groups))
+        var jobs = sim.buildJobs()
+        for j in jobs.indices { jobs[j].finishedAt = 0 }
+        return LowerBound.compute(cluster: cluster, workload: sim.workload, jobs: jobs, snapshot: sim.baseSnapshot()).value
+    }
+
+    @Test func boundNeverExceedsTheBruteForceOptimum() async {
+        await propertyCheck(count: 150, input: Gen.uint64()) { seed in
+            let inst = Self.instance(seed)
+            guard let opt = Self.optimum(inst) else { return }
+            // Jobs that can never run count for neither side: the bound skips them, the optimum too.
+            let runnableAll = Self.options(inst).allSatisfy { !$0.isEmpty }
+            guard runnableAll else { return }
+            let lb = try! Self.bound(inst)
+            #expect(lb <= opt + 1e-6, "bound \(lb) > optimum \(opt) for \(inst)")
+            #expect(lb > 0, "a bound of 0 says nothing: \(inst)")
+        }
+    }
+
+    /// The windows make the bound see late arrivals: one GPU, a job at 0 and two released at 40.
+    @Test func lateArrivalsTightenTheCapacityBound() throws {
+        let inst = Instance(gpuNode: [0], gpuWeight: [1], cpuSlots: [0],
+                            jobs: [.init(release: 0, base: 10, gpus: 1, node: nil, parent: nil),
+                                   .init(release: 40, base: 30, gpus: 1, node: nil, parent: nil),
+                                   .init(release: 40, base: 30, gpus: 1, node: nil, parent: nil)])
+        // The whole set alone gives 0 + 70 = 70 and the critical path 70; the window from 40 gives 100.
+        #expect(try Self.bound(inst) == 100)
+        #expect(Self.optimum(inst) == 100)
+    }
+}

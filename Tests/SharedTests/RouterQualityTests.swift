@@ -1,0 +1,92 @@
+import XCTest
+@testable import Shared
+
+/// The parts of `hydra` that aim at makespan and interactive waits on unseen workloads:
+/// urgent jobs start now, longest path first inside a tier, shared GPUs count as busy.
+final class RouterQualityTests: XCTestCase {
+    var config: ClusterConfig!
+    override func setUpWithError() throws { config = try RT.referenceConfig() }
+
+    /// A job that may run on any GPU: 60 s on the 5090 (weight 10), 75 s on the 4090, 200 s on the 3060.
+    func anyGPU(_ id: String, priority: Int, base: Double = 600) -> RouterJob {
+        RT.job(id, vram: 2, priority: priority, spec: ["base_runtime_s": .number(base)], constraints: ["service": .array([])])
+    }
+
+    func testUrgentJobSharesABusyGPUInsteadOfWaiting() {
+        // 5090: a job with 100 s left and room beside it. 4090: 80 s left, full. The others full (not Hydra's).
+        let runs = [RT.running("a", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, visible: true, endsIn: 100),
+                    RT.running("b", node: "hydra-ai", gpus: ["hydra-ai-gpu1"], gib: 23, visible: true, endsIn: 80)]
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 4, "hydra-ai/1": 23.5, "hydra-compute/0": 16, "hydra-compute/1": 12], running: runs)
+        // Batch: 100 + 60 = 160 s on the 5090 against 80 + 75 = 155 s on the 4090: it waits for the 4090.
+        let batch = RT.place([anyGPU("batch", priority: 0)], snap)
+        XCTAssertNil(batch.assignment(for: "batch"))
+        XCTAssertEqual(batch.reason(for: "batch")?.code, .waitingForBetterGPU)
+        // Urgent: beside the 5090's job it ends after 60 + min(100, 60) = 120 s, sooner than 155 s.
+        let urgent = RT.place([anyGPU("chat", priority: 5)], snap)
+        XCTAssertEqual(urgent.gpu("chat"), "hydra-ai/0")
+        // Below the urgent priority it is a batch job again.
+        XCTAssertNil(RT.place([anyGPU("chat", priority: 5)], snap, policy: RouterPolicy(urgentPriority: 6)).assignment(for: "chat"))
+    }
+
+    func testUrgentJobStartsWhereItFitsRatherThanWaitForAFasterGPU() {
+        // The 5090 is full for 130 s more; only the 3060 has room (200 s there).
+        let runs = [RT.running("a", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 31, visible: true, endsIn: 130)]
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 31.5, "hydra-ai/1": 24, "hydra-compute/0": 16], running: runs)
+        // A batch job waits: 130 + 60 = 190 s beats 200 s.
+        XCTAssertEqual(RT.place([anyGPU("batch", priority: 0)], snap).reason(for: "batch")?.code, .waitingForBetterGPU)
+        // An urgent one starts now on the 3060 (urgentWaitFactor 0: no wait while it fits somewhere).
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 3)], snap).gpu("chat"), "hydra-compute/1")
+        // Allowed to wait up to 3 × its 60 s there, it waits like the batch job; up to 2 × (120 s < 130 s), it does not.
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 3)], snap, policy: RouterPolicy(urgentWaitFactor: 2)).gpu("chat"), "hydra-compute/1")
+        let lax = RouterPolicy(urgentWaitFactor: 3)
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 3)], snap, policy: lax).reason(for: "chat")?.code, .waitingForBetterGPU)
+    }
+
+    func testLongestPathFirstInsideATier() {
+        var jobs = [RT.job("short", spec: ["base_runtime_s": 100], constraints: ["service": .array([])]),
+                    RT.job("head-of-chain", at: 1, spec: ["base_runtime_s": 100], constraints: ["service": .array([])]),
+                    RT.job("long", at: 2, spec: ["base_runtime_s": 2000], constraints: ["service": .array([])]),
+                    RT.job("urgent", priority: 3, at: 3, spec: ["base_runtime_s": 10], constraints: ["service": .array([])])]
+        jobs[1].tailS = 500
+        let ids = { (o: [Int]) in o.map { jobs[$0].id } }
+        // Paths: short 10 s, head-of-chain 10 + 500 s, long 200 s. Priority still comes first.
+        XCTAssertEqual(ids(JobOrdering.order(jobs, running: [], now: RT.t0, agingStepS: 600, criticalPath: true)),
+                       ["urgent", "head-of-chain", "long", "short"])
+        XCTAssertEqual(ids(JobOrdering.order(jobs, running: [], now: RT.t0, agingStepS: 600)),
+                       ["urgent", "short", "head-of-chain", "long"])
+    }
+
+    func testCoLocatedJobsPastTheirEndStillCountAsQueuedWork() {
+        // Two 60 s jobs started together 70 s ago on the 5070 Ti: each alone would be done, but
+        // sharing the GPU they have at least 2 × 60 − 70 = 50 s of work left.
+        let now = RT.t0
+        let runs = ["a", "b"].map { id in
+            RouterRunningJob(id: id, kind: "command", node: "hydra-compute", gpuUUIDs: ["hydra-compute-gpu0"],
+                             reservedBytesPerGPU: 4 * RT.GiB, placedAt: now.addingTimeInterval(-71),
+                             startedAt: now.addingTimeInterval(-70), visible: true, expectedEnd: now.addingTimeInterval(-10))
+        }
+        let snap = RT.snapshot(config, used: ["hydra-compute/0": 8.5], running: runs)
+        // 180 s at weight 1: 30 s on the 5070 Ti, 60 s on the 3060.
+        let job = RT.job("j", vram: 2, spec: ["base_runtime_s": 180], constraints: ["service": .array([]), "node": "hydra-compute"])
+        // hydra: 50 + 30 = 80 s on the 5070 Ti against 60 s on the 3060.
+        XCTAssertEqual(RT.place([job], snap).gpu("j"), "hydra-compute/1")
+        // One such job alone is really done soon: 1 + 30 s there beats the 3060.
+        let alone = RT.snapshot(config, used: ["hydra-compute/0": 4.5], running: [runs[0]])
+        XCTAssertEqual(RT.place([job], alone).gpu("j"), "hydra-compute/0")
+    }
+
+    func testJobsWithChoicesLeaveTheOnlyGPUThatFitsAScarceJob() {
+        let snap = RT.snapshot(config)
+        // 28 GiB fits only the 5090 (31.5 GiB usable): one GPU of four is scarce.
+        let big = RT.job("big", vram: 28, spec: ["base_runtime_s": 6000], constraints: ["service": .array([])])
+        // Ranked first (priority 1), 60 s on the 5090, 75 s on the 4090.
+        let flexible = anyGPU("flexible", priority: 1)
+        let r = RT.place([flexible, big], snap)
+        XCTAssertEqual(r.gpu("flexible"), "hydra-ai/1")
+        XCTAssertEqual(r.gpu("big"), "hydra-ai/0")
+        // Without the scarce job pending, the 5090 is the flexible job's best GPU.
+        XCTAssertEqual(RT.place([flexible], snap).gpu("flexible"), "hydra-ai/0")
+        // least-loaded does not keep it: the flexible job takes the idle GPU with the most free VRAM.
+        XCTAssertEqual(RT.place([flexible, big], snap, policy: RouterPolicy(name: .leastLoaded)).gpu("flexible"), "hydra-ai/0")
+    }
+}
