@@ -161,6 +161,13 @@ rm -rf "$ACL"
     || fail "hydra acl --apply (see $LOGS/acl.log)"
 
 # --- 3. each host's /etc/hydra ----------------------------------------------------------
+# install-node.sh creates the user command jobs run as (the agent unit's --command-user);
+# this machine is every host at once, so once here.
+if ! getent passwd hydra-job >/dev/null; then
+    [[ "$(id -u)" -eq 0 ]] || fail "user hydra-job is missing and only root can create it (as install-node.sh does)"
+    useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin \
+        --comment "Hydra command jobs" hydra-job || fail "useradd hydra-job"
+fi
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for node in "${NODES[@]}"; do
     etc="$T/$node/etc/hydra"
