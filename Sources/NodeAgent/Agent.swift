@@ -233,7 +233,10 @@ final class Agent: Sendable {
                 }
                 let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
                                                  id: ">", count: room, blockMillis: 500)
-                for e in entries { handle(e, conn: conn, recovered: false) }
+                let start = entries.compactMap { handle($0, conn: conn, recovered: false) }
+                // The attempts are on disk before any of their jobs starts (`SeenAttempts.flush`).
+                seen.flush()
+                for job in start { workers.submit { self.run(job) } }
             } catch {
                 log.warning("job stream read failed, retrying: \(error)")
                 Thread.sleep(forTimeInterval: 0.5)
@@ -252,7 +255,7 @@ final class Agent: Sendable {
             let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
                                              id: "0", count: 100, blockMillis: nil)
             if entries.isEmpty { return }
-            for e in entries { handle(e, conn: conn, recovered: true) }
+            for e in entries { _ = handle(e, conn: conn, recovered: true) }
         }
     }
 
@@ -271,11 +274,12 @@ final class Agent: Sendable {
                                "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(String(raw.prefix(4096)))])
     }
 
-    func handle(_ entry: StreamEntry, conn: RedisConnection, recovered: Bool) {
+    /// Acts on one stream entry; returns the job to start, if it is one (the caller starts it).
+    func handle(_ entry: StreamEntry, conn: RedisConnection, recovered: Bool) -> RunningJob? {
         guard let fields = entry.fields else {
             // Trimmed or deleted while pending: its payload is gone; the coordinator re-dispatches by state.
             ack(conn, entry.id)
-            return
+            return nil
         }
         let env: Envelope
         do {
@@ -286,7 +290,7 @@ final class Agent: Sendable {
                     j.cancellation.cancel()
                 }
                 ack(conn, entry.id)
-                return
+                return nil
             case .job(let e):
                 env = e
             }
@@ -294,32 +298,32 @@ final class Agent: Sendable {
             let reason = (error as? MessageRejection) ?? .malformed
             deadLetter(conn, entry: entry, reason: reason.rawValue)
             ack(conn, entry.id)
-            return
+            return nil
         }
         if recovered {
             log.warning("found a job from before a restart; reporting it failed", [("job", env.jobID), ("attempt", String(env.attempt))])
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed, failureClass: .lost,
                                   error: "agent on \(settings.node) restarted while holding this job; its process is gone"), ack: entry.id)
-            return
+            return nil
         }
         // The very entry this node is running, delivered again: nothing to do until its result is out.
-        if jobs.withLock({ $0[env.jobID]?.streamID == entry.id }) { return }
+        if jobs.withLock({ $0[env.jobID]?.streamID == entry.id }) { return nil }
         switch seen.take(jobID: env.jobID, attempt: env.attempt, expiresAt: env.expiresAt, now: Date().timeIntervalSince1970) {
         case .new: break
         case .seen, .older:
             // A redelivery after Redis lost an acknowledgement looks the same as a replay: neither runs.
             deadLetter(conn, entry: entry, reason: MessageRejection.replayed.rawValue)
             ack(conn, entry.id)
-            return
+            return nil
         }
         if isStopping {
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
                                   error: "agent on \(settings.node) is shutting down"), ack: entry.id)
-            return
+            return nil
         }
         let job = RunningJob(envelope: env, streamID: entry.id)
         jobs.withLock { $0[env.jobID] = job }
-        workers.submit { self.run(job) }
+        return job
     }
 
     /// Queues a result; the publisher writes it to the node's results stream, then acknowledges `ack` on the

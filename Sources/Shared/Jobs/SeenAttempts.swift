@@ -17,6 +17,9 @@ public final class SeenAttempts: Sendable {
         var maxAttempt: [String: (attempt: Int, expires: Double)] = [:]
         var lines = 0
         var fd: Int32 = -1
+        /// Lines not yet written: `flush()` writes them in one call (a write per envelope was on the
+        /// consumer's path for every job).
+        var pending = ""
     }
     private let state = Mutex(State())
     public let path: String?
@@ -43,7 +46,7 @@ public final class SeenAttempts: Sendable {
         state.withLock { $0 = s }
     }
 
-    deinit { state.withLock { if $0.fd >= 0 { close($0.fd) } } }
+    deinit { state.withLock { Self.writePending(&$0); if $0.fd >= 0 { close($0.fd) } } }
 
     /// Records the attempt unless it (or a later one of the same job) was seen before.
     public func take(jobID: String, attempt: Int, expiresAt: Double?, now: Double) -> Verdict {
@@ -55,10 +58,10 @@ public final class SeenAttempts: Sendable {
             let exp = max(expiresAt ?? now + defaultTTL, now + 1)
             s.maxAttempt[jobID] = (attempt, exp)
             guard s.fd >= 0, let path else { return .new }
-            let line = "\(jobID) \(attempt) \(exp)\n"
-            _ = line.withCString { write(s.fd, $0, strlen($0)) }
+            s.pending += "\(jobID) \(attempt) \(exp)\n"
             s.lines += 1
             if s.lines > 4 * max(s.maxAttempt.count, 10_000) {
+                Self.writePending(&s)
                 s.maxAttempt = s.maxAttempt.filter { $0.value.expires > now }
                 if let fd = try? Self.rewrite(path, s.maxAttempt) {
                     close(s.fd)
@@ -72,6 +75,18 @@ public final class SeenAttempts: Sendable {
 
     public var count: Int { state.withLock { $0.maxAttempt.count } }
 
+    /// Writes what `take` recorded since the last flush. The agent calls it once per batch of entries,
+    /// before their jobs start: a crash in between leaves the entries unacknowledged, and a restarted
+    /// agent reports them lost instead of running them, so nothing runs twice either way.
+    public func flush() { state.withLock { Self.writePending(&$0) } }
+
+    private static func writePending(_ s: inout State) {
+        guard s.fd >= 0, !s.pending.isEmpty else { return }
+        let text = s.pending
+        s.pending = ""
+        _ = text.withCString { Glibc.write(s.fd, $0, strlen($0)) }
+    }
+
     /// Writes the live entries to a new file, renames it over the old one, and returns it open for appending.
     private static func rewrite(_ path: String, _ entries: [String: (attempt: Int, expires: Double)]) throws -> Int32 {
         let tmp = path + ".tmp"
@@ -80,7 +95,7 @@ public final class SeenAttempts: Sendable {
         for (id, e) in entries { text += "\(id) \(e.attempt) \(e.expires)\n" }
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw InputError(file: tmp, problem: "cannot write: \(String(cString: strerror(errno)))") }
-        let ok = text.withCString { write(fd, $0, strlen($0)) } == text.utf8.count
+        let ok = text.withCString { Glibc.write(fd, $0, strlen($0)) } == text.utf8.count
         fsync(fd)
         guard ok, rename(tmp, path) == 0 else {
             close(fd)
