@@ -260,8 +260,9 @@ final class CoordinatorService: Sendable {
             liveness.tick(now: t)
             for n in nodes { liveness.observe(node: n.name, instance: n.beat.instance, seq: n.beat.seq, now: t) }
             let live = nodes.filter { liveness.isLive($0.name, now: t) }
+            let active = state.activeJobs()
             if now.timeIntervalSince(lastNodesWrite) >= 1 {
-                try writeNodes(store: store, nodes: live, liveness: liveness, now: t, active: state.activeJobs())
+                try writeNodes(store: store, nodes: live, liveness: liveness, now: t, active: active)
                 lastNodesWrite = now
             }
             // Leases are several seconds long: renewing twice a second is plenty. Only for the attempts each
@@ -271,7 +272,7 @@ final class CoordinatorService: Sendable {
             // Dead: nodes holding jobs that this coordinator has not heard from lately, on its own clock.
             let liveNames = Set(live.map(\.name))
             let dead = liveness.settled(now: t)
-                ? Set(state.activeJobs().compactMap(\.node)).subtracting(liveNames).sorted() : []
+                ? Set(active.compactMap(\.node)).subtracting(liveNames).sorted() : []
             let lost = try store.expireLeases(deadNodes: dead)
             for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
             metrics.lost(lost)
@@ -369,9 +370,9 @@ final class CoordinatorService: Sendable {
         metrics.registry.add("hydra_results_quarantined_total", [])
         log.error("result quarantined; the job fails with class bad_result", [("job", r.jobID), ("attempt", String(r.attempt)), ("node", r.node), ("reason", reason)])
         let raw = (try? r.storable().jsonString()) ?? ""
-        _ = try? redis.command(["XADD", RedisKeys.deadLetter, "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "source", "result",
-                                "node", StoredText.clean(r.node, maxBytes: 256), "job", r.jobID, "attempt", String(r.attempt),
-                                "reason", "unstorable", "error", StoredText.clean(reason, maxBytes: 4096), "raw", StoredText.clean(raw, maxBytes: 4096)])
+        _ = try? redis.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter, [
+            "source", "result", "node", StoredText.clean(r.node, maxBytes: 256), "job", r.jobID, "attempt", String(r.attempt),
+            "reason", "unstorable", "error", StoredText.clean(reason, maxBytes: 4096), "raw", StoredText.clean(raw, maxBytes: 4096)]))
         do {
             return try store.failBadResult(jobID: r.jobID, attempt: r.attempt, node: r.node, reason: reason).map { [$0] } ?? []
         } catch let e as PGError where !e.isConnectionLoss {
@@ -387,8 +388,8 @@ final class CoordinatorService: Sendable {
         }
         _ = try? redis.pipeline(items.map { i in
             let raw = i.entry.fields?["result"] ?? i.entry.fields.map { "\($0.keys.sorted())" } ?? "(deleted entry)"
-            return ["XADD", RedisKeys.deadLetter, "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "source", "result", "stream", i.stream,
-                    "id", i.entry.id, "reason", i.reason, "raw", StoredText.clean(String(raw.prefix(4096)), maxBytes: 4096)]
+            return RedisKeys.deadLetterEntry(RedisKeys.deadLetter, ["source", "result", "stream", i.stream, "id", i.entry.id,
+                                                                     "reason", i.reason, "raw", StoredText.clean(raw, maxBytes: 4096)])
         })
     }
 

@@ -270,8 +270,8 @@ final class Agent: Sendable {
         metrics.deadLettered(reason: reason)
         log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)])
         let raw = entry.fields?["body"] ?? entry.fields.map { "\($0.keys.sorted())" } ?? ""
-        _ = try? conn.command(["XADD", RedisKeys.deadLetter(settings.node), "MAXLEN", "~", RedisKeys.deadLetterMaxLen, "*", "node", settings.node,
-                               "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(String(raw.prefix(4096)))])
+        _ = try? conn.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter(settings.node), [
+            "node", settings.node, "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(raw, maxBytes: 4096)]))
     }
 
     /// Acts on one stream entry; returns the job to start, if it is one (the caller starts it).

@@ -40,7 +40,7 @@ final class TrustTests: XCTestCase {
         var jobs = ""
         for i in 0..<12 {
             // The first bytes are always the worst: NUL, ESC, a lone UTF-8 continuation byte, a surrogate's encoding.
-            let hex = "00" + "1b" + "80" + "eda080" + h.bytes(40 + i * 30).map { String(format: "%02x", $0) }.joined()
+            let hex = "00" + "1b" + "80" + "eda080" + Hex.encode(h.bytes(40 + i * 30))
             jobs += "  - {name: hostile-\(i), kind: sleep, spec: {duration_s: 0, output_hex: \"\(hex)\"}}\n"
         }
         let batch = try cluster.submit("name: hostile-output\njobs:\n" + jobs + "  - {name: plain, kind: sleep, count: 30, spec: {duration_s: 0.05}}\n")

@@ -311,7 +311,7 @@ final class ChaosRun {
                     // One job in four prints hostile bytes through a real agent.
                     for k in stride(from: 0, to: batch.jobs.count, by: 4) {
                         if case .object(var o) = batch.jobs[k].spec {
-                            o["output_hex"] = .string(hostileText.bytes(64).map { String(format: "%02x", $0) }.joined())
+                            o["output_hex"] = .string(Hex.encode(hostileText.bytes(64)))
                             batch.jobs[k].spec = .object(o)
                         }
                     }

@@ -33,6 +33,11 @@ public enum RedisKeys {
     }
     /// Dead-letter streams keep their newest entries only.
     public static let deadLetterMaxLen = "10000"
+
+    /// The XADD of one dead letter (`fields`: name/value pairs) onto `stream`, capped at `deadLetterMaxLen`.
+    public static func deadLetterEntry(_ stream: String, _ fields: [String]) -> [String] {
+        ["XADD", stream, "MAXLEN", "~", deadLetterMaxLen, "*"] + fields
+    }
 }
 
 extension RedisConnection {
@@ -47,16 +52,7 @@ extension RedisConnection {
     /// XREADGROUP on one stream. `id` is `>` for new entries or `0` for this consumer's pending ones.
     /// A missing group (Redis restarted without persistence) is re-created and the read retried once.
     public func readGroup(stream: String, group: String, consumer: String, id: String, count: Int, blockMillis: Int?) throws -> [StreamEntry] {
-        var args = ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(count)]
-        if let blockMillis { args += ["BLOCK", String(blockMillis)] }
-        args += ["STREAMS", stream, id]
-        var reply = try command(args)
-        if case .error(let e) = reply, e.hasPrefix("NOGROUP") {
-            try ensureGroup(stream: stream, group: group)
-            reply = try command(args)
-        }
-        if case .error(let e) = reply { throw RedisError(code: .server, message: "XREADGROUP \(stream): \(e)") }
-        return Self.parseStreamRead(reply)
+        try readGroup(streams: [stream], group: group, consumer: consumer, id: id, count: count, blockMillis: blockMillis).map(\.entry)
     }
 
     /// XREADGROUP over several streams at once (one id for all); entries come with their stream.
@@ -72,22 +68,12 @@ extension RedisConnection {
             for s in streams { try ensureGroup(stream: s, group: group) }
             reply = try command(args)
         }
-        if case .error(let e) = reply { throw RedisError(code: .server, message: "XREADGROUP \(streams.count) streams: \(e)") }
+        if case .error(let e) = reply { throw RedisError(code: .server, message: "XREADGROUP \(streams.joined(separator: " ")): \(e)") }
+        // The `[[key, [entry...]]]` shape of XREADGROUP (nil = nothing).
         var out: [(String, StreamEntry)] = []
         for s in reply.array ?? [] {
             guard let pair = s.array, pair.count == 2, let key = pair[0].string, let entries = pair[1].array else { continue }
             for e in Self.parseEntries(entries) { out.append((key, e)) }
-        }
-        return out
-    }
-
-    /// Parses the `[[key, [entry...]]]` shape of XREAD/XREADGROUP (nil = nothing).
-    public static func parseStreamRead(_ reply: RedisReply) -> [StreamEntry] {
-        guard let streams = reply.array else { return [] }
-        var out: [StreamEntry] = []
-        for s in streams {
-            guard let pair = s.array, pair.count == 2, let entries = pair[1].array else { continue }
-            out += parseEntries(entries)
         }
         return out
     }

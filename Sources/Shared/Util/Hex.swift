@@ -1,7 +1,7 @@
 /// Lowercase hex without Foundation's String(format:), which was ~7 % of the coordinator's CPU
 /// when every message's MAC went through it byte by byte.
-enum Hex {
-    static func encode<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+public enum Hex {
+    public static func encode<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
         var out: [UInt8] = []
         out.reserveCapacity(bytes.underestimatedCount * 2)
         for b in bytes {
@@ -15,7 +15,7 @@ enum Hex {
     static func digit(_ v: UInt8) -> UInt8 { v < 10 ? UInt8(ascii: "0") &+ v : UInt8(ascii: "a") &+ (v &- 10) }
 
     /// Upper- or lowercase hex digits, an even number of them; nil for anything else.
-    static func decode(_ s: String) -> [UInt8]? {
+    public static func decode(_ s: String) -> [UInt8]? {
         let u = s.utf8
         guard u.count % 2 == 0 else { return nil }
         var out: [UInt8] = []
