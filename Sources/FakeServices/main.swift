@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HydraTestSupport
 
 /// hydra-fake: development servers that speak the APIs in service-apis.md so the
 /// executors, the demo and a new user's first batch exercise real HTTP paths.

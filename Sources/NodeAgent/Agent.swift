@@ -1,6 +1,9 @@
 import Foundation
-import Shared
 import Synchronization
+import HydraCore
+import HydraWire
+import HydraIO
+import HydraExecutors
 
 /// Settings of one `hydra-agent run`.
 struct AgentSettings: Sendable {

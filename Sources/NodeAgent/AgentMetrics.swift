@@ -1,5 +1,7 @@
 import Foundation
-import Shared
+import HydraCore
+import HydraWire
+import HydraIO
 
 /// The agent's Prometheus series (names in docs/operations.md).
 struct AgentMetrics: Sendable {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HydraCore
+import HydraWire
+import HydraExecutors
 
 /// Runs one job on this node by hand: how an operator tries a workflow before submitting a batch.
 struct ExecCommand: ParsableCommand {

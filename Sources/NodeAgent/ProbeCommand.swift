@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HydraCore
+import HydraExecutors
 
 struct ProbeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,7 @@
 import Foundation
-import Shared
 #if canImport(Glibc)
 import Glibc
+import HydraIO
 #endif
 
 /// Keeps the idle agent's resident set to the code it actually runs.

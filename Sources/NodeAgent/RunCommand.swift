@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HydraCore
+import HydraWire
+import HydraIO
+import HydraExecutors
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

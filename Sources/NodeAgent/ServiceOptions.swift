@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HydraCore
+import HydraExecutors
 
 /// Where this node's services (ComfyUI, TabbyAPI, Ollama, GPT-SoVITS, scorer) listen.
 struct ServiceOptions: ParsableArguments {

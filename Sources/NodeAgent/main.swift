@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Shared
+import HydraIO
+import HydraCore
 
 struct HydraAgent: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,6 +16,5 @@ struct HydraAgent: ParsableCommand {
     )
 }
 
-let hydraVersion = "0.1.0"
 
 runCommandLine(HydraAgent.self)

@@ -1,8 +1,12 @@
 import Foundation
-import Shared
 import XCTest
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import HydraCore
+import HydraWire
+import HydraStore
+import HydraExecutors
+import HydraTestSupport
 #endif
 
 final class CLITests: XCTestCase {

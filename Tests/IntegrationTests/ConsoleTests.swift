@@ -1,8 +1,10 @@
 import Foundation
-import Shared
 import XCTest
 #if canImport(Glibc)
 import Glibc
+import HydraCore
+import HydraStore
+import HydraConsole
 #endif
 
 /// The web console on the real services: a coordinator with --console-listen and

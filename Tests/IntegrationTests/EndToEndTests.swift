@@ -1,6 +1,10 @@
 import Foundation
-import Shared
 import XCTest
+import HydraCore
+import HydraWire
+import HydraIO
+import HydraStore
+import HydraExecutors
 
 final class EndToEndTests: XCTestCase {
     var cluster: Cluster!

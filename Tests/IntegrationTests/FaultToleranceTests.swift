@@ -1,6 +1,7 @@
 import Foundation
-import Shared
 import XCTest
+import HydraWire
+import HydraIO
 
 /// Whatever dies (coordinator, Redis, PostgreSQL), no job is lost.
 final class FaultToleranceTests: XCTestCase {

@@ -1,6 +1,8 @@
 import Foundation
-import Shared
 import XCTest
+import HydraCore
+import HydraIO
+import HydraStore
 
 /// A private Hydra cluster for one test: its own PostgreSQL database and Redis DB
 /// on the servers `make test` started, real `hydra` and `hydra-agent` processes.

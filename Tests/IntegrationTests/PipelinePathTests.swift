@@ -1,6 +1,8 @@
 import Foundation
-@testable import Shared
 import XCTest
+@testable import HydraCore
+@testable import HydraStore
+@testable import HydraPipeline
 
 /// Image paths come from (unsigned) results: the runner must only move or delete
 /// files inside its own directories, on the real database path that organize takes.

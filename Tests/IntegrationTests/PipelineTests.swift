@@ -1,6 +1,9 @@
 import Foundation
-import Shared
 import XCTest
+import HydraCore
+import HydraIO
+import HydraStore
+import HydraTestSupport
 
 /// The overnight pipeline on a real Redis and PostgreSQL, real `hydra`/`hydra-agent`
 /// processes, and the fake services running in this test process.

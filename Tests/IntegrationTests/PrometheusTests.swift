@@ -1,8 +1,10 @@
 import Foundation
-import Shared
 import XCTest
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import HydraCore
+import HydraIO
+import HydraExecutors
 #endif
 
 /// The real tools: promtool lints the live exposition, a real Prometheus scrapes it.

@@ -1,6 +1,8 @@
 import Foundation
-import Shared
 import XCTest
+import HydraWire
+import HydraIO
+import HydraStore
 
 /// Redis ACL users, the read-only PostgreSQL role, and secrets that stay secret.
 final class SecurityTests: XCTestCase {

@@ -1,6 +1,10 @@
 import Foundation
-import Shared
 import XCTest
+import HydraCore
+import HydraWire
+import HydraIO
+import HydraStore
+import HydraTestSupport
 
 /// Nothing a job, an agent or a load sends stops the coordinator, burns attempts or escapes its node.
 /// Real coordinator, real agents, real Redis and PostgreSQL; the hostile side is `RogueAgent`, which

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Shared
+@testable import HydraCore
 
 final class ByteSizeTests: XCTestCase {
     func testParsesBinaryAndDecimalUnits() {

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraTestSupport
 
 final class ChaosPlanTests: XCTestCase {
     let nodes = ["hydra-ai", "hydra-compute", "hydra-storage"]

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Shared
+@testable import HydraConsole
 
 final class ConsoleChartsTests: XCTestCase {
     let rows = [ConsoleCharts.Row(uuid: "GPU-a", label: "hydra-ai/0 RTX <5090>"), ConsoleCharts.Row(uuid: "GPU-b", label: "hydra-ai/1 RTX 4090")]

@@ -1,6 +1,8 @@
 import XCTest
 import Foundation
-@testable import Shared
+@testable import HydraCore
+@testable import HydraIO
+@testable import HydraConsole
 
 /// The console's Host check: exact names and strict dotted-quad loopback addresses only.
 final class ConsoleHostTests: XCTestCase {

@@ -1,6 +1,9 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraIO
+@testable import HydraStore
+@testable import HydraConsole
 
 /// Rendering, escaping and the request checks of the web console, without a database.
 final class ConsoleRenderingTests: XCTestCase {

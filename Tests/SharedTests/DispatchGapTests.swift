@@ -1,5 +1,5 @@
-import Shared
 import XCTest
+import HydraCore
 
 final class DispatchGapTests: XCTestCase {
     func testGapCountsOnlyJobsThatWereWaiting() {

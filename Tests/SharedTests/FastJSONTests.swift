@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraWire
+@testable import HydraTestSupport
 
 /// Foundation is the reference here: JSONCoding now routes JSONValue to the fast codec,
 /// so these helpers call JSONEncoder/JSONDecoder directly.

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraWire
+@testable import HydraExecutors
 
 /// Seeded mutation fuzzing of the parsers that read what other machines or people wrote:
 /// nvidia-smi CSV, node messages from Redis, JSON (and the message decoders), batch files. Each target runs for

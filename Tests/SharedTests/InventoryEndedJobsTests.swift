@@ -1,5 +1,5 @@
-import Shared
 import XCTest
+import HydraCore
 
 final class InventoryEndedJobsTests: XCTestCase {
     func testEndedJobsMemoryIsFreedActiveOnesKept() {

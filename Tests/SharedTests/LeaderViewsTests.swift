@@ -1,7 +1,10 @@
 import Foundation
 import Synchronization
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraIO
+@testable import HydraStore
+@testable import HydraCoordinator
 
 final class LeaderViewsTests: XCTestCase {
     private func row(_ id: String, state: JobState, attempt: Int = 1, node: String? = nil) -> JobRow {

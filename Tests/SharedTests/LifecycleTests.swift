@@ -1,5 +1,5 @@
 import XCTest
-@testable import Shared
+@testable import HydraCore
 
 final class LifecycleTests: XCTestCase {
     func next(_ s: JobState, _ e: JobEvent, attempt: Int = 1, max: Int = 3) -> JobState? {

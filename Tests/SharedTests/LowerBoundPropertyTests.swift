@@ -1,7 +1,7 @@
 import Foundation
 import PropertyBased
 import Testing
-@testable import Shared
+@testable import HydraCore
 
 /// The lower bound against the true optimum: on instances small enough to try every
 /// schedule, the bound may never exceed the best makespan any schedule reaches.

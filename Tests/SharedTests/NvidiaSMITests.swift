@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraExecutors
 
 private let MiB: UInt64 = 1_048_576
 

@@ -1,8 +1,12 @@
 import XCTest
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+@testable import HydraCore
+@testable import HydraWire
+@testable import HydraIO
+@testable import HydraExecutors
+@testable import HydraTestSupport
 #endif
-@testable import Shared
 
 final class MetricsRegistryTests: XCTestCase {
     func testExpositionFormat() {

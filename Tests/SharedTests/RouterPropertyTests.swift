@@ -1,7 +1,7 @@
 import Foundation
 import PropertyBased
 import Testing
-@testable import Shared
+@testable import HydraCore
 
 /// Properties over random clusters and jobs. Each case is drawn from one seed, so a failure
 /// is reproduced from the seed the library prints.

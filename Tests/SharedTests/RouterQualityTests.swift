@@ -1,5 +1,5 @@
 import XCTest
-@testable import Shared
+@testable import HydraCore
 
 /// The parts of `hydra` that aim at makespan and interactive waits on unseen workloads:
 /// urgent jobs start now, longest path first inside a tier, shared GPUs count as busy.

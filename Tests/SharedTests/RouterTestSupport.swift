@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
 
 /// Builders for router tests: the reference cluster with simulated GPUs, jobs with defaults.
 enum RT {

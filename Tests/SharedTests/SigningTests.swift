@@ -1,5 +1,5 @@
 import XCTest
-@testable import Shared
+@testable import HydraWire
 
 final class SigningTests: XCTestCase {
     let oldKey = SigningKeys(current: Array("an-old-key-of-at-least-32-characters!".utf8))

@@ -1,6 +1,7 @@
 import Foundation
-@testable import Shared
 import XCTest
+@testable import HydraCore
+@testable import HydraConsole
 
 final class ThumbnailTests: XCTestCase {
     func fixture() throws -> Data {

@@ -1,6 +1,10 @@
 import Foundation
-@testable import Shared
 import XCTest
+@testable import HydraCore
+@testable import HydraWire
+@testable import HydraIO
+@testable import HydraStore
+@testable import HydraTestSupport
 
 /// What crosses from jobs and agents into the coordinator: stored safely, signed per node, fenced.
 final class StoredTextTests: XCTestCase {

@@ -1,6 +1,8 @@
 import XCTest
 import Foundation
-@testable import Shared
+@testable import HydraCore
+@testable import HydraExecutors
+@testable import HydraTestSupport
 
 final class ComfyUIExecutorTests: XCTestCase {
     var fake: FakeComfyUI!

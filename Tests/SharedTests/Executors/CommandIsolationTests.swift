@@ -1,7 +1,9 @@
 import Foundation
 import Synchronization
-@testable import Shared
 import XCTest
+@testable import HydraCore
+@testable import HydraWire
+@testable import HydraExecutors
 
 /// Command jobs against whole-argv templates, a fixed environment, their own process group and user.
 final class CommandTemplateTests: XCTestCase {

@@ -1,6 +1,8 @@
 import XCTest
 import Foundation
-@testable import Shared
+@testable import HydraCore
+@testable import HydraWire
+@testable import HydraExecutors
 
 enum TestEnv {
     static func tempDir() -> String {

@@ -1,6 +1,8 @@
 import XCTest
 import Foundation
-@testable import Shared
+@testable import HydraCore
+@testable import HydraIO
+@testable import HydraTestSupport
 
 /// Holds each fake to the shapes written in /work/shared/service-apis.md, using
 /// raw HTTP (not the executors), so a fake and its client cannot drift together.

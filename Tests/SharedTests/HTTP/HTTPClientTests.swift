@@ -1,7 +1,8 @@
 import XCTest
 import Foundation
 import Synchronization
-@testable import Shared
+@testable import HydraCore
+@testable import HydraIO
 
 final class HTTPClientTests: XCTestCase {
     private func serve(_ handler: @escaping HTTPHandler) throws -> (MiniHTTPServer, String) {

@@ -1,9 +1,10 @@
 import XCTest
 import Foundation
 import Synchronization
-@testable import Shared
 #if canImport(Glibc)
 import Glibc
+@testable import HydraCore
+@testable import HydraIO
 #endif
 
 /// Raw-socket clients against MiniHTTPServer's limits. Loopback only; every wait

@@ -1,8 +1,9 @@
 import Foundation
 import XCTest
-@testable import Shared
 #if canImport(Glibc)
 import Glibc
+@testable import HydraCore
+@testable import HydraPipeline
 #endif
 
 /// The runner moves or deletes only files inside its own directories, whatever a result names.

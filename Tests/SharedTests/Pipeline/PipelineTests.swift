@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraStore
 
 final class QualityGateTests: XCTestCase {
     let t = GateThresholds()   // 6.5 / 70 / 0.7

@@ -1,6 +1,6 @@
 import XCTest
 import Foundation
-@testable import Shared
+@testable import HydraCore
 
 final class MediaFilesTests: XCTestCase {
     func testSHA256Vectors() {

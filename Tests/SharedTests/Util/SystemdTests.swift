@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import Shared
+@testable import HydraCore
+@testable import HydraIO
 
 final class SystemdNotifyTests: XCTestCase {
     /// A datagram socket bound where systemd's would be; returns its fd.

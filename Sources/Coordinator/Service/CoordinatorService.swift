@@ -1,0 +1,698 @@
+import Foundation
+import Synchronization
+import HydraCore
+import HydraWire
+import HydraIO
+import HydraStore
+
+public struct CoordinatorSettings: Sendable {
+    public var redis: RedisEndpoint
+    public var databaseURL: String
+    public var cluster: ClusterConfig?
+    public var leaseSeconds: Double = 10
+    public var resultBlockMillis: Int = 100
+    public var placementBatch: Int = 5000
+    public var envelopeTTLSeconds: Double = 900
+    public var keys: SigningKeys?
+    /// A node silent this long is dead: its jobs are requeued.
+    public var nodeTimeoutSeconds: Double = 5
+    public var policy: RouterPolicy = .hydra
+    /// After this long a started job's VRAM is taken to show in the live reading even if
+    /// its process was not recognised in the compute-apps list.
+    public var settleSeconds: Double = 20
+    /// A leader that has not renewed its lease for this long is replaced (`Leadership`); it stops by itself too.
+    public var leaderTTLSeconds: Double = 5
+    /// Names this coordinator in the leadership row (host and pid).
+    public var holder: String = "\(ProcessInfo.processInfo.hostName)/\(getpid())"
+    public init(redis: RedisEndpoint, databaseURL: String, cluster: ClusterConfig? = nil, leaseSeconds: Double = 10, resultBlockMillis: Int = 100, placementBatch: Int = 5000, envelopeTTLSeconds: Double = 900, keys: SigningKeys? = nil, nodeTimeoutSeconds: Double = 5, policy: RouterPolicy = .hydra, settleSeconds: Double = 20, leaderTTLSeconds: Double = 5, holder: String = "\(ProcessInfo.processInfo.hostName)/\(getpid())") {
+        self.redis = redis; self.databaseURL = databaseURL; self.cluster = cluster; self.leaseSeconds = leaseSeconds; self.resultBlockMillis = resultBlockMillis; self.placementBatch = placementBatch; self.envelopeTTLSeconds = envelopeTTLSeconds; self.keys = keys; self.nodeTimeoutSeconds = nodeTimeoutSeconds; self.policy = policy; self.settleSeconds = settleSeconds; self.leaderTTLSeconds = leaderTTLSeconds; self.holder = holder
+    }
+}
+
+/// The coordinator loop: heartbeats in, results in, placements out. It keeps no
+/// authoritative state in memory: every decision is re-derived from PostgreSQL
+/// and the live heartbeats, so a restart (or a standby taking over) loses nothing.
+public final class CoordinatorService: Sendable {
+    let settings: CoordinatorSettings
+    public let metrics = CoordinatorMetrics()
+    let log = Log(component: "coordinator")
+    private let stopping = Atomic<Bool>(false)
+    /// Every node's keys, derived from the cluster key: results and heartbeats are checked with the key
+    /// of the node whose stream or hash they came from, envelopes signed with the key of the node they go to.
+    let keyring: NodeKeyring?
+
+    public init(settings: CoordinatorSettings) {
+        self.settings = settings
+        keyring = settings.keys.map(NodeKeyring.init)
+    }
+
+    /// The keys for messages to and from `node` (nil: signing is off).
+    func keys(_ node: String) -> SigningKeys? { keyring?.keys(for: node) }
+
+    public func stop() { stopping.store(true, ordering: .relaxed) }
+    var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    /// Runs until `stop()`; reconnects to PostgreSQL and Redis with backoff.
+    public func run() {
+        var backoff = 0.2
+        while !isStopping {
+            let lockConn = PGConnection(url: settings.databaseURL)
+            // A takeover waits for the old leader's fenced transactions; never for long.
+            lockConn.sessionSettings = Leadership.sessionSettings + ["SET lock_timeout = '2s'"]
+            do {
+                guard let epoch = try waitForLeadership(lockConn) else { break }
+                metrics.registry.set("hydra_coordinator_leader", [], 1)
+                log.info("leading", [("epoch", String(epoch))])
+                SystemdNotify.status("leading")
+                try lead(lockConn, epoch: epoch)
+                backoff = 0.2
+            } catch {
+                metrics.registry.set("hydra_coordinator_leader", [], 0)
+                log.warning("coordinator loop failed, retrying in \(String(format: "%.1f", backoff)) s: \(error)")
+                sleepInterruptibly(backoff)
+                backoff = min(backoff * 2, 5)
+            }
+            lockConn.close()
+        }
+        metrics.registry.set("hydra_coordinator_leader", [], 0)
+    }
+
+    /// One coordinator leads; others wait here until the leader's lease lapses or its session ends
+    /// (`Leadership.tryAcquire`). Returns the epoch this coordinator leads with, or nil when stopping.
+    private func waitForLeadership(_ conn: PGConnection) throws -> Int64? {
+        var logged = false
+        while !isStopping {
+            do {
+                if let e = try Leadership.tryAcquire(conn, holder: settings.holder, ttl: settings.leaderTTLSeconds) { return e }
+            } catch let e as PGError where e.sqlState == "55P03" {
+                // lock_timeout: the old leader is still finishing a fenced transaction; look again.
+            }
+            if !logged { log.info("another coordinator leads; standing by"); SystemdNotify.status("standing by"); logged = true }
+            sleepInterruptibly(0.25)
+        }
+        return nil
+    }
+
+    private func sleepInterruptibly(_ s: Double) {
+        let end = Date().addingTimeInterval(s)
+        while !isStopping && Date() < end { SystemdNotify.watchdog(); Thread.sleep(forTimeInterval: 0.05) }
+    }
+
+    private func lead(_ lockConn: PGConnection, epoch: Int64) throws {
+        // Backpressure window: half a lease, so that a job queued behind a node's others is read in time.
+        let state = LeaderState(epoch: epoch, ttl: settings.leaderTTLSeconds, drainWindow: settings.leaseSeconds / 2)
+        // The lease is renewed from a thread of its own: a stuck statement elsewhere must not let it lapse
+        // unnoticed, and a renewal stuck on a dead connection is noticed by the loops (`state.checkLease`).
+        let owned = HandedOver(conn: lockConn)
+        let renewer = Thread { [self] in
+            let lockConn = owned.conn
+            while !isStopping && !state.stopped {
+                do {
+                    if try Leadership.renew(lockConn, epoch: epoch) { state.renewed(at: Date()) } else { state.fail(Leadership.Lost()) }
+                } catch { state.fail(error) }
+                let next = Date().addingTimeInterval(max(0.1, settings.leaderTTLSeconds / 5))
+                while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.02) }
+            }
+            state.renewerDone()
+        }
+        renewer.name = "lease"
+        state.register(lockConn)
+        renewer.start()
+        // Steps down on this coordinator's own clock: a leader cut off from PostgreSQL may be blocked in a
+        // call that no TCP timeout ends soon; once its lease has lapsed, a standby may lead, so every
+        // connection is cut and the loops end (their writes would be fenced off by the epoch anyway).
+        let watchdog = Thread { [self] in
+            while !isStopping {
+                // Whichever loop noticed first (a lapsed lease, a failed statement), the others may be blocked
+                // on a silent server: cut them loose, so the leader stops now rather than after TCP gives up.
+                if state.stopped {
+                    if state.error != nil { state.interruptAll() }
+                    return
+                }
+                do { try state.checkLease(now: Date()) } catch {
+                    log.error("\(error); stepping down")
+                    state.fail(error)
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        watchdog.name = "lease-watchdog"
+        watchdog.start()
+        // Three loops, each with its own PostgreSQL and Redis connection, so that applying results,
+        // placing jobs and housekeeping overlap instead of queueing behind one another: a result
+        // frees room and the next placement runs at once, not after a lease sweep.
+        let helpers = DispatchGroup()
+        for (name, body) in [("results", resultsLoop), ("housekeeping", housekeepingLoop)] as [(String, @Sendable (LeaderState) throws -> Void)] {
+            helpers.enter()
+            let t = Thread {
+                do { try body(state) } catch { state.fail(error) }
+                state.stop()
+                helpers.leave()
+            }
+            t.name = name
+            t.start()
+        }
+        do { try dispatchLoop(state) } catch { state.fail(error) }
+        state.stop()
+        helpers.wait()
+        state.waitForRenewer()
+        if isStopping, state.error == nil {
+            // A clean stop: a standby leads at once instead of after the lease.
+            try? Leadership.release(lockConn, epoch: epoch)
+        }
+        if let e = state.error { throw e }
+    }
+
+    /// A connection for one of the leader's loops: fenced by the epoch, with the session settings that let
+    /// the server notice a vanished coordinator.
+    private func leaderConnection(_ state: LeaderState, keyLookups: Bool) -> (PGConnection, JobStore) {
+        let db = PGConnection(url: settings.databaseURL)
+        db.sessionSettings = Leadership.sessionSettings + (keyLookups ? PGConnection.keyLookupSettings : [])
+        let store = JobStore(db: db)
+        store.leaderEpoch = state.epoch
+        state.register(db)
+        return (db, store)
+    }
+
+    private func dispatchLoop(_ state: LeaderState) throws {
+        let (db, store) = leaderConnection(state, keyLookups: true)
+        defer { db.close() }
+        try db.connect()
+        try Migrations.check(db)
+        let redis = RedisConnection(endpoint: settings.redis)
+        // `hydra submit` notifies here, so a new batch is placed at once rather than on the next tick.
+        // In the session settings, so that a reconnect listens again.
+        db.sessionSettings.append("LISTEN \(JobStore.submitChannel)")
+        try db.exec("LISTEN \(JobStore.submitChannel)")
+        var cache = PendingCache()
+        var streamIDs = StreamIDAllocator()
+        var nodes: [NodeBeat] = []
+        var lastBeats = Date.distantPast
+        var lastExplain = Date.distantPast
+        var lastResync = Date.distantPast
+        var placeNeeded = true
+        while !isStopping && !state.stopped {
+            if !placeNeeded {
+                // Woken by applied results and by the housekeeping tick; the short timeout is for NOTIFYs.
+                placeNeeded = state.waitForWork(timeout: 0.02)
+            }
+            if db.takeNotifications() > 0 { placeNeeded = true }
+            let now = Date()
+            try state.checkLease(now: now)
+            if now.timeIntervalSince(lastResync) >= 2 {
+                // The in-memory view of jobs on nodes is kept by this loop and the results loop; re-reading
+                // it now and then also catches what others changed (an operator's cancel).
+                state.resyncActive(try store.activeJobs())
+                lastResync = now
+            }
+            if !placeNeeded { continue }
+            placeNeeded = false
+            if now.timeIntervalSince(lastBeats) >= 0.1 {
+                nodes = try readHeartbeats(redis)
+                lastBeats = now
+            }
+            let explain = now.timeIntervalSince(lastExplain) >= 1
+            placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, streamIDs: &streamIDs, nodes: nodes, state: state, explain: explain)
+            if explain { lastExplain = now }
+        }
+    }
+
+    /// Results in, state transitions out; wakes the dispatch loop when something was applied.
+    private func resultsLoop(_ state: LeaderState) throws {
+        let (db, store) = leaderConnection(state, keyLookups: true)
+        defer { db.close() }
+        try db.connect()
+        let redis = RedisConnection(endpoint: settings.redis)
+        var gaps = DispatchGapTracker()
+        var streams: [String] = []
+        var lastStreams = Date.distantPast
+        var first = true
+        while !isStopping && !state.stopped {
+            try state.checkLease(now: Date())
+            if Date().timeIntervalSince(lastStreams) >= 2 {
+                // Nodes come from the cluster file (or, without one, from what heartbeats): their result streams.
+                let now = try nodeNames(redis).map(RedisKeys.results)
+                for s in now where !streams.contains(s) { try redis.ensureGroup(stream: s, group: RedisKeys.coordinatorGroup) }
+                if now != streams { first = true }
+                streams = now
+                lastStreams = Date()
+            }
+            if streams.isEmpty { Thread.sleep(forTimeInterval: 0.1); continue }
+            if first {
+                // Results read but not acknowledged before a crash are applied again (guards make that harmless).
+                try consumeResults(redis: redis, store: store, streams: streams, id: "0", block: nil, gaps: &gaps, state: state)
+                first = false
+            }
+            try consumeResults(redis: redis, store: store, streams: streams, id: ">", block: settings.resultBlockMillis, gaps: &gaps, state: state)
+        }
+    }
+
+    /// Everything that is not on the path from a result to the next dispatch: node rows, leases,
+    /// backoffs, dependencies, cancellations, gauges, learned runtimes.
+    private func housekeepingLoop(_ state: LeaderState) throws {
+        let (db, store) = leaderConnection(state, keyLookups: false)
+        defer { db.close() }
+        try db.connect()
+        let redis = RedisConnection(endpoint: settings.redis)
+        var lastNodesWrite = Date.distantPast
+        var lastCounts = Date.distantPast
+        var lastStats = Date.distantPast
+        var liveness = NodeLiveness(timeout: settings.nodeTimeoutSeconds)
+        while !isStopping && !state.stopped {
+            let now = Date()
+            try state.checkLease(now: now)
+            let nodes = try readHeartbeats(redis)
+            let t = now.timeIntervalSince1970
+            liveness.tick(now: t)
+            for n in nodes { liveness.observe(node: n.name, instance: n.beat.instance, seq: n.beat.seq, now: t) }
+            let live = nodes.filter { liveness.isLive($0.name, now: t) }
+            let active = state.activeJobs()
+            if now.timeIntervalSince(lastNodesWrite) >= 1 {
+                try writeNodes(store: store, nodes: live, liveness: liveness, now: t, active: active)
+                lastNodesWrite = now
+            }
+            // Leases are several seconds long: renewing twice a second is plenty. Only for the attempts each
+            // node holds, as its own (signed) heartbeat says.
+            try store.renewLeases(held: live.flatMap { n in n.beat.held.map { (node: n.name, job: $0) } }, leaseSeconds: settings.leaseSeconds)
+            try renewQueuedLeases(redis: redis, store: store, live: live)
+            // Dead: nodes holding jobs that this coordinator has not heard from lately, on its own clock.
+            let liveNames = Set(live.map(\.name))
+            let dead = liveness.settled(now: t)
+                ? Set(active.compactMap(\.node)).subtracting(liveNames).sorted() : []
+            let lost = try store.expireLeases(deadNodes: dead)
+            for t in lost { log.warning("job lost, requeued", [("job", t.jobID), ("node", t.node ?? "?"), ("to", t.to.rawValue)]) }
+            metrics.lost(lost)
+            state.ended(lost)
+            try cleanStreams(redis: redis, lost)
+            try store.releaseBackoffs()
+            try store.settleDependencies()
+            try sendCancellations(redis: redis, store: store)
+            if now.timeIntervalSince(lastCounts) >= 2 {
+                // A GROUP BY over every job ever run: not on each tick.
+                for (s, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [s], Double(n)) }
+                lastCounts = now
+            }
+            if now.timeIntervalSince(lastStats) >= 10 {
+                state.setStats(RuntimeStats(rows: try store.runtimeStats()))
+                lastStats = now
+            }
+            // The tick is the fallback for every change that sends no signal (heartbeats, retries, drains).
+            state.wake()
+            SystemdNotify.watchdog()
+            let next = now.addingTimeInterval(0.5)
+            while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.05) }
+        }
+    }
+
+    // MARK: results
+
+    private func consumeResults(redis: RedisConnection, store: JobStore, streams: [String], id: String, block: Int?,
+                                gaps: inout DispatchGapTracker, state: LeaderState) throws {
+        while true {
+            let entries = try redis.readGroup(streams: streams, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
+                                              id: id, count: 1000, blockMillis: block)
+            if entries.isEmpty { return }
+            var results: [AttemptResult] = []
+            var rejected: [(stream: String, entry: StreamEntry, reason: String)] = []
+            for (stream, e) in entries {
+                guard let node = RedisKeys.node(ofResults: stream) else { continue }
+                do {
+                    results.append(try ResultMessage.decode(e.fields, node: node, keys: keys(node)))
+                } catch {
+                    // Unsigned, forged, for another node, unreadable: it changes nothing, and says why on the dead-letter stream.
+                    rejected.append((stream, e, ((error as? MessageRejection) ?? .malformed).rawValue))
+                }
+            }
+            if !rejected.isEmpty { deadLetterResults(redis, rejected) }
+            let applied = try applyIsolating(store: store, redis: redis, results)
+            // Acknowledge only after the transitions are committed, and delete: nothing else trims the streams.
+            var byStream: [String: [String]] = [:]
+            for (stream, e) in entries { byStream[stream, default: []].append(e.id) }
+            _ = try redis.pipeline(byStream.sorted { $0.key < $1.key }.flatMap { stream, ids in
+                [["XACK", stream, RedisKeys.coordinatorGroup] + ids, ["XDEL", stream] + ids]
+            })
+            metrics.applied(applied, results: results, dispatchedAt: state.dispatchedAt(applied.map(\.jobID)))
+            state.applied(applied)
+            for t in applied {
+                // The first sign that the job runs: `started`, or its final result when the agent folded the two.
+                if t.from == .dispatched, let s = t.startedAt {
+                    for g in gaps.started(gpus: t.gpuUUIDs, at: s, submittedAt: t.submittedAt) {
+                        metrics.registry.observe("hydra_dispatch_gap_seconds", [], g)
+                    }
+                }
+                if t.to != .running, let e = t.endedAt, !t.gpuUUIDs.isEmpty {
+                    gaps.ended(gpus: t.gpuUUIDs, at: e)
+                }
+                if t.to.isTerminal || t.to == .pending || t.to == .retryWait {
+                    log.debug("job \(t.to.rawValue)", [("job", t.jobID), ("attempt", String(t.attempt)), ("node", t.node ?? "")])
+                }
+            }
+            if id == ">" && entries.count < 1000 { return }
+        }
+    }
+
+    /// Applies results as one batch; when PostgreSQL refuses the batch for something other than a lost
+    /// connection, applies them one by one and quarantines each one it still refuses: the job fails with
+    /// class `bad_result` and the reason goes to the dead-letter stream. One bad result never holds up
+    /// the others, and is never retried in a loop.
+    private func applyIsolating(store: JobStore, redis: RedisConnection, _ results: [AttemptResult]) throws -> [AppliedTransition] {
+        do {
+            return try store.apply(results: results)
+        } catch let e as PGError where !e.isConnectionLoss {
+            log.warning("a batch of results was refused; applying them one by one", [("results", String(results.count)), ("error", e.message)])
+        }
+        var applied: [AppliedTransition] = []
+        for r in results {
+            do {
+                applied += try store.apply(results: [r])
+            } catch let e as PGError where !e.isConnectionLoss {
+                applied += try quarantine(store: store, redis: redis, r, reason: "result could not be stored: \(e.message)")
+            }
+        }
+        return applied
+    }
+
+    private func quarantine(store: JobStore, redis: RedisConnection, _ r: AttemptResult, reason: String) throws -> [AppliedTransition] {
+        metrics.registry.add("hydra_results_quarantined_total", [])
+        log.error("result quarantined; the job fails with class bad_result", [("job", r.jobID), ("attempt", String(r.attempt)), ("node", r.node), ("reason", reason)])
+        let raw = (try? r.storable().jsonString()) ?? ""
+        _ = try? redis.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter, [
+            "source", "result", "node", StoredText.clean(r.node, maxBytes: 256), "job", r.jobID, "attempt", String(r.attempt),
+            "reason", "unstorable", "error", StoredText.clean(reason, maxBytes: 4096), "raw", StoredText.clean(raw, maxBytes: 4096)]))
+        do {
+            return try store.failBadResult(jobID: r.jobID, attempt: r.attempt, node: r.node, reason: reason).map { [$0] } ?? []
+        } catch let e as PGError where !e.isConnectionLoss {
+            log.error("cannot mark the job failed either; its lease will requeue it", [("job", r.jobID), ("error", e.message)])
+            return []
+        }
+    }
+
+    private func deadLetterResults(_ redis: RedisConnection, _ items: [(stream: String, entry: StreamEntry, reason: String)]) {
+        for i in items {
+            metrics.registry.add("hydra_messages_rejected_total", ["result", i.reason])
+            log.warning("result refused, moved to the dead-letter stream", [("stream", i.stream), ("id", i.entry.id), ("reason", i.reason)])
+        }
+        _ = try? redis.pipeline(items.map { i in
+            let raw = i.entry.fields?["result"] ?? i.entry.fields.map { "\($0.keys.sorted())" } ?? "(deleted entry)"
+            return RedisKeys.deadLetterEntry(RedisKeys.deadLetter, ["source", "result", "stream", i.stream, "id", i.entry.id,
+                                                                     "reason", i.reason, "raw", StoredText.clean(raw, maxBytes: 4096)])
+        })
+    }
+
+    // MARK: nodes
+
+    /// A node's verified heartbeat, with the operator's drain applied.
+    struct NodeBeat {
+        var name: String
+        var beat: HeartbeatMessage
+        var draining: Bool
+        var inventory: Inventory { beat.inventory }
+    }
+
+    /// The nodes this coordinator works with: those of the cluster file, and nothing an agent can add.
+    /// Without a cluster file (a development setup) the nodes that register themselves, by valid name only.
+    func nodeNames(_ redis: RedisConnection) throws -> [String] {
+        if let c = settings.cluster { return c.nodes.map(\.name) }
+        return (try redis.run(["SMEMBERS", RedisKeys.nodes]).array ?? []).compactMap(\.string)
+            .filter { (try? RedisACL.checkNodeName($0)) != nil }.sorted()
+    }
+
+    private let rejectedBeats = Mutex<[String: String]>([:])
+    private let beatCache = Mutex<[String: (body: String, sig: String?, beat: HeartbeatMessage)]>([:])
+
+    private func readHeartbeats(_ redis: RedisConnection) throws -> [NodeBeat] {
+        let names = try nodeNames(redis)
+        if names.isEmpty { return [] }
+        let replies = try redis.pipeline(names.map { ["HMGET", RedisKeys.heartbeat($0), "body", "sig", "kid"] })
+        let drainedNow = drained.withLock { $0 }
+        var out: [NodeBeat] = []
+        for (name, reply) in zip(names, replies) {
+            guard let v = reply.array, v.count == 3, let body = v[0].string else { continue }
+            var f = ["body": body]
+            if let sig = v[1].string { f["sig"] = sig }
+            if let kid = v[2].string { f["kid"] = kid }
+            do {
+                // Read ten times a second, rewritten once: the same signed body is checked and decoded once.
+                let hb: HeartbeatMessage
+                if let c = beatCache.withLock({ $0[name] }), c.body == body, c.sig == f["sig"] {
+                    hb = c.beat
+                } else {
+                    hb = try HeartbeatMessage.decode(f, node: name, keys: keys(name))
+                    beatCache.withLock { $0[name] = (body, f["sig"], hb) }
+                }
+                if rejectedBeats.withLock({ $0.removeValue(forKey: name) }) != nil { log.info("heartbeat accepted again", [("node", name)]) }
+                out.append(NodeBeat(name: name, beat: hb, draining: hb.stopping || drainedNow.contains(name)))
+            } catch {
+                let reason = ((error as? MessageRejection) ?? .malformed).rawValue
+                // Once per node and reason, not on every read: a forged heartbeat is rewritten every second.
+                if rejectedBeats.withLock({ $0.updateValue(reason, forKey: name) }) != reason {
+                    metrics.registry.add("hydra_messages_rejected_total", ["heartbeat", reason])
+                    log.warning("heartbeat refused: the node counts as silent", [("node", name), ("reason", reason)])
+                }
+            }
+        }
+        return out
+    }
+
+    private let drained = Mutex<Set<String>>([])
+
+    private func writeNodes(store: JobStore, nodes: [NodeBeat], liveness: NodeLiveness, now: Double, active: [JobRow]) throws {
+        try store.upsertNodes(nodes.map {
+            NodeRow(name: $0.name, lastSeen: liveness.lastChange($0.name) ?? now, up: true, draining: false, agentVersion: $0.beat.version,
+                    inventory: $0.inventory, running: $0.beat.held.map(\.id))
+        })
+        try store.markNodesDown(except: nodes.map(\.name))
+        let rows = try store.nodes()
+        drained.withLock { $0 = Set(rows.filter(\.draining).map(\.name)) }
+        metrics.nodes(rows, active: active)
+    }
+
+    // MARK: placement
+
+    /// The cluster as the router sees it: config nodes plus any node that heartbeats without being configured.
+    func snapshot(nodes: [NodeBeat], active: [JobRow], now: Date) -> ClusterSnapshot {
+        var config = settings.cluster ?? ClusterConfig(nodes: [])
+        for h in nodes where config.node(named: h.name) == nil {
+            config.nodes.append(NodeConfig(name: h.name, gpus: h.inventory.gpus.map {
+                GPUConfig(model: $0.name ?? "GPU", memory: ByteCount($0.memoryTotalBytes ?? 0))
+            }))
+        }
+        var live: [String: ClusterSnapshot.NodeLive] = [:]
+        var processes: [String: Set<String>] = [:]
+        let activeIDs = Set(active.map(\.id))
+        for h in nodes {
+            live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs))
+            processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
+        }
+        let running = active.compactMap { j -> RouterRunningJob? in
+            guard let node = j.node else { return nil }
+            let started = j.startedAt.map { Date(timeIntervalSince1970: $0) }
+            let visible = processes[node]?.contains("hydra-job-\(j.id)") == true
+                || (started.map { now.timeIntervalSince($0) > settings.settleSeconds } ?? false)
+            return RouterRunningJob(id: j.id, batchID: j.batchID, kind: j.kind, spec: j.spec, node: node, gpuUUIDs: j.gpuUUIDs,
+                                    reservedBytesPerGPU: j.reservedBytes ?? j.vramBytes,
+                                    placedAt: Date(timeIntervalSince1970: j.dispatchedAt ?? j.submittedAt), startedAt: started,
+                                    visible: visible)
+        }
+        return ClusterSnapshot.build(config: config, live: live, running: running)
+    }
+
+    /// One placement pass. Returns whether another pass should follow at once: it placed jobs
+    /// and read a full batch, so more may be waiting behind it.
+    private func placeAndDispatch(redis: RedisConnection, store: JobStore, cache: inout PendingCache,
+                                  streamIDs: inout StreamIDAllocator, nodes: [NodeBeat],
+                                  state: LeaderState, explain: Bool) throws -> Bool {
+        // PostgreSQL says which jobs are pending and in which order; rows already read and decoded
+        // in an earlier pass come from the cache (a pending job's row does not change until it is placed).
+        let ids = try store.pendingIDs(limit: settings.placementBatch)
+        if ids.isEmpty { cache.removeAll(); metrics.pendingClasses([]); return false }
+        let missing = ids.filter { cache.rows[$0] == nil }
+        if !missing.isEmpty { cache.add(try store.pendingRows(ids: missing)) }
+        cache.keep(only: ids)
+        let pending = ids.compactMap { cache.jobs[$0] }
+        if pending.isEmpty { return false }
+        let active = state.activeJobs()
+        let t0 = Date()
+        let snap = snapshot(nodes: nodes, active: active, now: t0)
+        // Reason texts are for people: written about once a second, not on every pass a result triggers.
+        let result = Router.place(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
+                                  explain: explain)
+        metrics.routerPass(seconds: Date().timeIntervalSince(t0), pending: result.pending)
+        if Log.level <= .debug {
+            for a in result.assignments {
+                log.debug("placed", [("job", a.jobID), ("node", a.node), ("gpus", a.gpuIndices.map(String.init).joined(separator: ",")),
+                                     ("reserved", ByteSize.format(a.reservedBytesPerGPU)), ("expected_finish_s", String(format: "%.1f", a.expectedFinish.timeIntervalSince(t0))),
+                                     ("running", String(snap.running.count)),
+                                     ("used", snap.nodes.flatMap { $0.gpus.map { ByteSize.format($0.usedBytes ?? 0) } }.joined(separator: "/"))])
+            }
+        }
+        // Backpressure: a node never holds more jobs than its agent reads ahead (its heartbeat's capacity)
+        // plus what it finished in the last half lease. A job queued beyond that would wait in the stream
+        // longer than its lease at the node's pace, and run out while the node is healthy; it waits here
+        // instead and goes wherever room frees first. (Queued envelopes also keep their lease while they
+        // are verifiably in the stream: `renewQueuedLeases`.)
+        var held: [String: Int] = [:]
+        for j in active { if let n = j.node { held[n, default: 0] += 1 } }
+        let nowEpoch = t0.timeIntervalSince1970
+        let capacity = Dictionary(nodes.map { ($0.name, state.nodeLimit($0.name, capacity: max(0, $0.beat.capacity), now: nowEpoch)) },
+                                  uniquingKeysWith: { a, _ in a })
+        var assignments: [Assignment] = []
+        var full: [String: String] = [:]
+        for a in result.assignments {
+            let cap = capacity[a.node] ?? 0
+            if held[a.node, default: 0] < cap {
+                held[a.node, default: 0] += 1
+                assignments.append(a)
+            } else {
+                full[a.jobID] = "\(a.node) already holds \(cap) jobs, as many as it reads ahead (--prefetch) and finishes in half a lease"
+            }
+        }
+        if !full.isEmpty { metrics.registry.add("hydra_placements_deferred_total", [], Double(full.count)) }
+        if explain {
+            // Each reason written is a row version; a batch of 20,000 short jobs would rewrite every row once
+            // just to say "all CPU slots busy" for a fraction of a second. Reasons are for jobs that wait: those
+            // pending at least a second, and the first 1,000 of them in queue order.
+            let submitted = Dictionary(pending.map { ($0.id, $0.submittedAt) }, uniquingKeysWith: { a, _ in a })
+            var reasons: [String: String] = [:]
+            for r in result.pending where reasons.count < 1000 {
+                if let s = submitted[r.jobID], t0.timeIntervalSince(s) < 1 { continue }
+                reasons[r.jobID] = r.message
+            }
+            for (id, why) in full where reasons.count < 1000 {
+                if let s = submitted[id], t0.timeIntervalSince(s) < 1 { continue }
+                reasons[id] = why
+            }
+            try store.setPendingReasons(reasons)
+        }
+        if assignments.isEmpty { return false }
+        var models: [String: String] = [:]
+        for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
+        // Streams not written to since this coordinator took over: learn their last id first.
+        let unknown = Array(Set(assignments.map { RedisKeys.jobs($0.node) }).filter { !streamIDs.knows(stream: $0) })
+        if !unknown.isEmpty {
+            for (stream, r) in zip(unknown, try redis.pipeline(unknown.map { ["XINFO", "STREAM", $0] })) {
+                streamIDs.learned(stream: stream, xinfo: r)
+            }
+        }
+        let nowMillis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+        let placements = assignments.map {
+            JobStore.Placement(jobID: $0.jobID, node: $0.node, gpuUUIDs: $0.gpuUUIDs,
+                               reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
+                               gpuModel: $0.gpuUUIDs.first.flatMap { models[$0] }, spec: cache.rows[$0.jobID]?.spec,
+                               streamID: streamIDs.next(stream: RedisKeys.jobs($0.node), nowMillis: nowMillis))
+        }
+        var chosen: [String: String] = [:]
+        for p in placements { if let sid = p.streamID { chosen[p.jobID] = sid } }
+        let dispatched = try store.markDispatched(placements, leaseSeconds: settings.leaseSeconds)
+        // Before the envelopes exist: a result can then never arrive for a job the view does not hold yet.
+        state.dispatched(dispatched.compactMap { d in
+            guard var row = cache.rows[d.id] else { return nil }
+            row.state = .dispatched; row.attempt = d.attempt; row.node = d.node; row.gpuUUIDs = d.gpuUUIDs
+            row.dispatchedAt = t0.timeIntervalSince1970; row.startedAt = nil; row.reservedBytes = d.vramBytes
+            row.streamID = chosen[d.id]
+            return row
+        })
+        // Placed or not (a job cancelled meanwhile is not), these rows are no longer pending as read.
+        cache.remove(placements.map(\.jobID))
+        metrics.registry.add("hydra_placements_total", [], Double(dispatched.count))
+        let now = Date().timeIntervalSince1970
+        var commands: [[String]] = []
+        commands.reserveCapacity(dispatched.count)
+        for d in dispatched {
+            let env = Envelope(jobID: d.id, attempt: d.attempt, kind: d.kind, spec: d.spec, gpuUUIDs: d.gpuUUIDs,
+                               vramBytes: d.vramBytes, deadline: d.deadlineSeconds.map { now + $0 }, issuedAt: now,
+                               expiresAt: now + settings.envelopeTTLSeconds, node: d.node)
+            commands.append(["XADD", RedisKeys.jobs(d.node), "MAXLEN", "~", "1000000", chosen[d.id] ?? "*"]
+                            + (try NodeMessage.job(env).fields(keys: keys(d.node))))
+        }
+        let replies: [RedisReply]
+        do { replies = try redis.pipeline(commands) } catch {
+            // Which entries landed is unknown: forget the chosen ids, so that a clean-up never deletes an
+            // entry that is not ours; the lease requeues these jobs if their envelopes are missing.
+            try? store.setStreamIDs(dispatched.map { (jobID: $0.id, attempt: $0.attempt, streamID: nil) })
+            for d in dispatched { streamIDs.forget(stream: RedisKeys.jobs(d.node)) }
+            throw error
+        }
+        // Written with `*` (a stream not seen yet, or an id Redis refused): their ids go to PostgreSQL now.
+        var late: [(jobID: String, attempt: Int, streamID: String?)] = []
+        var retry: [(DispatchedJob, [String])] = []
+        for ((d, r), cmd) in zip(zip(dispatched, replies), commands) {
+            let stream = RedisKeys.jobs(d.node)
+            if case .string(let sid) = r {
+                streamIDs.learned(stream: stream, id: sid)
+                if chosen[d.id] == nil { late.append((d.id, d.attempt, sid)) }
+            } else if chosen[d.id] != nil {
+                streamIDs.forget(stream: stream)
+                var c = cmd
+                c[5] = "*"
+                retry.append((d, c))
+            } else {
+                log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")])
+                late.append((d.id, d.attempt, nil))
+            }
+        }
+        if !retry.isEmpty {
+            for (d, r) in zip(retry.map(\.0), try redis.pipeline(retry.map(\.1))) {
+                if case .string(let sid) = r {
+                    streamIDs.learned(stream: RedisKeys.jobs(d.node), id: sid)
+                    late.append((d.id, d.attempt, sid))
+                } else {
+                    log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")])
+                    late.append((d.id, d.attempt, nil))
+                }
+            }
+        }
+        try store.setStreamIDs(late)
+        return ids.count >= settings.placementBatch
+    }
+
+    /// An envelope still waiting in its live node's stream is not lost: its lease is renewed while
+    /// XRANGE shows it there, so a lease in effect starts when the agent takes the job. One whose entry
+    /// is gone and that no heartbeat lists (Redis lost it) is left to expire and is requeued.
+    private func renewQueuedLeases(redis: RedisConnection, store: JobStore, live: [NodeBeat]) throws {
+        let liveNames = Set(live.map(\.name))
+        let held = Set(live.flatMap { n in n.beat.held.map { "\($0.id)/\($0.attempt)" } })
+        let soon = try store.dispatchedLeasesEndingSoon(within: max(1, settings.leaseSeconds / 3))
+            .filter { liveNames.contains($0.node) && !held.contains("\($0.jobID)/\($0.attempt)") && $0.streamID != nil }
+        if soon.isEmpty { return }
+        let there = try redis.entriesBelongToJobs(soon.map { (RedisKeys.jobs($0.node), $0.streamID!, $0.jobID) })
+        let queued = zip(soon, there).filter(\.1).map { (node: $0.0.node, job: HeldJob(id: $0.0.jobID, attempt: $0.0.attempt)) }
+        try store.renewLeases(held: queued, leaseSeconds: settings.leaseSeconds)
+    }
+
+    /// A requeued job's old envelope must not run later: acknowledge and delete it.
+    private func cleanStreams(redis: RedisConnection, _ transitions: [AppliedTransition]) throws {
+        let items = transitions.compactMap { t -> (stream: String, id: String, jobID: String)? in
+            guard let node = t.node, let sid = t.streamID else { return nil }
+            return (RedisKeys.jobs(node), sid, t.jobID)
+        }
+        var cmds: [[String]] = []
+        for (item, ours) in zip(items, try redis.entriesBelongToJobs(items)) where ours {
+            cmds.append(["XACK", item.stream, RedisKeys.agentsGroup, item.id])
+            cmds.append(["XDEL", item.stream, item.id])
+        }
+        _ = try redis.pipeline(cmds)
+    }
+
+    private func sendCancellations(redis: RedisConnection, store: JobStore) throws {
+        let items = try store.cancellationsToSend()
+        if items.isEmpty { return }
+        let recorded = items.compactMap { c in c.streamID.map { (stream: RedisKeys.jobs(c.node), id: $0, jobID: c.jobID) } }
+        var envelopeThere: [String: Bool] = [:]
+        for (item, ours) in zip(recorded, try redis.entriesBelongToJobs(recorded)) { envelopeThere[item.jobID] = ours }
+        var cmds: [[String]] = []
+        let now = Date().timeIntervalSince1970
+        for c in items {
+            let msg = NodeMessage.cancel(jobID: c.jobID, attempt: c.attempt, issuedAt: now, node: c.node,
+                                         expiresAt: now + settings.envelopeTTLSeconds)
+            cmds.append(["XADD", RedisKeys.jobs(c.node), "*"] + (try msg.fields(keys: keys(c.node))))
+            if let sid = c.streamID, envelopeThere[c.jobID] == true { cmds.append(["XDEL", RedisKeys.jobs(c.node), sid]) }
+        }
+        _ = try redis.pipeline(cmds)
+        try store.markCancelSent(items.map { ($0.jobID, $0.attempt) })
+    }
+}
+
+/// `@unchecked Sendable`: PGConnection is not thread-safe; the leadership connection is handed to the
+/// lease thread while it runs, and `lead` touches it again only after `waitForRenewer()` returned.
+private struct HandedOver: @unchecked Sendable { let conn: PGConnection }

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import HydraCore
+import HydraTestSupport
+
+/// `hydra bench`: micro-benchmarks of the coordinator's hot paths.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure the coordinator's hot paths (build with -c release).",
+        subcommands: [BenchRouterCommand.self, BenchConsoleCommand.self, BenchE2ECommand.self, BenchGapCommand.self])
+}
+
+/// `hydra bench router`: one full placement pass over a large synthetic backlog.
+struct BenchRouterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "router",
+        abstract: "Time one full placement pass: N pending jobs on G GPUs.",
+        discussion: """
+        Builds a synthetic cluster (G GPUs, 4 per node, a mix of 5090/4090/5070 Ti/3060 with
+        services spread over the nodes), half its GPUs busy, and N pending jobs of mixed kinds,
+        sizes, gangs and priorities; then times Router.place. Prints the median and best of
+        --repeat passes and placements per second (jobs decided per second).
+        """)
+
+    @Option(help: "Pending jobs.") var pending = 10_000
+    @Option(help: "GPUs in the synthetic cluster.") var gpus = 64
+    @Option(help: "Passes to time.") var `repeat` = 7
+    @Option(help: "Placement policy.") var policy = "hydra"
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard pending >= 1, pending <= 1_000_000 else { throw ValidationError("--pending must be between 1 and 1000000") }
+        guard gpus >= 1, gpus <= 10_000 else { throw ValidationError("--gpus must be between 1 and 10000") }
+        guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
+        guard RouterPolicy.named(policy) != nil else { throw ValidationError("unknown policy '\(policy)'") }
+    }
+
+    func run() throws {
+        let (snapshot, jobs, now) = RouterBenchmark.scenario(pending: pending, gpus: gpus)
+        let p = RouterPolicy.named(policy)!
+        var times: [Double] = []
+        var result = PlacementResult()
+        for _ in 0..<`repeat` {
+            let start = DispatchTime.now().uptimeNanoseconds
+            result = Router.place(pending: jobs, snapshot: snapshot, stats: .empty, now: now, policy: p)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+        times.sort()
+        let median = times[times.count / 2], best = times[0]
+        let rate = Double(pending) / (median / 1000)
+        if json {
+            struct Out: Encodable {
+                var pending: Int, gpus: Int, passes: Int, median_ms: Double, best_ms: Double
+                var placements_per_s: Double, placed: Int, left_pending: Int
+            }
+            print(try JSONCoding.encodeString(Out(pending: pending, gpus: gpus, passes: times.count, median_ms: median, best_ms: best,
+                                                  placements_per_s: rate, placed: result.assignments.count,
+                                                  left_pending: result.pending.count), pretty: true))
+            return
+        }
+        print(String(format: "router pass: %d pending, %d GPUs, policy %@: median %.2f ms, best %.2f ms over %d passes",
+                     pending, gpus, policy, median, best, times.count))
+        print(String(format: "%.0f placement decisions/s; %d placed now, %d left pending with a reason",
+                     rate, result.assignments.count, result.pending.count))
+    }
+}

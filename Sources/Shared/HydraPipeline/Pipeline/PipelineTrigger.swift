@@ -1,0 +1,85 @@
+import Foundation
+import Synchronization
+import HydraCore
+import HydraIO
+import HydraStore
+
+/// `POST /api/v1/pipeline/run` on the coordinator: starts a night now by spawning
+/// `hydra pipeline run --config FILE` (the runner takes PostgreSQL's advisory lock, so a
+/// second start while one runs is refused there too). Bearer token required.
+public final class PipelineTrigger: Sendable {
+    public static let path = "/api/v1/pipeline/run"
+    let token: String
+    let configPath: String
+    let executable: String
+    let databaseURL: String
+    /// Children are kept so Foundation can reap them; the set only grows by one per accepted request.
+    private let children = Mutex<[Int32: Process]>([:])
+
+    public init(token: String, configPath: String, executable: String, databaseURL: String) {
+        self.token = token; self.configPath = configPath; self.executable = executable; self.databaseURL = databaseURL
+    }
+
+    /// Reads a token file; refuses one readable by group or others, or shorter than 16 characters.
+    public static func loadToken(path: String) throws -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw InputError(file: path, problem: "cannot read the pipeline token file: \(String(cString: strerror(errno)))") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw InputError(file: path, problem: String(format: "the pipeline token file has mode %o; it must not be readable by group or others (chmod 600)", st.st_mode & 0o777))
+        }
+        let t = try ConfigLoader.readFile(path).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard t.count >= 16 else { throw InputError(file: path, problem: "the pipeline token is shorter than 16 characters") }
+        return t
+    }
+
+    /// Pure request checks: (status, message) when refused, nil when allowed. Body: optional `{"until": "06:00"}`.
+    public static func check(_ req: HTTPRequest, token: String) -> (Int, String)? {
+        guard req.method == "POST" else { return (405, "use POST") }
+        let presented = req.headers["authorization"].flatMap { h -> String? in
+            h.lowercased().hasPrefix("bearer ") ? String(h.dropFirst(7)).trimmingCharacters(in: .whitespaces) : nil
+        }
+        guard let presented, constantTimeEquals(presented, token) else { return (401, "missing or wrong bearer token") }
+        if let u = until(req), NightClock.parseUntil(u, now: Date(), timeZone: .current) == nil {
+            return (400, "'until' must be HH:MM, HH:MM:SS or an ISO-8601 time")
+        }
+        return nil
+    }
+
+    static func until(_ req: HTTPRequest) -> String? {
+        guard !req.body.isEmpty, let v = try? JSONCoding.decode(JSONValue.self, from: String(decoding: req.body, as: UTF8.self)) else { return nil }
+        return v["until"]?.stringValue
+    }
+
+    public func handle(_ req: HTTPRequest) -> HTTPResponse {
+        if let (status, message) = Self.check(req, token: token) {
+            return .json(encoding: ["error": message], status: status)
+        }
+        let db = PGConnection(url: databaseURL)
+        defer { db.close() }
+        let store = PipelineStore(jobs: JobStore(db: db))
+        do {
+            try db.connect()
+            if let n = try store.liveNight(staleAfter: 120) {
+                return .json(encoding: ["error": "the night \(n) is already running"], status: 409)
+            }
+            var args = ["pipeline", "run", "--config", configPath, "--database-url", databaseURL, "--triggered-by", "http:\(req.remoteAddress)"]
+            if let u = Self.until(req) { args += ["--until", u] }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: executable)
+            p.arguments = args
+            p.terminationHandler = { [weak self] proc in
+                Log(component: "pipeline-trigger").info("runner exited", [("pid", String(proc.processIdentifier)), ("status", String(proc.terminationStatus))])
+                _ = self?.children.withLock { $0.removeValue(forKey: proc.processIdentifier) }
+            }
+            try p.run()
+            children.withLock { $0[p.processIdentifier] = p }
+            try store.jobs.audit(actor: "http:\(req.remoteAddress)", action: "pipeline_trigger", target: configPath,
+                                 detail: .object(["pid": .number(Double(p.processIdentifier)), "until": Self.until(req).map { .string($0) } ?? .null]))
+            Log(component: "pipeline-trigger").info("night started by HTTP", [("pid", String(p.processIdentifier)), ("from", req.remoteAddress)])
+            return .json(encoding: ["started": JSONValue.bool(true), "pid": .number(Double(p.processIdentifier)),
+                                    "night": .string(NightClock.night(at: Date(), timeZone: .current))], status: 202)
+        } catch {
+            return .json(encoding: ["error": "\(error)"], status: 500)
+        }
+    }
+}
