@@ -7,7 +7,7 @@ SERVICES := deploy/local/services.sh
 SWIFT_TEST_FLAGS ?=
 # Extra arguments for `swift build`
 SWIFT_BUILD_FLAGS ?=
-# Extra arguments for `hydra chaos`, e.g. make chaos CHAOS_FLAGS='--jobs 10000 --json'
+# Extra arguments for `hydra-dev chaos`, e.g. make chaos CHAOS_FLAGS='--jobs 10000 --json'
 CHAOS_FLAGS ?=
 # Seconds per fuzz target for `make fuzz`; FUZZ_LIBFUZZER=1 adds the libFuzzer run of the CSV parser
 FUZZ_SECONDS ?= 60
@@ -68,11 +68,11 @@ runbook-test: deps build
 ## chaos: kill, restart and partition a local cluster (instance "chaos") while it runs 2,000 sleep jobs;
 ## exits 1 on any lost or duplicated job (docs/chaos.md)
 chaos: deps build
-	"$$(swift build --show-bin-path)/hydra" chaos $(CHAOS_FLAGS)
+	"$$(swift build --show-bin-path)/hydra-dev" chaos $(CHAOS_FLAGS)
 
 ## chaos-ci: the short chaos run for CI: 300 jobs, every fault at least once, hostile traffic, pinned seed (about 45 s)
 chaos-ci: deps build
-	"$$(swift build --show-bin-path)/hydra" chaos --jobs 300 --hostile --seed 7 $(CHAOS_FLAGS)
+	"$$(swift build --show-bin-path)/hydra-dev" chaos --jobs 300 --hostile --seed 7 $(CHAOS_FLAGS)
 
 ## fuzz: the parser fuzz tests (nvidia-smi CSV, node messages, batch files) for FUZZ_SECONDS each
 fuzz: deps

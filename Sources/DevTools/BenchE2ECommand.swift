@@ -151,7 +151,7 @@ final class BenchCluster {
     }
 }
 
-/// `hydra bench e2e`: no-op jobs through the whole path on a local cluster.
+/// `hydra-dev bench e2e`: no-op jobs through the whole path on a local cluster.
 struct BenchE2ECommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "e2e",
@@ -219,7 +219,7 @@ struct BenchE2ECommand: ParsableCommand {
     }
 }
 
-/// `hydra bench gap`: the dispatch gap with every GPU saturated by short jobs.
+/// `hydra-dev bench gap`: the dispatch gap with every GPU saturated by short jobs.
 struct BenchGapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gap",

@@ -3,7 +3,7 @@ import Foundation
 import HydraCore
 import HydraTestSupport
 
-/// `hydra bench`: micro-benchmarks of the coordinator's hot paths.
+/// `hydra-dev bench`: micro-benchmarks of the coordinator's hot paths.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
         subcommands: [BenchRouterCommand.self, BenchConsoleCommand.self, BenchE2ECommand.self, BenchGapCommand.self])
 }
 
-/// `hydra bench router`: one full placement pass over a large synthetic backlog.
+/// `hydra-dev bench router`: one full placement pass over a large synthetic backlog.
 struct BenchRouterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "router",

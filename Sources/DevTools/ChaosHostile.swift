@@ -6,7 +6,7 @@ import HydraIO
 import HydraStore
 import HydraTestSupport
 
-/// `hydra chaos --hostile`: while the faults of the plan happen, a rogue node and a hostile client send
+/// `hydra-dev chaos --hostile`: while the faults of the plan happen, a rogue node and a hostile client send
 /// what a broken or compromised agent would: outputs full of NULs and broken UTF-8, results no database
 /// can store, broken and unsigned results, results and heartbeats forged for other nodes, replayed and
 /// misrouted envelopes, a clock an hour and a half off, and cancel-then-retry races. The run then

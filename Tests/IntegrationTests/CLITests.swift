@@ -74,8 +74,9 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(r.status, 2, "hydra \(args.joined(separator: " ")): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains("no batch") || r.stderr.contains("no job"), r.stderr)
         }
-        for (args, expected) in [(["chaos", "--jobs", "0"], "--jobs"), (["acl"], "--nodes"), (["acl", "--nodes", "a b"], "ACL key pattern")] {
-            let r = try cluster.hydra(args)
+        for (bin, args, expected) in [("hydra-dev", ["chaos", "--jobs", "0"], "--jobs"), ("hydra", ["acl"], "--nodes"),
+                                      ("hydra", ["acl", "--nodes", "a b"], "ACL key pattern")] {
+            let r = try cluster.hydra(args, binary: bin)
             XCTAssertEqual(r.status, 2, "hydra \(args.joined(separator: " ")): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains(expected), r.stderr)
         }

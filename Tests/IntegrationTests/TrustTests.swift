@@ -264,10 +264,10 @@ final class TrustTests: XCTestCase {
 
     // MARK: all of it at once
 
-    /// `hydra chaos --hostile`, short and seeded: faults plus hostile traffic, and nothing lost, duplicated,
+    /// `hydra-dev chaos --hostile`, short and seeded: faults plus hostile traffic, and nothing lost, duplicated,
     /// dead, stalled or failed but what the rogue poisoned. Runs in its own local instance (services.sh).
     func testChaosWithHostileTrafficLosesNothing() throws {
-        let r = try cluster.hydra(["chaos", "--jobs", "150", "--hostile", "--seed", "20261204", "--instance", "it-hostile", "--json"])
+        let r = try cluster.hydra(["chaos", "--jobs", "150", "--hostile", "--seed", "20261204", "--instance", "it-hostile", "--json"], binary: "hydra-dev")
         let last = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
         XCTAssertEqual(r.status, 0, "\(last)\n\(r.stderr.suffix(3000))")
         for field in ["lost=0", "duplicated=0", "dead=0", "failed_unexpected=0", "stalls=0", "cancels_unsent=0"] {

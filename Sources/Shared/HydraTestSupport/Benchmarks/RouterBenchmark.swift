@@ -1,7 +1,7 @@
 import Foundation
 import HydraCore
 
-/// A synthetic, deterministic large backlog for `hydra bench router` (and the tests that
+/// A synthetic, deterministic large backlog for `hydra-dev bench router` (and the tests that
 /// check it runs): the cost of one pass at a scale well past the reference cluster.
 public enum RouterBenchmark {
     public static func scenario(pending: Int, gpus: Int, seed: UInt64 = 42) -> (ClusterSnapshot, [RouterJob], Date) {

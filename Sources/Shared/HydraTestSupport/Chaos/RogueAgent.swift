@@ -3,7 +3,7 @@ import HydraCore
 import HydraWire
 import HydraIO
 
-/// An agent that says what it likes: the hostile half of `hydra chaos --hostile` and of the trust
+/// An agent that says what it likes: the hostile half of `hydra-dev chaos --hostile` and of the trust
 /// tests. It heartbeats as its node (with a skewed clock if asked), takes envelopes from its stream,
 /// and answers with whatever a test wants, signed or not: outputs full of NULs, control codes and
 /// broken escapes, results for other nodes' jobs, results no database could store, silence.
