@@ -259,7 +259,7 @@ final class ChaosRun {
         return out
     }
 
-    static let terminal: Set<String> = ["succeeded", "failed", "dead", "cancelled"]
+    static let terminal = Set(JobStateMachine.terminal.map(\.rawValue))
 
     func finishedCount(_ c: [String: Int]) -> Int { c.filter { Self.terminal.contains($0.key) }.values.reduce(0, +) }
 

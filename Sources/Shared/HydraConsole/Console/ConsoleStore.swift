@@ -49,7 +49,7 @@ public final class PGPool: Sendable {
 /// The console's reads: a handful of indexed queries per page, counts done by
 /// PostgreSQL, job lists paginated. None of them reads all jobs.
 extension JobStore {
-    static let terminalStates = "('succeeded', 'failed', 'cancelled', 'dead')"
+    static let terminalStates = JobStateMachine.sqlList(JobStateMachine.terminal)
 
     /// Job columns for lists: the same JobRow, without the spec and result documents
     /// (decoding two JSON documents per row is most of a list's cost, and lists show neither).

@@ -1,9 +1,9 @@
 import Foundation
 
 /// What can happen to a job. The coordinator turns Redis messages, timers and
-/// operator commands into these and asks `JobLifecycle` what follows.
-public enum JobEvent: Sendable, Equatable {
-    case placed
+/// operator commands into these and asks `JobStateMachine` what follows.
+public enum JobEvent: Sendable, Equatable, Hashable {
+    case submitted
     case dispatched
     case started
     case succeeded
@@ -15,6 +15,31 @@ public enum JobEvent: Sendable, Equatable {
     case cancelRequested
     case retryRequested
     case backoffElapsed
+    /// A job it depends on ended without success.
+    case dependencyFailed
+    /// The overnight pipeline reached its deadline: jobs that did not start are carried to the next night.
+    case carried
+    /// Its result could not be stored (quarantined on the dead-letter stream).
+    case resultQuarantined
+
+    /// The name in `job_events.detail.event`.
+    public var name: String {
+        switch self {
+        case .submitted: return "submitted"
+        case .dispatched: return "dispatched"
+        case .started: return "started"
+        case .succeeded: return "succeeded"
+        case .failed: return "failed"
+        case .released: return "released"
+        case .lost: return "lease_expired"
+        case .cancelRequested: return "cancel_requested"
+        case .retryRequested: return "retry_requested"
+        case .backoffElapsed: return "backoff_elapsed"
+        case .dependencyFailed: return "dependency_failed"
+        case .carried: return "pipeline_deadline"
+        case .resultQuarantined: return "result_quarantined"
+        }
+    }
 }
 
 /// The decision for a failed attempt.
@@ -44,37 +69,5 @@ public struct RetryPolicy: Sendable, Equatable {
         let capped = min(maxDelaySeconds, exp)
         let delay = capped * (1 - jitter) + capped * jitter * min(max(random, 0), 1)
         return .retry(afterSeconds: delay)
-    }
-}
-
-/// The job state machine, as a pure function.
-public enum JobLifecycle {
-    /// The next state, or nil when the event does not apply in `state` (a duplicate
-    /// or late message): the caller then changes nothing.
-    public static func next(_ state: JobState, _ event: JobEvent, attempt: Int, maxAttempts: Int,
-                            policy: RetryPolicy = RetryPolicy(), random: Double = 0.5) -> (state: JobState, retryAfter: Double?)? {
-        switch (state, event) {
-        case (.pending, .placed): return (.placed, nil)
-        case (.pending, .dispatched), (.placed, .dispatched): return (.dispatched, nil)
-        case (.placed, .lost): return (.pending, nil)
-        case (.dispatched, .started): return (.running, nil)
-        case (.dispatched, .succeeded), (.running, .succeeded): return (.succeeded, nil)
-        case (.dispatched, .failed(let c)), (.running, .failed(let c)):
-            return failure(c, attempt: attempt, maxAttempts: maxAttempts, policy: policy, random: random)
-        case (.dispatched, .lost), (.running, .lost):
-            return failure(.lost, attempt: attempt, maxAttempts: maxAttempts, policy: policy, random: random)
-        case (.dispatched, .released), (.running, .released): return (.pending, nil)
-        case (.retryWait, .backoffElapsed): return (.pending, nil)
-        case (let s, .cancelRequested) where !s.isTerminal: return (.cancelled, nil)
-        case (.failed, .retryRequested), (.dead, .retryRequested), (.cancelled, .retryRequested): return (.pending, nil)
-        default: return nil
-        }
-    }
-
-    static func failure(_ c: FailureClass, attempt: Int, maxAttempts: Int, policy: RetryPolicy, random: Double) -> (JobState, Double?) {
-        switch policy.decide(c, attempt: attempt, maxAttempts: maxAttempts, random: random) {
-        case .giveUp(let s): return (s, nil)
-        case .retry(let after): return after <= 0 ? (.pending, nil) : (.retryWait, after)
-        }
     }
 }

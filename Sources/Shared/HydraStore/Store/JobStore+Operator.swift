@@ -57,44 +57,17 @@ extension JobStore {
     }
 
     /// Cancels every unfinished job of the target (a job or a whole batch); returns how many.
+    /// Jobs on a node get a cancel request per (job, attempt) (`JobEffect.tellNode`).
     public func cancel(jobIDs: [String]) throws -> Int {
         try db.transaction { tx in
-            // The old state comes from the row as it was (a self-join on the locked row), for the event's from_state.
-            let rows = try tx.exec("""
-                UPDATE jobs j SET state = 'cancelled', finished_at = now(), cancel_sent = (j.node IS NULL)
-                FROM (SELECT id, state FROM jobs WHERE id = ANY($1::uuid[]) AND state NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
-                      FOR UPDATE) old
-                WHERE j.id = old.id
-                RETURNING j.id, j.attempt, old.state AS from_state, j.node, j.stream_id
-                """, [PGConnection.textArray(jobIDs)]).all
-            // The agent is told per (job, attempt), from a row of its own: a `retry` right after this
-            // cannot erase a cancellation the old attempt has not received yet.
-            let onNode = rows.filter { $0["node"] != nil }
-            if !onNode.isEmpty {
-                try tx.exec("""
-                    INSERT INTO cancel_requests (job_id, attempt, node, stream_id)
-                    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING
-                    """, [PGConnection.textArray(onNode.map { $0["id"] ?? "" }), "{" + onNode.map { String($0.int("attempt") ?? 0) }.joined(separator: ",") + "}",
-                          PGConnection.textArray(onNode.map { $0["node"] ?? "" }), PGConnection.optionalTextArray(onNode.map { $0["stream_id"] })])
-            }
-            try insertEvents(tx, rows.map { ($0["id"] ?? "", $0.int("attempt") ?? 0, $0["from_state"], "cancelled", "{\"event\":\"cancel_requested\"}") })
-            return rows.count
+            try JobStateWriter(tx).bulk(.cancelRequested, where: "j.id = ANY($1::uuid[])", [PGConnection.textArray(jobIDs)]).count
         }
     }
 
     /// Brings failed, dead or cancelled jobs back to pending, with a fresh attempt budget.
     public func retry(jobIDs: [String]) throws -> Int {
         try db.transaction { tx in
-            let rows = try tx.exec("""
-                UPDATE jobs j SET state = 'pending', max_attempts = j.attempt + GREATEST(j.max_attempts - j.attempt, 1, 3),
-                       node = NULL, gpu_uuids = NULL, finished_at = NULL, not_before = NULL, cancel_sent = false,
-                       lease_expires_at = NULL
-                FROM (SELECT id, state FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('failed', 'dead', 'cancelled') FOR UPDATE) old
-                WHERE j.id = old.id
-                RETURNING j.id, j.attempt, old.state AS from_state
-                """, [PGConnection.textArray(jobIDs)]).all
-            try insertEvents(tx, rows.map { ($0["id"] ?? "", $0.int("attempt") ?? 0, $0["from_state"], "pending", "{\"event\":\"retry_requested\"}") })
-            return rows.count
+            try JobStateWriter(tx).bulk(.retryRequested, where: "j.id = ANY($1::uuid[])", [PGConnection.textArray(jobIDs)]).count
         }
     }
 

@@ -92,8 +92,8 @@ public final class JobStore {
             }
             try tx.exec("""
                 INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
-                SELECT id, 0, NULL, 'pending', '{"event":"submitted"}'::jsonb FROM jobs WHERE batch_id = $1::uuid
-                """, [batchID])
+                SELECT id, 0, NULL, $2, $3::jsonb FROM jobs WHERE batch_id = $1::uuid
+                """, [batchID, JobStateMachine.rule(.submitted)!.to.rawValue, JobEventRow.detail(.submitted)])
             try tx.exec("SELECT pg_notify('\(Self.submitChannel)', $1)", [batchID])
         }
         return batchID
@@ -127,18 +127,15 @@ public final class JobStore {
         // Both statements below scan; most of the time no pending job has a dependency (partial index).
         let any = try db.exec("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND cardinality(depends_on) > 0) AS any")
         if any.all.first?.bool("any") != true { return 0 }
-        let cancelled = try db.exec("""
-            WITH doomed AS (
-              UPDATE jobs j SET state = 'cancelled', finished_at = now(),
-                     pending_reason = 'a dependency did not succeed: ' || (
-                       SELECT string_agg(d.name || ' ' || d.state, ', ') FROM jobs d
-                       WHERE d.id = ANY(j.depends_on) AND d.state IN ('failed', 'dead', 'cancelled'))
-              WHERE j.state = 'pending' AND cardinality(j.depends_on) > 0 AND EXISTS (
-                    SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN ('failed', 'dead', 'cancelled'))
-              RETURNING j.id, j.attempt)
-            INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
-            SELECT id, attempt, 'pending', 'cancelled', '{"event":"dependency_failed"}'::jsonb FROM doomed
-            """).affected
+        let ended = JobStateMachine.sqlList(JobStateMachine.unsuccessful)
+        let cancelled = try db.transaction { tx in
+            try JobStateWriter(tx).bulk(.dependencyFailed, where: """
+                cardinality(j.depends_on) > 0 AND EXISTS (SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN \(ended))
+                """, [], set: ["""
+                pending_reason = 'a dependency did not succeed: ' || (
+                  SELECT string_agg(d.name || ' ' || d.state, ', ') FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN \(ended))
+                """]).count
+        }
         try db.exec("""
             UPDATE jobs j SET pending_reason = 'waits for ' || w.n || ' of ' || cardinality(j.depends_on) || ' dependencies (e.g. ' || w.example || ')'
             FROM (SELECT j2.id, count(*) AS n, min(d.name || ' ' || d.state) AS example FROM jobs j2 JOIN jobs d ON d.id = ANY(j2.depends_on)
@@ -185,6 +182,13 @@ public final class JobStore {
     /// (12 million comparisons for 5,000 assignments, measured). As an expression no index matches, the
     /// rows can only be found by primary key, one lookup per assignment (with the settings of
     /// `PGConnection.keyLookupSettings`, which also rule out scanning the table once and hashing it).
+    /// Dispatch has one source state, so the hot UPDATE below can guard with a plain comparison.
+    static let dispatch: JobStateMachine.Rule = {
+        let r = JobStateMachine.rule(.dispatched)!
+        precondition(r.from.count == 1, "markDispatched guards on one source state")
+        return r
+    }()
+
     public func markDispatched(_ assignments: [Placement], leaseSeconds: Double) throws -> [DispatchedJob] {
         if assignments.isEmpty { return [] }
         var known: [String: JSONValue] = [:]
@@ -193,12 +197,12 @@ public final class JobStore {
         return try db.transaction { tx in
             try fence(tx)
             let rows = try tx.exec("""
-                UPDATE jobs AS j SET state = 'dispatched', node = v.node, gpu_uuids = string_to_array(v.gpus, ','),
-                       attempt = j.attempt + 1, dispatched_at = now(), started_at = NULL,
+                UPDATE jobs AS j SET state = '\(Self.dispatch.to.rawValue)', \(JobStateWriter.assignments(Self.dispatch.effects).joined(separator: ", ")),
+                       node = v.node, gpu_uuids = string_to_array(v.gpus, ','), dispatched_at = now(), started_at = NULL,
                        lease_expires_at = now() + make_interval(secs => $4::float8), pending_reason = NULL, stream_id = v.sid,
                        reserved_bytes = coalesce(v.reserved, j.vram_request_bytes), gpu_model = v.model
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bigint[], $6::text[], $7::text[]) AS v(id, node, gpus, reserved, model, sid)
-                WHERE j.id = v.id AND j.state || '' = 'pending'
+                WHERE j.id = v.id AND j.state || '' = '\(Self.dispatch.from[0].rawValue)'
                 RETURNING j.id, j.attempt, j.kind, \(readSpec ? "j.spec" : "NULL AS spec"), j.reserved_bytes, j.deadline_s, j.node, j.gpu_uuids
                 """, [PGConnection.textArray(assignments.map(\.jobID)), PGConnection.textArray(assignments.map(\.node)),
                       PGConnection.textArray(assignments.map { $0.gpuUUIDs.joined(separator: ",") }), String(leaseSeconds),
@@ -211,7 +215,10 @@ public final class JobStore {
                               deadlineSeconds: r.double("deadline_s"), node: r["node"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
             }
             // Serialized, never spliced: a node or GPU name with a quote or a backslash stays data.
-            try insertEvents(tx, try out.map { ($0.id, $0.attempt, "pending", "dispatched", try JSONValue.object(["node": .string($0.node)]).serialized()) })
+            try JobStateWriter(tx).record(out.map {
+                JobEventRow(jobID: $0.id, attempt: $0.attempt, from: Self.dispatch.from[0], to: Self.dispatch.to,
+                            detail: JobEventRow.detail(.dispatched, ["node": .string($0.node)]))
+            })
             return out
         }
     }
@@ -241,102 +248,23 @@ public final class JobStore {
             try fence(tx)
             let ids = Array(Set(results.map(\.jobID).filter { UUID(uuidString: $0) != nil }))
             if ids.isEmpty { return [] }
-            var current: [String: (state: JobState, attempt: Int, max: Int, node: String?, stream: String?, kind: String)] = [:]
-            var placedOn: [String: (gpus: [String], submitted: Double?, model: String, gpuModel: String)] = [:]
+            var current: [String: ResultFolder.Row] = [:]
             for r in try tx.exec("""
                 SELECT id, state, attempt, max_attempts, node, stream_id, kind, gpu_uuids, extract(epoch from submitted_at) AS submitted,
                        lower(coalesce(spec->>'model', '')) AS model_key, coalesce(gpu_model, 'cpu') AS gpu_model
                 FROM jobs WHERE id = ANY($1::uuid[])
                 """, [PGConnection.textArray(ids)]).all {
                 let id = r["id"] ?? ""
-                current[id] = (JobState(rawValue: r["state"] ?? "") ?? .pending, r.int("attempt") ?? 0,
-                               r.int("max_attempts") ?? 3, r["node"], r["stream_id"], r["kind"] ?? "")
-                placedOn[id] = (r.textArray("gpu_uuids"), r.double("submitted"), r["model_key"] ?? "", r["gpu_model"] ?? "cpu")
+                current[id] = ResultFolder.Row(state: JobState(rawValue: r["state"] ?? "") ?? .pending, attempt: r.int("attempt") ?? 0,
+                                               maxAttempts: r.int("max_attempts") ?? 3, node: r["node"], streamID: r["stream_id"],
+                                               kind: r["kind"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"), submittedAt: r.double("submitted"),
+                                               modelKey: r["model_key"] ?? "", gpuModel: r["gpu_model"] ?? "cpu")
             }
-            var samples: [RuntimeSample] = []
-            /// The net change of one job over all its results in this batch.
-            struct Change {
-                var from: JobState
-                var attempt: Int
-                var to: JobState
-                var startedAt: Double?
-                var startedForce = false
-                var result: String?
-                var errors: [JSONValue] = []
-                var failureClass: String?
-                var finished = false
-                var maxBump = 0
-                var clearNode = false
-                var backoff: Double?
-            }
-            var changes: [String: Change] = [:]
-            var order: [String] = []
-            var applied: [AppliedTransition] = []
-            var events: [(String, Int, String?, String, String)] = []
-            for raw in results {
-                let res = raw.storable()
-                // Fencing: only the current attempt, and only from the node it was sent to.
-                guard var cur = current[res.jobID], cur.attempt == res.attempt, cur.node == nil || cur.node == res.node else { continue }
-                let event: JobEvent
-                switch res.outcome {
-                case .started: event = .started
-                case .succeeded: event = .succeeded
-                case .failed: event = .failed(res.failureClass ?? .transient)
-                case .released: event = .released
-                }
-                guard let (next, retryAfter) = JobLifecycle.next(cur.state, event, attempt: cur.attempt, maxAttempts: cur.max,
-                                                                  policy: policy, random: random()) else { continue }
-                let detail = try JSONValue.object([
-                    "node": .string(res.node), "outcome": .string(res.outcome.rawValue),
-                    "failure_class": res.failureClass.map { .string($0.rawValue) } ?? .null,
-                    "error": res.error.map { .string($0) } ?? .null,
-                ]).serialized()
-                var c = changes[res.jobID] ?? { order.append(res.jobID); return Change(from: cur.state, attempt: cur.attempt, to: cur.state) }()
-                c.to = next
-                switch res.outcome {
-                case .started:
-                    c.startedAt = res.startedAt ?? Date().timeIntervalSince1970
-                    c.startedForce = true
-                case .succeeded:
-                    let result = JSONValue.object([
-                        "output": res.result ?? .null, "duration_s": res.durationSeconds.map { .number($0) } ?? .null,
-                        "peak_vram_bytes": res.peakVRAMBytes.map { .number(Double($0)) } ?? .null, "node": .string(res.node),
-                    ])
-                    c.result = try Self.cappedResult(result)
-                    c.finished = true
-                    if let d = res.durationSeconds, d.isFinite, let p = placedOn[res.jobID] {
-                        samples.append(RuntimeSample(jobID: res.jobID, kind: cur.kind, modelKey: p.model, gpuModel: p.gpuModel,
-                                                     seconds: d, peakVRAMBytes: res.peakVRAMBytes))
-                    }
-                    if !c.startedForce, let s = res.startedAt { c.startedAt = s }
-                case .failed:
-                    c.errors.append(.object([
-                        "attempt": .number(Double(cur.attempt)), "class": .string((res.failureClass ?? .transient).rawValue),
-                        "message": .string(res.error ?? ""), "node": .string(res.node),
-                        "at": .number(Date().timeIntervalSince1970),
-                    ]))
-                    c.failureClass = (res.failureClass ?? .transient).rawValue
-                    if next.isTerminal { c.finished = true }
-                case .released:
-                    // Giving a job back must not use up one of its attempts.
-                    c.maxBump += 1
-                }
-                if next == .pending || next == .retryWait { c.clearNode = true }
-                if let retryAfter { c.backoff = retryAfter }
-                changes[res.jobID] = c
-                let ended: Double? = res.outcome == .started ? nil
-                    : res.finishedAt ?? res.startedAt.flatMap { s in res.durationSeconds.map { s + $0 } } ?? Date().timeIntervalSince1970
-                applied.append(AppliedTransition(jobID: res.jobID, attempt: cur.attempt, from: cur.state, to: next,
-                                                 node: cur.node, streamID: cur.stream, kind: cur.kind,
-                                                 gpuUUIDs: placedOn[res.jobID]?.gpus ?? [], submittedAt: placedOn[res.jobID]?.submitted,
-                                                 startedAt: res.startedAt, endedAt: ended))
-                events.append((res.jobID, cur.attempt, cur.state.rawValue, next.rawValue, detail))
-                cur.state = next
-                if res.outcome == .released { cur.max += 1 }
-                current[res.jobID] = cur
-            }
+            let folded = try ResultFolder.fold(results, current: current, policy: policy, random: random, now: Date().timeIntervalSince1970)
+            let order = folded.order
+            var applied = folded.applied, events = folded.events, samples = folded.samples
             if order.isEmpty { return [] }
-            let cs = order.map { changes[$0]! }
+            let cs = order.map { folded.changes[$0]! }
             let num = { (v: Double?) in v.map { String($0) } ?? "NULL" }
             let updated = try tx.exec("""
                 UPDATE jobs AS j SET state = v.to_state,
@@ -348,7 +276,7 @@ public final class JobStore {
                        max_attempts = j.max_attempts + v.bump,
                        node = CASE WHEN v.clear THEN NULL ELSE j.node END,
                        gpu_uuids = CASE WHEN v.clear THEN NULL ELSE j.gpu_uuids END,
-                       lease_expires_at = CASE WHEN v.clear THEN NULL ELSE j.lease_expires_at END,
+                       lease_expires_at = CASE WHEN v.clear OR v.finished THEN NULL ELSE j.lease_expires_at END,
                        not_before = CASE WHEN v.backoff IS NULL THEN j.not_before ELSE now() + make_interval(secs => v.backoff) END
                 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::boolean[], $7::text[], $8::text[],
                             $9::text[], $10::boolean[], $11::int[], $12::boolean[], $13::float8[])
@@ -372,10 +300,10 @@ public final class JobStore {
             let done = Set(updated.rows.compactMap { $0.first ?? nil })
             if done.count != order.count {
                 applied.removeAll { !done.contains($0.jobID) }
-                events.removeAll { !done.contains($0.0) }
+                events.removeAll { !done.contains($0.jobID) }
                 samples.removeAll { !done.contains($0.jobID) }
             }
-            try insertEvents(tx, events)
+            try JobStateWriter(tx).record(events)
             try recordRuntimes(tx, samples)
             return applied
         }
@@ -408,18 +336,19 @@ public final class JobStore {
             ])]).serialized()
             guard let fromRaw = try tx.exec("SELECT state FROM jobs WHERE id = $1::uuid AND attempt = $2::int FOR UPDATE",
                                             [jobID, String(attempt)]).all.first?["state"],
-                  let from = JobState(rawValue: fromRaw), from == .dispatched || from == .running else { return nil }
+                  let from = JobState(rawValue: fromRaw),
+                  let t = JobStateMachine.transition(from, .resultQuarantined, attempt: attempt, maxAttempts: attempt) else { return nil }
+            let sets = ["state = $4", "failure_class = '\(FailureClass.badResult.rawValue)'", "error = error || $3::jsonb"]
+                + JobStateWriter.assignments(t.effects)
             let rows = try tx.exec("""
-                UPDATE jobs SET state = 'failed', failure_class = 'bad_result', error = error || $3::jsonb, finished_at = now(),
-                       lease_expires_at = NULL
-                WHERE id = $1::uuid AND attempt = $2::int AND state IN ('dispatched', 'running')
+                UPDATE jobs j SET \(sets.joined(separator: ", "))
+                WHERE id = $1::uuid AND attempt = $2::int AND state = $5
                 RETURNING state, node, stream_id, kind, gpu_uuids
-                """, [jobID, String(attempt), entry]).all
+                """, [jobID, String(attempt), entry, t.to.rawValue, from.rawValue]).all
             guard let r = rows.first else { return nil }
-            try insertEvents(tx, [(jobID, attempt, from.rawValue, "failed", try JSONValue.object([
-                "event": .string("result_quarantined"), "reason": .string(StoredText.clean(reason, maxBytes: 4096)),
-            ]).serialized())])
-            return AppliedTransition(jobID: jobID, attempt: attempt, from: from, to: .failed, node: r["node"], streamID: r["stream_id"],
+            try JobStateWriter(tx).record([JobEventRow(jobID: jobID, attempt: attempt, from: from, to: t.to, detail: JobEventRow.detail(
+                .resultQuarantined, ["reason": .string(StoredText.clean(reason, maxBytes: 4096))]))])
+            return AppliedTransition(jobID: jobID, attempt: attempt, from: from, to: t.to, node: r["node"], streamID: r["stream_id"],
                                      kind: r["kind"] ?? "", gpuUUIDs: r.textArray("gpu_uuids"))
         }
     }
@@ -464,34 +393,35 @@ public final class JobStore {
             try fence(tx)
             let rows = try tx.exec("""
                 SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs
-                WHERE state IN ('placed', 'dispatched', 'running')
+                WHERE state = ANY($2::text[])
                   AND (lease_expires_at < now() OR node = ANY($1::text[]))
                 FOR UPDATE SKIP LOCKED
-                """, [PGConnection.textArray(deadNodes)]).all
+                """, [PGConnection.textArray(deadNodes), PGConnection.textArray(JobStateMachine.sources(.lost).map(\.rawValue))]).all
             var applied: [AppliedTransition] = []
-            var events: [(String, Int, String?, String, String)] = []
+            var events: [JobEventRow] = []
             for r in rows {
                 guard let id = r["id"], let from = JobState(rawValue: r["state"] ?? ""), let attempt = r.int("attempt") else { continue }
                 let maxA = r.int("max_attempts") ?? 3
-                guard let (next, _) = JobLifecycle.next(from, .lost, attempt: attempt, maxAttempts: maxA, policy: policy, random: 0) else { continue }
+                guard let t = JobStateMachine.transition(from, .lost, attempt: attempt, maxAttempts: maxA, policy: policy, random: 0) else { continue }
+                let next = t.to
                 let entry = try JSONValue.array([.object([
                     "attempt": .number(Double(attempt)), "class": .string("lost"),
                     "message": .string("lost on node \(r["node"] ?? "?") (node silent or message lost)"),
                     "node": .string(r["node"] ?? ""), "at": .number(Date().timeIntervalSince1970),
                 ])]).serialized()
+                // A lost attempt is retried at once (no backoff): the node, not the job, failed.
+                let sets = ["state = $3", "failure_class = '\(FailureClass.lost.rawValue)'", "error = error || $5::jsonb", "lease_expires_at = NULL"]
+                    + JobStateWriter.assignments(t.effects)
                 let res = try tx.exec("""
-                    UPDATE jobs SET state = $3, failure_class = 'lost', error = error || $5::jsonb,
-                           node = CASE WHEN $3 = 'pending' THEN NULL ELSE node END,
-                           gpu_uuids = CASE WHEN $3 = 'pending' THEN NULL ELSE gpu_uuids END,
-                           lease_expires_at = NULL, finished_at = CASE WHEN $3 = 'dead' THEN now() ELSE NULL END
+                    UPDATE jobs j SET \(Array(Set(sets)).sorted().joined(separator: ", "))
                     WHERE id = $1::uuid AND state = $2 AND attempt = $4::int
                     """, [id, from.rawValue, next.rawValue, String(attempt), entry])
                 guard res.affected == 1 else { continue }
                 applied.append(AppliedTransition(jobID: id, attempt: attempt, from: from, to: next, node: r["node"],
                                                  streamID: r["stream_id"], kind: r["kind"] ?? ""))
-                events.append((id, attempt, from.rawValue, next.rawValue, "{\"event\":\"lease_expired\"}"))
+                events.append(JobEventRow(jobID: id, attempt: attempt, from: from, to: next, detail: JobEventRow.detail(.lost)))
             }
-            try insertEvents(tx, events)
+            try JobStateWriter(tx).record(events)
             return applied
         }
     }
@@ -499,12 +429,7 @@ public final class JobStore {
     /// retry_wait → pending once the backoff has elapsed.
     @discardableResult
     public func releaseBackoffs() throws -> Int {
-        try db.exec("""
-            WITH moved AS (
-              UPDATE jobs SET state = 'pending', not_before = NULL WHERE state = 'retry_wait' AND not_before <= now() RETURNING id, attempt)
-            INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
-            SELECT id, attempt, 'retry_wait', 'pending', '{"event":"backoff_elapsed"}'::jsonb FROM moved
-            """).affected
+        try db.transaction { tx in try JobStateWriter(tx).bulk(.backoffElapsed, where: "j.not_before <= now()", []).count }
     }
 
     public func setPendingReasons(_ reasons: [String: String]) throws {
@@ -530,16 +455,6 @@ public final class JobStore {
             WHERE c.job_id = v.id AND c.attempt = v.attempt
             """, [PGConnection.textArray(items.map(\.jobID)), "{" + items.map { String($0.attempt) }.joined(separator: ",") + "}"])
         try db.exec("UPDATE jobs SET cancel_sent = true WHERE id = ANY($1::uuid[]) AND state = 'cancelled'", [PGConnection.textArray(items.map(\.jobID))])
-    }
-
-    func insertEvents(_ tx: PGConnection, _ events: [(String, Int, String?, String, String)]) throws {
-        if events.isEmpty { return }
-        try tx.exec("""
-            INSERT INTO job_events (job_id, attempt, from_state, to_state, detail)
-            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[])
-            """, [PGConnection.textArray(events.map(\.0)), "{" + events.map { String($0.1) }.joined(separator: ",") + "}",
-                  PGConnection.optionalTextArray(events.map(\.2)),
-                  PGConnection.textArray(events.map(\.3)), PGConnection.textArray(events.map(\.4))])
     }
 
     // MARK: nodes

@@ -237,17 +237,13 @@ public final class PipelineStore {
     public func carry(jobIDs: [String]) throws -> Int {
         if jobIDs.isEmpty { return 0 }
         return try db.transaction { tx in
-            let ids = try tx.exec("""
-                UPDATE jobs SET state = 'cancelled', finished_at = now(), cancel_sent = true,
-                       pending_reason = 'the pipeline night reached its deadline; the next night resubmits it'
-                WHERE id = ANY($1::uuid[]) AND state IN ('pending', 'retry_wait') RETURNING id, attempt
-                """, [PGConnection.textArray(jobIDs)]).all
-            try jobs.insertEvents(tx, ids.map { ($0["id"] ?? "", $0.int("attempt") ?? 0, nil, "cancelled", "{\"event\":\"pipeline_deadline\"}") })
-            let arr = PGConnection.textArray(ids.compactMap { $0["id"] })
+            let moved = try JobStateWriter(tx).bulk(.carried, where: "j.id = ANY($1::uuid[])", [PGConnection.textArray(jobIDs)],
+                                                    set: ["pending_reason = 'the pipeline night reached its deadline; the next night resubmits it'"])
+            let arr = PGConnection.textArray(moved.map(\.jobID))
             try tx.exec("UPDATE generation_tasks SET state = 'carried', expand_job_id = NULL, updated_at = now() WHERE expand_job_id = ANY($1::uuid[])", [arr])
             try tx.exec("UPDATE quality_metrics SET state = 'carried', image_job_id = NULL, updated_at = now() WHERE image_job_id = ANY($1::uuid[])", [arr])
             try tx.exec("UPDATE quality_metrics SET state = 'carried', score_job_id = NULL, updated_at = now() WHERE score_job_id = ANY($1::uuid[])", [arr])
-            return ids.count
+            return moved.count
         }
     }
 

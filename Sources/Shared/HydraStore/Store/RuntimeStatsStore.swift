@@ -48,11 +48,11 @@ extension JobStore {
 }
 
 /// One successful attempt's runtime, for runtime_stats.
-struct RuntimeSample {
-    var jobID: String
-    var kind: String
-    var modelKey: String
-    var gpuModel: String
-    var seconds: Double
-    var peakVRAMBytes: UInt64?
+public struct RuntimeSample: Sendable, Equatable {
+    public var jobID: String
+    public var kind: String
+    public var modelKey: String
+    public var gpuModel: String
+    public var seconds: Double
+    public var peakVRAMBytes: UInt64?
 }
