@@ -100,7 +100,8 @@ final class LifecycleTests: XCTestCase {
             checked += 1
             let writes = text.components(separatedBy: "UPDATE jobs").dropFirst().filter { chunk in
                 let stmt = chunk.prefix(400)
-                return stmt.contains("SET state =") || stmt.contains(" state = '") && stmt.range(of: "SET")!.lowerBound < stmt.range(of: " state = '")!.lowerBound
+                guard let set = stmt.range(of: "SET ") else { return false }
+                return stmt[set.lowerBound...].contains("SET state =") || stmt[set.lowerBound...].hasPrefix("SET state")
             }
             if !writes.isEmpty { XCTAssertTrue(allowed.contains(url.lastPathComponent), "\(url.lastPathComponent) writes jobs.state itself") }
         }
