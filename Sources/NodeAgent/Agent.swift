@@ -111,6 +111,12 @@ final class Agent: Sendable {
             ServiceLoop("consumer") { self.consumerLoop($0) },
             ServiceLoop("publisher") { _ in self.publisherLoop() },
         ], context: lifecycle)
+        // The consumer may be waiting for prefetch room: a stop wakes it rather than its timeout.
+        lifecycle.onStop { [roomSignal] in
+            roomSignal.lock()
+            roomSignal.broadcast()
+            roomSignal.unlock()
+        }
         services.withLock { $0 = group }
         group.start()
         return group
