@@ -34,8 +34,8 @@ final class RunningJob: Sendable {
 
 /// hydra-agent: heartbeats with the live inventory, pulls envelopes from its node
 /// stream, runs them through executors, reports results, serves /metrics.
-/// Each loop is a thread with its own Redis connection: hiredis blocks, and
-/// a thread per connection keeps blocking calls off Swift's cooperative pool.
+/// Each loop is a `ServiceLoop` with its own Redis connection, run by a `ServiceGroup` on a thread of
+/// its own: hiredis blocks, and a thread per connection keeps blocking calls off Swift's cooperative pool.
 final class Agent: Sendable {
     let settings: AgentSettings
     let readInventory: @Sendable () throws -> Inventory
@@ -44,7 +44,10 @@ final class Agent: Sendable {
     let metrics: AgentMetrics
     let log: Log
 
-    private let stopping = Atomic<Bool>(false)
+    /// Stopping, shared by the loops and the shutdown path (`services` stops it; `handle` reads it).
+    private let lifecycle = ServiceContext()
+    /// The heartbeat, consumer and publisher loops, once `start()` has run them.
+    private let services = Mutex<ServiceGroup?>(nil)
     /// The consumer takes no more envelopes: once nothing is held or queued either, the publisher may end.
     private let consumerDone = Atomic<Bool>(false)
     private let jobs = Mutex<[String: RunningJob]>([:])
@@ -55,7 +58,6 @@ final class Agent: Sendable {
     private let lastInventory = Mutex<Inventory>(Inventory())
     private let lastHeartbeatOK = Mutex<Date?>(nil)
     private let results: Mutex<RedisConnection>
-    private let loopsDone = DispatchGroup()
     /// Results waiting for the publisher, in order; see `publisherLoop`.
     private let outbox = Mutex<[Outgoing]>([])
     /// Wakes the publisher when the outbox fills, and the consumer when a job retires and frees prefetch room.
@@ -88,7 +90,7 @@ final class Agent: Sendable {
 
     var jobsStream: String { RedisKeys.jobs(settings.node) }
     var consumerName: String { "agent-\(settings.node)" }
-    var isStopping: Bool { stopping.load(ordering: .relaxed) }
+    var isStopping: Bool { lifecycle.isStopping }
 
     var healthy: Bool {
         guard let t = lastHeartbeatOK.withLock({ $0 }) else { return false }
@@ -100,24 +102,31 @@ final class Agent: Sendable {
 
     // MARK: lifecycle
 
-    func start() {
-        spawn("heartbeat") { self.heartbeatLoop() }
-        spawn("consumer") { self.consumerLoop() }
-        spawn("publisher") { self.publisherLoop() }
-    }
-
-    private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
-        loopsDone.enter()
-        let t = Thread { body(); self.loopsDone.leave() }
-        t.name = name
-        t.start()
+    /// Starts the loops and returns; the group they run in ends when `shutdown()` has drained them
+    /// (the publisher runs on after the stop until every result is out), or when one of them fails.
+    @discardableResult
+    func start() -> ServiceGroup {
+        let group = ServiceGroup(services: [
+            ServiceLoop("heartbeat") { self.heartbeatLoop($0) },
+            ServiceLoop("consumer") { self.consumerLoop($0) },
+            ServiceLoop("publisher") { _ in self.publisherLoop() },
+        ], context: lifecycle)
+        // The consumer may be waiting for prefetch room: a stop wakes it rather than its timeout.
+        lifecycle.onStop { [roomSignal] in
+            roomSignal.lock()
+            roomSignal.broadcast()
+            roomSignal.unlock()
+        }
+        services.withLock { $0 = group }
+        group.start()
+        return group
     }
 
     /// Graceful stop: take no new jobs, let running ones finish within the grace
     /// period, hand the rest back, then stop heartbeating.
     func shutdown() {
         log.info("shutting down: no new jobs; waiting for running jobs", [("running", String(runningJobIDs().count)), ("grace_s", String(settings.graceSeconds))])
-        stopping.store(true, ordering: .relaxed)
+        lifecycle.stop()
         // Tell the coordinator at once, so that it places nothing more here.
         collectAndPublish(RedisConnection(endpoint: settings.redis))
         let deadline = Date().addingTimeInterval(settings.graceSeconds)
@@ -136,7 +145,8 @@ final class Agent: Sendable {
             }
             Thread.sleep(forTimeInterval: 0.02)
         }
-        _ = loopsDone.wait(timeout: .now() + max(5, 2 * settings.heartbeatInterval))
+        // Bounded: a publisher still retrying against an unreachable Redis must not hold the exit.
+        services.withLock { $0 }?.wait(timeout: max(5, 2 * settings.heartbeatInterval))
         // The node is going away on purpose: say so at once rather than after the TTL.
         _ = try? RedisConnection(endpoint: settings.redis).command(["DEL", RedisKeys.heartbeat(settings.node)])
         log.info("stopped", [("handed_back", String(handedBack.count))])
@@ -144,14 +154,13 @@ final class Agent: Sendable {
 
     // MARK: heartbeat
 
-    private func heartbeatLoop() {
+    private func heartbeatLoop(_ ctx: ServiceContext) {
         let conn = RedisConnection(endpoint: settings.redis)
-        while !isStopping {
+        while !ctx.isStopping {
             let started = Date()
             collectAndPublish(conn)
             SystemdNotify.watchdog()
-            let next = started.addingTimeInterval(settings.heartbeatInterval)
-            while !isStopping && Date() < next { Thread.sleep(forTimeInterval: min(0.05, max(0, next.timeIntervalSinceNow))) }
+            ctx.sleep(until: started.addingTimeInterval(settings.heartbeatInterval))
         }
     }
 
@@ -209,7 +218,7 @@ final class Agent: Sendable {
 
     // MARK: jobs
 
-    private func consumerLoop() {
+    private func consumerLoop(_ ctx: ServiceContext) {
         defer {
             consumerDone.store(true, ordering: .relaxed)
             outboxSignal.lock()
@@ -218,7 +227,7 @@ final class Agent: Sendable {
         }
         let conn = RedisConnection(endpoint: settings.redis)
         var recovered = false
-        while !isStopping {
+        while !ctx.isStopping {
             do {
                 if !recovered {
                     try conn.ensureGroup(stream: jobsStream, group: RedisKeys.agentsGroup)
@@ -242,7 +251,7 @@ final class Agent: Sendable {
                 for job in start { workers.submit { self.run(job) } }
             } catch {
                 log.warning("job stream read failed, retrying: \(error)")
-                Thread.sleep(forTimeInterval: 0.5)
+                ctx.sleep(0.5)
             }
         }
     }

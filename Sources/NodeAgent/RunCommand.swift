@@ -142,14 +142,19 @@ struct RunCommand: ParsableCommand {
         }
         log.info("agent started", [("kinds", executors.keys.sorted().joined(separator: ",")), ("listen", "\(host):\(bound)"), ("gpus", simulate ? "simulated" : (nvidiaSMI ?? "none")),
                                    ("redis", RedisEndpoint.redacted(redisURL))])
-        agent.start()
+        let loops = agent.start()
         if trimInterval > 0 {
             ResidentTrim.start(firstAfter: 3, interval: trimInterval, log: log) { agent.runningJobIDs().isEmpty }
         }
         SystemdNotify.ready(status: "metrics on \(host):\(bound)")
-        waitForTermination()
+        waitForTermination(orEndOf: loops)
         SystemdNotify.stopping()
         agent.shutdown()
         server.stop()
+        // The loops catch and retry every failure themselves; one that ended the group is a bug, said as such.
+        if let e = loops.error {
+            log.error("\(e)")
+            throw ExitCode(1)
+        }
     }
 }

@@ -32,11 +32,12 @@ public struct CoordinatorSettings: Sendable {
 /// The coordinator loop: heartbeats in, results in, placements out. It keeps no
 /// authoritative state in memory: every decision is re-derived from PostgreSQL
 /// and the live heartbeats, so a restart (or a standby taking over) loses nothing.
-public final class CoordinatorService: Sendable {
+/// A `BlockingService`: `hydra coordinator` runs it in a `ServiceGroup` and stops it through that.
+public final class CoordinatorService: BlockingService {
+    public let name = "coordinator"
     let settings: CoordinatorSettings
     public let metrics = CoordinatorMetrics()
     let log = Log(component: "coordinator")
-    private let stopping = Atomic<Bool>(false)
     /// Every node's keys, derived from the cluster key: results and heartbeats are checked with the key
     /// of the node whose stream or hash they came from, envelopes signed with the key of the node they go to.
     let keyring: NodeKeyring?
@@ -49,27 +50,25 @@ public final class CoordinatorService: Sendable {
     /// The keys for messages to and from `node` (nil: signing is off).
     func keys(_ node: String) -> SigningKeys? { keyring?.keys(for: node) }
 
-    public func stop() { stopping.store(true, ordering: .relaxed) }
-    var isStopping: Bool { stopping.load(ordering: .relaxed) }
-
-    /// Runs until `stop()`; reconnects to PostgreSQL and Redis with backoff.
-    public func run() {
+    /// Runs until `ctx` stops; reconnects to PostgreSQL and Redis with backoff. Never throws: every
+    /// failure is retried, so the group around it ends only when asked to.
+    public func run(_ ctx: ServiceContext) {
         var backoff = 0.2
-        while !isStopping {
+        while !ctx.isStopping {
             let lockConn = PGConnection(url: settings.databaseURL)
             // A takeover waits for the old leader's fenced transactions; never for long.
             lockConn.sessionSettings = Leadership.sessionSettings + ["SET lock_timeout = '2s'"]
             do {
-                guard let epoch = try waitForLeadership(lockConn) else { break }
+                guard let epoch = try waitForLeadership(lockConn, ctx) else { break }
                 metrics.registry.set("hydra_coordinator_leader", [], 1)
                 log.info("leading", [("epoch", String(epoch))])
                 SystemdNotify.status("leading")
-                try lead(lockConn, epoch: epoch)
+                try lead(lockConn, epoch: epoch, ctx)
                 backoff = 0.2
             } catch {
                 metrics.registry.set("hydra_coordinator_leader", [], 0)
                 log.warning("coordinator loop failed, retrying in \(String(format: "%.1f", backoff)) s: \(error)")
-                sleepInterruptibly(backoff)
+                sleepInterruptibly(backoff, ctx)
                 backoff = min(backoff * 2, 5)
             }
             lockConn.close()
@@ -79,88 +78,71 @@ public final class CoordinatorService: Sendable {
 
     /// One coordinator leads; others wait here until the leader's lease lapses or its session ends
     /// (`Leadership.tryAcquire`). Returns the epoch this coordinator leads with, or nil when stopping.
-    private func waitForLeadership(_ conn: PGConnection) throws -> Int64? {
+    private func waitForLeadership(_ conn: PGConnection, _ ctx: ServiceContext) throws -> Int64? {
         var logged = false
-        while !isStopping {
+        while !ctx.isStopping {
             do {
                 if let e = try Leadership.tryAcquire(conn, holder: settings.holder, ttl: settings.leaderTTLSeconds) { return e }
             } catch let e as PGError where e.sqlState == "55P03" {
                 // lock_timeout: the old leader is still finishing a fenced transaction; look again.
             }
             if !logged { log.info("another coordinator leads; standing by"); SystemdNotify.status("standing by"); logged = true }
-            sleepInterruptibly(0.25)
+            sleepInterruptibly(0.25, ctx)
         }
         return nil
     }
 
-    private func sleepInterruptibly(_ s: Double) {
+    /// Sleeps `s` seconds or until `ctx` stops. While standing by or backing off this is the only loop that
+    /// turns, so it keeps systemd's watchdog fed: at least once a second (`watchdog()` rate-limits itself).
+    private func sleepInterruptibly(_ s: Double, _ ctx: ServiceContext) {
         let end = Date().addingTimeInterval(s)
-        while !isStopping && Date() < end { SystemdNotify.watchdog(); Thread.sleep(forTimeInterval: 0.05) }
+        repeat { SystemdNotify.watchdog() } while ctx.sleep(until: min(end, Date().addingTimeInterval(1))) && Date() < end
     }
 
-    private func lead(_ lockConn: PGConnection, epoch: Int64) throws {
+    private func lead(_ lockConn: PGConnection, epoch: Int64, _ ctx: ServiceContext) throws {
         // Backpressure window: half a lease, so that a job queued behind a node's others is read in time.
         let state = LeaderState(epoch: epoch, ttl: settings.leaderTTLSeconds, drainWindow: settings.leaseSeconds / 2)
         // The lease is renewed from a thread of its own: a stuck statement elsewhere must not let it lapse
         // unnoticed, and a renewal stuck on a dead connection is noticed by the loops (`state.checkLease`).
+        // The group joins this thread before `lead` touches the connection again.
         let owned = HandedOver(conn: lockConn)
-        let renewer = Thread { [self] in
+        let renewer = ServiceLoop("lease") { [self] ctx in
             let lockConn = owned.conn
-            while !isStopping && !state.stopped {
-                do {
-                    if try Leadership.renew(lockConn, epoch: epoch) { state.renewed(at: Date()) } else { state.fail(Leadership.Lost()) }
-                } catch { state.fail(error) }
-                let next = Date().addingTimeInterval(max(0.1, settings.leaderTTLSeconds / 5))
-                while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.02) }
+            while !ctx.isStopping {
+                if try Leadership.renew(lockConn, epoch: epoch) { state.renewed(at: Date()) } else { throw Leadership.Lost() }
+                ctx.sleep(max(0.1, settings.leaderTTLSeconds / 5))
             }
-            state.renewerDone()
         }
-        renewer.name = "lease"
         state.register(lockConn)
-        renewer.start()
         // Steps down on this coordinator's own clock: a leader cut off from PostgreSQL may be blocked in a
         // call that no TCP timeout ends soon; once its lease has lapsed, a standby may lead, so every
         // connection is cut and the loops end (their writes would be fenced off by the epoch anyway).
-        let watchdog = Thread { [self] in
-            while !isStopping {
-                // Whichever loop noticed first (a lapsed lease, a failed statement), the others may be blocked
-                // on a silent server: cut them loose, so the leader stops now rather than after TCP gives up.
-                if state.stopped {
-                    if state.error != nil { state.interruptAll() }
-                    return
-                }
+        let watchdog = ServiceLoop("lease-watchdog") { [self] ctx in
+            while !ctx.isStopping {
                 do { try state.checkLease(now: Date()) } catch {
                     log.error("\(error); stepping down")
-                    state.fail(error)
+                    throw error
                 }
-                Thread.sleep(forTimeInterval: 0.1)
+                ctx.sleep(0.1)
             }
         }
-        watchdog.name = "lease-watchdog"
-        watchdog.start()
         // Three loops, each with its own PostgreSQL and Redis connection, so that applying results,
         // placing jobs and housekeeping overlap instead of queueing behind one another: a result
         // frees room and the next placement runs at once, not after a lease sweep.
-        let helpers = DispatchGroup()
-        for (name, body) in [("results", resultsLoop), ("housekeeping", housekeepingLoop)] as [(String, @Sendable (LeaderState) throws -> Void)] {
-            helpers.enter()
-            let t = Thread {
-                do { try body(state) } catch { state.fail(error) }
-                state.stop()
-                helpers.leave()
-            }
-            t.name = name
-            t.start()
+        let loops = [("dispatch", dispatchLoop), ("results", resultsLoop), ("housekeeping", housekeepingLoop)]
+            as [(String, @Sendable (LeaderState, ServiceContext) throws -> Void)]
+        let group = ServiceGroup(services: [renewer, watchdog] + loops.map { name, body in ServiceLoop(name) { try body(state, $0) } },
+                                 parent: ctx) { error in
+            state.stop()
+            // Whichever loop failed first (a lapsed lease, a failed statement), the others may be blocked
+            // on a silent server: cut them loose, so the leader stops now rather than after TCP gives up.
+            if error != nil { state.interruptAll() }
         }
-        do { try dispatchLoop(state) } catch { state.fail(error) }
-        state.stop()
-        helpers.wait()
-        state.waitForRenewer()
-        if isStopping, state.error == nil {
+        try group.run()
+        if ctx.isStopping {
             // A clean stop: a standby leads at once instead of after the lease.
             try? Leadership.release(lockConn, epoch: epoch)
         }
-        if let e = state.error { throw e }
     }
 
     /// A connection for one of the leader's loops: fenced by the epoch, with the session settings that let
@@ -174,7 +156,10 @@ public final class CoordinatorService: Sendable {
         return (db, store)
     }
 
-    private func dispatchLoop(_ state: LeaderState) throws {
+    /// The seven periodic chores of the leader's loops (`Ticker`), each with its interval at its loop.
+    enum Chore: Hashable, Sendable { case resync, heartbeats, explain, streams, nodes, counts, stats }
+
+    private func dispatchLoop(_ state: LeaderState, _ ctx: ServiceContext) throws {
         let (db, store) = leaderConnection(state, keyLookups: true)
         defer { db.close() }
         try db.connect()
@@ -187,11 +172,9 @@ public final class CoordinatorService: Sendable {
         var cache = PendingCache()
         var streamIDs = StreamIDAllocator()
         var nodes: [NodeBeat] = []
-        var lastBeats = Date.distantPast
-        var lastExplain = Date.distantPast
-        var lastResync = Date.distantPast
+        var ticker = Ticker<Chore>([.resync: 2, .heartbeats: 0.1, .explain: 1])
         var placeNeeded = true
-        while !isStopping && !state.stopped {
+        while !ctx.isStopping {
             if !placeNeeded {
                 // Woken by applied results and by the housekeeping tick; the short timeout is for NOTIFYs.
                 placeNeeded = state.waitForWork(timeout: 0.02)
@@ -199,45 +182,43 @@ public final class CoordinatorService: Sendable {
             if db.takeNotifications() > 0 { placeNeeded = true }
             let now = Date()
             try state.checkLease(now: now)
-            if now.timeIntervalSince(lastResync) >= 2 {
+            if ticker.take(.resync, at: now) {
                 // The in-memory view of jobs on nodes is kept by this loop and the results loop; re-reading
                 // it now and then also catches what others changed (an operator's cancel).
                 state.resyncActive(try store.activeJobs())
-                lastResync = now
             }
             if !placeNeeded { continue }
             placeNeeded = false
-            if now.timeIntervalSince(lastBeats) >= 0.1 {
+            if ticker.take(.heartbeats, at: now) {
                 nodes = try readHeartbeats(redis)
-                lastBeats = now
             }
-            let explain = now.timeIntervalSince(lastExplain) >= 1
+            // Marked before the pass: a pass that throws ends the loop anyway.
+            let explain = ticker.take(.explain, at: now)
             placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, streamIDs: &streamIDs, nodes: nodes, state: state, explain: explain)
-            if explain { lastExplain = now }
         }
     }
 
     /// Results in, state transitions out; wakes the dispatch loop when something was applied.
-    private func resultsLoop(_ state: LeaderState) throws {
+    private func resultsLoop(_ state: LeaderState, _ ctx: ServiceContext) throws {
         let (db, store) = leaderConnection(state, keyLookups: true)
         defer { db.close() }
         try db.connect()
         let redis = RedisConnection(endpoint: settings.redis)
         var gaps = DispatchGapTracker()
         var streams: [String] = []
-        var lastStreams = Date.distantPast
+        var ticker = Ticker<Chore>([.streams: 2])
         var first = true
-        while !isStopping && !state.stopped {
+        while !ctx.isStopping {
             try state.checkLease(now: Date())
-            if Date().timeIntervalSince(lastStreams) >= 2 {
+            if ticker.isDue(.streams, at: Date()) {
                 // Nodes come from the cluster file (or, without one, from what heartbeats): their result streams.
                 let now = try nodeNames(redis).map(RedisKeys.results)
                 for s in now where !streams.contains(s) { try redis.ensureGroup(stream: s, group: RedisKeys.coordinatorGroup) }
                 if now != streams { first = true }
                 streams = now
-                lastStreams = Date()
+                ticker.ran(.streams, at: Date())
             }
-            if streams.isEmpty { Thread.sleep(forTimeInterval: 0.1); continue }
+            if streams.isEmpty { ctx.sleep(0.1); continue }
             if first {
                 // Results read but not acknowledged before a crash are applied again (guards make that harmless).
                 try consumeResults(redis: redis, store: store, streams: streams, id: "0", block: nil, gaps: &gaps, state: state)
@@ -249,27 +230,26 @@ public final class CoordinatorService: Sendable {
 
     /// Everything that is not on the path from a result to the next dispatch: node rows, leases,
     /// backoffs, dependencies, cancellations, gauges, learned runtimes.
-    private func housekeepingLoop(_ state: LeaderState) throws {
+    private func housekeepingLoop(_ state: LeaderState, _ ctx: ServiceContext) throws {
         let (db, store) = leaderConnection(state, keyLookups: false)
         defer { db.close() }
         try db.connect()
         let redis = RedisConnection(endpoint: settings.redis)
-        var lastNodesWrite = Date.distantPast
-        var lastCounts = Date.distantPast
-        var lastStats = Date.distantPast
+        var ticker = Ticker<Chore>([.nodes: 1, .counts: 2, .stats: 10])
         var liveness = NodeLiveness(timeout: settings.nodeTimeoutSeconds)
-        while !isStopping && !state.stopped {
+        while !ctx.isStopping {
             let now = Date()
             try state.checkLease(now: now)
+            // Marked at the top of the turn: a turn that throws ends the loop anyway.
+            let due = ticker.due(now)
             let nodes = try readHeartbeats(redis)
             let t = now.timeIntervalSince1970
             liveness.tick(now: t)
             for n in nodes { liveness.observe(node: n.name, instance: n.beat.instance, seq: n.beat.seq, now: t) }
             let live = nodes.filter { liveness.isLive($0.name, now: t) }
             let active = state.activeJobs()
-            if now.timeIntervalSince(lastNodesWrite) >= 1 {
+            if due.contains(.nodes) {
                 try writeNodes(store: store, nodes: live, liveness: liveness, now: t, active: active)
-                lastNodesWrite = now
             }
             // Leases are several seconds long: renewing twice a second is plenty. Only for the attempts each
             // node holds, as its own (signed) heartbeat says.
@@ -287,20 +267,17 @@ public final class CoordinatorService: Sendable {
             try store.releaseBackoffs()
             try store.settleDependencies()
             try sendCancellations(redis: redis, store: store)
-            if now.timeIntervalSince(lastCounts) >= 2 {
+            if due.contains(.counts) {
                 // A GROUP BY over every job ever run: not on each tick.
                 for (s, n) in try store.countByState() { metrics.registry.set("hydra_jobs", [s], Double(n)) }
-                lastCounts = now
             }
-            if now.timeIntervalSince(lastStats) >= 10 {
+            if due.contains(.stats) {
                 state.setStats(RuntimeStats(rows: try store.runtimeStats()))
-                lastStats = now
             }
             // The tick is the fallback for every change that sends no signal (heartbeats, retries, drains).
             state.wake()
             SystemdNotify.watchdog()
-            let next = now.addingTimeInterval(0.5)
-            while !isStopping && !state.stopped && Date() < next { Thread.sleep(forTimeInterval: 0.05) }
+            ctx.sleep(until: now.addingTimeInterval(0.5))
         }
     }
 
@@ -694,5 +671,5 @@ public final class CoordinatorService: Sendable {
 }
 
 /// `@unchecked Sendable`: PGConnection is not thread-safe; the leadership connection is handed to the
-/// lease thread while it runs, and `lead` touches it again only after `waitForRenewer()` returned.
+/// lease thread while it runs, and `lead` touches it again only after its group has joined that thread.
 private struct HandedOver: @unchecked Sendable { let conn: PGConnection }

@@ -7,10 +7,11 @@ import HydraStore
 /// What the leader's three loops (dispatch, results, housekeeping) share while it leads.
 /// Everything is behind a Mutex or an atomic; the wake-up uses an NSCondition whose predicate
 /// (`dirty`) is itself atomic, so a missed signal costs at most the waiter's timeout.
+/// Stopping and the first failure belong to the `ServiceGroup` that runs the loops; it calls `stop()`
+/// here so that a waiting dispatcher wakes.
 public final class LeaderState: Sendable {
     private let active = Mutex(ActiveJobsView())
     private let runtime = Mutex(RuntimeStats())
-    private let firstError = Mutex<(any Error)?>(nil)
     private let stopFlag = Atomic<Bool>(false)
     private let dirty = Atomic<Bool>(false)
     private let signal = NSCondition()
@@ -18,7 +19,6 @@ public final class LeaderState: Sendable {
     let epoch: Int64
     let ttl: Double
     private let lastRenewal = Mutex<Date>(Date())
-    private let renewer = DispatchSemaphore(value: 0)
 
     init(epoch: Int64 = 0, ttl: Double = 5, drainWindow: Double = 5) {
         self.epoch = epoch
@@ -40,17 +40,8 @@ public final class LeaderState: Sendable {
     /// Cuts every PostgreSQL connection of this leader: calls blocked on a silent server return.
     func interruptAll() { for i in connections.withLock({ $0 }) { i.interrupt() } }
 
-    func renewerDone() { renewer.signal() }
-    func waitForRenewer() { renewer.wait() }
-
     var stopped: Bool { stopFlag.load(ordering: .acquiring) }
-    var error: (any Error)? { firstError.withLock { $0 } }
     var stats: RuntimeStats { runtime.withLock { $0 } }
-
-    func fail(_ e: any Error) {
-        firstError.withLock { if $0 == nil { $0 = e } }
-        stop()
-    }
 
     func stop() {
         stopFlag.store(true, ordering: .releasing)

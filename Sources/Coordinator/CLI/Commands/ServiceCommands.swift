@@ -81,17 +81,22 @@ struct CoordinatorCommand: ParsableCommand {
         let consoleServer = try console.start(databaseURL: conn.database,
                                               listen: console.consoleListen ?? EnvironmentSettings.value(EnvironmentSettings.consoleListen),
                                               registry: service.metrics.registry)
-        let t = Thread { service.run() }
-        t.start()
+        let services = ServiceGroup(services: [service])
+        services.start()
         Log(component: "coordinator").info("coordinator started", [("metrics", "\(host):\(bound)"), ("redis", RedisEndpoint.redacted(conn.redis)), ("redis_user", redis.user ?? "default"),
                                                                     ("database", PGConnection.redacted(conn.database))])
         SystemdNotify.ready(status: "metrics on \(host):\(bound)")
-        waitForTermination()
+        waitForTermination(orEndOf: services)
         SystemdNotify.stopping()
-        service.stop()
+        services.stop()
         server.stop()
         consoleServer?.stop()
-        Thread.sleep(forTimeInterval: 0.3)
+        // A clean stop releases the lease once the leader's loops have ended (a standby then leads at
+        // once). A statement stuck on a dead server must not hold the exit: PostgreSQL rolls back what a
+        // closed connection held, and the epoch fences it off anyway.
+        services.wait(timeout: 2)
+        // The coordinator retries every failure itself; a group that failed is a bug, said as such.
+        if let e = services.error { fail("\(e)") }
     }
 }
 

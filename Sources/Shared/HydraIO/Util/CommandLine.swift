@@ -22,9 +22,11 @@ public func runCommandLine(_ root: any ParsableCommand.Type) -> Never {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT arrives (the service commands' main thread).
-public func waitForTermination() {
+/// Blocks until SIGTERM or SIGINT arrives (the service commands' main thread), or until `group`
+/// has ended by itself (a service failed: the process should stop rather than idle without it).
+public func waitForTermination(orEndOf group: ServiceGroup? = nil) {
     let sem = DispatchSemaphore(value: 0)
+    group?.whenFinished { sem.signal() }
     signal(SIGTERM, SIG_IGN)
     signal(SIGINT, SIG_IGN)
     let q = DispatchQueue(label: "signals")
