@@ -86,11 +86,8 @@ struct PipelineRunCommand: ParsableCommand {
         }
         guard let cluster else { print("forecast: none (set `cluster:` in the config or HYDRA_CLUSTER)"); return }
         do {
-            if let (f, report) = try PipelineForecast.forecast(tasks: plan.tasks, config: cfg, cluster: cluster) {
-                print("forecast (hydra simulate, policy hydra): \(f.jobs) jobs, makespan \(SimulateCommand.duration(f.makespanS)), "
-                      + "lower bound \(SimulateCommand.duration(f.lowerBoundS))")
-                for g in report.gpus { print(String(format: "  %@/%d %@ busy %.0f %%", g.node, g.index, g.name, g.busyFraction * 100)) }
-                if Date().addingTimeInterval(f.makespanS) > deadline { print("warning: the forecast ends after the deadline") }
+            if let n = try PipelineForecast.night(tasks: plan.tasks, config: cfg, cluster: cluster) {
+                for line in PipelineForecast.render(n, start: Date(), deadline: deadline, residents: cfg.residents) { print(line) }
             } else { print("forecast: nothing to run") }
         } catch { print("forecast failed: \(error)") }
     }
