@@ -23,6 +23,7 @@ struct PipelineRunCommand: ParsableCommand {
     @Option(help: "Stop submitting at HH:MM (next such time), HH:MM:SS, or an ISO-8601 time (default: the config's night end).")
     var until: String?
     @Flag(name: .customLong("dry-run"), help: "Print the plan and the simulator's forecast; submit nothing.") var dryRun = false
+    @Option(help: "Cluster YAML for the forecast (default: the config's cluster:, else $HYDRA_CLUSTER).") var cluster: String?
     @Option(name: .customLong("triggered-by"), help: "Who started the night (recorded; set by the HTTP trigger).") var triggeredBy: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
@@ -42,14 +43,14 @@ struct PipelineRunCommand: ParsableCommand {
             }
             deadline = d
         }
-        var cluster: ClusterConfig?
-        if let path = cfg.clusterFile ?? ProcessInfo.processInfo.environment["HYDRA_CLUSTER"] {
-            do { cluster = try ClusterConfig.load(path: path) } catch { invalid("\(error)") }
+        var clusterConfig: ClusterConfig?
+        if let path = cluster ?? cfg.clusterFile ?? ProcessInfo.processInfo.environment["HYDRA_CLUSTER"] {
+            do { clusterConfig = try ClusterConfig.load(path: path) } catch { invalid("\(error)") }
         }
-        if dryRun { return dryRunPlan(cfg, collections, denylist, cluster, deadline) }
+        if dryRun { return dryRunPlan(cfg, collections, denylist, clusterConfig, deadline) }
 
         let store = PipelineStore(jobs: try conn.store())
-        let runner = PipelineRunner(config: cfg, collections: collections, denylist: denylist, store: store, cluster: cluster, deadline: deadline)
+        let runner = PipelineRunner(config: cfg, collections: collections, denylist: denylist, store: store, cluster: clusterConfig, deadline: deadline)
         runner.triggeredBy = triggeredBy ?? ProcessInfo.processInfo.environment["USER"].map { "cli:\($0)" }
         // SIGTERM/SIGINT end the night like the deadline does: nothing new, report written.
         signal(SIGTERM, SIG_IGN); signal(SIGINT, SIG_IGN)
