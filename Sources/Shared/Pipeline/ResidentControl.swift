@@ -14,6 +14,12 @@ public protocol ResidentControlling: Sendable {
     /// Returns what was done, for the log.
     func unload(_ r: ResidentService) throws -> String
     func load(_ r: ResidentService) throws -> String
+    /// Whether its model is loaded now; nil when the service cannot say (ComfyUI) or did not answer.
+    func isLoaded(_ r: ResidentService) -> Bool?
+}
+
+extension ResidentControlling {
+    public func isLoaded(_ r: ResidentService) -> Bool? { nil }
 }
 
 /// The services' own calls (service-apis.md):
@@ -90,6 +96,28 @@ public struct ResidentControl: ResidentControlling {
             return "ComfyUI loads its checkpoints with the next job"
         default:
             throw ResidentControlError(resident: r.name, action: "load", detail: "no load call for service '\(r.service)' (tabbyapi, ollama, comfyui)")
+        }
+    }
+
+    /// TabbyAPI `GET /v1/model` (503: nothing loaded; another model than `model`: not ours);
+    /// Ollama `GET /api/ps`; ComfyUI: nil.
+    public func isLoaded(_ r: ResidentService) -> Bool? {
+        guard let base = try? url(r, "probe") else { return nil }
+        let client = HTTPClient(service: r.service, options: HTTPClientOptions(connectTimeout: options.connectTimeout, totalTimeout: 10, retries: 0))
+        switch r.service.lowercased() {
+        case "tabbyapi":
+            // Model routes take the admin key as a bearer token (x-admin-key is for admin routes only).
+            let key = (try? adminHeaders(r, "probe"))?["x-admin-key"]
+            guard let resp = try? client.send(HTTPClientRequest(url: base + "/v1/model", headers: key.map { ["Authorization": "Bearer \($0)"] } ?? [:])) else { return nil }
+            if resp.status == 503 { return false }
+            guard resp.isSuccess, let id = resp.jsonValue?["id"]?.stringValue else { return nil }
+            return r.model.map { $0 == id } ?? true
+        case "ollama":
+            guard let m = r.model, let resp = try? client.send(HTTPClientRequest(url: base + "/api/ps")), resp.isSuccess,
+                  let models = resp.jsonValue?["models"]?.arrayValue else { return nil }
+            return models.contains { $0["name"]?.stringValue == m || $0["model"]?.stringValue == m }
+        default:
+            return nil
         }
     }
 

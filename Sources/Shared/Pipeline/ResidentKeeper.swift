@@ -21,10 +21,21 @@ public final class ResidentKeeper {
     public private(set) var loaded: Set<String>
     public private(set) var events: [Event] = []
     private var failedAt: [String: Double] = [:]
+    /// Unloaded by this night (what `restoreAll` loads back).
+    public private(set) var unloadedHere: Set<String> = []
 
     public init(residents: [ResidentService], releases: [ResidentRelease], control: any ResidentControlling, retryAfterS: Double = 60) {
         self.residents = residents; self.releases = releases; self.control = control; self.retryAfterS = retryAfterS
         loaded = Set(residents.map(\.name))
+    }
+
+    /// Asks each service whether its model is loaded (a night that starts after a crashed one may
+    /// find the LLM unloaded): those that say no are loaded again when a job calls them.
+    @discardableResult
+    public func probe() -> [String] {
+        let off = residents.filter { control.isLoaded($0) == false }.map(\.name)
+        loaded.subtract(off)
+        return off
     }
 
     /// One pass; returns the events of this pass (also appended to `events`).
@@ -44,7 +55,7 @@ public final class ResidentKeeper {
             if let t = failedAt[name], elapsedS - t < retryAfterS { continue }
             do {
                 let did = try unloading ? control.unload(r) : control.load(r)
-                if unloading { loaded.remove(name) } else { loaded.insert(name) }
+                if unloading { loaded.remove(name); unloadedHere.insert(name) } else { loaded.insert(name) }
                 failedAt[name] = nil
                 out.append(Event(resident: name, action: unloading ? "unload" : "load", elapsedS: elapsedS, detail: "\(did): \(reason)"))
             } catch {
@@ -56,11 +67,12 @@ public final class ResidentKeeper {
         return out
     }
 
-    /// At the night's end: loads back what this night unloaded, so the day starts as it was.
+    /// At the night's end: loads back what this night unloaded (and is still unloaded), so the day
+    /// starts as it was.
     @discardableResult
     public func restoreAll(elapsedS: Double) -> [Event] {
         var out: [Event] = []
-        for r in residents where !loaded.contains(r.name) {
+        for r in residents where !loaded.contains(r.name) && unloadedHere.contains(r.name) {
             do {
                 let did = try control.load(r)
                 loaded.insert(r.name)

@@ -94,6 +94,43 @@ final class ResidentControlTests: XCTestCase {
         XCTAssertThrowsError(try control.unload(noURL)) { XCTAssertTrue("\($0)".contains("no `url`"), "\($0)") }
     }
 
+    func testProbeSaysWhetherTheModelIsLoaded() throws {
+        let tabbyFake = FakeLLM(flavor: .tabby, apiKey: "sk-fictional-api", adminKey: "sk-fictional-admin")
+        let ollamaFake = FakeLLM(flavor: .ollama)
+        let comfyFake = FakeComfyUI()
+        let tp = try tabbyFake.start(), op = try ollamaFake.start(), cp = try comfyFake.start()
+        defer { tabbyFake.stop(); ollamaFake.stop(); comfyFake.stop() }
+        let t = tabby(port: tp, key: try keyFile("sk-fictional-admin"))
+        XCTAssertEqual(control.isLoaded(t), true)
+        XCTAssertEqual(control.isLoaded(tabby(port: tp, key: t.adminKeyFile, model: "another-model")), false, "another model is not ours")
+        XCTAssertNil(control.isLoaded(tabby(port: tp, key: nil)), "401: cannot say")
+        tabbyFake.unload()
+        XCTAssertEqual(control.isLoaded(t), false, "503 No models are currently loaded")
+        let o = ResidentService(node: "hydra-compute", service: "ollama", model: "atlas-chat:8b", gpus: [.init(gpu: 0, vram: ByteSize.GiB)],
+                                url: "http://127.0.0.1:\(op)")
+        XCTAssertEqual(control.isLoaded(o), false)
+        _ = try control.load(o)
+        XCTAssertEqual(control.isLoaded(o), true)
+        XCTAssertNil(control.isLoaded(ResidentService(node: "hydra-ai", service: "comfyui", gpus: [.init(gpu: 1, vram: ByteSize.GiB)],
+                                                      url: "http://127.0.0.1:\(cp)")))
+        tabbyFake.stop()
+        XCTAssertNil(control.isLoaded(t), "down: cannot say")
+    }
+
+    func testKeeperFindsItUnloadedAtTheStartAndLoadsItForAJob() throws {
+        let fake = FakeLLM(flavor: .tabby)
+        let port = try fake.start()
+        defer { fake.stop() }
+        fake.unload()   // a crashed night left it unloaded
+        let r = tabby(port: port, key: nil)
+        let plan = ResidentPlan.derive(stages: [StageWindow(name: "expand", startS: 0, endS: 60, jobs: 2, service: "tabbyapi", model: nil)], residents: [r])
+        let k = ResidentKeeper(residents: [r], releases: plan, control: control)
+        XCTAssertEqual(k.probe(), [r.name])
+        XCTAssertEqual(k.restoreAll(elapsedS: 0), [], "not unloaded by this night: the end does not load it")
+        XCTAssertEqual(k.tick(stagesOpen: ["expand"], activeNeeds: [("tabbyapi", nil)], elapsedS: 1).map(\.action), ["load"])
+        XCTAssertGreaterThan(fake.vramUsedBytes, 0)
+    }
+
     // MARK: the keeper: decision + call + retry, with the real client against the fake
 
     func testKeeperUnloadsAfterExpansionAndLoadsBackForALateJob() throws {
