@@ -151,6 +151,9 @@ final class PipelineIntegrationTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(unloadAt, lastExpand, "not before the last expansion finished")
         XCTAssertTrue(events[0].json("detail")?["detail"]?.stringValue?.contains("TabbyAPI unloaded its model: expand done") ?? false, "\(events[0].values)")
         XCTAssertGreaterThan(fakes.tabby.vramUsedBytes, 0, "loaded back at the end of the night")
+        let report = try String(contentsOfFile: try XCTUnwrap(reportPath(out)), encoding: .utf8)
+        XCTAssertTrue(report.contains("`tabbyapi@hydra-ai` unload: TabbyAPI unloaded its model: expand done"), report)
+        XCTAssertTrue(report.contains("`tabbyapi@hydra-ai` load: TabbyAPI loaded atlas-70b-exl2-fictional: the night is over"), report)
     }
 
     func testDenylistedPromptsAreBlockedAtPlanAndAfterExpansion() throws {

@@ -458,7 +458,7 @@ public final class PipelineRunner {
         let pending = try store.actions(states: ["awaiting_approval"]).compactMap { a in
             a.approvalID.map { ($0, a.action + (a.collection.map { " " + $0 } ?? "")) }
         }
-        return NightFacts(
+        var facts = NightFacts(
             night: night, startedAt: nightRow.map { Date(timeIntervalSince1970: $0.startedAt) } ?? started, endedAt: clock.now(),
             deadline: deadline, stoppedAtDeadline: stopped, thresholds: config.gates,
             collections: collections.map { .init(name: $0.name, target: $0.target, approvedTotal: approved[$0.name] ?? 0) },
@@ -472,6 +472,14 @@ public final class PipelineRunner {
                 case .delete: return config.approvals.needsApproval("delete_assets") ? "quarantined until deletion is approved" : "deleted"
                 }
             }())
+        facts.residentEvents = try store.db.exec("""
+            SELECT extract(epoch from at) AS at, target, action, detail FROM audit_log
+            WHERE action LIKE 'resident\\_%' AND detail->>'night' = $1 ORDER BY at, id
+            """, [night]).all.map { r in
+            (Date(timeIntervalSince1970: r.double("at") ?? 0), r["target"] ?? "?", String((r["action"] ?? "").dropFirst("resident_".count)),
+             r.json("detail")?["detail"]?.stringValue ?? "")
+        }
+        return facts
     }
 
     func writeReport(started: Date, stopped: Bool) throws -> String {

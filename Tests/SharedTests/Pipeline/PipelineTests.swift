@@ -259,6 +259,17 @@ final class OvernightReportTests: XCTestCase {
         XCTAssertTrue(OvernightReport.render(facts(stopped: true), timeZone: TimeZone(identifier: "UTC")!).contains("**stopped at the deadline**, 4 image(s) carried"))
     }
 
+    func testReportListsResidentUnloadsAndLoads() {
+        var f = facts()
+        XCTAssertFalse(OvernightReport.render(f, timeZone: TimeZone(identifier: "UTC")!).contains("Resident services:"))
+        let t = ISO8601DateFormatter().date(from: "2031-03-01T22:31:00Z")!
+        f.residentEvents = [(t, "tabbyapi@hydra-ai", "unload", "TabbyAPI unloaded its model: expand done"),
+                            (t.addingTimeInterval(7 * 3600), "tabbyapi@hydra-ai", "load_failed", "connection refused | retry")]
+        let r = OvernightReport.render(f, timeZone: TimeZone(identifier: "UTC")!)
+        XCTAssertTrue(r.contains("Resident services:\n\n- 2031-03-01 22:31 `tabbyapi@hydra-ai` unload: TabbyAPI unloaded its model: expand done\n"), r)
+        XCTAssertTrue(r.contains("- 2031-03-02 05:31 `tabbyapi@hydra-ai` load failed: connection refused \\| retry"), r)
+    }
+
     func testHistogramMarksTheThreshold() {
         let h = OvernightReport.histogram("aesthetic", [6.6, 6.7, 2.0], lower: 1, upper: 10, bins: 9, threshold: 6.5)
         XCTAssertEqual(h[0], "aesthetic (n=3)")
