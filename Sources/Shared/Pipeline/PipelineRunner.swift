@@ -160,11 +160,11 @@ public final class PipelineRunner {
             let stages = planned?.groups.map {
                 StageWindow(name: $0.name, startS: 0, endS: 0, jobs: $0.count, service: $0.service ?? KindDefaults.services(kind: $0.kind).first, model: $0.model)
             } ?? []
-            let plan = releases ?? ResidentPlan.derive(stages: stages, residents: config.residents)
-            let keeper = ResidentKeeper(residents: config.residents, releases: plan, control: residentControl)
+            let releasePlan = releases ?? ResidentPlan.derive(stages: stages, residents: config.residents)
+            let keeper = ResidentKeeper(residents: config.residents, releases: releasePlan, control: residentControl)
             for name in keeper.probe() { log.warning("resident is not loaded at the start of the night; loaded when a job calls it", [("resident", name)]) }
             residentKeeper = keeper
-            for r in plan { log.info("resident plan", [("resident", r.resident), ("unload_at_s", r.untilS.map { String(Int($0)) } ?? "never"), ("reason", r.reason)]) }
+            for r in releasePlan { log.info("resident plan", [("resident", r.resident), ("unload_at_s", r.untilS.map { String(Int($0)) } ?? "never"), ("reason", r.reason)]) }
         }
         try store.setForecast(night, plan: .object(["notes": .array(plan.notes.map { .string($0) }),
                                                     "tasks": .number(Double(plan.runnable.count)), "images": .number(Double(plan.images))]),
