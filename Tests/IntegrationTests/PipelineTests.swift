@@ -11,11 +11,12 @@ final class PipelineIntegrationTests: XCTestCase {
     var cluster: Cluster!
     var fakes: FakeCluster!
     var work: URL { cluster.dir }
+    var ports: [String: Int] = [:]
 
     func start(latencyMs: Int = 0) throws {
         cluster = try Cluster()
         fakes = FakeCluster(settings: FakeSettings(latencyMs: latencyMs), imageRoot: cluster.dir.path)
-        let ports = try fakes.start(basePort: 0)
+        ports = try fakes.start(basePort: 0)
         let services: [String: String] = [
             "hydra-ai": "services_endpoints: {tabbyapi: {url: \"http://127.0.0.1:\(ports["tabbyapi"]!)\"}}",
             "hydra-compute": "services_endpoints: {comfyui: {url: \"http://127.0.0.1:\(ports["comfyui"]!)\"}, ollama: {url: \"http://127.0.0.1:\(ports["ollama"]!)\"}}",
@@ -123,6 +124,39 @@ final class PipelineIntegrationTests: XCTestCase {
         XCTAssertTrue(report.contains("| jobs | 30 | 30 |"), report)
         XCTAssertTrue(report.contains("face similarity (n=4)"), report)
         XCTAssertTrue(report.contains("hydra-compute"), report)
+    }
+
+    /// `residents:`: the runner unloads the LLM through TabbyAPI's API once expansion is done and
+    /// no job calls it, records it, and loads it back when the night ends.
+    func testResidentLLMUnloadedAfterExpansionAndRestoredAtTheEnd() throws {
+        try start()
+        let port = try XCTUnwrap(ports["tabbyapi"])
+        let cfg = try writeNight(queue: """
+        collections:
+          - {name: glass-orchard, target: 4, style: "still life, glass fruit", ideas: ["a glass pear", "a glass plum"]}
+        """, extra: """
+        residents:
+          - {service: tabbyapi, node: hydra-ai, model: atlas-70b-exl2-fictional, gpus: [{gpu: 0, vram: 20GiB}], url: "http://127.0.0.1:\(port)"}
+        """)
+        let dry = try cluster.hydra(["pipeline", "run", "--config", cfg, "--dry-run"])
+        XCTAssertEqual(dry.status, 0, dry.stderr)
+        XCTAssertTrue(dry.stdout.contains("tabbyapi@hydra-ai atlas-70b-exl2-fictional (GPU 0 20.0 GiB): unload at +"), dry.stdout)
+        XCTAssertTrue(dry.stdout.contains("after expand"), dry.stdout)
+        XCTAssertGreaterThan(fakes.tabby.vramUsedBytes, 0)
+
+        let out = try cluster.hydra(["pipeline", "run", "--config", cfg])
+        XCTAssertEqual(out.status, 0, out.stderr + cluster.logs())
+        let db0 = try db()
+        let events = try db0.exec("SELECT action, extract(epoch from at) AS at, detail FROM audit_log WHERE target = 'tabbyapi@hydra-ai' ORDER BY at").all
+        XCTAssertEqual(events.map { $0["action"] ?? "" }, ["resident_unload", "resident_load"], "\(events.map(\.values))")
+        let unloadAt = try XCTUnwrap(events.first?.double("at"))
+        let lastExpand = try XCTUnwrap(try db0.exec("SELECT max(extract(epoch from finished_at)) AS t FROM jobs WHERE kind = 'llm'")[0].double("t"))
+        XCTAssertGreaterThanOrEqual(unloadAt, lastExpand, "not before the last expansion finished")
+        XCTAssertTrue(events[0].json("detail")?["detail"]?.stringValue?.contains("TabbyAPI unloaded its model: expand done") ?? false, "\(events[0].values)")
+        XCTAssertGreaterThan(fakes.tabby.vramUsedBytes, 0, "loaded back at the end of the night")
+        let report = try String(contentsOfFile: try XCTUnwrap(reportPath(out)), encoding: .utf8)
+        XCTAssertTrue(report.contains("`tabbyapi@hydra-ai` unload: TabbyAPI unloaded its model: expand done"), report)
+        XCTAssertTrue(report.contains("`tabbyapi@hydra-ai` load: TabbyAPI loaded atlas-70b-exl2-fictional: the night is over"), report)
     }
 
     func testDenylistedPromptsAreBlockedAtPlanAndAfterExpansion() throws {

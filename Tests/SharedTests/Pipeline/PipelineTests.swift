@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 @testable import HydraCore
 @testable import HydraStore
+@testable import HydraPipeline
 
 final class QualityGateTests: XCTestCase {
     let t = GateThresholds()   // 6.5 / 70 / 0.7
@@ -187,6 +188,33 @@ final class PipelineConfigTests: XCTestCase {
         let c = try PipelineConfig.load(path: root.appendingPathComponent("deploy/pipeline/pipeline.yaml").path)
         XCTAssertEqual(try GenerationQueue.load(path: c.queueFile).count, 3)
         XCTAssertEqual(try Denylist.load(path: c.denylistFile!).entries.count, 2)
+        XCTAssertEqual(c.residents.map(\.name), ["tabbyapi@hydra-ai"])
+        XCTAssertNil(c.residents[0].url, "the shipped example forecasts only")
+    }
+
+    /// The shipped night on the reference cluster with ComfyUI on hydra-ai: the 70B unloads when
+    /// expansion ends, and the forecast with the unload is shorter than keeping it; the dry run's lines say so.
+    func testShippedNightForecastWithTheResidentPlan() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let c = try PipelineConfig.load(path: root.appendingPathComponent("deploy/pipeline/pipeline.yaml").path)
+        let cluster = try ClusterConfig.load(path: root.appendingPathComponent("deploy/cluster-comfyui-on-ai.yaml").path)
+        let plan = PipelineRunner.plan(collections: try GenerationQueue.load(path: c.queueFile), progress: [:], config: c,
+                                       denylist: try Denylist.load(path: c.denylistFile!))
+        let n = try XCTUnwrap(try PipelineForecast.night(tasks: plan.tasks, config: c, cluster: cluster))
+        let p = try XCTUnwrap(n.residents)
+        let expand = try XCTUnwrap(n.stages.first { $0.name == "expand" })
+        XCTAssertEqual(p.releases[0].untilS, expand.endS)
+        XCTAssertLessThan(p.report.makespanS, 0.9 * p.kept.makespanS)
+        let start = ISO8601DateFormatter().date(from: "2031-03-01T22:00:00Z")!
+        let utc = TimeZone(identifier: "UTC")!
+        let lines = PipelineForecast.render(n, start: start, deadline: start.addingTimeInterval(8 * 3600), residents: c.residents, timeZone: utc)
+        let text = lines.joined(separator: "\n")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("  expand ") && $0.contains("+0s (22:00)") }, text)
+        XCTAssertTrue(text.contains("tabbyapi@hydra-ai llama-3.3-70b-exl2 (GPU 0 24.0 GiB + GPU 1 12.0 GiB): unload at +\(ResidentPlan.clock(expand.endS))"), text)
+        XCTAssertTrue(text.contains("total: \(ResidentPlan.clock(p.report.makespanS)) with the unloads, \(ResidentPlan.clock(p.kept.makespanS)) keeping"), text)
+        XCTAssertTrue(text.contains("deadline 06:00 (in 8h00m): the forecast ends"), text)
+        let late = PipelineForecast.render(n, start: start, deadline: start.addingTimeInterval(60), residents: c.residents, timeZone: utc)
+        XCTAssertTrue(late.contains { $0.hasPrefix("warning: the forecast ends after the deadline 22:01") }, late.joined(separator: "\n"))
     }
 }
 
@@ -231,6 +259,17 @@ final class OvernightReportTests: XCTestCase {
         XCTAssertTrue(r.contains("`hydra approve abc`"))
         XCTAssertTrue(r.contains("finished before the deadline"))
         XCTAssertTrue(OvernightReport.render(facts(stopped: true), timeZone: TimeZone(identifier: "UTC")!).contains("**stopped at the deadline**, 4 image(s) carried"))
+    }
+
+    func testReportListsResidentUnloadsAndLoads() {
+        var f = facts()
+        XCTAssertFalse(OvernightReport.render(f, timeZone: TimeZone(identifier: "UTC")!).contains("Resident services:"))
+        let t = ISO8601DateFormatter().date(from: "2031-03-01T22:31:00Z")!
+        f.residentEvents = [(t, "tabbyapi@hydra-ai", "unload", "TabbyAPI unloaded its model: expand done"),
+                            (t.addingTimeInterval(7 * 3600), "tabbyapi@hydra-ai", "load_failed", "connection refused | retry")]
+        let r = OvernightReport.render(f, timeZone: TimeZone(identifier: "UTC")!)
+        XCTAssertTrue(r.contains("Resident services:\n\n- 2031-03-01 22:31 `tabbyapi@hydra-ai` unload: TabbyAPI unloaded its model: expand done\n"), r)
+        XCTAssertTrue(r.contains("- 2031-03-02 05:31 `tabbyapi@hydra-ai` load failed: connection refused \\| retry"), r)
     }
 
     func testHistogramMarksTheThreshold() {

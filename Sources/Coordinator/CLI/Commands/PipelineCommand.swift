@@ -27,6 +27,7 @@ struct PipelineRunCommand: ParsableCommand {
     @Option(help: "Stop submitting at HH:MM (next such time), HH:MM:SS, or an ISO-8601 time (default: the config's night end).")
     var until: String?
     @Flag(name: .customLong("dry-run"), help: "Print the plan and the simulator's forecast; submit nothing.") var dryRun = false
+    @Option(help: "Cluster YAML for the forecast (default: the config's cluster:, else $HYDRA_CLUSTER).") var cluster: String?
     @Option(name: .customLong("triggered-by"), help: "Who started the night (recorded; set by the HTTP trigger).") var triggeredBy: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
 
@@ -46,14 +47,14 @@ struct PipelineRunCommand: ParsableCommand {
             }
             deadline = d
         }
-        var cluster: ClusterConfig?
-        if let path = cfg.clusterFile ?? ProcessInfo.processInfo.environment["HYDRA_CLUSTER"] {
-            do { cluster = try ClusterConfig.load(path: path) } catch { invalid("\(error)") }
+        var clusterConfig: ClusterConfig?
+        if let path = cluster ?? cfg.clusterFile ?? ProcessInfo.processInfo.environment["HYDRA_CLUSTER"] {
+            do { clusterConfig = try ClusterConfig.load(path: path) } catch { invalid("\(error)") }
         }
-        if dryRun { return dryRunPlan(cfg, collections, denylist, cluster, deadline) }
+        if dryRun { return dryRunPlan(cfg, collections, denylist, clusterConfig, deadline) }
 
         let store = PipelineStore(jobs: try conn.store())
-        let runner = PipelineRunner(config: cfg, collections: collections, denylist: denylist, store: store, cluster: cluster, deadline: deadline)
+        let runner = PipelineRunner(config: cfg, collections: collections, denylist: denylist, store: store, cluster: clusterConfig, deadline: deadline)
         runner.triggeredBy = triggeredBy ?? ProcessInfo.processInfo.environment["USER"].map { "cli:\($0)" }
         // SIGTERM/SIGINT end the night like the deadline does: nothing new, report written.
         signal(SIGTERM, SIG_IGN); signal(SIGINT, SIG_IGN)
@@ -90,11 +91,8 @@ struct PipelineRunCommand: ParsableCommand {
         }
         guard let cluster else { print("forecast: none (set `cluster:` in the config or HYDRA_CLUSTER)"); return }
         do {
-            if let (f, report) = try PipelineForecast.forecast(tasks: plan.tasks, config: cfg, cluster: cluster) {
-                print("forecast (hydra simulate, policy hydra): \(f.jobs) jobs, makespan \(SimulateCommand.duration(f.makespanS)), "
-                      + "lower bound \(SimulateCommand.duration(f.lowerBoundS))")
-                for g in report.gpus { print(String(format: "  %@/%d %@ busy %.0f %%", g.node, g.index, g.name, g.busyFraction * 100)) }
-                if Date().addingTimeInterval(f.makespanS) > deadline { print("warning: the forecast ends after the deadline") }
+            if let n = try PipelineForecast.night(tasks: plan.tasks, config: cfg, cluster: cluster) {
+                for line in PipelineForecast.render(n, start: Date(), deadline: deadline, residents: cfg.residents) { print(line) }
             } else { print("forecast: nothing to run") }
         } catch { print("forecast failed: \(error)") }
     }

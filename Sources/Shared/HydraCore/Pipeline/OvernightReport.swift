@@ -56,6 +56,8 @@ public struct NightFacts: Sendable, Equatable {
     public var carriedImages: Int
     public var pendingApprovals: [(id: String, title: String)]
     public var rejectsPolicy: String
+    /// Resident services unloaded or loaded during the night (audit_log `resident_*`).
+    public var residentEvents: [(at: Date, resident: String, action: String, detail: String)] = []
 
     public init(night: String, startedAt: Date, endedAt: Date, deadline: Date, stoppedAtDeadline: Bool, thresholds: GateThresholds,
                 collections: [CollectionLine], withReference: Set<String>, outcomes: [ImageOutcomeRow], blocked: [TaskRecord],
@@ -190,6 +192,14 @@ public enum OvernightReport {
             o.append("No forecast (no cluster file: set `cluster:` in the pipeline config or HYDRA_CLUSTER).")
         }
         o.append("")
+        if !f.residentEvents.isEmpty {
+            o.append("Resident services:")
+            o.append("")
+            for e in f.residentEvents {
+                o.append("- \(clock(e.at, timeZone)) `\(e.resident)` \(e.action.replacingOccurrences(of: "_", with: " ")): \(cell(e.detail))")
+            }
+            o.append("")
+        }
 
         o.append("## Recommendations")
         o.append("")

@@ -108,10 +108,12 @@ public struct PipelineConfig: Sendable, Equatable {
     public var drainS: Double
     /// Cluster YAML for the forecast; nil: $HYDRA_CLUSTER.
     public var clusterFile: String?
+    /// Services holding a model on GPUs between jobs, planned with the night (`residents:`).
+    public var residents: [ResidentService] = []
 
     static let keys: Set<String> = ["queue", "assets_dir", "reports_dir", "outputs_dir", "rejects", "quarantine_dir", "gates", "variations_per_task",
                                     "max_images_per_night", "night", "denylist", "approvals", "workflow", "expansion", "jobs",
-                                    "forecast", "poll_interval_s", "drain_s", "cluster"]
+                                    "forecast", "poll_interval_s", "drain_s", "cluster", "residents"]
 
     /// The agent's default `--output-dir`.
     public static let defaultOutputsDir = "/var/lib/hydra/outputs"
@@ -216,7 +218,7 @@ public struct PipelineConfig: Sendable, Equatable {
             forecast.imageS = try f.optionalDouble("image_s", range: 0.001...86_400) ?? forecast.imageS
             forecast.scoreS = try f.optionalDouble("score_s", range: 0.001...86_400) ?? forecast.scoreS
         }
-        return PipelineConfig(
+        var config = PipelineConfig(
             file: file, queueFile: queue, assetsDir: assets, reportsDir: reports, outputsDirs: outputs, rejects: rejects, gates: gates,
             variationsPerTask: try r.int("variations_per_task", default: 4, range: 1...64),
             maxImagesPerNight: try r.int("max_images_per_night", default: 600, range: 1...1_000_000),
@@ -225,6 +227,47 @@ public struct PipelineConfig: Sendable, Equatable {
             pollIntervalS: try r.optionalDouble("poll_interval_s", range: 0.05...600) ?? 2,
             drainS: try r.optionalDouble("drain_s", range: 0...86_400) ?? 300,
             clusterFile: try r.string("cluster").map(resolve))
+        config.residents = try residents(r, resolve: resolve)
+        return config
+    }
+
+    /// `residents: [{service, node, model?, gpus: [{gpu, vram}], url?, admin_key_file?, unload: after_use|never}]`.
+    static func residents(_ r: FieldReader, resolve: (String) -> String) throws -> [ResidentService] {
+        guard let v = r.object["residents"], v != .null else { return [] }
+        guard let list = v.arrayValue else { throw r.error("residents", "expected a list of resident services") }
+        var out: [ResidentService] = []
+        for (i, item) in list.enumerated() {
+            let e = try FieldReader(item, file: r.file, at: FieldReader.join(r.at, "residents[\(i)]"),
+                                    known: ["name", "service", "node", "model", "gpus", "url", "admin_key_file", "unload"])
+            let service = try e.requiredString("service").lowercased()
+            guard ["tabbyapi", "ollama", "comfyui"].contains(service) else {
+                throw e.error("service", "'\(service)' is not tabbyapi, ollama or comfyui (the services Hydra can unload)")
+            }
+            let model = try e.string("model")
+            if service == "ollama" && model == nil { throw e.error("model", "Ollama residents need the model to unload and load") }
+            guard let gl = e.object["gpus"]?.arrayValue, !gl.isEmpty else { throw e.error("gpus", "expected a list of {gpu: N, vram: SIZE}") }
+            var shares: [ResidentService.Share] = []
+            for (j, g) in gl.enumerated() {
+                let s = try FieldReader(g, file: r.file, at: FieldReader.join(e.at, "gpus[\(j)]"), known: ["gpu", "vram"])
+                guard let idx = try s.optionalInt("gpu", range: 0...63) else { throw s.error("gpu", "required field 'gpu' is missing") }
+                guard let bytes = try s.bytes("vram"), bytes > 0 else { throw s.error("vram", "required: the VRAM it holds on that GPU, e.g. 24GiB") }
+                shares.append(.init(gpu: idx, vram: bytes))
+            }
+            let url = try e.string("url")
+            if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) { throw e.error("url", "'\(url)' is not an http:// or https:// URL") }
+            let releasable: Bool
+            switch try e.string("unload") ?? "after_use" {
+            case "after_use": releasable = true
+            case "never": releasable = false
+            case let other: throw e.error("unload", "'\(other)' is neither after_use nor never")
+            }
+            let node = try e.requiredString("node")
+            let res = ResidentService(name: try e.string("name"), node: node, service: service, model: model, gpus: shares, url: url,
+                                      adminKeyFile: try e.string("admin_key_file").map(resolve), releasable: releasable)
+            if out.contains(where: { $0.name == res.name }) { throw e.error("name", "'\(res.name)' is listed twice (give each a name)") }
+            out.append(res)
+        }
+        return out
     }
 }
 

@@ -53,6 +53,10 @@ public final class PipelineRunner {
     let log = Log(component: "pipeline")
     /// Set from a signal handler thread; read by the loop.
     private let stop = Atomic<Bool>(false)
+    /// Unloads and loads the configured resident services (`residents:`); replaceable in tests.
+    public var residentControl: any ResidentControlling = ResidentControl()
+    /// Created with the night's plan when `residents:` is configured.
+    public private(set) var residentKeeper: ResidentKeeper?
     /// Paths from results or actions that named something outside the runner's directories, refused this run.
     public private(set) var refusedPaths = 0
     /// Image files (results name them) are taken only from the agents' output directories.
@@ -98,6 +102,7 @@ public final class PipelineRunner {
             try store.heartbeat(night)
 
             let tasksNow = try store.activeTasks(), imagesNow = try store.activeImages()
+            try tendResidents(tasks: tasksNow, images: imagesNow, started: started)
             let running = try store.actions(states: ["running"])
             let unfinished = !tasksNow.isEmpty || imagesNow.contains { !$0.phase.isTerminal } || !running.isEmpty
             if !unfinished { break }
@@ -117,6 +122,7 @@ public final class PipelineRunner {
             clock.sleep(seconds: config.pollIntervalS)
         }
         try proposeDeletion()
+        if let k = residentKeeper { try record(k.restoreAll(elapsedS: clock.now().timeIntervalSince(started))) }
         let stillOpen = try store.carriedCount()
         let state = stillOpen > 0 ? "stopped" : "done"
         let path = try writeReport(started: started, stopped: state == "stopped")
@@ -144,12 +150,46 @@ public final class PipelineRunner {
         }
         try submit(jobs, stage: "expand")
         var forecast: JSONValue?
-        if let cluster, let (f, _) = try? PipelineForecast.forecast(tasks: plan.tasks, config: config, cluster: cluster) {
+        var releases: [ResidentRelease]?
+        if let cluster, let n = try? PipelineForecast.night(tasks: plan.tasks, config: config, cluster: cluster) {
+            let report = n.residents?.report ?? n.report
+            let f = NightFacts.Forecast(makespanS: report.makespanS, jobs: report.jobs, images: n.images, lowerBoundS: report.lowerBoundS)
             forecast = try JSONCoding.decode(JSONValue.self, from: try JSONCoding.encodeString(f))
+            releases = n.residents?.releases
+        }
+        if !config.residents.isEmpty {
+            // Without a forecast the plan still knows which stages need which resident (times unknown).
+            let planned: Workload? = try PipelineForecast.workload(tasks: plan.tasks, config: config)
+            let stages = planned?.groups.map {
+                StageWindow(name: $0.name, startS: 0, endS: 0, jobs: $0.count, service: $0.service ?? KindDefaults.services(kind: $0.kind).first, model: $0.model)
+            } ?? []
+            let releasePlan = releases ?? ResidentPlan.derive(stages: stages, residents: config.residents)
+            let keeper = ResidentKeeper(residents: config.residents, releases: releasePlan, control: residentControl)
+            for name in keeper.probe() { log.warning("resident is not loaded at the start of the night; loaded when a job calls it", [("resident", name)]) }
+            residentKeeper = keeper
+            for r in releasePlan { log.info("resident plan", [("resident", r.resident), ("unload_at_s", r.untilS.map { String(Int($0)) } ?? "never"), ("reason", r.reason)]) }
         }
         try store.setForecast(night, plan: .object(["notes": .array(plan.notes.map { .string($0) }),
                                                     "tasks": .number(Double(plan.runnable.count)), "images": .number(Double(plan.images))]),
                               forecast: forecast)
+    }
+
+    /// Unloads a resident whose stages are done and that no active job calls; loads one back that a job needs.
+    func tendResidents(tasks: [TaskRecord], images: [ImageRecord], started: Date) throws {
+        guard let k = residentKeeper else { return }
+        let events = k.tick(stagesOpen: ResidentKeeper.openStages(tasks: tasks, images: images), activeNeeds: try store.activeServiceNeeds(),
+                            elapsedS: clock.now().timeIntervalSince(started))
+        try record(events)
+    }
+
+    /// Each unload or load in the log and in `audit_log` (`resident_unload`, `resident_load`, `…_failed`).
+    func record(_ events: [ResidentKeeper.Event]) throws {
+        for e in events {
+            let fields = [("resident", e.resident), ("at_s", String(Int(e.elapsedS))), ("detail", e.detail)]
+            if e.action.hasSuffix("_failed") { log.error("resident \(e.action)", fields) } else { log.info("resident \(e.action)", fields) }
+            try store.jobs.audit(actor: "pipeline", action: "resident_\(e.action)", target: e.resident,
+                                 detail: .object(["night": .string(night), "elapsed_s": .number(e.elapsedS.rounded()), "detail": .string(e.detail)]))
+        }
     }
 
     /// One batch per tick and stage, so `hydra status` shows the night's progress by stage.
@@ -421,7 +461,7 @@ public final class PipelineRunner {
         let pending = try store.actions(states: ["awaiting_approval"]).compactMap { a in
             a.approvalID.map { ($0, a.action + (a.collection.map { " " + $0 } ?? "")) }
         }
-        return NightFacts(
+        var facts = NightFacts(
             night: night, startedAt: nightRow.map { Date(timeIntervalSince1970: $0.startedAt) } ?? started, endedAt: clock.now(),
             deadline: deadline, stoppedAtDeadline: stopped, thresholds: config.gates,
             collections: collections.map { .init(name: $0.name, target: $0.target, approvedTotal: approved[$0.name] ?? 0) },
@@ -435,6 +475,14 @@ public final class PipelineRunner {
                 case .delete: return config.approvals.needsApproval("delete_assets") ? "quarantined until deletion is approved" : "deleted"
                 }
             }())
+        facts.residentEvents = try store.db.exec("""
+            SELECT extract(epoch from at) AS at, target, action, detail FROM audit_log
+            WHERE action LIKE 'resident\\_%' AND detail->>'night' = $1 ORDER BY at, id
+            """, [night]).all.map { r in
+            (Date(timeIntervalSince1970: r.double("at") ?? 0), r["target"] ?? "?", String((r["action"] ?? "").dropFirst("resident_".count)),
+             r.json("detail")?["detail"]?.stringValue ?? "")
+        }
+        return facts
     }
 
     func writeReport(started: Date, stopped: Bool) throws -> String {
