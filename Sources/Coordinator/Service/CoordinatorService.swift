@@ -491,9 +491,16 @@ public final class CoordinatorService: BlockingService {
         let active = state.activeJobs()
         let t0 = Date()
         let snap = snapshot(nodes: nodes, active: active, now: t0)
+        var held: [String: Int] = [:]
+        for j in active { if let n = j.node { held[n, default: 0] += 1 } }
+        let nowEpoch = t0.timeIntervalSince1970
+        let capacity = Dictionary(nodes.map { ($0.name, state.nodeLimit($0.name, capacity: max(0, $0.beat.capacity), now: nowEpoch)) },
+                                  uniquingKeysWith: { a, _ in a })
         // Reason texts are for people: written about once a second, not on every pass a result triggers.
-        let result = Router.place(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
-                                  explain: explain)
+        // (Queued envelopes keep their lease while they are verifiably in the stream: `renewQueuedLeases`.)
+        let plan = Dispatcher.plan(.init(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
+                                         explain: explain, held: held, capacity: capacity))
+        let result = plan.router, assignments = plan.assignments
         metrics.routerPass(seconds: Date().timeIntervalSince(t0), pending: result.pending)
         if Log.level <= .debug {
             for a in result.assignments {
@@ -503,44 +510,8 @@ public final class CoordinatorService: BlockingService {
                                      ("used", snap.nodes.flatMap { $0.gpus.map { ByteSize.format($0.usedBytes ?? 0) } }.joined(separator: "/"))])
             }
         }
-        // Backpressure: a node never holds more jobs than its agent reads ahead (its heartbeat's capacity)
-        // plus what it finished in the last half lease. A job queued beyond that would wait in the stream
-        // longer than its lease at the node's pace, and run out while the node is healthy; it waits here
-        // instead and goes wherever room frees first. (Queued envelopes also keep their lease while they
-        // are verifiably in the stream: `renewQueuedLeases`.)
-        var held: [String: Int] = [:]
-        for j in active { if let n = j.node { held[n, default: 0] += 1 } }
-        let nowEpoch = t0.timeIntervalSince1970
-        let capacity = Dictionary(nodes.map { ($0.name, state.nodeLimit($0.name, capacity: max(0, $0.beat.capacity), now: nowEpoch)) },
-                                  uniquingKeysWith: { a, _ in a })
-        var assignments: [Assignment] = []
-        var full: [String: String] = [:]
-        for a in result.assignments {
-            let cap = capacity[a.node] ?? 0
-            if held[a.node, default: 0] < cap {
-                held[a.node, default: 0] += 1
-                assignments.append(a)
-            } else {
-                full[a.jobID] = "\(a.node) already holds \(cap) jobs, as many as it reads ahead (--prefetch) and finishes in half a lease"
-            }
-        }
-        if !full.isEmpty { metrics.registry.add("hydra_placements_deferred_total", [], Double(full.count)) }
-        if explain {
-            // Each reason written is a row version; a batch of 20,000 short jobs would rewrite every row once
-            // just to say "all CPU slots busy" for a fraction of a second. Reasons are for jobs that wait: those
-            // pending at least a second, and the first 1,000 of them in queue order.
-            let submitted = Dictionary(pending.map { ($0.id, $0.submittedAt) }, uniquingKeysWith: { a, _ in a })
-            var reasons: [String: String] = [:]
-            for r in result.pending where reasons.count < 1000 {
-                if let s = submitted[r.jobID], t0.timeIntervalSince(s) < 1 { continue }
-                reasons[r.jobID] = r.message
-            }
-            for (id, why) in full where reasons.count < 1000 {
-                if let s = submitted[id], t0.timeIntervalSince(s) < 1 { continue }
-                reasons[id] = why
-            }
-            try store.setPendingReasons(reasons)
-        }
+        if !plan.deferred.isEmpty { metrics.registry.add("hydra_placements_deferred_total", [], Double(plan.deferred.count)) }
+        if explain { try store.setPendingReasons(plan.reasons) }
         if assignments.isEmpty { return false }
         var models: [String: String] = [:]
         for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }

@@ -1,0 +1,48 @@
+import XCTest
+@testable import HydraCore
+@testable import HydraCoordinator
+
+/// `Dispatcher.plan`: the router's choice, then the nodes' backpressure, then the reasons to write.
+final class DispatcherTests: XCTestCase {
+    var config: ClusterConfig!
+    override func setUpWithError() throws { config = try RT.referenceConfig() }
+
+    func inputs(_ jobs: [RouterJob], held: [String: Int] = [:], capacity: [String: Int], explain: Bool = true,
+                now: Date = RT.t0.addingTimeInterval(5)) -> Dispatcher.Inputs {
+        Dispatcher.Inputs(pending: jobs, snapshot: RT.snapshot(config), stats: .empty, now: now, policy: .hydra,
+                          explain: explain, held: held, capacity: capacity)
+    }
+
+    func testANodeNeverHoldsMoreThanItMayAndTheRestWaitWithAReason() {
+        let jobs = (0..<6).map { RT.job("c\($0)", kind: "sleep", vram: 1, constraints: ["node": "hydra-ai"]) }
+        let p = Dispatcher.plan(inputs(jobs, held: ["hydra-ai": 1], capacity: ["hydra-ai": 3]))
+        let placedByRouter = p.router.assignments.filter { $0.node == "hydra-ai" }.count
+        XCTAssertGreaterThan(placedByRouter, 2, "the router must offer more than the node may take for this test to mean anything")
+        XCTAssertEqual(p.assignments.count, 2, "1 held + 2 new = the node's capacity of 3")
+        XCTAssertEqual(p.deferred.count, placedByRouter - 2)
+        for (id, why) in p.deferred {
+            XCTAssertFalse(p.assignments.contains { $0.jobID == id })
+            XCTAssertTrue(why.contains("already holds 3 jobs"), why)
+            XCTAssertEqual(p.reasons[id], why, "a deferred job's reason says why")
+        }
+    }
+
+    func testANodeWithoutAHeartbeatTakesNothing() {
+        let p = Dispatcher.plan(inputs([RT.job("a", kind: "sleep", vram: 1, constraints: ["node": "hydra-ai"])], capacity: [:]))
+        XCTAssertEqual(p.router.assignments.count, 1)
+        XCTAssertTrue(p.assignments.isEmpty)
+        XCTAssertEqual(p.deferred.count, p.router.assignments.count)
+    }
+
+    func testReasonsOnlyWhenExplainingAndOnlyForJobsThatWaited() {
+        // 40 GiB fits no GPU of the reference cluster: the job waits with a reason.
+        let old = RT.job("old", vram: 40, at: 0), fresh = RT.job("fresh", vram: 40, at: 4.5)
+        let p = Dispatcher.plan(inputs([old, fresh], capacity: [:]))
+        XCTAssertNotNil(p.reasons["old"])
+        XCTAssertNil(p.reasons["fresh"], "half a second of waiting needs no row version")
+        XCTAssertTrue(Dispatcher.plan(inputs([old, fresh], capacity: [:], explain: false)).reasons.isEmpty)
+        var many = inputs((0..<30).map { RT.job("j\($0)", vram: 40) }, capacity: [:])
+        many.maxReasons = 7
+        XCTAssertEqual(Dispatcher.plan(many).reasons.count, 7)
+    }
+}
