@@ -17,15 +17,14 @@ public struct CoordinatorSettings: Sendable {
     /// A node silent this long is dead: its jobs are requeued.
     public var nodeTimeoutSeconds: Double = 5
     public var policy: RouterPolicy = .hydra
-    /// After this long a started job's VRAM is taken to show in the live reading even if
-    /// its process was not recognised in the compute-apps list.
-    public var settleSeconds: Double = 20
     /// A leader that has not renewed its lease for this long is replaced (`Leadership`); it stops by itself too.
     public var leaderTTLSeconds: Double = 5
     /// Names this coordinator in the leadership row (host and pid).
     public var holder: String = "\(ProcessInfo.processInfo.hostName)/\(getpid())"
-    public init(redis: RedisEndpoint, databaseURL: String, cluster: ClusterConfig? = nil, leaseSeconds: Double = 10, resultBlockMillis: Int = 100, placementBatch: Int = 5000, envelopeTTLSeconds: Double = 900, keys: SigningKeys? = nil, nodeTimeoutSeconds: Double = 5, policy: RouterPolicy = .hydra, settleSeconds: Double = 20, leaderTTLSeconds: Double = 5, holder: String = "\(ProcessInfo.processInfo.hostName)/\(getpid())") {
-        self.redis = redis; self.databaseURL = databaseURL; self.cluster = cluster; self.leaseSeconds = leaseSeconds; self.resultBlockMillis = resultBlockMillis; self.placementBatch = placementBatch; self.envelopeTTLSeconds = envelopeTTLSeconds; self.keys = keys; self.nodeTimeoutSeconds = nodeTimeoutSeconds; self.policy = policy; self.settleSeconds = settleSeconds; self.leaderTTLSeconds = leaderTTLSeconds; self.holder = holder
+    public init(redis: RedisEndpoint, databaseURL: String, cluster: ClusterConfig? = nil, leaseSeconds: Double = 10,
+                keys: SigningKeys? = nil, nodeTimeoutSeconds: Double = 5, policy: RouterPolicy = .hydra) {
+        self.redis = redis; self.databaseURL = databaseURL; self.cluster = cluster; self.leaseSeconds = leaseSeconds
+        self.keys = keys; self.nodeTimeoutSeconds = nodeTimeoutSeconds; self.policy = policy
     }
 }
 
@@ -465,7 +464,7 @@ public final class CoordinatorService: BlockingService {
             guard let node = j.node else { return nil }
             let started = j.startedAt.map { Date(timeIntervalSince1970: $0) }
             let visible = processes[node]?.contains("hydra-job-\(j.id)") == true
-                || (started.map { now.timeIntervalSince($0) > settings.settleSeconds } ?? false)
+                || (started.map { now.timeIntervalSince($0) > settings.policy.settleS } ?? false)
             return RouterRunningJob(id: j.id, batchID: j.batchID, kind: j.kind, spec: j.spec, node: node, gpuUUIDs: j.gpuUUIDs,
                                     reservedBytesPerGPU: j.reservedBytes ?? j.vramBytes,
                                     placedAt: Date(timeIntervalSince1970: j.dispatchedAt ?? j.submittedAt), startedAt: started,

@@ -1,0 +1,124 @@
+import Foundation
+import HydraCore
+import HydraWire
+
+/// Housekeeping: leases renewed and expired, backoffs released, dependencies settled, cancellations
+/// handed to the nodes.
+extension JobStore {
+    /// Extends the lease of the attempts a node's (verified) heartbeat says it holds: only where that
+    /// node holds that attempt of that job, so no heartbeat keeps another node's job alive.
+    public func renewLeases(held: [(node: String, job: HeldJob)], leaseSeconds: Double) throws {
+        let items = held.filter { UUID(uuidString: $0.job.id) != nil }
+        if items.isEmpty { return }
+        // SKIP LOCKED: a row locked right now is being finished or requeued by another loop of the
+        // coordinator; waiting for it could deadlock with that loop's transaction, and it needs no lease.
+        try db.exec("""
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4::float8)
+            WHERE id = ANY(ARRAY(SELECT j.id FROM jobs j JOIN unnest($1::uuid[], $2::text[], $3::int[]) AS v(id, node, attempt)
+                                   ON j.id = v.id AND j.node = v.node AND j.attempt = v.attempt
+                                 WHERE j.state IN ('dispatched', 'running')
+                                 ORDER BY j.id FOR UPDATE OF j SKIP LOCKED))
+            """, [PGConnection.textArray(items.map(\.job.id)), PGConnection.textArray(items.map(\.node)),
+                  "{" + items.map { String($0.job.attempt) }.joined(separator: ",") + "}", String(leaseSeconds)])
+    }
+
+    /// Dispatched (not yet started) jobs whose lease ends within `within` seconds.
+    public func dispatchedLeasesEndingSoon(within: Double, limit: Int = 5000) throws -> [(jobID: String, attempt: Int, node: String, streamID: String?)] {
+        try db.exec("""
+            SELECT id, attempt, node, stream_id FROM jobs
+            WHERE state = 'dispatched' AND lease_expires_at < now() + make_interval(secs => $1::float8) LIMIT $2
+            """, [String(within), String(limit)]).all.compactMap { r in
+            guard let id = r["id"], let a = r.int("attempt"), let n = r["node"] else { return nil }
+            return (id, a, n, r["stream_id"])
+        }
+    }
+
+    /// Jobs whose lease ran out (their message was lost, or nobody claims them), or that sit on a
+    /// node the coordinator no longer hears from (`deadNodes`, judged on its own clock), are `lost`:
+    /// back to pending, or dead when out of attempts.
+    public func expireLeases(deadNodes: [String]) throws -> [AppliedTransition] {
+        try db.transaction { tx in
+            try fence(tx)
+            let rows = try tx.exec("""
+                SELECT id, state, attempt, max_attempts, node, stream_id, kind FROM jobs
+                WHERE state = ANY($2::text[])
+                  AND (lease_expires_at < now() OR node = ANY($1::text[]))
+                FOR UPDATE SKIP LOCKED
+                """, [PGConnection.textArray(deadNodes), PGConnection.textArray(JobStateMachine.sources(.lost).map(\.rawValue))]).all
+            var applied: [AppliedTransition] = []
+            var events: [JobEventRow] = []
+            for r in rows {
+                guard let id = r["id"], let from = JobState(rawValue: r["state"] ?? ""), let attempt = r.int("attempt") else { continue }
+                let maxA = r.int("max_attempts") ?? 3
+                guard let t = JobStateMachine.transition(from, .lost, attempt: attempt, maxAttempts: maxA, policy: policy, random: 0) else { continue }
+                let next = t.to
+                let entry = try JSONValue.array([.object([
+                    "attempt": .number(Double(attempt)), "class": .string("lost"),
+                    "message": .string("lost on node \(r["node"] ?? "?") (node silent or message lost)"),
+                    "node": .string(r["node"] ?? ""), "at": .number(Date().timeIntervalSince1970),
+                ])]).serialized()
+                // A lost attempt is retried at once (no backoff): the node, not the job, failed.
+                let sets = ["state = $3", "failure_class = '\(FailureClass.lost.rawValue)'", "error = error || $5::jsonb", "lease_expires_at = NULL"]
+                    + JobStateWriter.assignments(t.effects)
+                let res = try tx.exec("""
+                    UPDATE jobs j SET \(Array(Set(sets)).sorted().joined(separator: ", "))
+                    WHERE id = $1::uuid AND state = $2 AND attempt = $4::int
+                    """, [id, from.rawValue, next.rawValue, String(attempt), entry])
+                guard res.affected == 1 else { continue }
+                applied.append(AppliedTransition(jobID: id, attempt: attempt, from: from, to: next, node: r["node"],
+                                                 streamID: r["stream_id"], kind: r["kind"] ?? ""))
+                events.append(JobEventRow(jobID: id, attempt: attempt, from: from, to: next, detail: JobEventRow.detail(.lost)))
+            }
+            try JobStateWriter(tx).record(events)
+            return applied
+        }
+    }
+
+    /// retry_wait → pending once the backoff has elapsed.
+    @discardableResult
+    public func releaseBackoffs() throws -> Int {
+        try db.transaction { tx in try JobStateWriter(tx).bulk(.backoffElapsed, where: "j.not_before <= now()", []).count }
+    }
+
+    /// Cancelled attempts whose agent has not been told yet (`cancel_requests`).
+    public func cancellationsToSend() throws -> [(jobID: String, attempt: Int, node: String, streamID: String?)] {
+        try db.exec("SELECT job_id, attempt, node, stream_id FROM cancel_requests WHERE sent_at IS NULL ORDER BY requested_at LIMIT 1000").all.map {
+            ($0["job_id"] ?? "", $0.int("attempt") ?? 0, $0["node"] ?? "", $0["stream_id"])
+        }
+    }
+
+    public func markCancelSent(_ items: [(jobID: String, attempt: Int)]) throws {
+        if items.isEmpty { return }
+        try db.exec("""
+            UPDATE cancel_requests c SET sent_at = now() FROM unnest($1::uuid[], $2::int[]) AS v(id, attempt)
+            WHERE c.job_id = v.id AND c.attempt = v.attempt
+            """, [PGConnection.textArray(items.map(\.jobID)), "{" + items.map { String($0.attempt) }.joined(separator: ",") + "}"])
+        try db.exec("UPDATE jobs SET cancel_sent = true WHERE id = ANY($1::uuid[]) AND state = 'cancelled'", [PGConnection.textArray(items.map(\.jobID))])
+    }
+
+    /// Settles jobs whose dependencies cannot succeed any more (cancelled with the reason), and
+    /// explains the wait of those whose dependencies are still running. Returns the cancelled count.
+    @discardableResult
+    public func settleDependencies() throws -> Int {
+        // Both statements below scan; most of the time no pending job has a dependency (partial index).
+        let any = try db.exec("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND cardinality(depends_on) > 0) AS any")
+        if any.all.first?.bool("any") != true { return 0 }
+        let ended = JobStateMachine.sqlList(JobStateMachine.unsuccessful)
+        let cancelled = try db.transaction { tx in
+            try JobStateWriter(tx).bulk(.dependencyFailed, where: """
+                cardinality(j.depends_on) > 0 AND EXISTS (SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN \(ended))
+                """, [], set: ["""
+                pending_reason = 'a dependency did not succeed: ' || (
+                  SELECT string_agg(d.name || ' ' || d.state, ', ') FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN \(ended))
+                """]).count
+        }
+        try db.exec("""
+            UPDATE jobs j SET pending_reason = 'waits for ' || w.n || ' of ' || cardinality(j.depends_on) || ' dependencies (e.g. ' || w.example || ')'
+            FROM (SELECT j2.id, count(*) AS n, min(d.name || ' ' || d.state) AS example FROM jobs j2 JOIN jobs d ON d.id = ANY(j2.depends_on)
+                  WHERE j2.state = 'pending' AND cardinality(j2.depends_on) > 0 AND d.state <> 'succeeded' GROUP BY j2.id) w
+            WHERE j.id = w.id AND j.pending_reason IS DISTINCT FROM
+                  'waits for ' || w.n || ' of ' || cardinality(j.depends_on) || ' dependencies (e.g. ' || w.example || ')'
+            """)
+        return cancelled
+    }
+}
