@@ -111,7 +111,7 @@ public struct ConsoleHostPolicy: Sendable, Equatable {
 /// Random hex from the system CSPRNG (getrandom on Linux).
 public func randomHex(bytes: Int = 32) -> String {
     var g = SystemRandomNumberGenerator()
-    return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+    return Hex.encode((0..<bytes).map { _ in UInt8.random(in: 0...255, using: &g) })
 }
 
 /// Files the console may send: only regular image/audio files whose real path

@@ -72,7 +72,7 @@ public struct SHA256Digest: Sendable {
     public static func hex<D: DataProtocol>(_ data: D) -> String {
         var d = SHA256Digest()
         d.update(data)
-        return d.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(d.finalize())
     }
 
     /// Hashes a file in 1 MiB chunks; returns (hex digest, size in bytes).
@@ -86,6 +86,6 @@ public struct SHA256Digest: Sendable {
         while let chunk = try fh.read(upToCount: 1 << 20), !chunk.isEmpty {
             d.update(chunk); size += UInt64(chunk.count)
         }
-        return (d.finalize().map { String(format: "%02x", $0) }.joined(), size)
+        return (Hex.encode(d.finalize()), size)
     }
 }

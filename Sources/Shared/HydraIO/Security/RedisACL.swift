@@ -35,7 +35,7 @@ public enum RedisACL {
     }
 
     public static func coordinatorRules(passwordSHA256: String) -> [String] {
-        ["reset", "on", "#\(passwordSHA256)", "~hydra:*", "resetchannels", "-@all",
+        ["reset", "on", "#\(passwordSHA256)", "~\(RedisKeys.prefix)*", "resetchannels", "-@all",
          "+xreadgroup", "+xack", "+xadd", "+xdel", "+xrange", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+hmget", "+ping", "+select", "+auth"]
     }
 
@@ -43,7 +43,7 @@ public enum RedisACL {
     public static func line(user: String, rules: [String]) -> String { (["user", user] + rules).joined(separator: " ") }
 
     public static func sha256Hex(_ s: String) -> String {
-        SHA256.hash(data: Array(s.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Array(s.utf8)))
     }
 
     /// 32 random bytes as hex: long enough that Redis's fast password checks do not matter.

@@ -5,6 +5,8 @@ import Foundation
 /// that what one node does to its keys (trimming a stream to nothing, an entry with the maximum id)
 /// stays with that node; `RedisACL` grants exactly that.
 public enum RedisKeys {
+    /// Every key of Hydra's starts with this (the coordinator's ACL grants it).
+    public static let prefix = "hydra:"
     public static let events = "hydra:events"
     /// The coordinator's dead letters: results and heartbeats it could not apply, with the reason.
     public static let deadLetter = "hydra:deadletter"
