@@ -117,7 +117,8 @@ public enum Router {
                 }
             } else {
                 for requireFit in [true, false] {
-                    guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit) else { continue }
+                    guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit,
+                                             spareFast: policy.sparesFastGPUsInGangs) else { continue }
                     let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
                     if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
                     if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
@@ -159,7 +160,7 @@ public enum Router {
 
     /// The k GPUs of one node that finish the job soonest; with `requireFit`, among those it fits on now.
     private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
-                             state: borrowing PassState, requireFit: Bool) -> Candidate? {
+                             state: borrowing PassState, requireFit: Bool, spareFast: Bool) -> Candidate? {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
         for s in slots {
             let g = state.gpus[s]
@@ -170,11 +171,36 @@ public enum Router {
         }
         guard pool.count >= k else { return nil }
         pool.sort { $0.finish < $1.finish || ($0.finish == $1.finish && $0.slot < $1.slot) }
+        var members = Array(pool.prefix(k))
+        if spareFast && pool.count > k {
+            // A gang moves at its slowest member's pace, so a fast GPU paired with a slow one gives
+            // the gang nothing: for each pace setter, its partners are the least busy GPUs at least
+            // as fast; of the sets that finish soonest, the one with the least
+            // total weight wins, and the fast GPUs stay free for jobs that use their speed.
+            typealias Member = (slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)
+            var tagged: [(m: Member, weight: Double, queue: Double)] = []
+            for m in pool { tagged.append((m, state.gpus[m.slot].weight, state.gpus[m.slot].queueS)) }
+            tagged.sort { $0.weight < $1.weight || ($0.weight == $1.weight && $0.m.slot < $1.m.slot) }
+            var sets: [(members: [Member], finish: Double, weight: Double)] = []
+            for p in 0...(tagged.count - k) {
+                var others = Array(tagged[(p + 1)...])
+                others.sort { $0.queue < $1.queue || ($0.queue == $1.queue && $0.m.slot < $1.m.slot) }
+                let set = [tagged[p]] + others.prefix(k - 1)
+                var runtime = 0.0, start = 0.0, weight = 0.0
+                for t in set { runtime = max(runtime, t.m.runtime); start = max(start, t.queue); weight += t.weight }
+                sets.append((set.map(\.m), start + runtime, weight))
+            }
+            var soonest = Double.infinity
+            for s in sets { soonest = min(soonest, s.finish) }
+            var best = -1
+            for (i, s) in sets.enumerated() where s.finish <= soonest * (1 + 1e-9) && (best < 0 || s.weight < sets[best].weight) { best = i }
+            if best >= 0 { members = sets[best].members }
+        }
         // A gang moves at its slowest member's pace and starts when its busiest member is free.
         // (Plain loops: a closure reading `state` would copy the whole pass state.)
         var runtime = 0.0, start = 0.0, fits = true, predictable = true
         var chosen: [Int] = []
-        for m in pool.prefix(k) {
+        for m in members {
             runtime = max(runtime, m.runtime); start = max(start, state.gpus[m.slot].queueS)
             fits = fits && m.fits; predictable = predictable && m.predictable
             chosen.append(m.slot)

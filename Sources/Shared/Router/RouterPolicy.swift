@@ -58,6 +58,9 @@ public struct RouterPolicy: Sendable, Equatable {
     /// long jobs and the heads of long chains start early, so they do not end the night alone.
     var criticalPathOrder: Bool { name == .hydra }
 
+    /// A gang takes the slowest GPUs that finish it (nearly) as soon as the fastest would (`Router.gang`).
+    var sparesFastGPUsInGangs: Bool { name == .hydra }
+
     /// Keeps GPUs that only they can use for jobs with few choices (`ScarceGPUs`).
     var reservesScarceGPUs: Bool { name == .hydra }
 
