@@ -33,6 +33,35 @@ final class RouterPlacementTests: XCTestCase {
         XCTAssertEqual(p.message, "needs 20.0 GiB on 1 GPU; most free: hydra-ai/0 RTX 5090 18.2 GiB")
     }
 
+    func testRejectionsAreCountedPerFilterAndDimension() {
+        // Pinned to hydra-ai: every other node fails the node selector; on hydra-ai the 5090 has
+        // 18.2 GiB free and the 4090 3.5 GiB, held by something Hydra does not run.
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 13.3, "hydra-ai/1": 20])
+        let r = RT.place([RT.job("j", vram: 20, constraints: ["node": "hydra-ai"])], snap)
+        XCTAssertEqual(r.rejections.count, r.pending.count)
+        let c = r.rejections(for: "j")!
+        let others = config.nodes.count - 1
+        XCTAssertEqual(c.nodesEvaluated, config.nodes.count)
+        XCTAssertEqual(c.nodesFiltered, ["node": others])
+        XCTAssertEqual(c.gpusEvaluated, 2)
+        XCTAssertEqual(c.vram, 2)
+        XCTAssertEqual(c.foreign, 2)
+        XCTAssertEqual(c.held, 0)
+        XCTAssertEqual(c.render(), "\(config.nodes.count) node(s), 2 GPU(s) evaluated; filtered: node \(others) node(s); now: vram 2, foreign 2")
+        // The message is still the one line with numbers, written after the pass.
+        XCTAssertEqual(r.reason(for: "j")?.message, "needs 20.0 GiB on 1 GPU; most free: hydra-ai/0 RTX 5090 18.2 GiB")
+
+        // A draining node counts under its filter, and a second job behind a held GPU counts it as held.
+        let d = RT.place([RT.job("img", kind: "image", vram: 8)], RT.snapshot(config, draining: ["hydra-compute"]))
+        XCTAssertEqual(d.rejections(for: "img")?.nodesFiltered["draining"], 1)
+        let big = RT.job("big", vram: 30, priority: 1, constraints: ["node": "hydra-ai"])
+        let small = RT.job("small", vram: 30, constraints: ["node": "hydra-ai"])
+        let run = RT.running("r", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 10)
+        let h = RT.place([big, small], RT.snapshot(config, running: [run]))
+        XCTAssertEqual(h.reason(for: "small")?.code, .heldForOtherJob)
+        XCTAssertEqual(h.rejections(for: "small")?.held, 1)
+    }
+
     func testUnseenReservationCountsOnTopOfAStaleReading() {
         // Image just started on the 5070 Ti, its process not yet in compute-apps: the reading shows 0.5 GiB.
         let run = RT.running("a", node: "hydra-compute", gpus: ["hydra-compute-gpu0"], gib: 8, visible: false)
