@@ -19,6 +19,8 @@ public struct RejectionCounts: Sendable, Equatable, Codable {
     public var held = 0
     /// Of those without VRAM, the ones where something Hydra does not run holds it (no estimate of when it frees).
     public var foreign = 0
+    /// Eligible GPUs with room but busy: under `hydra` a job that is not urgent waits for a busy GPU instead of sharing it.
+    public var busy = 0
     /// Eligible GPUs that fit now but were passed over for a busy one that finishes the job sooner.
     public var slower = 0
     /// Eligible nodes with every CPU slot taken (CPU-only jobs).
@@ -31,7 +33,7 @@ public struct RejectionCounts: Sendable, Equatable, Codable {
         var all: [String: Int] = [:]
         for (k, v) in nodesFiltered { all[k, default: 0] += v }
         for (k, v) in gpusFiltered { all[k, default: 0] += v }
-        for (k, v) in [("vram", vram), ("held", held), ("foreign", foreign), ("slower", slower), ("cpu_slots", cpuSlotsFull)] where v > 0 {
+        for (k, v) in [("vram", vram), ("held", held), ("foreign", foreign), ("busy", busy), ("slower", slower), ("cpu_slots", cpuSlotsFull)] where v > 0 {
             all[k, default: 0] += v
         }
         return all.filter { $0.value > 0 }.map { ($0.key, $0.value) }.sorted { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }
@@ -44,7 +46,7 @@ public struct RejectionCounts: Sendable, Equatable, Codable {
         let gf = gpusFiltered.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value) GPU(s)" }
         if !(nf + gf).isEmpty { parts.append("filtered: " + (nf + gf).joined(separator: ", ")) }
         var now: [String] = []
-        for (k, v) in [("vram", vram), ("held", held), ("foreign", foreign), ("slower", slower), ("cpu_slots", cpuSlotsFull)] where v > 0 {
+        for (k, v) in [("vram", vram), ("held", held), ("foreign", foreign), ("busy", busy), ("slower", slower), ("cpu_slots", cpuSlotsFull)] where v > 0 {
             now.append("\(k) \(v)")
         }
         if !now.isEmpty { parts.append("now: " + now.joined(separator: ", ")) }

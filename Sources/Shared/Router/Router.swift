@@ -96,6 +96,9 @@ public enum Router {
 
     // MARK: GPU jobs
 
+    /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
+    static let idleQueueS = 0.5
+
     /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
     struct JobRef { var id: String }
 
@@ -108,15 +111,20 @@ public enum Router {
         var bestNow: Candidate?, bestNowCost = Double.infinity
         var bestAny: Candidate?, bestAnyCost = Double.infinity
         var counts = elig.counts
+        // Under `hydra` a job that is not urgent starts only on an idle GPU: one started beside a
+        // running job shares its compute and stretches it, while the plan counts it after that
+        // job (queue + runtime). On a busy GPU it is planned after the queue and waits for it.
+        let exclusive = policy.startsOnIdleGPUsOnly && !d.urgent
+        let idleS = Self.idleQueueS
 
         for (ni, slots) in elig.nodes {
             if k == 1 {
                 for s in slots {
                     let g = state.gpus[s]
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
-                    let fits = g.free >= need && g.claimedBy < 0
+                    let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleS)
                     let predictable = fits || g.free + Int64(g.releasable) >= need
-                    if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else {
+                    if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
                         counts.vram += 1
                         if !predictable { counts.foreign += 1 }
                     }
@@ -129,7 +137,7 @@ public enum Router {
             } else {
                 for requireFit in [true, false] {
                     guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit,
-                                             spareFast: policy.sparesFastGPUsInGangs) else { continue }
+                                             spareFast: policy.sparesFastGPUsInGangs, exclusive: exclusive) else { continue }
                     let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
                     if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
                     if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
@@ -160,7 +168,8 @@ public enum Router {
             for (_, slots) in elig.nodes {
                 for s in slots {
                     let g = state.gpus[s]
-                    if g.free >= need && g.claimedBy < 0 { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else {
+                    if g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleS) { counts.slower += 1 }
+                    else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
                         counts.vram += 1
                         if g.free + Int64(g.releasable) < need { counts.foreign += 1 }
                     }
@@ -168,7 +177,7 @@ public enum Router {
             }
         }
         if bestNow == nil { counts.slower = 0 }   // nothing fits now: none was passed over
-        let (code, facts) = waitFacts(d, choice: choice, bestNow: bestNow, elig: elig, state: &state)
+        let (code, facts) = waitFacts(d, choice: choice, bestNow: bestNow, elig: elig, busy: counts.busy, state: &state)
         result.pending.append(PendingReason(jobID: job.id, code: code, message: "", neverRunnable: false))
         result.rejections.append(counts)
         if state.explain { state.deferred.append((result.pending.count - 1, facts)) }
@@ -185,11 +194,11 @@ public enum Router {
 
     /// The k GPUs of one node that finish the job soonest; with `requireFit`, among those it fits on now.
     private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
-                             state: borrowing PassState, requireFit: Bool, spareFast: Bool) -> Candidate? {
+                             state: borrowing PassState, requireFit: Bool, spareFast: Bool, exclusive: Bool) -> Candidate? {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
         for s in slots {
             let g = state.gpus[s]
-            let fits = g.free >= need && g.claimedBy < 0
+            let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleQueueS)
             if requireFit && !fits { continue }
             let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
             pool.append((s, g.queueS + runtime, runtime, fits, fits || g.free + Int64(g.releasable) >= need))
@@ -237,8 +246,8 @@ public enum Router {
 
     /// Why a job waits, as numbers and GPU slots (the code now; the text after the pass).
     private static func waitFacts(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
-                                  state: inout PassState) -> (PendingReason.Code, WaitFacts) {
-        guard let c = choice else { return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: nil)) }
+                                  busy: Int, state: inout PassState) -> (PendingReason.Code, WaitFacts) {
+        guard let c = choice else { return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: nil, busy: busy)) }
         for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, .held(gpu: c.gpu(i))) }
         if let now = bestNow {
             if d.urgent { return (.waitingForBetterGPU, .urgent(choice: c, now: now)) }
@@ -250,7 +259,7 @@ public enum Router {
             }
             return (.waitingForBetterGPU, .better(choice: c, now: now, keptJobs: keptJobs, keptS: keptS))
         }
-        return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: c))
+        return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: c, busy: busy))
     }
 
     /// The one-line reason, rendered from the facts (texts per held GPU and per most-free snapshot are shared).
@@ -268,7 +277,7 @@ public enum Router {
         case let .better(c, now, keptJobs, keptS):
             let kept = keptJobs > 0 ? ", which \(keptJobs) job(s) that only few GPUs can run need for ~\(secs(keptS))" : ""
             return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(labels(now, state))\(kept))"
-        case let .vram(mf, expected):
+        case let .vram(mf, expected, busy):
             let text: String
             if let t = state.mostFreeText[mf.id] { text = t } else {
                 let need = mf.gpus == 1 ? "needs \(Fmt.bytes(Int64(mf.needBytes))) on 1 GPU"
@@ -279,8 +288,10 @@ public enum Router {
                 text = "\(need); most free: \(most)"
                 state.mostFreeText[mf.id] = text
             }
-            guard let c = expected else { return text }
-            return "\(text); expected on \(labels(c, state)) in ~\(secs(c.startS))"
+            // Busy GPUs with room: it waits for them to be idle rather than share them.
+            let shared = busy > 0 ? "; \(busy) busy GPU(s) with room, not shared" : ""
+            guard let c = expected else { return text + shared }
+            return "\(text); expected on \(labels(c, state)) in ~\(secs(c.startS))\(shared)"
         case let .cpuSlot(nodes, nextFreeS):
             let list = nodes.map { "\(state.nodeNames[$0]) \(state.nodes[$0].cpuRemaining.count) of \(state.nodes[$0].cpuRemaining.count) busy" }
             return "waits for a CPU slot (\(list.joined(separator: ", "))); next free in ~\(secs(nextFreeS))"
@@ -365,7 +376,7 @@ enum WaitFacts: Sendable {
     /// Fits now on `now`, but the busy `choice` finishes it sooner; `keptJobs` scarce jobs need `now` for `keptS`.
     case better(choice: Candidate, now: Candidate, keptJobs: Int, keptS: Double)
     /// Fits nowhere now; where it is expected, if anywhere.
-    case vram(MostFree, expected: Candidate?)
+    case vram(MostFree, expected: Candidate?, busy: Int)
     /// Every CPU slot of its nodes is taken.
     case cpuSlot(nodes: [Int], nextFreeS: Double)
 }
