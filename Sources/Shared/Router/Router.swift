@@ -52,6 +52,8 @@ public enum Router {
         var result = PlacementResult()
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
         result.pending.reserveCapacity(pending.count)
+        result.rejections.reserveCapacity(pending.count)
+        if explain { state.deferred.reserveCapacity(pending.count) }
 
         // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
         pending.withUnsafeBufferPointer { jobs in
@@ -102,6 +104,7 @@ public enum Router {
     /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
     struct JobRef { var id: String }
 
+    @inline(__always)
     private static func placeGPU(_ job: JobRef, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
                                  _ state: inout PassState, scorers: ScorerSet, policy: RouterPolicy,
                                  snapshot: ClusterSnapshot, now: Date, into result: inout PlacementResult) {
@@ -205,8 +208,22 @@ public enum Router {
         }
         guard pool.count >= k else { return nil }
         pool.sort { $0.finish < $1.finish || ($0.finish == $1.finish && $0.slot < $1.slot) }
-        var members = Array(pool.prefix(k))
-        if spareFast && pool.count > k {
+        if spareFast && pool.count > k && k == 2 {
+            // Pairs, without allocating: the soonest finish, then the least total weight, then the lowest slots.
+            var bi = -1, bj = -1, bestFinish = Double.infinity, bestWeight = Double.infinity
+            for i in 0..<pool.count {
+                let qi = state.gpus[pool[i].slot].queueS, wi = state.gpus[pool[i].slot].weight
+                for j in (i + 1)..<pool.count {
+                    let qj = state.gpus[pool[j].slot].queueS, wj = state.gpus[pool[j].slot].weight
+                    let finish = max(qi, qj) + max(pool[i].runtime, pool[j].runtime)
+                    let weight = wi + wj
+                    if finish < bestFinish * (1 - 1e-9) || (finish <= bestFinish * (1 + 1e-9) && weight < bestWeight) {
+                        bi = i; bj = j; bestFinish = min(bestFinish, finish); bestWeight = weight
+                    }
+                }
+            }
+            if bi >= 0 { let a = pool[bi], b = pool[bj]; pool[0] = a; pool[1] = b }   // only the first k count below
+        } else if spareFast && pool.count > k {
             // A gang moves at its slowest member's pace, so a fast GPU paired with a slow one gives
             // the gang nothing: for each pace setter, its partners are the least busy GPUs at least
             // as fast; of the sets that finish soonest, the one with the least
@@ -228,13 +245,13 @@ public enum Router {
             for s in sets { soonest = min(soonest, s.finish) }
             var best = -1
             for (i, s) in sets.enumerated() where s.finish <= soonest * (1 + 1e-9) && (best < 0 || s.weight < sets[best].weight) { best = i }
-            if best >= 0 { members = sets[best].members }
+            if best >= 0 { for (i, m) in sets[best].members.enumerated() { pool[i] = m } }
         }
         // A gang moves at its slowest member's pace and starts when its busiest member is free.
         // (Plain loops: a closure reading `state` would copy the whole pass state.)
         var runtime = 0.0, start = 0.0, fits = true, predictable = true
         var chosen: [Int] = []
-        for m in members {
+        for m in pool.prefix(k) {
             runtime = max(runtime, m.runtime); start = max(start, state.gpus[m.slot].queueS)
             fits = fits && m.fits; predictable = predictable && m.predictable
             chosen.append(m.slot)
