@@ -17,12 +17,14 @@ struct LowerBoundPropertyTests {
         var description: String { "gpus \(zip(gpuNode, gpuWeight).map { "n\($0)/w\($1)" }) cpu \(cpuSlots) jobs \(jobs)" }
     }
 
-    static func instance(_ seed: UInt64) -> Instance {
+    /// `spread`: weights from 1 to 20 (a slow card beside a fast one), where the no-migration part binds.
+    static func instance(_ seed: UInt64, spread: Bool = false) -> Instance {
         var r = SplitMix64(seed: seed)
         let nodes = Int(r.next() % 2) + 1
         var gpuNode: [Int] = [], gpuWeight: [Double] = []
-        for n in 0..<nodes { for _ in 0..<Int(r.next() % 3) { gpuNode.append(n); gpuWeight.append(Double(r.next() % 4 + 1)) } }
-        if gpuNode.isEmpty { gpuNode = [0]; gpuWeight = [Double(r.next() % 4 + 1)] }
+        let weights: [Double] = spread ? [1, 3, 6, 10, 20] : [1, 2, 3, 4]
+        for n in 0..<nodes { for _ in 0..<Int(r.next() % 3) { gpuNode.append(n); gpuWeight.append(weights[Int(r.next() % UInt64(weights.count))]) } }
+        if gpuNode.isEmpty { gpuNode = [0]; gpuWeight = [weights[Int(r.next() % UInt64(weights.count))]] }
         let cpu = (0..<nodes).map { _ in Int(r.next() % 2) }
         var jobs: [Instance.Job] = []
         for j in 0..<Int(r.next() % 4 + 2) {
@@ -127,6 +129,27 @@ struct LowerBoundPropertyTests {
             #expect(lb <= opt + 1e-6, "bound \(lb) > optimum \(opt) for \(inst)")
             #expect(lb > 0, "a bound of 0 says nothing: \(inst)")
         }
+    }
+
+    @Test func boundNeverExceedsTheOptimumWithFastAndSlowGPUs() async {
+        await propertyCheck(count: 150, input: Gen.uint64()) { seed in
+            let inst = Self.instance(seed, spread: true)
+            guard Self.options(inst).allSatisfy({ !$0.isEmpty }), let opt = Self.optimum(inst) else { return }
+            let lb = try! Self.bound(inst)
+            #expect(lb <= opt + 1e-6, "bound \(lb) > optimum \(opt) for \(inst)")
+        }
+    }
+
+    /// No migration: two jobs of 100 on a weight-20 and a weight-1 GPU. Work over capacity says
+    /// 200 / 21 ≈ 9.5, but below 10 neither job may use the slow GPU (100 s there), so both
+    /// queue on the fast one: 10, the optimum.
+    @Test func aSlowGPUCannotTakeALongJob() throws {
+        let inst = Instance(gpuNode: [0, 0], gpuWeight: [20, 1], cpuSlots: [0],
+                            jobs: [.init(release: 0, base: 100, gpus: 1, node: nil, parent: nil),
+                                   .init(release: 0, base: 100, gpus: 1, node: nil, parent: nil)])
+        let lb = try Self.bound(inst)
+        #expect(Self.optimum(inst) == 10)
+        #expect(lb > 9.99 && lb <= 10, "bound \(lb)")
     }
 
     /// The windows make the bound see late arrivals: one GPU, a job at 0 and two released at 40.

@@ -33,6 +33,35 @@ final class RouterPlacementTests: XCTestCase {
         XCTAssertEqual(p.message, "needs 20.0 GiB on 1 GPU; most free: hydra-ai/0 RTX 5090 18.2 GiB")
     }
 
+    func testRejectionsAreCountedPerFilterAndDimension() {
+        // Pinned to hydra-ai: every other node fails the node selector; on hydra-ai the 5090 has
+        // 18.2 GiB free and the 4090 3.5 GiB, held by something Hydra does not run.
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 13.3, "hydra-ai/1": 20])
+        let r = RT.place([RT.job("j", vram: 20, constraints: ["node": "hydra-ai"])], snap)
+        XCTAssertEqual(r.rejections.count, r.pending.count)
+        let c = r.rejections(for: "j")!
+        let others = config.nodes.count - 1
+        XCTAssertEqual(c.nodesEvaluated, config.nodes.count)
+        XCTAssertEqual(c.nodesFiltered, ["node": others])
+        XCTAssertEqual(c.gpusEvaluated, 2)
+        XCTAssertEqual(c.vram, 2)
+        XCTAssertEqual(c.foreign, 2)
+        XCTAssertEqual(c.held, 0)
+        XCTAssertEqual(c.render(), "\(config.nodes.count) node(s), 2 GPU(s) evaluated; filtered: node \(others) node(s); now: vram 2, foreign 2")
+        // The message is still the one line with numbers, written after the pass.
+        XCTAssertEqual(r.reason(for: "j")?.message, "needs 20.0 GiB on 1 GPU; most free: hydra-ai/0 RTX 5090 18.2 GiB")
+
+        // A draining node counts under its filter, and a second job behind a held GPU counts it as held.
+        let d = RT.place([RT.job("img", kind: "image", vram: 8)], RT.snapshot(config, draining: ["hydra-compute"]))
+        XCTAssertEqual(d.rejections(for: "img")?.nodesFiltered["draining"], 1)
+        let big = RT.job("big", vram: 30, priority: 1, constraints: ["node": "hydra-ai"])
+        let small = RT.job("small", vram: 30, constraints: ["node": "hydra-ai"])
+        let run = RT.running("r", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 10)
+        let h = RT.place([big, small], RT.snapshot(config, running: [run]))
+        XCTAssertEqual(h.reason(for: "small")?.code, .heldForOtherJob)
+        XCTAssertEqual(h.rejections(for: "small")?.held, 1)
+    }
+
     func testUnseenReservationCountsOnTopOfAStaleReading() {
         // Image just started on the 5070 Ti, its process not yet in compute-apps: the reading shows 0.5 GiB.
         let run = RT.running("a", node: "hydra-compute", gpus: ["hydra-compute-gpu0"], gib: 8, visible: false)
@@ -42,11 +71,33 @@ final class RouterPlacementTests: XCTestCase {
         XCTAssertEqual(r.gpu("b"), "hydra-compute/1")
     }
 
+    /// The VRAM tests below put a second job beside a running one: under `hydra` only a policy
+    /// that shares busy GPUs (or an urgent job) does that.
+    static let sharing = RouterPolicy(sharesBusyGPUs: true)
+
+    func testNonUrgentJobWaitsForABusyGPUInsteadOfSharingIt() {
+        // The 5070 Ti runs a job for another 20 s and has room; the 3060 is idle. 180 s at weight 1:
+        // 20 + 30 s on the 5070 Ti against 60 s on the 3060.
+        let run = RT.running("a", node: "hydra-compute", gpus: ["hydra-compute-gpu0"], gib: 4, visible: true, endsIn: 20)
+        let snap = RT.snapshot(config, used: ["hydra-compute/0": 4.5], running: [run])
+        let job = RT.job("j", vram: 2, spec: ["base_runtime_s": 180], constraints: ["service": .array([]), "node": "hydra-compute"])
+        let r = RT.place([job], snap)
+        XCTAssertNil(r.assignment(for: "j"))
+        XCTAssertEqual(r.reason(for: "j")?.code, .waitingForBetterGPU)
+        XCTAssertEqual(r.reason(for: "j")?.message, "waits for hydra-compute/0 RTX 5070 Ti (busy ~20 s; finishes ~50 s there vs ~60 s on hydra-compute/1 RTX 3060)")
+        XCTAssertEqual(r.rejections(for: "j")?.busy, 1)
+        XCTAssertEqual(r.rejections(for: "j")?.slower, 1)
+        // Sharing allowed, or urgent: it starts beside the running job at once.
+        XCTAssertEqual(RT.place([job], snap, policy: Self.sharing).gpu("j"), "hydra-compute/0")
+        XCTAssertNotNil(RT.place([RT.job("u", vram: 2, priority: 5, spec: ["base_runtime_s": 180],
+                                         constraints: ["service": .array([]), "node": "hydra-compute"])], snap).assignment(for: "u"))
+    }
+
     func testVisibleJobIsNotCountedTwice() {
         // Process visible: the reading (8.6 GiB) already contains the 8 GiB job.
         let run = RT.running("a", node: "hydra-compute", gpus: ["hydra-compute-gpu0"], gib: 8, visible: true)
         let snap = RT.snapshot(config, used: ["hydra-compute/0": 8.6], running: [run])
-        let r = RT.place([RT.job("b", vram: 6.5, constraints: ["node": "hydra-compute", "gpu_index": 0])], snap)
+        let r = RT.place([RT.job("b", vram: 6.5, constraints: ["node": "hydra-compute", "gpu_index": 0])], snap, policy: Self.sharing)
         // 16 − 8.6 − 0.5 = 6.9 GiB ≥ 6.5: fits (double counting would leave −1.1 GiB).
         XCTAssertEqual(r.gpu("b"), "hydra-compute/0")
     }
@@ -57,7 +108,7 @@ final class RouterPlacementTests: XCTestCase {
         let snap = RT.snapshot(config, used: ["hydra-compute/0": 2], running: [run])
         let r = RT.place([RT.job("b", vram: 7.6, constraints: ["gpu_model": "5070 ti"])], snap)
         XCTAssertEqual(r.reason(for: "b")?.code, .insufficientVRAM)   // 16 − 8 − 0.5 = 7.5 < 7.6
-        let r2 = RT.place([RT.job("b", vram: 7.4, constraints: ["gpu_model": "5070 ti"])], snap)
+        let r2 = RT.place([RT.job("b", vram: 7.4, constraints: ["gpu_model": "5070 ti"])], snap, policy: Self.sharing)
         XCTAssertEqual(r2.gpu("b"), "hydra-compute/0")
     }
 
@@ -65,13 +116,13 @@ final class RouterPlacementTests: XCTestCase {
         // Started 2 minutes ago and still not visible: trust the reading (the reservation keeps the floor).
         let run = RT.running("a", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, startedAgo: 120, visible: false)
         let snap = RT.snapshot(config, used: ["hydra-ai/0": 10], running: [run])
-        let r = RT.place([RT.job("b", vram: 21, constraints: ["gpu_model": "5090"])], snap)
+        let r = RT.place([RT.job("b", vram: 21, constraints: ["gpu_model": "5090"])], snap, policy: Self.sharing)
         XCTAssertEqual(r.gpu("b"), "hydra-ai/0")   // 32 − 10 − 0.5 = 21.5; not 32 − 14 − 0.5
     }
 
     func testOnePassNeverDoubleBooks() {
         let jobs = (0..<4).map { RT.job("j\($0)", vram: 10, at: Double($0), constraints: ["gpu_model": "5090"]) }
-        let r = RT.place(jobs, RT.snapshot(config))
+        let r = RT.place(jobs, RT.snapshot(config), policy: Self.sharing)
         XCTAssertEqual(r.assignments.count, 3)   // 3 × 10 ≤ 31.5 < 4 × 10
         XCTAssertEqual(r.reason(for: "j3")?.code, .insufficientVRAM)
     }
@@ -111,7 +162,7 @@ final class RouterPlacementTests: XCTestCase {
             RT.job("score", kind: "score", gpus: 0),
             RT.job("over", kind: "image", vram: 1, constraints: ["service": "tabbyapi"]),
         ]
-        let r = RT.place(jobs, RT.snapshot(config))
+        let r = RT.place(jobs, RT.snapshot(config), policy: Self.sharing)
         XCTAssertEqual(r.assignment(for: "img")?.node, "hydra-compute")
         XCTAssertEqual(r.assignment(for: "tts")?.node, "hydra-compute")
         XCTAssertEqual(r.assignment(for: "tabby")?.node, "hydra-ai")

@@ -74,8 +74,13 @@ final class RouterPolicyTests: XCTestCase {
         let busy = RT.running("x", node: "hydra-compute", gpus: ["hydra-compute-gpu0"], gib: 1, visible: true, endsIn: 5)
         let r = RT.place([RT.job("img", kind: "image", vram: 8)], RT.snapshot(config, running: [busy]), policy: RouterPolicy(name: .leastLoaded))
         XCTAssertEqual(r.gpu("img"), "hydra-compute/1")
-        // hydra: 5 + 30 s on the 5070 Ti beats 60 s on the 3060 and it fits now.
-        XCTAssertEqual(RT.place([RT.job("img", kind: "image", vram: 8)], RT.snapshot(config, running: [busy])).gpu("img"), "hydra-compute/0")
+        // hydra: 5 + 30 s on the 5070 Ti beats 60 s on the 3060; it waits for it to be idle, or,
+        // sharing busy GPUs, starts beside the running job.
+        let hydra = RT.place([RT.job("img", kind: "image", vram: 8)], RT.snapshot(config, running: [busy]))
+        XCTAssertNil(hydra.assignment(for: "img"))
+        XCTAssertEqual(hydra.reason(for: "img")?.code, .waitingForBetterGPU)
+        XCTAssertEqual(RT.place([RT.job("img", kind: "image", vram: 8)], RT.snapshot(config, running: [busy]),
+                                policy: RouterPolicy(sharesBusyGPUs: true)).gpu("img"), "hydra-compute/0")
     }
 
     func testRandomIsSeededAndOnlyPlacesWhereItFits() {

@@ -17,10 +17,15 @@ final class RouterQualityTests: XCTestCase {
         let runs = [RT.running("a", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, visible: true, endsIn: 100),
                     RT.running("b", node: "hydra-ai", gpus: ["hydra-ai-gpu1"], gib: 23, visible: true, endsIn: 80)]
         let snap = RT.snapshot(config, used: ["hydra-ai/0": 4, "hydra-ai/1": 23.5, "hydra-compute/0": 16, "hydra-compute/1": 12], running: runs)
-        // Batch: 100 + 60 = 160 s on the 5090 against 80 + 75 = 155 s on the 4090: it waits for the 4090.
+        // Batch: 100 + 60 = 160 s on the 5090 against 80 + 75 = 155 s on the 4090: it waits for the
+        // 4090's VRAM (and would not share the busy 5090 anyway).
         let batch = RT.place([anyGPU("batch", priority: 0)], snap)
         XCTAssertNil(batch.assignment(for: "batch"))
-        XCTAssertEqual(batch.reason(for: "batch")?.code, .waitingForBetterGPU)
+        XCTAssertEqual(batch.reason(for: "batch")?.code, .insufficientVRAM)
+        XCTAssertEqual(batch.reason(for: "batch")?.message.hasSuffix("expected on hydra-ai/1 RTX 4090 in ~80 s; 1 busy GPU(s) with room, not shared"), true,
+                       batch.reason(for: "batch")?.message ?? "")
+        XCTAssertEqual(RT.place([anyGPU("batch", priority: 0)], snap, policy: RouterPolicy(sharesBusyGPUs: true)).reason(for: "batch")?.code,
+                       .waitingForBetterGPU)
         // Urgent: beside the 5090's job it ends after 60 + min(100, 60) = 120 s, sooner than 155 s.
         let urgent = RT.place([anyGPU("chat", priority: 5)], snap)
         XCTAssertEqual(urgent.gpu("chat"), "hydra-ai/0")
@@ -69,10 +74,11 @@ final class RouterQualityTests: XCTestCase {
         // 180 s at weight 1: 30 s on the 5070 Ti, 60 s on the 3060.
         let job = RT.job("j", vram: 2, spec: ["base_runtime_s": 180], constraints: ["service": .array([]), "node": "hydra-compute"])
         // hydra: 50 + 30 = 80 s on the 5070 Ti against 60 s on the 3060.
-        XCTAssertEqual(RT.place([job], snap).gpu("j"), "hydra-compute/1")
+        let sharing = RouterPolicy(sharesBusyGPUs: true)
+        XCTAssertEqual(RT.place([job], snap, policy: sharing).gpu("j"), "hydra-compute/1")
         // One such job alone is really done soon: 1 + 30 s there beats the 3060.
         let alone = RT.snapshot(config, used: ["hydra-compute/0": 4.5], running: [runs[0]])
-        XCTAssertEqual(RT.place([job], alone).gpu("j"), "hydra-compute/0")
+        XCTAssertEqual(RT.place([job], alone, policy: sharing).gpu("j"), "hydra-compute/0")
     }
 
     func testJobsWithChoicesLeaveTheOnlyGPUThatFitsAScarceJob() {

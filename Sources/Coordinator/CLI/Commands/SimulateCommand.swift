@@ -33,6 +33,7 @@ struct SimulateCommand: ParsableCommand {
     @Flag(help: "Run every policy on the same workload and seed.") var compare = false
     @Option(help: "Seed for runtime jitter and the random policy.") var seed: UInt64 = 1
     @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "List every job: where it ran, when it became ready, started and ended.") var timeline = false
 
     func validate() throws {
         if generate == nil && (cluster == nil || workload == nil) { throw ValidationError("give --cluster and --workload, or --generate SEED") }
@@ -68,6 +69,15 @@ struct SimulateCommand: ParsableCommand {
             return
         }
         print(Self.render(reports, workload: load, workloadPath: path, seed: seed))
+        if timeline {
+            for r in reports {
+                print("\n\(r.policy): timeline")
+                print(Self.table(r.timeline.sorted { ($0.startS ?? .infinity) < ($1.startS ?? .infinity) }.map { t in
+                    ["  \(t.job)", "\(t.node ?? "-")/\(t.gpus.map(String.init).joined(separator: "+"))",
+                     "ready \(Self.duration(t.readyS ?? 0))", "start \(Self.duration(t.startS ?? 0))", "end \(Self.duration(t.finishS ?? 0))"]
+                }).joined(separator: "\n"))
+            }
+        }
     }
 
     private func runGenerated(first: UInt64) throws {

@@ -6,6 +6,8 @@ struct Eligibility: Sendable {
     var nodes: [(node: Int, gpus: [Int])]
     /// Set when `nodes` is empty.
     var reason: (code: PendingReason.Code, message: String, never: Bool)?
+    /// What the filters turned down for this shape (the same for every job of it).
+    var counts = RejectionCounts()
 
     static func compute(_ s: DemandShape, snapshot: ClusterSnapshot, state: borrowing PassState,
                         filters: [any PlacementFilter]) -> Eligibility {
@@ -15,6 +17,8 @@ struct Eligibility: Sendable {
         var waitingNodes: [(Int, [Rejection])] = []
         var gpuRej: [(Int, Rejection)] = []
         var shortGangs: [(Int, Int)] = []
+        var counts = RejectionCounts()
+        counts.nodesEvaluated = snapshot.nodes.count
         for (ni, node) in snapshot.nodes.enumerated() {
             var transient: [Rejection] = []
             var blocked: Rejection?
@@ -22,28 +26,32 @@ struct Eligibility: Sendable {
                 guard let r = f.check(s, node: node) else { continue }
                 if r.transient { transient.append(r) } else { blocked = r; break }
             }
-            if let blocked { staticNodeRej.append((ni, blocked)); continue }
+            for r in transient { counts.nodesFiltered[r.filter, default: 0] += 1 }
+            if let blocked { staticNodeRej.append((ni, blocked)); counts.nodesFiltered[blocked.filter, default: 0] += 1; continue }
             var ok: [Int] = []
             if !s.cpuOnly {
                 if node.gpus.isEmpty {
                     staticNodeRej.append((ni, Rejection(filter: "gpus", detail: "has no GPUs", transient: false)))
+                    counts.nodesFiltered["gpus", default: 0] += 1
                     continue
                 }
                 for (k, g) in node.gpus.enumerated() {
                     var rej: Rejection?
                     for f in filters { if let r = f.check(s, gpu: g, node: node, headroom: snapshot.headroomBytes) { rej = r; break } }
-                    if let rej { gpuRej.append((state.nodes[ni].gpuSlots[k], rej)) } else { ok.append(state.nodes[ni].gpuSlots[k]) }
+                    counts.gpusEvaluated += 1
+                    if let rej { gpuRej.append((state.nodes[ni].gpuSlots[k], rej)); counts.gpusFiltered[rej.filter, default: 0] += 1 }
+                    else { ok.append(state.nodes[ni].gpuSlots[k]) }
                 }
                 if ok.count < s.gpus {
-                    if !ok.isEmpty || s.gpus > 1 { shortGangs.append((ni, ok.count)) }
+                    if !ok.isEmpty || s.gpus > 1 { shortGangs.append((ni, ok.count)); if !ok.isEmpty { counts.nodesFiltered["gang", default: 0] += 1 } }
                     continue
                 }
             }
             if transient.isEmpty { eligible.append((ni, ok)) } else { waitingNodes.append((ni, transient)) }
         }
-        if !eligible.isEmpty { return Eligibility(nodes: eligible, reason: nil) }
+        if !eligible.isEmpty { return Eligibility(nodes: eligible, reason: nil, counts: counts) }
         return Eligibility(nodes: [], reason: explain(s, snapshot: snapshot, state: state, staticNodeRej: staticNodeRej,
-                                                       waitingNodes: waitingNodes, gpuRej: gpuRej, shortGangs: shortGangs))
+                                                       waitingNodes: waitingNodes, gpuRej: gpuRej, shortGangs: shortGangs), counts: counts)
     }
 
     private static func explain(_ s: DemandShape, snapshot: ClusterSnapshot, state: borrowing PassState,

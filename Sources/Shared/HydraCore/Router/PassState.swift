@@ -40,14 +40,20 @@ struct PassState: Sendable {
     var modelNames: [String]
     var uuidToSlot: [String: Int]
     var nodeIndex: [String: Int]
+    var nodeNames: [String]
     var anyLoadedModels: Bool
     /// Job id each GPU is held for (parallel to `gpus`; kept out of `GPUState` so the inner loop copies no strings).
     var claimant: [String?]
     /// Bumped whenever the pass takes VRAM; keys the cached "most free" texts.
     var freeVersion = 0
     var explain = true
-    var mostFreeCache: [DemandShape: (version: Int, text: String)] = [:]
+    /// The most free GPUs per shape as of `freeVersion` (numbers; the text is written after the pass).
+    var mostFreeFacts: [DemandShape: MostFree] = [:]
+    var mostFreeText: [Int: String] = [:]
+    var mostFreeCount = 0
     var heldText: [Int: String] = [:]
+    /// Waiting jobs' reasons as data: (index into the result's `pending`, facts), rendered after the pass.
+    var deferred: [(Int, WaitFacts)] = []
     /// Seconds of pending work (per GPU) of jobs that only a few GPUs can run and that the pass
     /// has not reached yet; `hydra` charges it to other jobs there (see `ScarceGPUs`).
     var contested: [Double] = []
@@ -55,6 +61,7 @@ struct PassState: Sendable {
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
         gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
+        nodeNames = snapshot.nodes.map(\.name)
         anyLoadedModels = snapshot.nodes.contains { $0.gpus.contains { !$0.loadedModels.isEmpty } }
         var modelIDs: [String: Int] = [:]
         let headroom = snapshot.headroomBytes

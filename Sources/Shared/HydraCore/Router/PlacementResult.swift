@@ -56,9 +56,17 @@ public struct PlacementResult: Sendable, Equatable {
     public var assignments: [Assignment]
     /// One entry for every job not assigned, in the pass's order.
     public var pending: [PendingReason]
+    /// Parallel to `pending`: what turned each waiting job down, counted per filter and dimension.
+    /// `pending[i].message` is rendered from these counts and the pass's facts after the pass.
+    public var rejections: [RejectionCounts]
 
-    public init(assignments: [Assignment] = [], pending: [PendingReason] = []) {
+    public init(assignments: [Assignment] = [], pending: [PendingReason] = [], rejections: [RejectionCounts]? = nil) {
         self.assignments = assignments; self.pending = pending
+        self.rejections = rejections ?? Array(repeating: RejectionCounts(), count: pending.count)
+    }
+
+    public func rejections(for jobID: String) -> RejectionCounts? {
+        pending.firstIndex { $0.jobID == jobID }.map { rejections[$0] }
     }
 
     public func reason(for jobID: String) -> PendingReason? { pending.first { $0.jobID == jobID } }

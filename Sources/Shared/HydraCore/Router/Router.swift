@@ -52,6 +52,8 @@ public enum Router {
         var result = PlacementResult()
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
         result.pending.reserveCapacity(pending.count)
+        result.rejections.reserveCapacity(pending.count)
+        if explain { state.deferred.reserveCapacity(pending.count) }
 
         // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
         pending.withUnsafeBufferPointer { jobs in
@@ -64,7 +66,9 @@ public enum Router {
                 eligibility[shapeOf[ji]] = elig
             }
             if let r = elig.reason {
+                // The shape's text, written once per shape from what its filters rejected.
                 result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))
+                result.rejections.append(elig.counts)
                 continue
             }
             // From here on its own plan stands on those GPUs instead of the charge.
@@ -85,14 +89,22 @@ public enum Router {
                      snapshot: snapshot, now: now, into: &result)
         }
         }
+        // The texts, from the facts each waiting job left (outside the loop; skipped when not explaining).
+        if explain {
+            for (i, facts) in state.deferred { result.pending[i].message = message(facts, &state) }
+        }
         return result
     }
 
     // MARK: GPU jobs
 
+    /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
+    static let idleQueueS = 0.5
+
     /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
     struct JobRef { var id: String }
 
+    @inline(__always)
     private static func placeGPU(_ job: JobRef, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
                                  _ state: inout PassState, scorers: ScorerSet, policy: RouterPolicy,
                                  snapshot: ClusterSnapshot, now: Date, into result: inout PlacementResult) {
@@ -101,14 +113,24 @@ public enum Router {
         let jobKey = policy.name == .random ? SplitMix64.stableHash(job.id) ^ UInt64(bitPattern: Int64(now.timeIntervalSince1970)) : 0
         var bestNow: Candidate?, bestNowCost = Double.infinity
         var bestAny: Candidate?, bestAnyCost = Double.infinity
+        var counts = elig.counts
+        // Under `hydra` a job that is not urgent starts only on an idle GPU: one started beside a
+        // running job shares its compute and stretches it, while the plan counts it after that
+        // job (queue + runtime). On a busy GPU it is planned after the queue and waits for it.
+        let exclusive = policy.startsOnIdleGPUsOnly && !d.urgent
+        let idleS = Self.idleQueueS
 
         for (ni, slots) in elig.nodes {
             if k == 1 {
                 for s in slots {
                     let g = state.gpus[s]
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
-                    let fits = g.free >= need && g.claimedBy < 0
+                    let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleS)
                     let predictable = fits || g.free + Int64(g.releasable) >= need
+                    if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
+                        counts.vram += 1
+                        if !predictable { counts.foreign += 1 }
+                    }
                     guard fits || predictable else { continue }
                     let c = Candidate(node: ni, first: s, startS: g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable)
                     let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
@@ -117,7 +139,8 @@ public enum Router {
                 }
             } else {
                 for requireFit in [true, false] {
-                    guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit) else { continue }
+                    guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit,
+                                             spareFast: policy.sparesFastGPUsInGangs, exclusive: exclusive) else { continue }
                     let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
                     if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
                     if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
@@ -144,13 +167,28 @@ public enum Router {
             return
         }
 
-        let reason = waitReason(d, choice: choice, bestNow: bestNow, elig: elig, state: &state, snapshot: snapshot)
-        result.pending.append(PendingReason(jobID: job.id, code: reason.0, message: reason.1, neverRunnable: false))
+        if k > 1 {
+            for (_, slots) in elig.nodes {
+                for s in slots {
+                    let g = state.gpus[s]
+                    if g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleS) { counts.slower += 1 }
+                    else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
+                        counts.vram += 1
+                        if g.free + Int64(g.releasable) < need { counts.foreign += 1 }
+                    }
+                }
+            }
+        }
+        if bestNow == nil { counts.slower = 0 }   // nothing fits now: none was passed over
+        let (code, facts) = waitFacts(d, choice: choice, bestNow: bestNow, elig: elig, busy: counts.busy, state: &state)
+        result.pending.append(PendingReason(jobID: job.id, code: code, message: "", neverRunnable: false))
+        result.rejections.append(counts)
+        if state.explain { state.deferred.append((result.pending.count - 1, facts)) }
         // Plan it onto the GPU it waits for, so jobs after it see that GPU as busier and cannot take it.
         if let c = choice {
             let finish = c.finishS
             _ = c.allGPUs { s in
-                if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id; state.heldText[s] = nil }
+                if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id }
                 state.gpus[s].queueS = finish
                 return true
             }
@@ -159,17 +197,56 @@ public enum Router {
 
     /// The k GPUs of one node that finish the job soonest; with `requireFit`, among those it fits on now.
     private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
-                             state: borrowing PassState, requireFit: Bool) -> Candidate? {
+                             state: borrowing PassState, requireFit: Bool, spareFast: Bool, exclusive: Bool) -> Candidate? {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
         for s in slots {
             let g = state.gpus[s]
-            let fits = g.free >= need && g.claimedBy < 0
+            let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleQueueS)
             if requireFit && !fits { continue }
             let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
             pool.append((s, g.queueS + runtime, runtime, fits, fits || g.free + Int64(g.releasable) >= need))
         }
         guard pool.count >= k else { return nil }
         pool.sort { $0.finish < $1.finish || ($0.finish == $1.finish && $0.slot < $1.slot) }
+        if spareFast && pool.count > k && k == 2 {
+            // Pairs, without allocating: the soonest finish, then the least total weight, then the lowest slots.
+            var bi = -1, bj = -1, bestFinish = Double.infinity, bestWeight = Double.infinity
+            for i in 0..<pool.count {
+                let qi = state.gpus[pool[i].slot].queueS, wi = state.gpus[pool[i].slot].weight
+                for j in (i + 1)..<pool.count {
+                    let qj = state.gpus[pool[j].slot].queueS, wj = state.gpus[pool[j].slot].weight
+                    let finish = max(qi, qj) + max(pool[i].runtime, pool[j].runtime)
+                    let weight = wi + wj
+                    if finish < bestFinish * (1 - 1e-9) || (finish <= bestFinish * (1 + 1e-9) && weight < bestWeight) {
+                        bi = i; bj = j; bestFinish = min(bestFinish, finish); bestWeight = weight
+                    }
+                }
+            }
+            if bi >= 0 { let a = pool[bi], b = pool[bj]; pool[0] = a; pool[1] = b }   // only the first k count below
+        } else if spareFast && pool.count > k {
+            // A gang moves at its slowest member's pace, so a fast GPU paired with a slow one gives
+            // the gang nothing: for each pace setter, its partners are the least busy GPUs at least
+            // as fast; of the sets that finish soonest, the one with the least
+            // total weight wins, and the fast GPUs stay free for jobs that use their speed.
+            typealias Member = (slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)
+            var tagged: [(m: Member, weight: Double, queue: Double)] = []
+            for m in pool { tagged.append((m, state.gpus[m.slot].weight, state.gpus[m.slot].queueS)) }
+            tagged.sort { $0.weight < $1.weight || ($0.weight == $1.weight && $0.m.slot < $1.m.slot) }
+            var sets: [(members: [Member], finish: Double, weight: Double)] = []
+            for p in 0...(tagged.count - k) {
+                var others = Array(tagged[(p + 1)...])
+                others.sort { $0.queue < $1.queue || ($0.queue == $1.queue && $0.m.slot < $1.m.slot) }
+                let set = [tagged[p]] + others.prefix(k - 1)
+                var runtime = 0.0, start = 0.0, weight = 0.0
+                for t in set { runtime = max(runtime, t.m.runtime); start = max(start, t.queue); weight += t.weight }
+                sets.append((set.map(\.m), start + runtime, weight))
+            }
+            var soonest = Double.infinity
+            for s in sets { soonest = min(soonest, s.finish) }
+            var best = -1
+            for (i, s) in sets.enumerated() where s.finish <= soonest * (1 + 1e-9) && (best < 0 || s.weight < sets[best].weight) { best = i }
+            if best >= 0 { for (i, m) in sets[best].members.enumerated() { pool[i] = m } }
+        }
         // A gang moves at its slowest member's pace and starts when its busiest member is free.
         // (Plain loops: a closure reading `state` would copy the whole pass state.)
         var runtime = 0.0, start = 0.0, fits = true, predictable = true
@@ -184,44 +261,58 @@ public enum Router {
                          fitsNow: fits, predictable: predictable)
     }
 
-    private static func waitReason(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
-                                   state: inout PassState, snapshot: ClusterSnapshot) -> (PendingReason.Code, String) {
-        if !state.explain {
-            guard let c = choice else { return (.insufficientVRAM, "") }
-            for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, "") }
-            return (bestNow != nil ? .waitingForBetterGPU : .insufficientVRAM, "")
-        }
-        if let c = choice {
-            var held: Int?
-            for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { held = c.gpu(i); break }
-            if let h = held, let other = state.claimant[h] {
-                // One text per held GPU: in a long backlog most jobs wait behind the same few holders.
-                if let t = state.heldText[h] { return (.heldForOtherJob, t) }
-                let t = "waits for \(state.info[h].label), held for job \(other) ranked before it"
-                state.heldText[h] = t
-                return (.heldForOtherJob, t)
+    /// Why a job waits, as numbers and GPU slots (the code now; the text after the pass).
+    private static func waitFacts(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
+                                  busy: Int, state: inout PassState) -> (PendingReason.Code, WaitFacts) {
+        guard let c = choice else { return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: nil, busy: busy)) }
+        for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, .held(gpu: c.gpu(i))) }
+        if let now = bestNow {
+            if d.urgent { return (.waitingForBetterGPU, .urgent(choice: c, now: now)) }
+            var keptJobs = 0, keptS = 0.0
+            if !d.scarce {
+                var g = now.first
+                for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
+                if state.contestedJobs[g] > 0 { keptJobs = state.contestedJobs[g]; keptS = state.contested[g] }
             }
-            let label = labels(c, state)
-            if let now = bestNow {
-                let nowLabel = labels(now, state)
-                if d.urgent {
-                    // The urgent cost: it would start at once and share that GPU's compute.
-                    let shared = now.runtimeS + min(now.startS, now.runtimeS)
-                    return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(nowLabel))")
-                }
-                var kept = ""
-                if !d.scarce && !d.urgent {
-                    var g = now.first
-                    for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
-                    if state.contestedJobs[g] > 0 {
-                        kept = ", which \(state.contestedJobs[g]) job(s) that only few GPUs can run need for ~\(secs(state.contested[g]))"
-                    }
-                }
-                return (.waitingForBetterGPU, "waits for \(label) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(nowLabel)\(kept))")
-            }
-            return (.insufficientVRAM, "\(cachedMostFree(elig, d, &state)); expected on \(label) in ~\(secs(c.startS))")
+            return (.waitingForBetterGPU, .better(choice: c, now: now, keptJobs: keptJobs, keptS: keptS))
         }
-        return (.insufficientVRAM, cachedMostFree(elig, d, &state))
+        return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: c, busy: busy))
+    }
+
+    /// The one-line reason, rendered from the facts (texts per held GPU and per most-free snapshot are shared).
+    static func message(_ facts: WaitFacts, _ state: inout PassState) -> String {
+        switch facts {
+        case let .held(h):
+            if let t = state.heldText[h] { return t }
+            let t = "waits for \(state.info[h].label), held for job \(state.claimant[h] ?? "?") ranked before it"
+            state.heldText[h] = t
+            return t
+        case let .urgent(c, now):
+            // The urgent cost: it would start at once and share that GPU's compute.
+            let shared = now.runtimeS + min(now.startS, now.runtimeS)
+            return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(labels(now, state)))"
+        case let .better(c, now, keptJobs, keptS):
+            let kept = keptJobs > 0 ? ", which \(keptJobs) job(s) that only few GPUs can run need for ~\(secs(keptS))" : ""
+            return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(labels(now, state))\(kept))"
+        case let .vram(mf, expected, busy):
+            let text: String
+            if let t = state.mostFreeText[mf.id] { text = t } else {
+                let need = mf.gpus == 1 ? "needs \(Fmt.bytes(Int64(mf.needBytes))) on 1 GPU"
+                    : "needs \(Fmt.bytes(Int64(mf.needBytes))) on each of \(mf.gpus) GPUs on one node"
+                let most = mf.nodes.isEmpty ? "none" : mf.nodes.map { n in
+                    n.map { "\(state.info[$0.slot].label) \(Fmt.bytes($0.free))" }.joined(separator: ", ")
+                }.joined(separator: "; ")
+                text = "\(need); most free: \(most)"
+                state.mostFreeText[mf.id] = text
+            }
+            // Busy GPUs with room: it waits for them to be idle rather than share them.
+            let shared = busy > 0 ? "; \(busy) busy GPU(s) with room, not shared" : ""
+            guard let c = expected else { return text + shared }
+            return "\(text); expected on \(labels(c, state)) in ~\(secs(c.startS))\(shared)"
+        case let .cpuSlot(nodes, nextFreeS):
+            let list = nodes.map { "\(state.nodeNames[$0]) \(state.nodes[$0].cpuRemaining.count) of \(state.nodes[$0].cpuRemaining.count) busy" }
+            return "waits for a CPU slot (\(list.joined(separator: ", "))); next free in ~\(secs(nextFreeS))"
+        }
     }
 
     private static func labels(_ c: Candidate, _ state: borrowing PassState) -> String {
@@ -230,35 +321,28 @@ public enum Router {
         return out
     }
 
-    /// Free VRAM only changes when the pass places a job, so jobs of one shape share the text in between.
-    private static func cachedMostFree(_ elig: Eligibility, _ d: JobDemand, _ state: inout PassState) -> String {
-        if let c = state.mostFreeCache[d.shape], c.version == state.freeVersion { return c.text }
-        let need = d.shape.gpus == 1
-            ? "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on 1 GPU"
-            : "needs \(Fmt.bytes(Int64(d.shape.needBytes))) on each of \(d.shape.gpus) GPUs on one node"
-        let text = "\(need); most free: \(mostFree(elig, d, state))"
-        state.mostFreeCache[d.shape] = (state.freeVersion, text)
-        return text
-    }
-
-    private static func mostFree(_ elig: Eligibility, _ d: JobDemand, _ state: borrowing PassState) -> String {
+    /// Free VRAM only changes when the pass places a job, so jobs of one shape share the snapshot in between.
+    private static func mostFreeFacts(_ elig: Eligibility, _ d: JobDemand, _ state: inout PassState) -> MostFree {
+        if let c = state.mostFreeFacts[d.shape], c.version == state.freeVersion { return c }
+        var nodes: [[(slot: Int, free: Int64)]] = []
         if d.shape.gpus == 1 {
             var best = -1
             var bestFree = Int64.min
             for n in elig.nodes { for s in n.gpus where state.gpus[s].free > bestFree { best = s; bestFree = state.gpus[s].free } }
-            guard best >= 0 else { return "none" }
-            return "\(state.info[best].label) \(Fmt.bytes(bestFree))"
+            if best >= 0 { nodes = [[(best, bestFree)]] }
+        } else {
+            for n in elig.nodes {
+                var frees: [(slot: Int, free: Int64)] = []
+                for s in n.gpus { frees.append((s, state.gpus[s].free)) }
+                frees.sort { $0.free > $1.free }
+                nodes.append(Array(frees.prefix(d.shape.gpus)))
+            }
         }
-        var parts: [String] = []
-        for n in elig.nodes {
-            var frees: [(slot: Int, free: Int64)] = []
-            for s in n.gpus { frees.append((s, state.gpus[s].free)) }
-            frees.sort { $0.free > $1.free }
-            var texts: [String] = []
-            for f in frees.prefix(d.shape.gpus) { texts.append("\(state.info[f.slot].label) \(Fmt.bytes(f.free))") }
-            parts.append(texts.joined(separator: ", "))
-        }
-        return parts.joined(separator: "; ")
+        let mf = MostFree(id: state.mostFreeCount, version: state.freeVersion,
+                          needBytes: d.shape.needBytes, gpus: d.shape.gpus, nodes: nodes)
+        state.mostFreeFacts[d.shape] = mf
+        state.mostFreeCount += 1
+        return mf
     }
 
     static func secs(_ s: Double) -> String {
@@ -277,8 +361,10 @@ public enum Router {
             let slots = state.nodes[ni].cpuRemaining
             for (i, r) in slots.enumerated() where best == nil || r < best!.remaining { best = (ni, i, r) }
         }
+        var counts = elig.counts
         guard let b = best else {
             result.pending.append(PendingReason(jobID: job.id, code: .unschedulable, message: "no CPU slot on any eligible node", neverRunnable: true))
+            result.rejections.append(counts)
             return
         }
         // Planned either way: a job that waits takes the slot that frees first, so later ones queue behind it.
@@ -287,13 +373,36 @@ public enum Router {
             result.assignments.append(Assignment(jobID: job.id, node: snapshot.nodes[b.node].name, gpuUUIDs: [], gpuIndices: [],
                                                  reservedBytesPerGPU: 0, expectedRuntimeS: runtime, expectedStart: now,
                                                  expectedFinish: now.addingTimeInterval(runtime)))
-        } else if !state.explain {
-            result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot, message: "", neverRunnable: false))
         } else {
-            let names = elig.nodes.map { n in "\(snapshot.nodes[n.node].name) \(state.nodes[n.node].cpuRemaining.count) of \(state.nodes[n.node].cpuRemaining.count) busy" }
-            result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot,
-                                                message: "waits for a CPU slot (\(names.joined(separator: ", "))); next free in ~\(secs(b.remaining))",
-                                                neverRunnable: false))
+            counts.cpuSlotsFull = elig.nodes.count
+            result.pending.append(PendingReason(jobID: job.id, code: .waitingForCPUSlot, message: "", neverRunnable: false))
+            result.rejections.append(counts)
+            if state.explain {
+                state.deferred.append((result.pending.count - 1, .cpuSlot(nodes: elig.nodes.map(\.node), nextFreeS: b.remaining)))
+            }
         }
     }
+}
+
+/// Why a job waits, as data: GPU slots and seconds, rendered into `PendingReason.message` after the pass.
+enum WaitFacts: Sendable {
+    /// The GPU it needs is held for a job ranked before it.
+    case held(gpu: Int)
+    /// Urgent: fits now on `now` (sharing it), but the busy `choice` finishes it sooner.
+    case urgent(choice: Candidate, now: Candidate)
+    /// Fits now on `now`, but the busy `choice` finishes it sooner; `keptJobs` scarce jobs need `now` for `keptS`.
+    case better(choice: Candidate, now: Candidate, keptJobs: Int, keptS: Double)
+    /// Fits nowhere now; where it is expected, if anywhere.
+    case vram(MostFree, expected: Candidate?, busy: Int)
+    /// Every CPU slot of its nodes is taken.
+    case cpuSlot(nodes: [Int], nextFreeS: Double)
+}
+
+/// The most free eligible GPUs for a shape at one moment of the pass (per node: the k most free).
+struct MostFree: Sendable {
+    var id: Int
+    var version: Int
+    var needBytes: UInt64
+    var gpus: Int
+    var nodes: [[(slot: Int, free: Int64)]]
 }

@@ -72,6 +72,7 @@ struct EarliestFinishScorer: PlacementScorer {
     var urgentWaitFactor = 0.0
     /// Ranks a too-long wait behind every start now, keeping the order among such waits.
     static let tooLongWaitS = 1e7
+    @inline(__always)
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         guard demand.urgent else {
             guard !demand.scarce else { return c.finishS }
@@ -88,6 +89,7 @@ struct EarliestFinishScorer: PlacementScorer {
 struct ModelLoadedScorer: PlacementScorer {
     let name = "model-loaded"
     var penaltyS: Double
+    @inline(__always)
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         // Only where some GPU declares loaded models: otherwise every GPU pays the same.
         guard !demand.modelKey.isEmpty, state.anyLoadedModels else { return 0 }

@@ -15,8 +15,11 @@ import Foundation
 ///    for at least its fastest runtime, and S has one second per GPU or slot per second. This
 ///    one binds where a gang pairs a fast GPU with a slow one (the weights count the fast one
 ///    at full speed, but the gang runs at the slow one's pace).
+/// 4. No migration (`noMigrationBound`): a job stays on the GPU(s) it starts on, so a guess C
+///    gives each job a deadline, and a GPU too slow to meet it cannot take the job at all;
+///    2 and 3 are then checked on the GPUs each job has left. The largest C where that fails.
 /// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
-/// maximum of 1–3, over the jobs that ran (a job that can never run adds nothing).
+/// maximum of 1–4, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
     public struct Parts: Sendable, Equatable, Codable {
         public var value: Double
@@ -24,8 +27,11 @@ public struct LowerBound: Sendable, Equatable, Codable {
         public var capacityS: Double
         /// The resources whose capacity binds (e.g. `hydra-compute/0 RTX 5070 Ti + hydra-compute/1 RTX 3060`).
         public var bindingResources: String
+        /// Part 4 (0 when it adds nothing above 1–3).
+        public var noMigrationS: Double = 0
         enum CodingKeys: String, CodingKey {
             case value, criticalPathS = "critical_path_s", capacityS = "capacity_s", bindingResources = "binding_resources"
+            case noMigrationS = "no_migration_s"
         }
     }
 
@@ -112,7 +118,140 @@ public struct LowerBound: Sendable, Equatable, Codable {
                             Self.windowBound(inside.map { (est[$0], occupancy[$0], tail[$0]) }, capacity: units))
             if bound > capBound { capBound = bound; binding = s.map { labels[$0] }.joined(separator: " + ") }
         }
-        return Parts(value: max(critical, capBound), criticalPathS: critical, capacityS: capBound, bindingResources: binding)
+        // 4. No migration: a job runs on one GPU (or gang) from start to end, so the seconds
+        //    it has are a speed it needs; below that speed a GPU cannot take it at all.
+        var jobsIn: [SpeedJob] = []
+        for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty {
+            let sj = jobs[j]
+            if sets[j][0] >= gpuCount {
+                jobsIn.append(SpeedJob(est: est[j], tail: tail[j], k: 1, base: nil, fixed: fastest[j], cpu: true, nodes: [sets[j]]))
+                continue
+            }
+            let d = JobDemand(job: sj.job, stats: .empty, policy: policy)
+            let byNode = Dictionary(grouping: sets[j], by: { state.gpus[$0].node }).values.map { $0.sorted() }.sorted { $0[0] < $1[0] }
+            jobsIn.append(SpeedJob(est: est[j], tail: tail[j], k: d.shape.gpus,
+                                   base: sj.fixedS == nil ? (sj.baseS ?? d.baseRuntimeS) : nil, fixed: sj.fixedS, cpu: false, nodes: byNode))
+        }
+        let lo = max(critical, capBound)
+        let speed = Self.noMigrationBound(jobsIn, speeds: capacity, gpuCount: gpuCount, from: lo)
+        if speed.value > lo { binding = speed.binding.map { labels[$0] }.joined(separator: " + ") }
+        return Parts(value: max(lo, speed.value), criticalPathS: critical, capacityS: capBound, bindingResources: binding,
+                     noMigrationS: speed.value)
+    }
+
+    /// A job for the no-migration bound: its earliest start and tail, its GPUs per node
+    /// (or, CPU-only, its nodes' CPU resources as one list), and its weight-1 runtime or fixed duration.
+    struct SpeedJob {
+        var est: Double
+        var tail: Double
+        var k: Int
+        var base: Double?
+        var fixed: Double?
+        var cpu: Bool
+        var nodes: [[Int]]
+    }
+
+    /// Up to 128 resources as bits.
+    struct Mask: Hashable {
+        var lo: UInt64 = 0, hi: UInt64 = 0
+        mutating func insert(_ i: Int) { if i < 64 { lo |= 1 << UInt64(i) } else { hi |= 1 << UInt64(i - 64) } }
+        func isSubset(of o: Mask) -> Bool { lo & ~o.lo == 0 && hi & ~o.hi == 0 }
+        func union(_ o: Mask) -> Mask { Mask(lo: lo | o.lo, hi: hi | o.hi) }
+        var members: [Int] {
+            var out: [Int] = []
+            for i in 0..<128 where (i < 64 ? lo >> UInt64(i) : hi >> UInt64(i - 64)) & 1 == 1 { out.append(i) }
+            return out
+        }
+    }
+
+    /// The largest makespan C at which the jobs provably cannot all finish, found by bisection
+    /// above `from`. For a guess C, job j has C − est − tail seconds, so it may use only GPUs of
+    /// weight ≥ base / (those seconds) (a gang: k of them on one node; a fixed or CPU job: any,
+    /// if it fits at all). Then, as in 2 and 3, every set S of the GPUs the jobs are left with
+    /// (and every union of two) must hold the work and resource-seconds of the jobs confined
+    /// to it in the windows. Any C where that fails is below every schedule's makespan (no
+    /// schedule, shared or serial, moves a job between GPUs or runs it faster than its GPU's
+    /// weight), so the C returned is a valid bound whether or not the test is monotone in C.
+    static func noMigrationBound(_ jobs: [SpeedJob], speeds: [Double], gpuCount: Int, from lo0: Double) -> (value: Double, binding: [Int]) {
+        guard !jobs.isEmpty, speeds.count <= 128, lo0 > 0 else { return (0, []) }
+        let byEst = jobs.indices.sorted { jobs[$0].est > jobs[$1].est }
+        let byTail = jobs.indices.sorted { jobs[$0].tail > jobs[$1].tail }
+        /// The set S that fails at C, or nil when the test passes.
+        func fails(_ c: Double) -> [Int]? {
+            var masks: [Mask] = [], work: [Double] = [], occ: [Double] = []
+            masks.reserveCapacity(jobs.count); work.reserveCapacity(jobs.count); occ.reserveCapacity(jobs.count)
+            for j in jobs {
+                let window = c - j.est - j.tail
+                var m = Mask()
+                var minW = Double.infinity
+                if let f = j.fixed {
+                    guard f <= window * (1 + 1e-12) else { return [] }
+                    for n in j.nodes where n.count >= j.k { for s in n { m.insert(s); minW = min(minW, speeds[s]) } }
+                    work.append(j.cpu ? f : Double(j.k) * f * minW); occ.append(Double(j.k) * f)
+                } else {
+                    guard window > 0 else { return [] }
+                    let need = j.base! / window
+                    var best = 0.0
+                    for n in j.nodes {
+                        let ok = n.filter { speeds[$0] >= need * (1 - 1e-12) }
+                        guard ok.count >= j.k else { continue }
+                        for s in ok { m.insert(s) }
+                        best = max(best, ok.map { speeds[$0] }.sorted(by: >)[j.k - 1])
+                    }
+                    guard best > 0 else { return [] }
+                    work.append(Double(j.k) * j.base!); occ.append(Double(j.k) * j.base! / best)
+                }
+                masks.append(m)
+            }
+            var distinct = Array(Set(masks))
+            let base = distinct.count
+            if base <= 60 { for a in 0..<base { for b in (a + 1)..<max(a + 1, base) { distinct.append(distinct[a].union(distinct[b])) } } }
+            for s in Set(distinct) {
+                let members = s.members
+                var cap = 0.0, units = 0.0
+                for r in members { cap += speeds[r]; units += r < gpuCount ? 1 : speeds[r] }
+                guard cap > 0 else { continue }
+                var inside = [Bool](repeating: false, count: jobs.count)
+                var any = false
+                for j in jobs.indices where masks[j].isSubset(of: s) { inside[j] = true; any = true }
+                guard any else { continue }
+                if sortedWindowBound(byEst: byEst, byTail: byTail, inside: inside, jobs: jobs, amount: work, capacity: cap) > c * (1 + 1e-9)
+                    || sortedWindowBound(byEst: byEst, byTail: byTail, inside: inside, jobs: jobs, amount: occ, capacity: units) > c * (1 + 1e-9) {
+                    return members
+                }
+            }
+            return nil
+        }
+        var lo = lo0, binding: [Int] = []
+        guard let first = fails(lo * (1 + 1e-6)) else { return (0, []) }
+        lo *= 1 + 1e-6; binding = first
+        var hi = lo * 2
+        var tries = 0
+        while let b = fails(hi), tries < 20 { lo = hi; binding = b; hi *= 2; tries += 1 }
+        for _ in 0..<18 {
+            let mid = (lo + hi) / 2
+            if let b = fails(mid) { lo = mid; binding = b } else { hi = mid }
+        }
+        return (lo, binding)
+    }
+
+    /// `windowBound` over the jobs marked `inside`, in orders sorted once for every set.
+    static func sortedWindowBound(byEst: [Int], byTail: [Int], inside: [Bool], jobs: [SpeedJob], amount: [Double], capacity cap: Double) -> Double {
+        var best = 0.0
+        var w = 0.0, minTail = Double.infinity
+        var last = -1
+        for j in byEst where inside[j] {
+            if last >= 0, jobs[last].est != jobs[j].est, w > 0 { best = max(best, jobs[last].est + w / cap + minTail) }
+            w += amount[j]; minTail = min(minTail, jobs[j].tail); last = j
+        }
+        if last >= 0, w > 0 { best = max(best, jobs[last].est + w / cap + minTail) }
+        w = 0; var minEst = Double.infinity; last = -1
+        for j in byTail where inside[j] {
+            if last >= 0, jobs[last].tail != jobs[j].tail, w > 0 { best = max(best, minEst + w / cap + jobs[last].tail) }
+            w += amount[j]; minEst = min(minEst, jobs[j].est); last = j
+        }
+        if last >= 0, w > 0 { best = max(best, minEst + w / cap + jobs[last].tail) }
+        return best
     }
 
     /// Jobs confined to resources of capacity `cap`: for every release threshold t, the jobs
