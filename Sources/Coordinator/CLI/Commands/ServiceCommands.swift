@@ -41,6 +41,9 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(name: .customLong("leader-ttl"), help: "Seconds a leader may go without renewing its lease before a standby takes over.")
     var leaderTTL = 5.0
     @Option(help: "Placement policy: hydra (default), seed-static, least-loaded, random.") var policy = "hydra"
+    @Flag(name: .customLong("share-busy-gpus"),
+          help: "Let jobs below the urgent priority start beside a running job on its GPU (hydra waits for a busy GPU by default).")
+    var shareBusyGPUs = false
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
@@ -51,9 +54,10 @@ struct CoordinatorCommand: ParsableCommand {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
         guard lease > 0 else { throw ValidationError("--lease must be > 0") }
         guard leaderTTL >= 1 else { throw ValidationError("--leader-ttl must be ≥ 1 (seconds)") }
-        guard let routerPolicy = RouterPolicy.named(policy) else {
+        guard var routerPolicy = RouterPolicy.named(policy) else {
             throw ValidationError("unknown --policy '\(policy)' (hydra, seed-static, least-loaded, random)")
         }
+        if shareBusyGPUs { routerPolicy.sharesBusyGPUs = true }
         let cluster = try clusterOption.load()
         let redis = try redisAuth.endpoint(url: conn.redis)
         let keys = try signing.load()
