@@ -72,14 +72,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # Prints the last lines of every demo log to stderr.
-show_logs() {
-    local f
-    for f in "$LOGS"/*.log; do
-        [[ -f "$f" ]] || continue
-        printf -- '--- last lines of %s ---\n' "$f" >&2
-        tail -n 25 "$f" >&2 || true
-    done
-}
+# shellcheck source=deploy/lib/logs.sh
+source "$REPO_ROOT/deploy/lib/logs.sh"
 
 fail() {
     say "error: $*"

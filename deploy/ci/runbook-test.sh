@@ -83,15 +83,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-show_logs() {
-    local f
-    for f in "$LOGS"/*.log; do
-        [[ -f "$f" ]] || continue
-        printf -- '--- last lines of %s ---\n' "$f" >&2
-        tail -n 30 "$f" >&2 || true
-    done
-}
-fail() { say "FAIL: $*"; show_logs; exit 1; }
+# shellcheck source=deploy/lib/logs.sh
+source "$REPO_ROOT/deploy/lib/logs.sh"
+fail() { say "FAIL: $*"; show_logs 30; exit 1; }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds or the deadline passes.
 wait_for() {
