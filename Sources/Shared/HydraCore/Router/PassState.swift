@@ -47,8 +47,8 @@ struct PassState: Sendable {
     /// Bumped whenever the pass takes VRAM; keys the cached "most free" texts.
     var freeVersion = 0
     var explain = true
-    /// The most free GPUs per shape as of `freeVersion` (numbers; the text is written after the pass).
-    var mostFreeFacts: [DemandShape: MostFree] = [:]
+    /// The most free GPUs per shape (by the pass's shape index) as of `freeVersion` (numbers; the text is written after the pass).
+    var mostFreeFacts: [MostFree?] = []
     var mostFreeText: [Int: String] = [:]
     var mostFreeCount = 0
     var heldText: [Int: String] = [:]
