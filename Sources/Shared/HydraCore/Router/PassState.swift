@@ -49,9 +49,10 @@ struct PassState: Sendable {
     var explain = true
     /// The most free GPUs per shape (by the pass's shape index) as of `freeVersion` (numbers; the text is written after the pass).
     var mostFreeFacts: [MostFree?] = []
-    var mostFreeText: [Int: String] = [:]
+    /// Texts by `MostFree.id` and by GPU slot: flat arrays, as rendering looks one up per waiting job.
+    var mostFreeText: [String?] = []
     var mostFreeCount = 0
-    var heldText: [Int: String] = [:]
+    var heldText: [String?] = []
     /// Waiting jobs' reasons as data: (index into the result's `pending`, facts), rendered after the pass.
     var deferred: [(Int, WaitFacts)] = []
     /// Seconds of pending work (per GPU) of jobs that only a few GPUs can run and that the pass
@@ -84,6 +85,7 @@ struct PassState: Sendable {
         }
 
         claimant = Array(repeating: nil, count: gpus.count)
+        heldText = Array(repeating: nil, count: gpus.count)
         contested = Array(repeating: 0, count: gpus.count)
         contestedJobs = Array(repeating: 0, count: gpus.count)
         var allRes = [UInt64](repeating: 0, count: gpus.count)

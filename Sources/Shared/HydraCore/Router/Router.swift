@@ -329,13 +329,14 @@ public enum Router {
             return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(labels(now, state))\(kept))"
         case let .vram(mf, expected, busy):
             let text: String
-            if let t = state.mostFreeText[mf.id] { text = t } else {
+            if mf.id < state.mostFreeText.count, let t = state.mostFreeText[mf.id] { text = t } else {
                 let need = mf.gpus == 1 ? "needs \(Fmt.bytes(Int64(mf.needBytes))) on 1 GPU"
                     : "needs \(Fmt.bytes(Int64(mf.needBytes))) on each of \(mf.gpus) GPUs on one node"
                 let most = mf.nodes.isEmpty ? "none" : mf.nodes.map { n in
                     n.map { "\(state.info[$0.slot].label) \(Fmt.bytes($0.free))" }.joined(separator: ", ")
                 }.joined(separator: "; ")
                 text = "\(need); most free: \(most)"
+                if state.mostFreeText.count <= mf.id { state.mostFreeText += Array(repeating: nil, count: mf.id + 1 - state.mostFreeText.count) }
                 state.mostFreeText[mf.id] = text
             }
             // Busy GPUs with room: it waits for them to be idle rather than share them.
