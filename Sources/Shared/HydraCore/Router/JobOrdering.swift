@@ -22,7 +22,7 @@ public enum JobOrdering {
         let n = pending.count
         // Sort keys in one flat array: comparing through closures over several arrays (and
         // the jobs themselves) was a tenth of a 10 000-job pass.
-        struct Key { var eff: Int; var share: Int; var path: Double; var age: Double; var index: Int; var batch: Int; var pos = 0 }
+        struct Key { var eff: Int; var share: Int; var path: Double; var age: Double; var index: Int; var batch: Int }
         var batchIDs: [String: Int] = [:]
         var keys: [Key] = []
         keys.reserveCapacity(n)
@@ -57,14 +57,10 @@ public enum JobOrdering {
             next[b] = rank + 1
             countedTier[b] = tier
         }
-        // The tie-break is the order the first sort left within a tier: its position there (the
-        // first sort is stable, so equal jobs keep their input order either way). Integers instead
-        // of the path, age and id comparisons again: the two sorts were ~6 % of a pass profile.
-        for k in keys.indices { keys[k].pos = k }
         keys.sort { a, b in
             if a.eff != b.eff { return a.eff > b.eff }
             if a.share != b.share { return a.share < b.share }
-            return a.pos < b.pos
+            return tieBreak(a, b)
         }
         return keys.map(\.index)
     }

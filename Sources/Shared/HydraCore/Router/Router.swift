@@ -224,7 +224,6 @@ public enum Router {
     private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
                              state: borrowing PassState, requireFit: Bool, spareFast: Bool, exclusive: Bool) -> Candidate? {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
-        pool.reserveCapacity(slots.count)   // one allocation, not one per doubling (twice per gang job and node)
         for s in slots {
             let g = state.gpus[s]
             let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleQueueS)
@@ -277,7 +276,6 @@ public enum Router {
         // (Plain loops: a closure reading `state` would copy the whole pass state.)
         var runtime = 0.0, start = 0.0, fits = true, predictable = true
         var chosen: [Int] = []
-        chosen.reserveCapacity(k)
         for m in pool.prefix(k) {
             runtime = max(runtime, m.runtime); start = max(start, state.gpus[m.slot].queueS)
             fits = fits && m.fits; predictable = predictable && m.predictable
