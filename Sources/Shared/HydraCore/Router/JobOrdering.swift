@@ -45,13 +45,17 @@ public enum JobOrdering {
         }
         keys.sort { a, b in a.eff != b.eff ? a.eff > b.eff : tieBreak(a, b) }
         // Fair share: within a tier, a batch's n-th job ranks with the other batches' n-th jobs.
-        struct TierBatch: Hashable { var tier: Int; var batch: Int }
-        var seen: [TierBatch: Int] = [:]
+        // The keys are sorted by tier, so each tier is one run: a batch's count is kept in a flat
+        // array and starts over when the tier changes (a dictionary keyed by tier and batch
+        // hashed twice per job and showed in a pass profile).
+        var next = [Int](repeating: 0, count: batchIDs.count)
+        var countedTier = [Int?](repeating: nil, count: batchIDs.count)
         for k in keys.indices {
-            let tb = TierBatch(tier: keys[k].eff, batch: keys[k].batch)
-            let rank = seen[tb] ?? onNodes[keys[k].batch]
+            let b = keys[k].batch, tier = keys[k].eff
+            let rank = countedTier[b] == tier ? next[b] : onNodes[b]
             keys[k].share = rank
-            seen[tb] = rank + 1
+            next[b] = rank + 1
+            countedTier[b] = tier
         }
         keys.sort { a, b in
             if a.eff != b.eff { return a.eff > b.eff }

@@ -47,11 +47,12 @@ struct PassState: Sendable {
     /// Bumped whenever the pass takes VRAM; keys the cached "most free" texts.
     var freeVersion = 0
     var explain = true
-    /// The most free GPUs per shape as of `freeVersion` (numbers; the text is written after the pass).
-    var mostFreeFacts: [DemandShape: MostFree] = [:]
-    var mostFreeText: [Int: String] = [:]
+    /// The most free GPUs per shape (by the pass's shape index) as of `freeVersion` (numbers; the text is written after the pass).
+    var mostFreeFacts: [MostFree?] = []
+    /// Texts by `MostFree.id` and by GPU slot: flat arrays, as rendering looks one up per waiting job.
+    var mostFreeText: [String?] = []
     var mostFreeCount = 0
-    var heldText: [Int: String] = [:]
+    var heldText: [String?] = []
     /// Waiting jobs' reasons as data: (index into the result's `pending`, facts), rendered after the pass.
     var deferred: [(Int, WaitFacts)] = []
     /// Seconds of pending work (per GPU) of jobs that only a few GPUs can run and that the pass
@@ -84,6 +85,7 @@ struct PassState: Sendable {
         }
 
         claimant = Array(repeating: nil, count: gpus.count)
+        heldText = Array(repeating: nil, count: gpus.count)
         contested = Array(repeating: 0, count: gpus.count)
         contestedJobs = Array(repeating: 0, count: gpus.count)
         var allRes = [UInt64](repeating: 0, count: gpus.count)

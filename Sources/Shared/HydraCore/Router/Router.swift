@@ -49,44 +49,33 @@ public enum Router {
         if policy.reservesScarceGPUs {
             ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters)
         }
+        // Every shape's filters up front: they read only the snapshot and the pass's fixed GPU
+        // facts (slots, usable VRAM, labels), never the tallies the pass changes, so the outcome
+        // is the same as computing each shape when its first job comes up. The loop then borrows
+        // them instead of copying one per job (a copy retains its arrays, counts and text).
+        for sid in shapes.indices where eligibility[sid] == nil {
+            eligibility[sid] = Eligibility.compute(shapes[sid], snapshot: snapshot, state: state, filters: filters)
+        }
+        let eligibilities = eligibility.map { $0! }
+        state.mostFreeFacts = Array(repeating: nil, count: shapes.count)
         var result = PlacementResult()
         result.assignments.reserveCapacity(min(pending.count, state.gpus.count * 4 + 16))
         result.pending.reserveCapacity(pending.count)
         result.rejections.reserveCapacity(pending.count)
         if explain { state.deferred.reserveCapacity(pending.count) }
 
-        // Through a buffer pointer: `pending[ji]` would copy each job (and retain its strings and spec).
+        // Through buffer pointers: `pending[ji]` would copy each job (and retain its strings and
+        // spec), `demands[ji]` each demand (176 bytes and seven strings or arrays, read in the
+        // pass's order, not memory order: the copy showed as memcpy and retains in a profile).
         pending.withUnsafeBufferPointer { jobs in
+        demands.withUnsafeBufferPointer { dem in
+        eligibilities.withUnsafeBufferPointer { eligs in
         for (rank, ji) in order.enumerated() {
-            let d = demands[ji]
-            let job = JobRef(id: jobs[ji].id)
-            let elig: Eligibility
-            if let e = eligibility[shapeOf[ji]] { elig = e } else {
-                elig = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: filters)
-                eligibility[shapeOf[ji]] = elig
-            }
-            if let r = elig.reason {
-                // The shape's text, written once per shape from what its filters rejected.
-                result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))
-                result.rejections.append(elig.counts)
-                continue
-            }
-            // From here on its own plan stands on those GPUs instead of the charge.
-            if d.scarce { ScarceGPUs.release(d, elig, &state) }
-            if d.shape.cpuOnly {
-                placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
-                continue
-            }
-            var learned: [Double?]?
-            if !stats.isEmpty {
-                let key = d.kind + "\u{1}" + d.modelKey
-                if let l = learnedCache[key] { learned = l } else {
-                    let l = state.modelNames.map { stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: $0) }
-                    learnedCache[key] = l; learned = l
-                }
-            }
-            placeGPU(job, d, rank: rank, elig, learned: learned, &state, scorers: scorers, policy: policy,
-                     snapshot: snapshot, now: now, into: &result)
+            let sid = shapeOf[ji]
+            placeOne(JobRef(id: jobs[ji].id), dem[ji], rank: rank, shapeID: sid, eligs[sid], learnedCache: &learnedCache,
+                     &state, scorers: scorers, policy: policy, snapshot: snapshot, stats: stats, now: now, into: &result)
+        }
+        }
         }
         }
         // The texts, from the facts each waiting job left (outside the loop; skipped when not explaining).
@@ -98,6 +87,37 @@ public enum Router {
 
     // MARK: GPU jobs
 
+    /// One job of the pass. The demand and eligibility are borrowed from the pass's arrays, not copied.
+    @inline(__always)
+    private static func placeOne(_ job: JobRef, _ d: borrowing JobDemand, rank: Int, shapeID: Int, _ elig: borrowing Eligibility,
+                                 learnedCache: inout [String: [Double?]], _ state: inout PassState, scorers: ScorerSet,
+                                 policy: RouterPolicy, snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date,
+                                 into result: inout PlacementResult) {
+        if let r = elig.reason {
+            // The shape's text, written once per shape from what its filters rejected.
+            result.pending.append(PendingReason(jobID: job.id, code: r.code, message: r.message, neverRunnable: r.never))
+            result.rejections.append(elig.counts)
+            return
+        }
+        // From here on its own plan stands on those GPUs instead of the charge.
+        if d.scarce { ScarceGPUs.release(d, elig, &state) }
+        if d.shape.cpuOnly {
+            placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
+            return
+        }
+        var learned: [Double?]?
+        if !stats.isEmpty {
+            let key = d.kind + "\u{1}" + d.modelKey
+            if let l = learnedCache[key] { learned = l } else {
+                let l = state.modelNames.map { stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: $0) }
+                learnedCache[key] = l; learned = l
+            }
+        }
+        placeGPU(job, d, rank: rank, shapeID: shapeID, elig, learned: learned, &state, scorers: scorers, policy: policy,
+                 snapshot: snapshot, now: now, into: &result)
+    }
+
+
     /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
     static let idleQueueS = 0.5
 
@@ -105,7 +125,8 @@ public enum Router {
     struct JobRef { var id: String }
 
     @inline(__always)
-    private static func placeGPU(_ job: JobRef, _ d: JobDemand, rank: Int, _ elig: Eligibility, learned: [Double?]?,
+    private static func placeGPU(_ job: JobRef, _ d: borrowing JobDemand, rank: Int, shapeID: Int, _ elig: borrowing Eligibility,
+                                 learned: [Double?]?,
                                  _ state: inout PassState, scorers: ScorerSet, policy: RouterPolicy,
                                  snapshot: ClusterSnapshot, now: Date, into result: inout PlacementResult) {
         let need = Int64(d.shape.needBytes)
@@ -180,10 +201,14 @@ public enum Router {
             }
         }
         if bestNow == nil { counts.slower = 0 }   // nothing fits now: none was passed over
-        let (code, facts) = waitFacts(d, choice: choice, bestNow: bestNow, elig: elig, busy: counts.busy, state: &state)
-        result.pending.append(PendingReason(jobID: job.id, code: code, message: "", neverRunnable: false))
+        result.pending.append(PendingReason(jobID: job.id, code: waitCode(d, choice: choice, bestNow: bestNow, state: state),
+                                            message: "", neverRunnable: false))
         result.rejections.append(counts)
-        if state.explain { state.deferred.append((result.pending.count - 1, facts)) }
+        // The facts only feed the texts: a pass that does not explain gathers none.
+        if state.explain {
+            let facts = waitFacts(d, shapeID: shapeID, choice: choice, bestNow: bestNow, elig: elig, busy: counts.busy, state: &state)
+            state.deferred.append((result.pending.count - 1, facts))
+        }
         // Plan it onto the GPU it waits for, so jobs after it see that GPU as busier and cannot take it.
         if let c = choice {
             let finish = c.finishS
@@ -261,22 +286,30 @@ public enum Router {
                          fitsNow: fits, predictable: predictable)
     }
 
-    /// Why a job waits, as numbers and GPU slots (the code now; the text after the pass).
-    private static func waitFacts(_ d: JobDemand, choice: Candidate?, bestNow: Candidate?, elig: Eligibility,
-                                  busy: Int, state: inout PassState) -> (PendingReason.Code, WaitFacts) {
-        guard let c = choice else { return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: nil, busy: busy)) }
-        for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return (.heldForOtherJob, .held(gpu: c.gpu(i))) }
+    /// Why a job waits, as a code (every pass; `waitFacts` follows the same branches).
+    private static func waitCode(_ d: borrowing JobDemand, choice: Candidate?, bestNow: Candidate?,
+                                 state: borrowing PassState) -> PendingReason.Code {
+        guard let c = choice else { return .insufficientVRAM }
+        for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return .heldForOtherJob }
+        return bestNow != nil ? .waitingForBetterGPU : .insufficientVRAM
+    }
+
+    /// Why a job waits, as numbers and GPU slots for the text written after the pass.
+    private static func waitFacts(_ d: borrowing JobDemand, shapeID: Int, choice: Candidate?, bestNow: Candidate?,
+                                  elig: borrowing Eligibility, busy: Int, state: inout PassState) -> WaitFacts {
+        guard let c = choice else { return .vram(mostFreeFacts(elig, d, shapeID: shapeID, &state), expected: nil, busy: busy) }
+        for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return .held(gpu: c.gpu(i)) }
         if let now = bestNow {
-            if d.urgent { return (.waitingForBetterGPU, .urgent(choice: c, now: now)) }
+            if d.urgent { return .urgent(choice: c, now: now) }
             var keptJobs = 0, keptS = 0.0
             if !d.scarce {
                 var g = now.first
                 for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
                 if state.contestedJobs[g] > 0 { keptJobs = state.contestedJobs[g]; keptS = state.contested[g] }
             }
-            return (.waitingForBetterGPU, .better(choice: c, now: now, keptJobs: keptJobs, keptS: keptS))
+            return .better(choice: c, now: now, keptJobs: keptJobs, keptS: keptS)
         }
-        return (.insufficientVRAM, .vram(mostFreeFacts(elig, d, &state), expected: c, busy: busy))
+        return .vram(mostFreeFacts(elig, d, shapeID: shapeID, &state), expected: c, busy: busy)
     }
 
     /// The one-line reason, rendered from the facts (texts per held GPU and per most-free snapshot are shared).
@@ -296,13 +329,14 @@ public enum Router {
             return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(labels(now, state))\(kept))"
         case let .vram(mf, expected, busy):
             let text: String
-            if let t = state.mostFreeText[mf.id] { text = t } else {
+            if mf.id < state.mostFreeText.count, let t = state.mostFreeText[mf.id] { text = t } else {
                 let need = mf.gpus == 1 ? "needs \(Fmt.bytes(Int64(mf.needBytes))) on 1 GPU"
                     : "needs \(Fmt.bytes(Int64(mf.needBytes))) on each of \(mf.gpus) GPUs on one node"
                 let most = mf.nodes.isEmpty ? "none" : mf.nodes.map { n in
                     n.map { "\(state.info[$0.slot].label) \(Fmt.bytes($0.free))" }.joined(separator: ", ")
                 }.joined(separator: "; ")
                 text = "\(need); most free: \(most)"
+                if state.mostFreeText.count <= mf.id { state.mostFreeText += Array(repeating: nil, count: mf.id + 1 - state.mostFreeText.count) }
                 state.mostFreeText[mf.id] = text
             }
             // Busy GPUs with room: it waits for them to be idle rather than share them.
@@ -322,8 +356,10 @@ public enum Router {
     }
 
     /// Free VRAM only changes when the pass places a job, so jobs of one shape share the snapshot in between.
-    private static func mostFreeFacts(_ elig: Eligibility, _ d: JobDemand, _ state: inout PassState) -> MostFree {
-        if let c = state.mostFreeFacts[d.shape], c.version == state.freeVersion { return c }
+    /// Kept per shape index, not keyed by the shape: hashing a shape (its strings) per waiting job showed in a profile.
+    private static func mostFreeFacts(_ elig: borrowing Eligibility, _ d: borrowing JobDemand, shapeID: Int,
+                                      _ state: inout PassState) -> MostFree {
+        if let c = state.mostFreeFacts[shapeID], c.version == state.freeVersion { return c }
         var nodes: [[(slot: Int, free: Int64)]] = []
         if d.shape.gpus == 1 {
             var best = -1
@@ -340,7 +376,7 @@ public enum Router {
         }
         let mf = MostFree(id: state.mostFreeCount, version: state.freeVersion,
                           needBytes: d.shape.needBytes, gpus: d.shape.gpus, nodes: nodes)
-        state.mostFreeFacts[d.shape] = mf
+        state.mostFreeFacts[shapeID] = mf
         state.mostFreeCount += 1
         return mf
     }
@@ -353,7 +389,7 @@ public enum Router {
 
     // MARK: CPU-only jobs
 
-    private static func placeCPU(_ job: JobRef, _ d: JobDemand, _ elig: Eligibility, _ state: inout PassState,
+    private static func placeCPU(_ job: JobRef, _ d: borrowing JobDemand, _ elig: borrowing Eligibility, _ state: inout PassState,
                                  snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, into result: inout PlacementResult) {
         let runtime = RuntimeEstimator.cpu(d, stats: stats)
         var best: (node: Int, slot: Int, remaining: Double)?
