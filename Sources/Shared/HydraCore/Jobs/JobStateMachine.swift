@@ -61,8 +61,6 @@ public enum JobStateMachine {
     public static let terminal: [JobState] = JobState.allCases.filter(\.isTerminal)
     /// Terminal states other than success: what dooms the jobs that depend on one.
     public static let unsuccessful: [JobState] = terminal.filter { $0 != .succeeded }
-    /// States in which a job holds (or may hold) a node's resources.
-    public static let onNode: [JobState] = JobState.allCases.filter(\.isOnNode)
 
     static let nonTerminal = JobState.allCases.filter { !$0.isTerminal }
 

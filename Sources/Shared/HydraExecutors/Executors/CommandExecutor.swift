@@ -30,7 +30,7 @@ public struct CommandExecutor: Executor {
             do { try t.validate() } catch { throw CommandTemplateError("command allowlist entry \(t): \(error)") }
         }
         for name in envAllowlist {
-            if let why = Self.envNameProblem(name) { throw CommandTemplateError("command env name '\(name)': \(why)") }
+            if let why = CommandEnvironment.nameProblem(name) { throw CommandTemplateError("command env name '\(name)': \(why)") }
         }
         if let user, !FileManager.default.isExecutableFile(atPath: setprivPath) {
             throw CommandTemplateError("command user \(user.name) needs \(setprivPath) (util-linux) to switch users")
@@ -40,15 +40,11 @@ public struct CommandExecutor: Executor {
         self.killGraceSeconds = killGraceSeconds; self.setprivPath = setprivPath
     }
 
-    static let safePath = CommandEnvironment.safePath
-    static let fixedEnvNames = CommandEnvironment.fixedEnvNames
-    public static func envNameProblem(_ name: String) -> String? { CommandEnvironment.nameProblem(name) }
-
     /// The absolute path of a template's program: as written, or a bare name looked up in the fixed PATH.
     public func resolve(_ program: String) -> String? {
         if program.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: program) ? program : nil }
         guard !program.contains("/") else { return nil }
-        for dir in Self.safePath.split(separator: ":") {
+        for dir in CommandEnvironment.safePath.split(separator: ":") {
             let p = "\(dir)/\(program)"
             if FileManager.default.isExecutableFile(atPath: p) { return p }
         }
@@ -57,7 +53,7 @@ public struct CommandExecutor: Executor {
 
     /// The child's whole environment: nothing is inherited from the agent.
     func environment(_ context: ExecutionContext, tmp: String) throws -> [String: String] {
-        var env = ["PATH": Self.safePath, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        var env = ["PATH": CommandEnvironment.safePath, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                    "HOME": context.outputDirectory, "TMPDIR": tmp,
                    "HYDRA_JOB_ID": context.envelope.jobID, "HYDRA_ATTEMPT": String(context.envelope.attempt),
                    "HYDRA_OUTPUT_DIR": context.outputDirectory,
@@ -90,7 +86,7 @@ public struct CommandExecutor: Executor {
         let program = argv[0]
         if case .failure(let why) = allowlist.check(argv) { throw ExecutionFailure(.permanent, why.description) }
         guard let path = resolve(program) else {
-            throw ExecutionFailure(.permanent, "'\(program)' is allowlisted but is not an executable file here (PATH \(Self.safePath))")
+            throw ExecutionFailure(.permanent, "'\(program)' is allowlisted but is not an executable file here (PATH \(CommandEnvironment.safePath))")
         }
         let tmp = (context.outputDirectory as NSString).appendingPathComponent(".tmp")
         let env = try environment(context, tmp: tmp)

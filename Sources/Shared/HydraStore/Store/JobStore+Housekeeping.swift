@@ -57,11 +57,11 @@ extension JobStore {
                     "message": .string("lost on node \(r["node"] ?? "?") (node silent or message lost)"),
                     "node": .string(r["node"] ?? ""), "at": .number(Date().timeIntervalSince1970),
                 ])]).serialized()
-                // A lost attempt is retried at once (no backoff): the node, not the job, failed.
-                let sets = ["state = $3", "failure_class = '\(FailureClass.lost.rawValue)'", "error = error || $5::jsonb", "lease_expires_at = NULL"]
+                // Every `lost` transition leaves the node or finishes the job, so its effects clear the lease.
+                let sets = ["state = $3", "failure_class = '\(FailureClass.lost.rawValue)'", "error = error || $5::jsonb"]
                     + JobStateWriter.assignments(t.effects)
                 let res = try tx.exec("""
-                    UPDATE jobs j SET \(Array(Set(sets)).sorted().joined(separator: ", "))
+                    UPDATE jobs j SET \(sets.joined(separator: ", "))
                     WHERE id = $1::uuid AND state = $2 AND attempt = $4::int
                     """, [id, from.rawValue, next.rawValue, String(attempt), entry])
                 guard res.affected == 1 else { continue }
