@@ -26,11 +26,44 @@ final class RouterQualityTests: XCTestCase {
                        batch.reason(for: "batch")?.message ?? "")
         XCTAssertEqual(RT.place([anyGPU("batch", priority: 0)], snap, policy: RouterPolicy(sharesBusyGPUs: true)).reason(for: "batch")?.code,
                        .waitingForBetterGPU)
-        // Urgent: beside the 5090's job it ends after 60 + min(100, 60) = 120 s, sooner than 155 s.
+        // Urgent: beside the 5090's one job it ends after about 2 × 60 = 120 s, sooner than 155 s.
         let urgent = RT.place([anyGPU("chat", priority: 5)], snap)
         XCTAssertEqual(urgent.gpu("chat"), "hydra-ai/0")
         // Below the urgent priority it is a batch job again.
         XCTAssertNil(RT.place([anyGPU("chat", priority: 5)], snap, policy: RouterPolicy(urgentPriority: 6)).assignment(for: "chat"))
+    }
+
+    func testUrgentJobAvoidsAGPUThatOtherInteractiveJobsCrowd() {
+        // Three chat requests share the 5090, each expected to end in 4 s; the 4090 is idle.
+        let runs = (0..<3).map { RT.running("c\($0)", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 2, visible: true, endsIn: 4, priority: 10) }
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 6, "hydra-compute/0": 16, "hydra-compute/1": 12], running: runs)
+        // Queue + runtime would say 12 + 60 = 72 s there against 75 s on the 4090; but the four share
+        // the 5090's compute, so its 60 s become about 4 × 60 while the others last (and theirs
+        // stretch too, so their own ends are no guide): the 4090 takes it.
+        let chat = RT.place([anyGPU("chat", priority: 10)], snap)
+        XCTAssertEqual(chat.gpu("chat"), "hydra-ai/1")
+        // With one request on the 5090 (2 × 60 = 120 s) the 4090 still wins; with none, the 5090.
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 10)], RT.snapshot(config, running: [runs[0]])).gpu("chat"), "hydra-ai/1")
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 10)], RT.snapshot(config)).gpu("chat"), "hydra-ai/0")
+    }
+
+    func testInteractiveJobsAloneDoNotKeepBatchJobsOffAGPU() {
+        // The 5090 runs one chat request (30 s left); the other GPUs are full (not Hydra's).
+        let chat = RT.running("chat", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, visible: true, endsIn: 30, priority: 10)
+        let used = ["hydra-ai/0": 4.0, "hydra-ai/1": 23.5, "hydra-compute/0": 16, "hydra-compute/1": 12]
+        // A stream of requests would keep the GPU busy for good: a batch job starts beside them.
+        XCTAssertEqual(RT.place([anyGPU("batch", priority: 0)], RT.snapshot(config, used: used, running: [chat])).gpu("batch"), "hydra-ai/0")
+        // Beside a batch job it waits for the GPU to be idle, as before.
+        var batchRun = chat
+        batchRun.priority = 0
+        let waits = RT.place([anyGPU("batch", priority: 0)], RT.snapshot(config, used: used, running: [batchRun]))
+        XCTAssertNil(waits.assignment(for: "batch"))
+        XCTAssertEqual(waits.rejections.first?.busy, 1)
+        // A 2-GPU gang on hydra-ai whose both GPUs serve chat requests starts too.
+        let chats = [chat, RT.running("chat2", node: "hydra-ai", gpus: ["hydra-ai-gpu1"], gib: 4, visible: true, endsIn: 30, priority: 10)]
+        let gang = RT.job("gang", vram: 4, gpus: 2, spec: ["base_runtime_s": 600], constraints: ["service": .array([])])
+        XCTAssertEqual(RT.place([gang], RT.snapshot(config, used: ["hydra-ai/0": 4, "hydra-ai/1": 4, "hydra-compute/0": 16, "hydra-compute/1": 12],
+                                                   running: chats)).gpu("gang"), "hydra-ai/0+1")
     }
 
     func testUrgentJobStartsWhereItFitsRatherThanWaitForAFasterGPU() {

@@ -88,6 +88,21 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertEqual(r.makespanS, 110, accuracy: 1e-6)
     }
 
+    func testInteractiveStretchCountsWaitingAndSharing() throws {
+        // One GPU: a 100 s batch job, then a 10 s request at 10 s that starts beside it and shares
+        // the GPU (20 s), then one at 200 s alone (10 s).
+        let w = try workload("""
+        groups:
+          - {name: batch, kind: command, vram: 2GiB, base_runtime_s: 1000, constraints: {node: hydra-ai, gpu_index: 0}}
+          - {name: chat, count: 2, kind: command, vram: 2GiB, base_runtime_s: 100, priority: 10, submit_at_s: 10, every_s: 190,
+             constraints: {node: hydra-ai, gpu_index: 0}}
+        """)
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        let top = try XCTUnwrap(r.topPriority)
+        XCTAssertEqual(top.waitP95S, 0, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(top.stretchP95), 2, accuracy: 1e-6)
+    }
+
     func testWorkloadErrorsNameTheField() {
         func problem(_ yaml: String) -> String {
             do { _ = try Workload.parse(yaml, file: "w.yaml", cluster: config); return "no error" } catch { return "\(error)" }

@@ -37,11 +37,12 @@ enum RT {
     }
 
     static func running(_ id: String, node: String, gpus: [String], gib: Double, kind: String = "command",
-                        startedAgo: Double? = 0, visible: Bool = false, endsIn: Double? = nil, now: Date = t0) -> RouterRunningJob {
+                        startedAgo: Double? = 0, visible: Bool = false, endsIn: Double? = nil, now: Date = t0,
+                        priority: Int = 0) -> RouterRunningJob {
         RouterRunningJob(id: id, kind: kind, node: node, gpuUUIDs: gpus, reservedBytesPerGPU: UInt64(gib * Double(GiB)),
                          placedAt: now.addingTimeInterval(-(startedAgo ?? 0) - 1),
                          startedAt: startedAgo.map { now.addingTimeInterval(-$0) }, visible: visible,
-                         expectedEnd: endsIn.map { now.addingTimeInterval($0) })
+                         expectedEnd: endsIn.map { now.addingTimeInterval($0) }, priority: priority)
     }
 
     static func place(_ jobs: [RouterJob], _ snap: ClusterSnapshot, policy: RouterPolicy = .hydra,

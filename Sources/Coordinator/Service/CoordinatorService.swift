@@ -468,7 +468,7 @@ public final class CoordinatorService: BlockingService {
             return RouterRunningJob(id: j.id, batchID: j.batchID, kind: j.kind, spec: j.spec, node: node, gpuUUIDs: j.gpuUUIDs,
                                     reservedBytesPerGPU: j.reservedBytes ?? j.vramBytes,
                                     placedAt: Date(timeIntervalSince1970: j.dispatchedAt ?? j.submittedAt), startedAt: started,
-                                    visible: visible)
+                                    visible: visible, priority: j.priority)
         }
         return ClusterSnapshot.build(config: config, live: live, running: running)
     }

@@ -16,6 +16,15 @@ struct GPUState: Sendable {
     var queueS: Double
     /// Index (in the pass's order) of the job this GPU is held for; -1: none.
     var claimedBy: Int
+    /// Everything running or planned on it is interactive (priority ≥ `urgentPriority`).
+    var onlyUrgent: Bool = true
+    /// Jobs running on it, and started on it by this pass: they share its compute.
+    var sharers: Int32 = 0
+
+    /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
+    static let idleQueueS = 0.5
+    /// Idle for a job below the urgent priority: nothing queued, or only interactive jobs.
+    var idle: Bool { queueS < Self.idleQueueS || onlyUrgent }
 }
 
 /// The descriptive side of a GPU in a pass (names for reasons and assignments).
@@ -119,6 +128,8 @@ struct PassState: Sendable {
                 allRes[s] &+= r.reservedBytesPerGPU
                 if unseen { unseenRes[s] &+= r.reservedBytesPerGPU } else { visibleRes[s] &+= r.reservedBytesPerGPU }
                 gpus[s].queueS += remaining
+                if r.priority < policy.urgentPriority { gpus[s].onlyUrgent = false }
+                gpus[s].sharers += 1
             }
         }
         // Only under `hydra`: the baselines keep the per-job remainders they were measured with.

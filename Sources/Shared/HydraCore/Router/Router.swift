@@ -117,10 +117,6 @@ public enum Router {
                  snapshot: snapshot, now: now, into: &result)
     }
 
-
-    /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
-    static let idleQueueS = 0.5
-
     /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
     struct JobRef { var id: String }
 
@@ -138,15 +134,18 @@ public enum Router {
         // Under `hydra` a job that is not urgent starts only on an idle GPU: one started beside a
         // running job shares its compute and stretches it, while the plan counts it after that
         // job (queue + runtime). On a busy GPU it is planned after the queue and waits for it.
+        // Interactive jobs alone do not make a GPU busy for this: they come in a stream, so a GPU
+        // they use would never look idle to a batch job (a 2-GPU gang on the node serving chat
+        // requests waited until aging lifted it, generated seed 114); a batch job beside them
+        // stretches them by its share for a few seconds.
         let exclusive = policy.startsOnIdleGPUsOnly && !d.urgent
-        let idleS = Self.idleQueueS
 
         for (ni, slots) in elig.nodes {
             if k == 1 {
                 for s in slots {
                     let g = state.gpus[s]
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
-                    let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleS)
+                    let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle)
                     let predictable = fits || g.free + Int64(g.releasable) >= need
                     if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
                         counts.vram += 1
@@ -178,6 +177,8 @@ public enum Router {
                 state.gpus[s].free -= need
                 state.gpus[s].releasable += UInt64(need)
                 state.gpus[s].queueS = finish
+                if !d.urgent { state.gpus[s].onlyUrgent = false }
+                state.gpus[s].sharers += 1
                 return true
             }
             let uuids = c.gpus.map { state.info[$0].uuid }
@@ -192,7 +193,7 @@ public enum Router {
             for (_, slots) in elig.nodes {
                 for s in slots {
                     let g = state.gpus[s]
-                    if g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleS) { counts.slower += 1 }
+                    if g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle) { counts.slower += 1 }
                     else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
                         counts.vram += 1
                         if g.free + Int64(g.releasable) < need { counts.foreign += 1 }
@@ -215,6 +216,7 @@ public enum Router {
             _ = c.allGPUs { s in
                 if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id }
                 state.gpus[s].queueS = finish
+                if !d.urgent { state.gpus[s].onlyUrgent = false }
                 return true
             }
         }
@@ -226,7 +228,7 @@ public enum Router {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
         for s in slots {
             let g = state.gpus[s]
-            let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.queueS < idleQueueS)
+            let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle)
             if requireFit && !fits { continue }
             let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
             pool.append((s, g.queueS + runtime, runtime, fits, fits || g.free + Int64(g.releasable) >= need))
@@ -300,7 +302,7 @@ public enum Router {
         guard let c = choice else { return .vram(mostFreeFacts(elig, d, shapeID: shapeID, &state), expected: nil, busy: busy) }
         for i in 0..<c.count where state.gpus[c.gpu(i)].claimedBy >= 0 { return .held(gpu: c.gpu(i)) }
         if let now = bestNow {
-            if d.urgent { return .urgent(choice: c, now: now) }
+            if d.urgent { return .urgent(choice: c, now: now, sharedS: EarliestFinishScorer.sharedFinishS(now, state: state)) }
             var keptJobs = 0, keptS = 0.0
             if !d.scarce {
                 var g = now.first
@@ -320,9 +322,8 @@ public enum Router {
             let t = "waits for \(state.info[h].label), held for job \(state.claimant[h] ?? "?") ranked before it"
             state.heldText[h] = t
             return t
-        case let .urgent(c, now):
+        case let .urgent(c, now, shared):
             // The urgent cost: it would start at once and share that GPU's compute.
-            let shared = now.runtimeS + min(now.startS, now.runtimeS)
             return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(labels(now, state)))"
         case let .better(c, now, keptJobs, keptS):
             let kept = keptJobs > 0 ? ", which \(keptJobs) job(s) that only few GPUs can run need for ~\(secs(keptS))" : ""
@@ -425,7 +426,7 @@ enum WaitFacts: Sendable {
     /// The GPU it needs is held for a job ranked before it.
     case held(gpu: Int)
     /// Urgent: fits now on `now` (sharing it), but the busy `choice` finishes it sooner.
-    case urgent(choice: Candidate, now: Candidate)
+    case urgent(choice: Candidate, now: Candidate, sharedS: Double)
     /// Fits now on `now`, but the busy `choice` finishes it sooner; `keptJobs` scarce jobs need `now` for `keptS`.
     case better(choice: Candidate, now: Candidate, keptJobs: Int, keptS: Double)
     /// Fits nowhere now; where it is expected, if anywhere.

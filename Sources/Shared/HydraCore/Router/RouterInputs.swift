@@ -98,10 +98,13 @@ public struct RouterRunningJob: Sendable, Equatable {
     public var visible: Bool
     /// When the coordinator expects it to end; nil: the router estimates from kind, spec and stats.
     public var expectedEnd: Date?
+    /// Its priority: a GPU that only interactive jobs (priority ≥ `urgentPriority`) keep busy counts as idle for batch jobs.
+    public var priority: Int
 
     public init(id: String, batchID: String? = nil, kind: String, spec: JSONValue = .object([:]), node: String,
                 gpuUUIDs: [String], reservedBytesPerGPU: UInt64, placedAt: Date, startedAt: Date? = nil,
-                visible: Bool = false, expectedEnd: Date? = nil) {
+                visible: Bool = false, expectedEnd: Date? = nil, priority: Int = 0) {
+        self.priority = priority
         self.id = id; self.batchID = batchID; self.kind = kind; self.spec = spec; self.node = node
         self.gpuUUIDs = gpuUUIDs; self.reservedBytesPerGPU = reservedBytesPerGPU; self.placedAt = placedAt
         self.startedAt = startedAt; self.visible = visible; self.expectedEnd = expectedEnd

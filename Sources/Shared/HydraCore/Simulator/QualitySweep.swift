@@ -19,6 +19,8 @@ public enum QualitySweep {
         public var hpRuntimeMedianS: Double?
         /// Over the interactive jobs that found room on a GPU they may use when they became ready.
         public var hpWithRoomWaitP95S: Double?
+        /// p95 of the interactive jobs' (finish − ready) ÷ full-speed runtime: waiting and sharing together.
+        public var hpStretchP95: Double?
         public var oomFailures: Int
         public var neverRan: [SimulationReport.NeverRan]
 
@@ -28,6 +30,7 @@ public enum QualitySweep {
             case hpJobs = "high_priority_jobs", hpWaitP95S = "high_priority_wait_p95_s"
             case hpRuntimeMedianS = "high_priority_runtime_median_s", oomFailures = "oom_failures", neverRan = "never_ran"
             case hpWithRoomWaitP95S = "high_priority_with_room_wait_p95_s"
+            case hpStretchP95 = "high_priority_stretch_p95"
         }
 
         init(seed: UInt64, scenario: ScenarioGenerator.Scenario, report r: SimulationReport) {
@@ -40,6 +43,7 @@ public enum QualitySweep {
             hpWaitP95S = r.topPriority?.waitP95S
             hpRuntimeMedianS = r.topPriority?.runtimeMedianS
             hpWithRoomWaitP95S = r.topPriority?.withRoomWaitP95S
+            hpStretchP95 = r.topPriority?.stretchP95
             oomFailures = r.oomFailures; neverRan = r.neverRan
         }
     }
@@ -87,6 +91,9 @@ public enum QualitySweep {
         /// The same over the jobs that found room when they became ready (the target's condition).
         public var hpWithRoomRatioP90: Double?
         public var hpWithRoomSeedsOver2: Int
+        /// Per seed the p95 stretch of the interactive jobs; its median and p90 over seeds.
+        public var hpStretchMedian: Double?
+        public var hpStretchP90: Double?
         public var neverRan: Int
         /// Against hydra, on seeds where both left the same number of jobs unrun: seeds where this
         /// policy's makespan is more than 1 % shorter than hydra's, and the largest hydra ÷ this.
@@ -101,6 +108,7 @@ public enum QualitySweep {
             case hpSeedsOver2 = "high_priority_seeds_over_2x", neverRan = "never_ran"
             case hpWithRoomRatioP90 = "high_priority_with_room_wait_over_runtime_p90"
             case hpWithRoomSeedsOver2 = "high_priority_with_room_seeds_over_2x"
+            case hpStretchMedian = "high_priority_stretch_p95_median", hpStretchP90 = "high_priority_stretch_p95_p90"
             case beatsHydraBy1Pct = "seeds_shorter_than_hydra_by_1pct", worstHydraVsThis = "worst_hydra_over_this"
         }
     }
@@ -122,6 +130,7 @@ public enum QualitySweep {
                 guard let w = r.hpWithRoomWaitP95S, let rt = r.hpRuntimeMedianS, rt > 0 else { return nil }
                 return w / rt
             }.sorted()
+            let stretch = mine.compactMap(\.hpStretchP95).sorted()
             var beats = 0, worstVs = 0.0
             // Only where both ran the same jobs: a policy that leaves jobs out ends early for nothing.
             for r in mine {
@@ -135,6 +144,7 @@ public enum QualitySweep {
                                  hpWaitRatioMedian: wr.isEmpty ? nil : pct(wr, 0.5), hpWaitRatioP90: wr.isEmpty ? nil : pct(wr, 0.9),
                                  hpSeedsOver2: wr.filter { $0 > 2 }.count,
                                  hpWithRoomRatioP90: roomy.isEmpty ? nil : pct(roomy, 0.9), hpWithRoomSeedsOver2: roomy.filter { $0 > 2 }.count,
+                                 hpStretchMedian: stretch.isEmpty ? nil : pct(stretch, 0.5), hpStretchP90: stretch.isEmpty ? nil : pct(stretch, 0.9),
                                  neverRan: mine.reduce(0) { $0 + $1.neverRan.count },
                                  beatsHydraBy1Pct: beats, worstHydraVsThis: worstVs)
         }

@@ -43,8 +43,11 @@ public struct SimulationReport: Sendable, Equatable, Codable {
         public var withRoomWaitP95S: Double?
         /// Median runtime of these jobs where they ran, at full speed (what "2× its runtime" compares with).
         public var runtimeMedianS: Double
+        /// p95 over these jobs of (finish − ready) ÷ their full-speed runtime where they ran: how much
+        /// longer than alone on that GPU a request took, waiting and sharing included (1 = no delay).
+        public var stretchP95: Double?
         enum CodingKeys: String, CodingKey {
-            case priority, jobs, waitP95S = "wait_p95_s", runtimeMedianS = "runtime_median_s"
+            case priority, jobs, waitP95S = "wait_p95_s", runtimeMedianS = "runtime_median_s", stretchP95 = "stretch_p95"
             case withRoomJobs = "with_room_jobs", withRoomWaitP95S = "with_room_wait_p95_s"
         }
     }
@@ -263,7 +266,8 @@ public struct Simulator: Sendable {
                                      gpuUUIDs: r.gpus.map { snap.nodes[gpuPath[$0].ni].gpus[gpuPath[$0].gi].uuid },
                                      reservedBytesPerGPU: r.reserved, placedAt: t0.addingTimeInterval(r.startedAt),
                                      startedAt: t0.addingTimeInterval(r.startedAt), visible: true,
-                                     expectedEnd: t0.addingTimeInterval(r.startedAt + r.expectedRuntime))
+                                     expectedEnd: t0.addingTimeInterval(r.startedAt + r.expectedRuntime),
+                                     priority: jobs[r.job].job.priority)
                 }
                 for s in 0..<gpuCount { snap.nodes[gpuPath[s].ni].gpus[gpuPath[s].gi].usedBytes = gpuUsed[s] }
                 // Was there room anywhere for a newly ready top-priority job? Asked of a policy that
@@ -371,9 +375,14 @@ public struct Simulator: Sendable {
                 guard let s = j.firstStart, let r = j.readyAt else { return nil }
                 return s - r
             }.sorted()
+            let stretch = tier.compactMap { j -> Double? in
+                guard let f = j.finishedAt, let r = j.readyAt, let work = j.lastWork, work > 0 else { return nil }
+                return (f - r) / work
+            }.sorted()
             top = .init(priority: highest, jobs: tier.count, waitP95S: Self.percentile(w, 0.95),
                         withRoomJobs: roomy.count, withRoomWaitP95S: roomy.isEmpty ? nil : Self.percentile(roomy, 0.95),
-                        runtimeMedianS: rt.isEmpty ? 0 : rt[rt.count / 2])
+                        runtimeMedianS: rt.isEmpty ? 0 : rt[rt.count / 2],
+                        stretchP95: stretch.isEmpty ? nil : Self.percentile(stretch, 0.95))
         }
         let never = jobs.filter { $0.finishedAt == nil }.map { j in
             SimulationReport.NeverRan(job: j.job.id, reason: lastReasons[j.job.id]?.message
