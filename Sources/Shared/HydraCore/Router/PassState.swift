@@ -5,7 +5,12 @@ import Foundation
 /// inner loop reads it per job and GPU, and a copy with strings would cost refcounting.
 struct GPUState: Sendable {
     var node: Int
-    var modelID: Int           // index into the pass's distinct model names
+    // The three small fields share one 8-byte word: the inner loop copies this struct per job and GPU.
+    var modelID: Int32         // index into the pass's distinct model names
+    /// Jobs running on it, and started on it by this pass: they share its compute.
+    var sharers: UInt16 = 0
+    /// Everything running or planned on it is interactive (priority ≥ `urgentPriority`).
+    var onlyUrgent: Bool = true
     var weight: Double
     var usable: UInt64         // total − baseline − headroom
     /// Free now: total − max(live + unseen reservations, baseline + all reservations) − headroom.
@@ -16,15 +21,12 @@ struct GPUState: Sendable {
     var queueS: Double
     /// Index (in the pass's order) of the job this GPU is held for; -1: none.
     var claimedBy: Int
-    /// Everything running or planned on it is interactive (priority ≥ `urgentPriority`).
-    var onlyUrgent: Bool = true
-    /// Jobs running on it, and started on it by this pass: they share its compute.
-    var sharers: Int32 = 0
 
     /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
     static let idleQueueS = 0.5
     /// Idle for a job below the urgent priority: nothing queued, or only interactive jobs.
     var idle: Bool { queueS < Self.idleQueueS || onlyUrgent }
+    mutating func addSharer() { if sharers < .max { sharers += 1 } }
 }
 
 /// The descriptive side of a GPU in a pass (names for reasons and assignments).
@@ -83,7 +85,7 @@ struct PassState: Sendable {
                 if let m = modelIDs[g.model] { mid = m } else { mid = modelNames.count; modelIDs[g.model] = mid; modelNames.append(g.model) }
                 uuidToSlot[g.uuid] = gpus.count
                 slots.append(gpus.count)
-                gpus.append(GPUState(node: ni, modelID: mid, weight: GPUWeights.weight(model: g.model, configured: g.weight),
+                gpus.append(GPUState(node: ni, modelID: Int32(mid), weight: GPUWeights.weight(model: g.model, configured: g.weight),
                                      usable: StaticCapacityFilter.usable(g, headroom: headroom), free: 0, releasable: 0,
                                      queueS: 0, claimedBy: -1))
                 info.append(GPUDescription(uuid: g.uuid, index: g.index, model: g.model,
@@ -129,7 +131,7 @@ struct PassState: Sendable {
                 if unseen { unseenRes[s] &+= r.reservedBytesPerGPU } else { visibleRes[s] &+= r.reservedBytesPerGPU }
                 gpus[s].queueS += remaining
                 if r.priority < policy.urgentPriority { gpus[s].onlyUrgent = false }
-                gpus[s].sharers += 1
+                gpus[s].addSharer()
             }
         }
         // Only under `hydra`: the baselines keep the per-job remainders they were measured with.
@@ -165,7 +167,7 @@ struct PassState: Sendable {
             runtime = RuntimeEstimator.cpu(d, stats: stats)
         } else {
             let slowest = slots.min { gpus[$0].weight < gpus[$1].weight }!
-            runtime = RuntimeEstimator.gpu(d, learned: stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: modelNames[gpus[slowest].modelID]),
+            runtime = RuntimeEstimator.gpu(d, learned: stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: modelNames[Int(gpus[slowest].modelID)]),
                                            weight: gpus[slowest].weight)
         }
         let start = r.startedAt ?? now

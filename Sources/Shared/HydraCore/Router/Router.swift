@@ -144,7 +144,7 @@ public enum Router {
             if k == 1 {
                 for s in slots {
                     let g = state.gpus[s]
-                    let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
+                    let runtime = RuntimeEstimator.gpu(d, learned: learned?[Int(g.modelID)], weight: g.weight)
                     let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle)
                     let predictable = fits || g.free + Int64(g.releasable) >= need
                     if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
@@ -178,7 +178,7 @@ public enum Router {
                 state.gpus[s].releasable += UInt64(need)
                 state.gpus[s].queueS = finish
                 if !d.urgent { state.gpus[s].onlyUrgent = false }
-                state.gpus[s].sharers += 1
+                state.gpus[s].addSharer()
                 return true
             }
             let uuids = c.gpus.map { state.info[$0].uuid }
@@ -230,7 +230,7 @@ public enum Router {
             let g = state.gpus[s]
             let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle)
             if requireFit && !fits { continue }
-            let runtime = RuntimeEstimator.gpu(d, learned: learned?[g.modelID], weight: g.weight)
+            let runtime = RuntimeEstimator.gpu(d, learned: learned?[Int(g.modelID)], weight: g.weight)
             pool.append((s, g.queueS + runtime, runtime, fits, fits || g.free + Int64(g.releasable) >= need))
         }
         guard pool.count >= k else { return nil }

@@ -77,7 +77,7 @@ struct EarliestFinishScorer: PlacementScorer {
     /// its runtime, with an idle GPU beside it (generated seed 114).
     @inline(__always)
     static func sharedFinishS(_ c: Candidate, state: borrowing PassState) -> Double {
-        var n: Int32 = 0
+        var n: UInt16 = 0
         for i in 0..<c.count { n = max(n, state.gpus[c.gpu(i)].sharers) }
         return c.runtimeS * Double(1 + n)
     }
