@@ -1,6 +1,8 @@
 import XCTest
 @testable import HydraCore
 @testable import HydraCoordinator
+import HydraStore
+import HydraIO
 
 /// `Dispatcher.plan`: the router's choice, then the nodes' backpressure, then the reasons to write.
 final class DispatcherTests: XCTestCase {
@@ -25,6 +27,20 @@ final class DispatcherTests: XCTestCase {
             XCTAssertTrue(why.contains("already holds 3 jobs"), why)
             XCTAssertEqual(p.reasons[id], why, "a deferred job's reason says why")
         }
+    }
+
+    func testTheCoordinatorsSnapshotCarriesEachRunningJobsPriority() throws {
+        // The router counts a GPU that only interactive jobs use as idle for batch jobs: it reads
+        // that from the running jobs' priorities, which the coordinator takes from their rows.
+        let service = CoordinatorService(settings: CoordinatorSettings(redis: try RedisEndpoint(url: "redis://127.0.0.1:1"),
+                                                                       databaseURL: "", cluster: config))
+        func row(_ id: String, priority: Int) -> JobRow {
+            JobRow(id: id, batchID: "b", name: id, kind: "llm", spec: .object([:]), state: .running, priority: priority,
+                   vramBytes: 1 << 30, gpus: 1, constraints: .object([:]), attempt: 1, maxAttempts: 3, node: "hydra-ai",
+                   gpuUUIDs: ["hydra-ai-gpu0"], submittedAt: 1, dispatchedAt: 2, startedAt: 3, dependsOn: [])
+        }
+        let snap = service.snapshot(nodes: [], active: [row("chat", priority: 10), row("batch", priority: 0)], now: RT.t0)
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: snap.running.map { ($0.id, $0.priority) }), ["chat": 10, "batch": 0])
     }
 
     func testANodeWithoutAHeartbeatTakesNothing() {
