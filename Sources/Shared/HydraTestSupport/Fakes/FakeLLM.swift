@@ -117,9 +117,11 @@ public final class FakeLLM: Sendable {
                         w.write("data: {\"error\":{\"message\":\"CUDA out of memory. Tried to allocate 1.50 GiB\",\"trace\":null}}\r\n\r\n")
                         return
                     }
+                    // As TabbyAPI: the model is in place before "finished" goes out, so a
+                    // client that returns on that event sees it loaded.
+                    if i == 4 { state.withLock { $0.loaded = name } }
                     w.write("data: {\"model_type\":\"model\",\"module\":\(i),\"modules\":4,\"status\":\"\(i == 4 ? "finished" : "processing")\"}\r\n\r\n")
                 }
-                state.withLock { $0.loaded = name }
             }
         case ("POST", "/v1/model/unload"):
             if let denied = tabbyAuth(req, admin: true) { return denied }
