@@ -152,6 +152,16 @@ struct LowerBoundPropertyTests {
         #expect(lb > 9.99 && lb <= 10, "bound \(lb)")
     }
 
+    /// Whole jobs: three 30 s jobs on two weight-1 GPUs. Work over capacity says 45, but no
+    /// GPU can hold two of them before 60, and three need two slots on one GPU: 60, the optimum.
+    @Test func threeLongJobsOnTwoGPUsTakeTwoRounds() throws {
+        let job = Instance.Job(release: 0, base: 30, gpus: 1, node: nil, parent: nil)
+        let inst = Instance(gpuNode: [0, 0], gpuWeight: [1, 1], cpuSlots: [0], jobs: [job, job, job])
+        let lb = try Self.bound(inst)
+        #expect(Self.optimum(inst) == 60)
+        #expect(lb > 59.99 && lb <= 60, "bound \(lb)")
+    }
+
     /// The windows make the bound see late arrivals: one GPU, a job at 0 and two released at 40.
     @Test func lateArrivalsTightenTheCapacityBound() throws {
         let inst = Instance(gpuNode: [0], gpuWeight: [1], cpuSlots: [0],

@@ -17,7 +17,10 @@ import Foundation
 ///    at full speed, but the gang runs at the slow one's pace).
 /// 4. No migration (`noMigrationBound`): a job stays on the GPU(s) it starts on, so a guess C
 ///    gives each job a deadline, and a GPU too slow to meet it cannot take the job at all;
-///    2 and 3 are then checked on the GPUs each job has left. The largest C where that fails.
+///    2 and 3 are then checked on the GPUs each job has left, and so is 5. The largest C where
+///    that fails.
+/// 5. Whole jobs (inside 4): a GPU runs a job from start to end, so it holds only as many of
+///    the big jobs as fit in the window one after another (`whole`).
 /// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
 /// maximum of 1–4, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
@@ -176,6 +179,51 @@ public struct LowerBound: Sendable, Equatable, Codable {
         guard !jobs.isEmpty, speeds.count <= 128, lo0 > 0 else { return (0, []) }
         let byEst = jobs.indices.sorted { jobs[$0].est > jobs[$1].est }
         let byTail = jobs.indices.sorted { jobs[$0].tail > jobs[$1].tail }
+        let bySize = jobs.indices.filter { jobs[$0].base != nil && !jobs[$0].cpu }.sorted { jobs[$0].base! > jobs[$1].base! }
+        /// Whole jobs: a GPU of weight w finishes, between t and C − tail, only jobs whose
+        /// runtimes there (base ÷ w, shared or not) add up to at most (C − t − tail) × w. So
+        /// for every release threshold t and size threshold p, the GPU slots that the jobs of
+        /// S released at ≥ t with base ≥ p need (k per gang) must not exceed what S's GPUs can
+        /// hold of them, each GPU filled with the smallest of them first. Capacity alone lets
+        /// three 30-minute runs on two GPUs end at 45 minutes; this says 60.
+        func whole(_ c: Double, members: [Int], inside: [Bool]) -> Bool {
+            guard !members.isEmpty else { return true }
+            var mult: [Double: Int] = [:]
+            for r in members { mult[speeds[r], default: 0] += 1 }
+            let fastest = mult.keys.max()!
+            // Jobs under 1/64 of C on the fastest GPU pack like sand; capacity covers them.
+            let big = bySize.filter { inside[$0] && jobs[$0].base! / fastest >= c / 64 }
+            guard big.count >= 2 else { return true }
+            let releases = Set(big.map { jobs[$0].est }).sorted(by: >)
+            var prefix: [Double] = [0]
+            for t in releases {
+                prefix.removeAll(keepingCapacity: true); prefix.append(0)
+                var demand = 0, minTail = Double.infinity
+                for (x, j) in big.enumerated() where jobs[j].est >= t {
+                    let b = jobs[j].base!
+                    prefix.append(prefix.last! + b)
+                    demand += jobs[j].k; minTail = min(minTail, jobs[j].tail)
+                    // Equal sizes count only once all of them are in.
+                    if let nx = big[(x + 1)...].first(where: { jobs[$0].est >= t }), jobs[nx].base! == b { continue }
+                    let window = c - t - minTail
+                    guard window > 0 else { return false }
+                    let n = prefix.count - 1
+                    var supply = 0
+                    for (w, k) in mult {
+                        // The most of these jobs one GPU of weight w holds: its m smallest fit.
+                        var lo = 0, hi = n
+                        while lo < hi {
+                            let m = (lo + hi + 1) / 2
+                            if (prefix[n] - prefix[n - m]) / w <= window * (1 + 1e-12) { lo = m } else { hi = m - 1 }
+                        }
+                        supply += lo * k
+                        if supply >= demand { break }
+                    }
+                    if demand > supply { return false }
+                }
+            }
+            return true
+        }
         /// The set S that fails at C, or nil when the test passes.
         func fails(_ c: Double) -> [Int]? {
             var masks: [Mask] = [], work: [Double] = [], occ: [Double] = []
@@ -205,6 +253,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
             }
             var distinct = Array(Set(masks))
             let base = distinct.count
+            // Whole jobs are checked on the sets jobs are confined to; on unions of two they never bound more (200 seeds).
+            let confined = Set(distinct)
             if base <= 60 { for a in 0..<base { for b in (a + 1)..<max(a + 1, base) { distinct.append(distinct[a].union(distinct[b])) } } }
             for s in Set(distinct) {
                 let members = s.members
@@ -219,6 +269,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
                     || sortedWindowBound(byEst: byEst, byTail: byTail, inside: inside, jobs: jobs, amount: occ, capacity: units) > c * (1 + 1e-9) {
                     return members
                 }
+                if confined.contains(s), !whole(c, members: members.filter { $0 < gpuCount }, inside: inside) { return members }
             }
             return nil
         }
