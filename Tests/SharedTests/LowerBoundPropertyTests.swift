@@ -14,11 +14,15 @@ struct LowerBoundPropertyTests {
         var gpuWeight: [Double]
         var cpuSlots: [Int]
         var jobs: [Job]
-        var description: String { "gpus \(zip(gpuNode, gpuWeight).map { "n\($0)/w\($1)" }) cpu \(cpuSlots) jobs \(jobs)" }
+        /// Per GPU: a resident that leaves no room for any job holds it until then (0: none).
+        var heldUntil: [Double] = []
+        var description: String { "gpus \(zip(gpuNode, gpuWeight).map { "n\($0)/w\($1)" }) held \(heldUntil) cpu \(cpuSlots) jobs \(jobs)" }
+        func held(_ g: Int) -> Double { g < heldUntil.count ? heldUntil[g] : 0 }
     }
 
     /// `spread`: weights from 1 to 20 (a slow card beside a fast one), where the no-migration part binds.
-    static func instance(_ seed: UInt64, spread: Bool = false) -> Instance {
+    /// `residents`: some GPUs start held by a service that unloads at 5–20 s.
+    static func instance(_ seed: UInt64, spread: Bool = false, residents: Bool = false) -> Instance {
         var r = SplitMix64(seed: seed)
         let nodes = Int(r.next() % 2) + 1
         var gpuNode: [Int] = [], gpuWeight: [Double] = []
@@ -34,7 +38,8 @@ struct LowerBoundPropertyTests {
             let parent: Int? = j > 0 && r.next() % 3 == 0 ? Int(r.next() % UInt64(j)) : nil
             jobs.append(.init(release: Double(r.next() % 4) * 5, base: Double(r.next() % 12 + 1) * 4, gpus: gpus, node: node, parent: parent))
         }
-        return Instance(gpuNode: gpuNode, gpuWeight: gpuWeight, cpuSlots: cpu, jobs: jobs)
+        let held = residents ? gpuNode.map { _ in r.next() % 2 == 0 ? Double(r.next() % 4 + 1) * 5 : 0 } : []
+        return Instance(gpuNode: gpuNode, gpuWeight: gpuWeight, cpuSlots: cpu, jobs: jobs, heldUntil: held)
     }
 
     /// Resource sets a job may take: single GPUs, pairs of GPUs on one node, or one CPU slot.
@@ -74,7 +79,11 @@ struct LowerBoundPropertyTests {
         var best = Double.infinity
         var perm = runnable
         func permute(_ k: Int) {
-            if k == perm.count { assign(0, [Double](repeating: 0, count: resources), [Double](repeating: 0, count: n), 0); return }
+            if k == perm.count {
+                var free = [Double](repeating: 0, count: resources)
+                for g in inst.gpuNode.indices { free[g] = inst.held(g) }
+                assign(0, free, [Double](repeating: 0, count: n), 0); return
+            }
             for i in k..<perm.count { perm.swapAt(k, i); permute(k + 1); perm.swapAt(k, i) }
         }
         func assign(_ k: Int, _ free: [Double], _ finish: [Double], _ span: Double) {
@@ -112,7 +121,12 @@ struct LowerBoundPropertyTests {
             if let p = job.parent { lines.append("after: j\(p)") }
             groups.append(try ConfigLoader.decode(Workload.Group.self, from: ConfigLoader.parseDocument(lines.joined(separator: "\n"), file: "g"), file: "g"))
         }
-        let sim = Simulator(cluster: cluster, workload: Workload(groups: groups))
+        // A 24 GiB GPU with 23.5 GiB held has no room for a 1 GiB job until the holder leaves.
+        let residents = inst.gpuNode.indices.filter { inst.held($0) > 0 }.map { g in
+            Workload.Resident(node: "n\(inst.gpuNode[g])", gpu: inst.gpuNode[..<g].filter { $0 == inst.gpuNode[g] }.count,
+                              vram: ByteCount(24_064 << 20), model: nil, service: nil, untilS: inst.held(g))
+        }
+        let sim = Simulator(cluster: cluster, workload: Workload(resident: residents, groups: groups))
         var jobs = sim.buildJobs()
         for j in jobs.indices { jobs[j].finishedAt = 0 }
         return LowerBound.compute(cluster: cluster, workload: sim.workload, jobs: jobs, snapshot: sim.baseSnapshot()).value
@@ -138,6 +152,24 @@ struct LowerBoundPropertyTests {
             let lb = try! Self.bound(inst)
             #expect(lb <= opt + 1e-6, "bound \(lb) > optimum \(opt) for \(inst)")
         }
+    }
+
+    @Test func boundNeverExceedsTheOptimumWithResidentsThatLeave() async {
+        await propertyCheck(count: 150, input: Gen.uint64()) { seed in
+            let inst = Self.instance(seed, spread: seed % 2 == 0, residents: true)
+            guard Self.options(inst).allSatisfy({ !$0.isEmpty }), let opt = Self.optimum(inst) else { return }
+            let lb = try! Self.bound(inst)
+            #expect(lb <= opt + 1e-6, "bound \(lb) > optimum \(opt) for \(inst)")
+        }
+    }
+
+    /// A resident that leaves at 100 s holds the only GPU a 10 s job fits on: 110, the optimum
+    /// (the bound without residents said 10).
+    @Test func aJobWaitsForTheResidentThatHoldsItsGPU() throws {
+        let inst = Instance(gpuNode: [0], gpuWeight: [1], cpuSlots: [0],
+                            jobs: [.init(release: 0, base: 10, gpus: 1, node: nil, parent: nil)], heldUntil: [100])
+        #expect(Self.optimum(inst) == 110)
+        #expect(try Self.bound(inst) == 110)
     }
 
     /// No migration: two jobs of 100 on a weight-20 and a weight-1 GPU. Work over capacity says

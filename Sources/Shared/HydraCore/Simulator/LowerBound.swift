@@ -21,7 +21,9 @@ import Foundation
 ///    that fails.
 /// 5. Whole jobs (inside 4): a GPU runs a job from start to end, so it holds only as many of
 ///    the big jobs as fit in the window one after another (`whole`).
-/// The bound ignores VRAM and sharing losses, so it is valid for every policy; it is the
+/// 6. Residents that leave: a job that does not fit beside a resident with `until_s` starts on
+///    that GPU no earlier than it leaves (in 1's earliest completions and in 4 and 5).
+/// The bound ignores VRAM between jobs and sharing losses, so it is valid for every policy; it is the
 /// maximum of 1–4, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
     public struct Parts: Sendable, Equatable, Codable {
@@ -47,8 +49,35 @@ public struct LowerBound: Sendable, Equatable, Codable {
         for n in snapshot.nodes {
             capacity.append(Double(max(0, n.cpuSlots))); labels.append("\(n.name) CPU")
         }
+        // Residents that unload at until_s: a job that does not fit beside them cannot start on
+        // that GPU before they go. (Request + baseline + residents over the GPU's memory, with
+        // no headroom and no other job: a fit the router would refuse too, so the bound stays valid.)
+        var gpuBytes = [(total: UInt64, baseline: UInt64)](repeating: (0, 0), count: gpuCount)
+        var leaving = [[(until: Double, bytes: UInt64)]](repeating: [], count: gpuCount)
+        for node in snapshot.nodes { for g in node.gpus { if let s = state.uuidToSlot[g.uuid] { gpuBytes[s] = (g.totalBytes, g.baselineBytes) } } }
+        for r in workload.resident {
+            guard let u = r.untilS, let node = snapshot.nodes.first(where: { $0.name == r.node }), r.gpu < node.gpus.count,
+                  let s = state.uuidToSlot[node.gpus[r.gpu].uuid] else { continue }
+            leaving[s].append((u, r.vram.bytes))
+        }
+        for s in leaving.indices { leaving[s].sort { $0.until < $1.until } }
+        /// When a job asking `request` bytes first fits on GPU `slot` (0: from the start).
+        func availableAt(_ slot: Int, request: UInt64) -> Double {
+            guard request > 0, !leaving[slot].isEmpty else { return 0 }
+            let (total, baseline) = gpuBytes[slot]
+            var held = leaving[slot].reduce(UInt64(0)) { $0 + $1.bytes }
+            if request + baseline + held <= total { return 0 }
+            for r in leaving[slot] {
+                held -= r.bytes
+                if request + baseline + held <= total { return r.until }
+            }
+            return 0   // never fits: eligibility left the GPU out already
+        }
         var eligCache: [DemandShape: Eligibility] = [:]
         let n = jobs.count
+        /// Per node, each GPU's (time it is first free for the job, weight): the earliest completion.
+        var options = [[[(at: Double, w: Double)]]](repeating: [], count: n)
+        var avail = [[Int: Double]](repeating: [:], count: n)
         var fastest = [Double](repeating: .nan, count: n)
         var work = [Double](repeating: 0, count: n)
         // Resource-seconds: a job holds each of its k GPUs (or its CPU slot) for at least its fastest runtime.
@@ -73,12 +102,18 @@ public struct LowerBound: Sendable, Equatable, Codable {
             let k = d.shape.gpus
             var best = Double.infinity
             var all: [Int] = []
+            let request = sj.job.vramRequestBytes ?? 0
             for (_, slots) in e.nodes {
                 let ws = slots.map { state.gpus[$0].weight }.sorted(by: >)
                 guard ws.count >= k else { continue }
                 let wk = ws[k - 1]
                 best = min(best, sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk))
                 all += slots
+                options[j].append(slots.map { s in
+                    let a = availableAt(s, request: request)
+                    if a > 0 { avail[j][s] = a }
+                    return (a, state.gpus[s].weight)
+                })
             }
             guard best.isFinite else { continue }
             fastest[j] = best
@@ -90,12 +125,28 @@ public struct LowerBound: Sendable, Equatable, Codable {
 
         // Dependencies point to earlier jobs (the workload's group order), so one pass each way suffices.
         var est = [Double](repeating: 0, count: n)
+        var done = [Double](repeating: 0, count: n)
         var critical = 0.0
         for j in 0..<n {
             var s = jobs[j].submitAt
-            for d in jobs[j].deps where !fastest[d].isNaN { s = max(s, est[d] + fastest[d]) }
+            for d in jobs[j].deps where !fastest[d].isNaN { s = max(s, done[d]) }
             est[j] = s
-            if !fastest[j].isNaN { critical = max(critical, s + fastest[j]) }
+            guard !fastest[j].isNaN else { continue }
+            // Earliest completion: on a GPU held by a leaving resident, not before it leaves. A gang
+            // needs k GPUs of a node: not before the k-th soonest is free, at most the k-th weight.
+            var end = s + fastest[j]
+            if !avail[j].isEmpty {
+                let k = max(1, jobs[j].job.gpusRequested)
+                let baseS = jobs[j].baseS ?? JobDemand(job: jobs[j].job, stats: .empty, policy: policy).baseRuntimeS
+                end = .infinity
+                for opts in options[j] where opts.count >= k {
+                    let at = opts.map(\.at).sorted()[k - 1], w = opts.map(\.w).sorted(by: >)[k - 1]
+                    end = min(end, max(s, at) + (jobs[j].fixedS ?? baseS / w))
+                }
+                if !end.isFinite { end = s + fastest[j] }
+            }
+            done[j] = end
+            critical = max(critical, end)
         }
         var tail = [Double](repeating: 0, count: n)
         for j in stride(from: n - 1, through: 0, by: -1) {
@@ -133,7 +184,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
             let d = JobDemand(job: sj.job, stats: .empty, policy: policy)
             let byNode = Dictionary(grouping: sets[j], by: { state.gpus[$0].node }).values.map { $0.sorted() }.sorted { $0[0] < $1[0] }
             jobsIn.append(SpeedJob(est: est[j], tail: tail[j], k: d.shape.gpus,
-                                   base: sj.fixedS == nil ? (sj.baseS ?? d.baseRuntimeS) : nil, fixed: sj.fixedS, cpu: false, nodes: byNode))
+                                   base: sj.fixedS == nil ? (sj.baseS ?? d.baseRuntimeS) : nil, fixed: sj.fixedS, cpu: false, nodes: byNode,
+                                   avail: avail[j]))
         }
         let lo = max(critical, capBound)
         let speed = Self.noMigrationBound(jobsIn, speeds: capacity, gpuCount: gpuCount, from: lo)
@@ -152,6 +204,9 @@ public struct LowerBound: Sendable, Equatable, Codable {
         var fixed: Double?
         var cpu: Bool
         var nodes: [[Int]]
+        /// GPUs the job cannot start on before a resident leaves: slot → that time.
+        var avail: [Int: Double] = [:]
+        func start(on s: Int) -> Double { max(est, avail[s] ?? 0) }
     }
 
     /// Up to 128 resources as bits.
@@ -188,12 +243,14 @@ public struct LowerBound: Sendable, Equatable, Codable {
         /// three 30-minute runs on two GPUs end at 45 minutes; this says 60.
         func whole(_ c: Double, members: [Int], inside: [Bool]) -> Bool {
             guard !members.isEmpty else { return true }
-            var mult: [Double: Int] = [:]
-            for r in members { mult[speeds[r], default: 0] += 1 }
-            let fastest = mult.keys.max()!
+            let fastest = members.map { speeds[$0] }.max()!
             // Jobs under 1/64 of C on the fastest GPU pack like sand; capacity covers them.
             let big = bySize.filter { inside[$0] && jobs[$0].base! / fastest >= c / 64 }
             guard big.count >= 2 else { return true }
+            // GPUs alike in weight and in when the first of these jobs may start on them.
+            struct Kind: Hashable { var w: Double; var from: Double }
+            var mult: [Kind: Int] = [:]
+            for r in members { mult[Kind(w: speeds[r], from: big.map { jobs[$0].avail[r] ?? 0 }.min()!), default: 0] += 1 }
             let releases = Set(big.map { jobs[$0].est }).sorted(by: >)
             var prefix: [Double] = [0]
             for t in releases {
@@ -205,16 +262,17 @@ public struct LowerBound: Sendable, Equatable, Codable {
                     demand += jobs[j].k; minTail = min(minTail, jobs[j].tail)
                     // Equal sizes count only once all of them are in.
                     if let nx = big[(x + 1)...].first(where: { jobs[$0].est >= t }), jobs[nx].base! == b { continue }
-                    let window = c - t - minTail
-                    guard window > 0 else { return false }
+                    guard c - t - minTail > 0 else { return false }
                     let n = prefix.count - 1
                     var supply = 0
-                    for (w, k) in mult {
+                    for (g, k) in mult {
                         // The most of these jobs one GPU of weight w holds: its m smallest fit.
+                        let window = c - max(t, g.from) - minTail
+                        guard window > 0 else { continue }
                         var lo = 0, hi = n
                         while lo < hi {
                             let m = (lo + hi + 1) / 2
-                            if (prefix[n] - prefix[n - m]) / w <= window * (1 + 1e-12) { lo = m } else { hi = m - 1 }
+                            if (prefix[n] - prefix[n - m]) / g.w <= window * (1 + 1e-12) { lo = m } else { hi = m - 1 }
                         }
                         supply += lo * k
                         if supply >= demand { break }
@@ -234,14 +292,21 @@ public struct LowerBound: Sendable, Equatable, Codable {
                 var minW = Double.infinity
                 if let f = j.fixed {
                     guard f <= window * (1 + 1e-12) else { return [] }
-                    for n in j.nodes where n.count >= j.k { for s in n { m.insert(s); minW = min(minW, speeds[s]) } }
+                    for n in j.nodes {
+                        let ok = n.filter { f <= c - j.start(on: $0) - j.tail + window * 1e-12 }
+                        guard ok.count >= j.k else { continue }
+                        for s in ok { m.insert(s); minW = min(minW, speeds[s]) }
+                    }
+                    guard minW.isFinite else { return [] }
                     work.append(j.cpu ? f : Double(j.k) * f * minW); occ.append(Double(j.k) * f)
                 } else {
                     guard window > 0 else { return [] }
-                    let need = j.base! / window
                     var best = 0.0
                     for n in j.nodes {
-                        let ok = n.filter { speeds[$0] >= need * (1 - 1e-12) }
+                        let ok = n.filter { s in
+                            let left = c - j.start(on: s) - j.tail
+                            return left > 0 && speeds[s] >= j.base! / left * (1 - 1e-12)
+                        }
                         guard ok.count >= j.k else { continue }
                         for s in ok { m.insert(s) }
                         best = max(best, ok.map { speeds[$0] }.sorted(by: >)[j.k - 1])
