@@ -47,6 +47,27 @@ final class RouterQualityTests: XCTestCase {
         XCTAssertEqual(RT.place([anyGPU("chat", priority: 10)], RT.snapshot(config)).gpu("chat"), "hydra-ai/0")
     }
 
+    func testAScarceJobKeepsPaceWithTheAgedJobsOfItsPriority() {
+        // Three jobs any GPU runs, waiting 25 min (two aging steps), and a 28 GiB job only the
+        // 5090 holds, just submitted; every GPU idle, all at priority 0.
+        let old = (0..<3).map { i in
+            RT.job("old-\(i)", vram: 2, batch: "flex", at: -1500, spec: ["base_runtime_s": 600], constraints: ["service": .array([])])
+        }
+        let big = RT.job("big", vram: 28, batch: "big", spec: ["base_runtime_s": 600], constraints: ["service": .array([])])
+        let all = old + [big]
+        // Without keeping pace the aged jobs rank first: the first two take the 4090 and the 5070 Ti,
+        // and the third finds the 5090 (60 s + the big job's 60 s charge) sooner than the 3060 (200 s).
+        XCTAssertEqual(JobOrdering.order(old + [big], running: [], now: RT.t0, agingStepS: 600, criticalPath: true).map { all[$0].id },
+                       ["old-0", "old-1", "old-2", "big"])
+        XCTAssertEqual(JobOrdering.order(old + [big], running: [], now: RT.t0, agingStepS: 600, criticalPath: true,
+                                         keepPace: [false, false, false, true]).map { all[$0].id },
+                       ["old-0", "big", "old-1", "old-2"])
+        let r = RT.place(all, RT.snapshot(config))
+        XCTAssertEqual(r.gpu("big"), "hydra-ai/0")
+        XCTAssertEqual(r.gpu("old-0"), "hydra-ai/1")
+        XCTAssertNotEqual(r.gpu("old-2"), "hydra-ai/0")
+    }
+
     func testInteractiveJobsAloneDoNotKeepBatchJobsOffAGPU() {
         // The 5090 runs one chat request (30 s left); the other GPUs are full (not Hydra's).
         let chat = RT.running("chat", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, visible: true, endsIn: 30, priority: 10)

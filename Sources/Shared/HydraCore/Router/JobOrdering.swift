@@ -17,8 +17,13 @@ public enum JobOrdering {
     /// does not hold a small later one back until it is done.
     /// `paths` (parallel to `pending`): each job's longest path when the caller has it already
     /// (the router reads runtimes from the spec once per job); nil computes it here.
+    /// `keepPace` (parallel to `pending`): jobs that rank with the most-aged job of their own
+    /// priority. A scarce job (few GPUs can run it) that arrived after a stream of flexible jobs
+    /// of the same priority otherwise waits an aging step behind each of them: on generated
+    /// seed 130 a big-VRAM class that fits one H100 waited 30 minutes while 10-minute-old LLM
+    /// expansions, which four other GPUs could run, kept taking it.
     public static func order(_ pending: [RouterJob], running: [RouterRunningJob], now: Date, agingStepS: Double,
-                             criticalPath: Bool = false, paths: [Double]? = nil) -> [Int] {
+                             criticalPath: Bool = false, paths: [Double]? = nil, keepPace: [Bool]? = nil) -> [Int] {
         let n = pending.count
         // Sort keys in one flat array: comparing through closures over several arrays (and
         // the jobs themselves) was a tenth of a 10 000-job pass.
@@ -33,6 +38,21 @@ public enum JobOrdering {
             keys.append(Key(eff: effectivePriority(pending[i], now: now, agingStepS: agingStepS), share: 0,
                             path: criticalPath ? (paths?[i] ?? pathS(pending[i])) : 0,
                             age: pending[i].submittedAt.timeIntervalSinceReferenceDate, index: i, batch: bid))
+        }
+        if let keepPace, keepPace.contains(true) {
+            // Per priority, the highest effective priority among its jobs: a flat array over the
+            // priorities' range (a dictionary hashed twice per job in a 10 000-job pass).
+            var lo = Int.max, hi = Int.min
+            for i in pending.indices { lo = min(lo, pending[i].priority); hi = max(hi, pending[i].priority) }
+            if hi - lo < 4096 {
+                var top = [Int](repeating: Int.min, count: hi - lo + 1)
+                for k in keys.indices { top[pending[k].priority - lo] = max(top[pending[k].priority - lo], keys[k].eff) }
+                for k in keys.indices where keepPace[k] { keys[k].eff = max(keys[k].eff, top[pending[k].priority - lo]) }
+            } else {
+                var top: [Int: Int] = [:]
+                for k in keys.indices { top[pending[k].priority] = max(top[pending[k].priority] ?? Int.min, keys[k].eff) }
+                for k in keys.indices where keepPace[k] { keys[k].eff = max(keys[k].eff, top[pending[k].priority]!) }
+            }
         }
         var onNodes = [Int](repeating: 0, count: batchIDs.count)
         for r in running { if let b = batchIDs[r.batchID ?? ""] { onNodes[b] += 1 } }

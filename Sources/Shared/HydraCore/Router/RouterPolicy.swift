@@ -76,6 +76,11 @@ public struct RouterPolicy: Sendable, Equatable {
     /// Keeps GPUs that only they can use for jobs with few choices (`ScarceGPUs`).
     var reservesScarceGPUs: Bool { name == .hydra }
 
+    /// A job with few choices ranks with the most-aged job of its own priority (`JobOrdering`):
+    /// aging keeps jobs from starving, but the jobs that aged past a scarce one could run
+    /// elsewhere, and it cannot.
+    var scarceKeepsPace: Bool { name == .hydra }
+
     var extraFilters: [any PlacementFilter] {
         name == .seedStatic ? [SeedStaticRuleFilter()] : []
     }
