@@ -75,8 +75,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
         }
         var eligCache: [DemandShape: Eligibility] = [:]
         let n = jobs.count
-        /// Per node, each GPU's (time it is first free for the job, weight): the earliest completion.
-        var options = [[[(at: Double, w: Double)]]](repeating: [], count: n)
+        /// Per node: when the job's k GPUs there are first free for it, and its runtime on them.
+        var options = [[(at: Double, runtime: Double)]](repeating: [], count: n)
         var avail = [[Int: Double]](repeating: [:], count: n)
         var fastest = [Double](repeating: .nan, count: n)
         var work = [Double](repeating: 0, count: n)
@@ -107,13 +107,16 @@ public struct LowerBound: Sendable, Equatable, Codable {
                 let ws = slots.map { state.gpus[$0].weight }.sorted(by: >)
                 guard ws.count >= k else { continue }
                 let wk = ws[k - 1]
-                best = min(best, sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk))
+                let runtime = sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk)
+                best = min(best, runtime)
                 all += slots
-                options[j].append(slots.map { s in
+                // A gang starts when the k-th soonest of its GPUs is free (and runs at the k-th weight at best).
+                let at = slots.map { s in
                     let a = availableAt(s, request: request)
                     if a > 0 { avail[j][s] = a }
-                    return (a, state.gpus[s].weight)
-                })
+                    return a
+                }.sorted()[k - 1]
+                options[j].append((at, runtime))
             }
             guard best.isFinite else { continue }
             fastest[j] = best
@@ -132,19 +135,10 @@ public struct LowerBound: Sendable, Equatable, Codable {
             for d in jobs[j].deps where !fastest[d].isNaN { s = max(s, done[d]) }
             est[j] = s
             guard !fastest[j].isNaN else { continue }
-            // Earliest completion: on a GPU held by a leaving resident, not before it leaves. A gang
-            // needs k GPUs of a node: not before the k-th soonest is free, at most the k-th weight.
-            var end = s + fastest[j]
-            if !avail[j].isEmpty {
-                let k = max(1, jobs[j].job.gpusRequested)
-                let baseS = jobs[j].baseS ?? JobDemand(job: jobs[j].job, stats: .empty, policy: policy).baseRuntimeS
-                end = .infinity
-                for opts in options[j] where opts.count >= k {
-                    let at = opts.map(\.at).sorted()[k - 1], w = opts.map(\.w).sorted(by: >)[k - 1]
-                    end = min(end, max(s, at) + (jobs[j].fixedS ?? baseS / w))
-                }
-                if !end.isFinite { end = s + fastest[j] }
-            }
+            // Earliest completion: on a GPU held by a leaving resident, not before it leaves
+            // (CPU jobs have no options: submit, dependencies, runtime).
+            var end = options[j].isEmpty ? s + fastest[j] : .infinity
+            for o in options[j] { end = min(end, max(s, o.at) + o.runtime) }
             done[j] = end
             critical = max(critical, end)
         }
