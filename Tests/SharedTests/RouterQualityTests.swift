@@ -68,6 +68,32 @@ final class RouterQualityTests: XCTestCase {
         XCTAssertNotEqual(r.gpu("old-2"), "hydra-ai/0")
     }
 
+    func testAPressedClassKeepsItsGPUsFromJobsThatCanRunElsewhere() {
+        // Eight images only hydra-compute runs (comfyui: 2 of the 4 GPUs, so not scarce by
+        // count): 4 800 units of work on 9 of weight, 533 s, against 5 400 on 27, 200 s, for the whole
+        // cluster. A priority-1 job any GPU runs comes first; both hydra-ai GPUs are busy for 100 s.
+        let images = (0..<8).map { i in
+            RT.job("image-\(i)", kind: "image", vram: 6, spec: ["base_runtime_s": 600], constraints: ["service": .array([.string("comfyui")])])
+        }
+        let runs = ["hydra-ai-gpu0", "hydra-ai-gpu1"].enumerated().map { i, g in
+            RT.running("r\(i)", node: "hydra-ai", gpus: [g], gib: 4, visible: true, endsIn: 100)
+        }
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 4, "hydra-ai/1": 4], running: runs)
+        let all = [anyGPU("flex", priority: 1)] + images
+        // Without the rule it takes the idle 5070 Ti (100 s) rather than wait for the 5090 (100 + 60 s).
+        let off = RT.place(all, snap, policy: RouterPolicy(pressedClassFactor: 0))
+        XCTAssertEqual(off.gpu("flex"), "hydra-compute/0")
+        // With it, the 5070 Ti carries the images' queued work there (8 × 100 s ÷ 2 GPUs): the job
+        // waits for the 5090 and the images take both of their GPUs.
+        let on = RT.place(all, snap)
+        XCTAssertNil(on.assignment(for: "flex"))
+        XCTAssertEqual(on.reason(for: "flex")?.code, .waitingForBetterGPU)
+        XCTAssertEqual(Set(images.compactMap { on.gpu($0.id) }), ["hydra-compute/0", "hydra-compute/1"])
+        // Just below the images' load it is off again (533 s ÷ 200 s ≈ 2.67 × the cluster's).
+        XCTAssertEqual(RT.place(all, snap, policy: RouterPolicy(pressedClassFactor: 2.7)).gpu("flex"), "hydra-compute/0")
+        XCTAssertNil(RT.place(all, snap, policy: RouterPolicy(pressedClassFactor: 2.5)).assignment(for: "flex"))
+    }
+
     func testInteractiveJobsAloneDoNotKeepBatchJobsOffAGPU() {
         // The 5090 runs one chat request (30 s left); the other GPUs are full (not Hydra's).
         let chat = RT.running("chat", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, visible: true, endsIn: 30, priority: 10)

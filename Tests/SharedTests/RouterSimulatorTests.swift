@@ -21,6 +21,25 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertEqual(r.gpus.first { $0.node == "hydra-compute" && $0.index == 1 }?.busyFraction ?? 0, 1, accuracy: 1e-6)
     }
 
+    func testABacklogSubmittedAtOnceKeepsTheInteractiveStreamOnItsClock() throws {
+        let w = try workload("""
+        groups:
+          - {name: a, count: 3, kind: command, vram: 2GiB, base_runtime_s: 100, submit_at_s: 50, every_s: 30}
+          - {name: b, count: 2, kind: command, vram: 2GiB, base_runtime_s: 100, submit_at_s: 10, every_s: 5, priority: 1}
+          - {name: chat, count: 4, kind: command, vram: 1GiB, base_runtime_s: 10, submit_at_s: 7, every_s: 9, priority: 2}
+        """)
+        let once = w.submittedAtOnce(below: 2)
+        XCTAssertEqual(once.groups.map(\.submitAtS), [0, 0, 7])
+        XCTAssertEqual(once.groups.map(\.everyS), [0, 0, 9])
+        XCTAssertEqual(once.groups.map(\.count), w.groups.map(\.count))
+        // Everything the stream does not hold back can start at once: the bound drops to what the
+        // GPUs hold, and the chat requests still end no sooner than their last arrival.
+        let r = Simulator(cluster: config, workload: once).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 9)
+        XCTAssertGreaterThanOrEqual(r.makespanS, 7 + 3 * 9)
+        XCTAssertLessThan(r.lowerBoundS, Simulator(cluster: config, workload: w).run(policy: .hydra).lowerBoundS)
+    }
+
     func testDependenciesAreRespected() throws {
         let w = try workload("""
         groups:

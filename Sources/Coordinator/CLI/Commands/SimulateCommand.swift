@@ -34,6 +34,8 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Seed for runtime jitter and the random policy.") var seed: UInt64 = 1
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "List every job: where it ran, when it became ready, started and ended.") var timeline = false
+    @Flag(help: "Submit every job below the urgent priority (2) at the start, as a backlog submitted at once, instead of at its submit_at_s / every_s; interactive streams keep arriving.")
+    var atOnce = false
 
     func validate() throws {
         if generate == nil && (cluster == nil || workload == nil) { throw ValidationError("give --cluster and --workload, or --generate SEED") }
@@ -53,7 +55,8 @@ struct SimulateCommand: ParsableCommand {
         try simulate(config, load, path: workload!, seed: seed)
     }
 
-    private func simulate(_ config: ClusterConfig, _ load: Workload, path: String, seed: UInt64) throws {
+    private func simulate(_ config: ClusterConfig, _ given: Workload, path: String, seed: UInt64) throws {
+        let load = atOnce ? given.submittedAtOnce(below: RouterPolicy.hydra.urgentPriority) : given
         let sim = Simulator(cluster: config, workload: load, seed: seed)
         let policies: [RouterPolicy] = compare
             ? RouterPolicy.Name.allCases.map { RouterPolicy(name: $0, seed: seed) }
@@ -95,7 +98,7 @@ struct SimulateCommand: ParsableCommand {
             return try simulate(sc.cluster, sc.workload, path: "generated-\(first)", seed: first)
         }
         let names = compare || policy == nil ? RouterPolicy.Name.allCases : [RouterPolicy.named(policy!)!.name]
-        let runs = try QualitySweep.run(first: first, count: seeds, policies: names, threads: threads)
+        let runs = try QualitySweep.run(first: first, count: seeds, policies: names, threads: threads, atOnce: atOnce)
         let summary = QualitySweep.summarize(runs)
         if json {
             for r in runs { print(try JSONCoding.encodeString(r)) }

@@ -76,6 +76,8 @@ struct JobDemand: Sendable {
     var urgent: Bool
     /// Only a few GPUs can run it (`ScarceGPUs`): it pays no charge for their contested work.
     var scarce = false
+    /// Scarce by GPU count, not only pressed by load (`ScarceGPUs`): ranks with the most-aged job of its priority.
+    var fewGPUs = false
 
     init(job: borrowing RouterJob, stats: RuntimeStats, policy: RouterPolicy) {
         kind = lowerASCII(job.kind)

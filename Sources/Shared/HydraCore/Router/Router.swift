@@ -45,12 +45,13 @@ public enum Router {
         }
         var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
         if policy.reservesScarceGPUs {
-            ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters)
+            ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters,
+                              pressedFactor: policy.pressedClassFactor)
         }
         // After the charge, which marks the scarce jobs; the order reads no tally the charge changes.
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
                                       criticalPath: policy.criticalPathOrder, paths: paths,
-                                      keepPace: policy.scarceKeepsPace ? demands.map(\.scarce) : nil)
+                                      keepPace: policy.scarceKeepsPace ? demands.map(\.fewGPUs) : nil)
         // Every shape's filters up front: they read only the snapshot and the pass's fixed GPU
         // facts (slots, usable VRAM, labels), never the tallies the pass changes, so the outcome
         // is the same as computing each shape when its first job comes up. The loop then borrows

@@ -13,11 +13,35 @@ enum ScarceGPUs {
     static let share = 0.25
 
     /// `shapeOf[i]` indexes `shapes` (and `eligibility`, filled here where missing).
+    ///
+    /// A class is also protected when it is *pressed*: its pending work per unit of its GPUs'
+    /// capacity is at least `pressedFactor` × the cluster's (all pending GPU work over all GPUs'
+    /// weights), although many GPUs can run it. With a backlog submitted at once, the class that
+    /// ends the night (images on the ComfyUI nodes) otherwise lost its GPUs to gangs and
+    /// expansions that had GPUs of their own. 0 turns it off. A pressed class is charged like a
+    /// scarce one but does not keep pace with aging (`fewGPUs` stays false): ranked with the
+    /// most-aged jobs, a large class took every turn on its GPUs and starved a gang that needed
+    /// two of them at once (generated seed 6).
     static func charge(_ demands: inout [JobDemand], shapeOf: [Int], shapes: [DemandShape], _ state: inout PassState,
-                       _ eligibility: inout [Eligibility?], snapshot: ClusterSnapshot, filters: [any PlacementFilter]) {
+                       _ eligibility: inout [Eligibility?], snapshot: ClusterSnapshot, filters: [any PlacementFilter],
+                       pressedFactor: Double = 0) {
         let total = state.gpus.count
         guard total > 1 else { return }
         var scarceShape = [Bool?](repeating: nil, count: shapes.count)
+        var fewShape = [Bool](repeating: false, count: shapes.count)
+        // Weight-1 work per shape (a gang's on each of its GPUs), and the cluster's.
+        var shapeWork: [Double] = []
+        var clusterLoad = 0.0
+        if pressedFactor > 0 {
+            shapeWork = [Double](repeating: 0, count: shapes.count)
+            var work = 0.0, capacity = 0.0
+            for i in demands.indices where !demands[i].shape.cpuOnly && !demands[i].urgent {
+                let w = RuntimeEstimator.gpu(demands[i], learned: nil, weight: 1) * Double(demands[i].shape.gpus)
+                shapeWork[shapeOf[i]] += w; work += w
+            }
+            for g in state.gpus { capacity += g.weight }
+            clusterLoad = capacity > 0 ? work / capacity : 0
+        }
         for i in demands.indices {
             // Fields, not a copy of the demand: a copy retains its strings, for every pending job.
             guard !demands[i].shape.cpuOnly, !demands[i].urgent else { continue }
@@ -30,11 +54,20 @@ enum ScarceGPUs {
                     eligibility[sid] = e
                 }
                 let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
-                isScarce = e.reason == nil && count > 0 && Double(count) <= share * Double(total)
-                scarceShape[sid] = isScarce
+                let usable = e.reason == nil && count > 0
+                let few = usable && Double(count) <= share * Double(total)
+                var pressed = false
+                if usable, !few, pressedFactor > 0, count < total {
+                    var capacity = 0.0
+                    for n in e.nodes { for g in n.gpus { capacity += state.gpus[g].weight } }
+                    pressed = capacity > 0 && shapeWork[sid] / capacity >= pressedFactor * clusterLoad
+                }
+                isScarce = few || pressed
+                scarceShape[sid] = isScarce; fewShape[sid] = few
             }
             guard isScarce, let e = eligibility[sid] else { continue }
             demands[i].scarce = true
+            demands[i].fewGPUs = fewShape[sid]
             apply(demands[i], e, &state, sign: 1)
         }
     }

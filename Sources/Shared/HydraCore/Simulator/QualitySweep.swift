@@ -49,7 +49,8 @@ public enum QualitySweep {
     }
 
     /// Runs seeds `first ..< first + count` under each policy; seeds are spread over `threads`.
-    public static func run(first: UInt64, count: Int, policies: [RouterPolicy.Name], threads: Int = 2) throws -> [Run] {
+    /// `atOnce`: every job below the urgent priority submitted at the start (`Workload.submittedAtOnce`).
+    public static func run(first: UInt64, count: Int, policies: [RouterPolicy.Name], threads: Int = 2, atOnce: Bool = false) throws -> [Run] {
         let slots = Mutex<[[Run]?]>(Array(repeating: nil, count: count))
         let failure = Mutex<(any Error)?>(nil)
         let next = Atomic<Int>(0)
@@ -60,7 +61,8 @@ public enum QualitySweep {
                 let seed = first &+ UInt64(i)
                 do {
                     let sc = try ScenarioGenerator.generate(seed: seed)
-                    let sim = Simulator(cluster: sc.cluster, workload: sc.workload, seed: seed)
+                    let load = atOnce ? sc.workload.submittedAtOnce(below: RouterPolicy.hydra.urgentPriority) : sc.workload
+                    let sim = Simulator(cluster: sc.cluster, workload: load, seed: seed)
                     let runs = policies.map { Run(seed: seed, scenario: sc, report: sim.run(policy: RouterPolicy(name: $0, seed: seed))) }
                     slots.withLock { $0[i] = runs }
                 } catch {
