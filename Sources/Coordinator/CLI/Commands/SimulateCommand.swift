@@ -56,7 +56,7 @@ struct SimulateCommand: ParsableCommand {
     }
 
     private func simulate(_ config: ClusterConfig, _ given: Workload, path: String, seed: UInt64) throws {
-        let load = atOnce ? given.submittedAtOnce(below: RouterPolicy.hydra.urgentPriority) : given
+        let load = atOnce ? given.submittedAtOnce() : given
         let sim = Simulator(cluster: config, workload: load, seed: seed)
         let policies: [RouterPolicy] = compare
             ? RouterPolicy.Name.allCases.map { RouterPolicy(name: $0, seed: seed) }

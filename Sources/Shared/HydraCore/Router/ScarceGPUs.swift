@@ -27,8 +27,9 @@ enum ScarceGPUs {
                        pressedFactor: Double = 0) {
         let total = state.gpus.count
         guard total > 1 else { return }
-        var scarceShape = [Bool?](repeating: nil, count: shapes.count)
-        var fewShape = [Bool](repeating: false, count: shapes.count)
+        /// Per shape, once its first job comes up.
+        enum Kind { case free, few, pressed }
+        var kindOf = [Kind?](repeating: nil, count: shapes.count)
         // Weight-1 work per shape (a gang's on each of its GPUs), and the cluster's.
         var shapeWork: [Double] = []
         var clusterLoad = 0.0
@@ -46,8 +47,8 @@ enum ScarceGPUs {
             // Fields, not a copy of the demand: a copy retains its strings, for every pending job.
             guard !demands[i].shape.cpuOnly, !demands[i].urgent else { continue }
             let sid = shapeOf[i]
-            let isScarce: Bool
-            if let known = scarceShape[sid] { isScarce = known } else {
+            let kind: Kind
+            if let known = kindOf[sid] { kind = known } else {
                 let e: Eligibility
                 if let c = eligibility[sid] { e = c } else {
                     e = Eligibility.compute(shapes[sid], snapshot: snapshot, state: state, filters: filters)
@@ -55,19 +56,22 @@ enum ScarceGPUs {
                 }
                 let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
                 let usable = e.reason == nil && count > 0
-                let few = usable && Double(count) <= share * Double(total)
-                var pressed = false
-                if usable, !few, pressedFactor > 0, count < total {
+                if !usable {
+                    kind = .free
+                } else if Double(count) <= share * Double(total) {
+                    kind = .few
+                } else if pressedFactor > 0, count < total {
                     var capacity = 0.0
                     for n in e.nodes { for g in n.gpus { capacity += state.gpus[g].weight } }
-                    pressed = capacity > 0 && shapeWork[sid] / capacity >= pressedFactor * clusterLoad
+                    kind = capacity > 0 && shapeWork[sid] / capacity >= pressedFactor * clusterLoad ? .pressed : .free
+                } else {
+                    kind = .free
                 }
-                isScarce = few || pressed
-                scarceShape[sid] = isScarce; fewShape[sid] = few
+                kindOf[sid] = kind
             }
-            guard isScarce, let e = eligibility[sid] else { continue }
+            guard kind != .free, let e = eligibility[sid] else { continue }
             demands[i].scarce = true
-            demands[i].fewGPUs = fewShape[sid]
+            demands[i].fewGPUs = kind == .few
             apply(demands[i], e, &state, sign: 1)
         }
     }

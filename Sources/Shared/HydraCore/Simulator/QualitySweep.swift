@@ -61,7 +61,7 @@ public enum QualitySweep {
                 let seed = first &+ UInt64(i)
                 do {
                     let sc = try ScenarioGenerator.generate(seed: seed)
-                    let load = atOnce ? sc.workload.submittedAtOnce(below: RouterPolicy.hydra.urgentPriority) : sc.workload
+                    let load = atOnce ? sc.workload.submittedAtOnce() : sc.workload
                     let sim = Simulator(cluster: sc.cluster, workload: load, seed: seed)
                     let runs = policies.map { Run(seed: seed, scenario: sc, report: sim.run(policy: RouterPolicy(name: $0, seed: seed))) }
                     slots.withLock { $0[i] = runs }

@@ -3,15 +3,6 @@ import Foundation
 /// A simulator workload file (deploy/workloads/*.yaml): groups of identical jobs, their
 /// dependencies, and the services resident on GPUs for the whole run. See docs/router.md.
 public struct Workload: Codable, Sendable, Equatable {
-    /// The same workload with every group below `priority` submitted at the start: a backlog
-    /// submitted at once (a night's batches), while the streams at or above `priority`
-    /// (interactive requests) keep arriving over time.
-    public func submittedAtOnce(below priority: Int) -> Workload {
-        var w = self
-        for i in w.groups.indices where w.groups[i].priority < priority { w.groups[i].submitAtS = 0; w.groups[i].everyS = 0 }
-        return w
-    }
-
     public var name: String?
     public var description: String?
     public var resident: [Resident]
@@ -189,5 +180,16 @@ public struct Workload: Codable, Sendable, Equatable {
                 throw InputError(file: file, location: "resident[\(i)].vram", problem: "\(ByteSize.format(r.vram.bytes)) does not leave room on a \(ByteSize.format(n.gpus[r.gpu].memory.bytes)) GPU")
             }
         }
+    }
+}
+
+extension Workload {
+    /// The same workload with every group below `priority` (default: the router's urgent
+    /// priority) submitted at the start: a backlog submitted at once (a night's batches), while
+    /// the streams at or above it (interactive requests) keep arriving over time.
+    public func submittedAtOnce(below priority: Int = RouterPolicy.hydra.urgentPriority) -> Workload {
+        var w = self
+        for i in w.groups.indices where w.groups[i].priority < priority { w.groups[i].submitAtS = 0; w.groups[i].everyS = 0 }
+        return w
     }
 }
