@@ -194,6 +194,52 @@ struct LowerBoundPropertyTests {
         #expect(lb > 59.99 && lb <= 60, "bound \(lb)")
     }
 
+    /// Part 7, the flow: two 20 s jobs released at 40, each followed by a 40 s CPU task, must
+    /// run inside [40, C − 40] on the one GPU, so C ≥ 120. No threshold sees it: the jobs
+    /// released at ≥ 40 include a 24 s job with no tail (40 + 64 + 0, and the same for whole
+    /// jobs, where it is the largest), the jobs with tails ≥ 40 include a 4 s job released at 0
+    /// (0 + 44 + 40), and the critical path is 100. Without the flow the bound read 104; the
+    /// optimum is 120.
+    @Test func jobsBoxedInByTheirReleaseAndTheirTailNeedTheFlow() throws {
+        func job(_ release: Double, _ base: Double, gpus: Int = 1, parent: Int? = nil) -> Instance.Job {
+            .init(release: release, base: base, gpus: gpus, node: nil, parent: parent)
+        }
+        let inst = Instance(gpuNode: [0], gpuWeight: [1], cpuSlots: [2],
+                            jobs: [job(40, 20), job(40, 20), job(0, 40, gpus: 0, parent: 0), job(0, 40, gpus: 0, parent: 1),
+                                   job(40, 24), job(0, 4), job(0, 40, gpus: 0, parent: 5)])
+        let lb = try Self.bound(inst)
+        #expect(Self.optimum(inst) == 120)
+        #expect(lb > 119.9 && lb <= 120, "bound \(lb)")
+    }
+
+    /// The flow cuts time at no more than `maxPoints` of the windows' ends, widening each window
+    /// to the cuts kept. That must only ever make it say "feasible" more often: whenever the
+    /// coarse flow says a guess C is infeasible, the flow with every cut says so too.
+    @Test func aCoarserFlowNeverCallsMoreGuessesInfeasible() async {
+        await propertyCheck(count: 300, input: Gen.uint64()) { seed in
+            var r = SplitMix64(seed: seed)
+            let resources = Int(r.next() % 5) + 1
+            let speeds = (0..<resources).map { _ in Double(r.next() % 6 + 1) }
+            var jobs: [LowerBound.SpeedJob] = [], allowed: [[Int]] = [], work: [Double] = [], pace: [Double] = []
+            for _ in 0..<Int(r.next() % 12 + 1) {
+                var avail: [Int: Double] = [:]
+                var mine = (0..<resources).filter { _ in r.next() % 2 == 0 }
+                if mine.isEmpty { mine = [Int(r.next() % UInt64(resources))] }
+                for x in mine where r.next() % 4 == 0 { avail[x] = Double(r.next() % 60) }
+                jobs.append(.init(est: Double(r.next() % 50), tail: Double(r.next() % 30), k: 1, base: 1, fixed: nil, cpu: false,
+                                  nodes: [mine], avail: avail))
+                allowed.append(mine)
+                work.append(Double(r.next() % 200 + 1)); pace.append(Double(r.next() % 8 + 1))
+            }
+            let c = Double(r.next() % 150 + 40)
+            let points = Int(r.next() % 6) + 2
+            if LowerBound.flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, maxPoints: points) != nil {
+                #expect(LowerBound.flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, maxPoints: 10_000) != nil,
+                        "with \(points) cuts C = \(c) is infeasible, with all of them it is not: \(jobs) \(work) \(pace) \(speeds)")
+            }
+        }
+    }
+
     /// The windows make the bound see late arrivals: one GPU, a job at 0 and two released at 40.
     @Test func lateArrivalsTightenTheCapacityBound() throws {
         let inst = Instance(gpuNode: [0], gpuWeight: [1], cpuSlots: [0],

@@ -23,6 +23,8 @@ import Foundation
 ///    the big jobs as fit in the window one after another (`whole`).
 /// 6. Residents that leave: a job that does not fit beside a resident with `until_s` starts on
 ///    that GPU no earlier than it leaves (in 1's earliest completions and in 4 and 5).
+/// 7. Every set at once (inside 4, `flowFails`): a max flow from the jobs to (resource, time
+///    interval) pairs, each job in its window, on the resources 4 left it, at its own pace.
 /// The bound ignores VRAM between jobs and sharing losses, so it is valid for every policy; it is the
 /// maximum of 1–4, over the jobs that ran (a job that can never run adds nothing).
 public struct LowerBound: Sendable, Equatable, Codable {
@@ -278,21 +280,27 @@ public struct LowerBound: Sendable, Equatable, Codable {
         }
         /// The set S that fails at C, or nil when the test passes.
         func fails(_ c: Double) -> [Int]? {
-            var masks: [Mask] = [], work: [Double] = [], occ: [Double] = []
+            var masks: [Mask] = [], work: [Double] = [], occ: [Double] = [], pace: [Double] = []
+            var allowed: [[Int]] = []
             masks.reserveCapacity(jobs.count); work.reserveCapacity(jobs.count); occ.reserveCapacity(jobs.count)
+            pace.reserveCapacity(jobs.count); allowed.reserveCapacity(jobs.count)
             for j in jobs {
                 let window = c - j.est - j.tail
                 var m = Mask()
+                var these: [Int] = []
                 var minW = Double.infinity
                 if let f = j.fixed {
                     guard f <= window * (1 + 1e-12) else { return [] }
+                    var maxW = 0.0
                     for n in j.nodes {
                         let ok = n.filter { f <= c - j.start(on: $0) - j.tail + window * 1e-12 }
                         guard ok.count >= j.k else { continue }
-                        for s in ok { m.insert(s); minW = min(minW, speeds[s]) }
+                        for s in ok { m.insert(s); these.append(s); minW = min(minW, speeds[s]); maxW = max(maxW, speeds[s]) }
                     }
                     guard minW.isFinite else { return [] }
                     work.append(j.cpu ? f : Double(j.k) * f * minW); occ.append(Double(j.k) * f)
+                    // A CPU job holds one slot; a fixed GPU job uses at most its k GPUs' weight per second.
+                    pace.append(j.cpu ? 1 : Double(j.k) * maxW)
                 } else {
                     guard window > 0 else { return [] }
                     var best = 0.0
@@ -302,13 +310,16 @@ public struct LowerBound: Sendable, Equatable, Codable {
                             return left > 0 && speeds[s] >= j.base! / left * (1 - 1e-12)
                         }
                         guard ok.count >= j.k else { continue }
-                        for s in ok { m.insert(s) }
+                        for s in ok { m.insert(s); these.append(s) }
                         best = max(best, ok.map { speeds[$0] }.sorted(by: >)[j.k - 1])
                     }
                     guard best > 0 else { return [] }
                     work.append(Double(j.k) * j.base!); occ.append(Double(j.k) * j.base! / best)
+                    // A gang advances at its slowest GPU's weight: k × that at most, however it is split.
+                    pace.append(Double(j.k) * best)
                 }
                 masks.append(m)
+                allowed.append(these)
             }
             var distinct = Array(Set(masks))
             let base = distinct.count
@@ -330,7 +341,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
                 }
                 if confined.contains(s), !whole(c, members: members.filter { $0 < gpuCount }, inside: inside) { return members }
             }
-            return nil
+            return flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds)
         }
         var lo = lo0, binding: [Int] = []
         guard let first = fails(lo * (1 + 1e-6)) else { return (0, []) }
@@ -343,6 +354,92 @@ public struct LowerBound: Sendable, Equatable, Codable {
             if let b = fails(mid) { lo = mid; binding = b } else { hi = mid }
         }
         return (lo, binding)
+    }
+
+    /// Parts 2 and 4 for every set of resources at once, and per job (7): a max flow from the
+    /// jobs to (resource, time interval) pairs. For a guess C, job j must receive its work
+    /// between its earliest start and C − its tail, only from the resources left to it (each
+    /// from when it may start there), at most at its own pace per second; a resource gives
+    /// at most its weight per second. If the most that can flow is less than the jobs' work,
+    /// no schedule ends by C. The sets checked above (each class and unions of two) are the
+    /// cuts of this flow that are cheap to enumerate; the flow finds the others (three classes
+    /// that share GPUs pairwise, or jobs whose windows lie inside both a release and a tail
+    /// threshold).
+    ///
+    /// Every simplification errs towards "feasible": time is cut at up to `maxPoints` of the
+    /// jobs' own window ends, and a job may use any interval that its window touches, in
+    /// full; jobs alike in windows and resources pool their work and their pace; demands are
+    /// rounded down and capacities up to thousandths. So C is reported infeasible only when it
+    /// is, and the bound stays valid.
+    static func flowFails(_ c: Double, jobs: [SpeedJob], allowed: [[Int]], work: [Double], pace: [Double], speeds: [Double],
+                          maxPoints: Int = 128) -> [Int]? {
+        guard !jobs.isEmpty else { return nil }
+        let scale = 1000.0
+        var cuts = Set<Double>()
+        for (x, j) in jobs.enumerated() { cuts.insert(j.est); cuts.insert(c - j.tail); for r in allowed[x] { cuts.insert(j.start(on: r)) } }
+        var points = cuts.filter { $0 < c }.sorted()
+        points.append(c)
+        if points.count > maxPoints {
+            // Keep evenly spread ones; the windows widen to the kept points (a relaxation).
+            let n = points.count
+            points = (0..<maxPoints).map { points[$0 * (n - 1) / (maxPoints - 1)] }
+        }
+        let intervals = points.count - 1
+        guard intervals > 0 else { return nil }
+        /// The first interval ending after t, and the last one starting before t.
+        func firstEndingAfter(_ t: Double) -> Int {
+            var lo = 0, hi = intervals
+            while lo < hi { let m = (lo + hi) / 2; if points[m + 1] > t { hi = m } else { lo = m + 1 } }
+            return lo
+        }
+        func lastStartingBefore(_ t: Double) -> Int {
+            var lo = -1, hi = intervals - 1
+            while lo < hi { let m = (lo + hi + 1) / 2; if points[m] < t { lo = m } else { hi = m - 1 } }
+            return lo
+        }
+        // Pool jobs with the same last interval and the same first interval on each resource.
+        var classOf: [[Int]: Int] = [:]
+        var classes: [(last: Int, from: [(r: Int, first: Int)], work: Double, pace: Double)] = []
+        for (x, j) in jobs.enumerated() where work[x] > 0 {
+            let last = lastStartingBefore(c - j.tail)
+            let from = allowed[x].sorted().map { (r: $0, first: firstEndingAfter(j.start(on: $0))) }
+            var key = [last]; for f in from { key.append(f.r); key.append(f.first) }
+            if let k = classOf[key] { classes[k].work += work[x]; classes[k].pace += pace[x] } else {
+                classOf[key] = classes.count; classes.append((last, from, work[x], pace[x]))
+            }
+        }
+        var g = MaxFlow(nodes: 2)
+        let source = 0, sink = 1
+        var slotNode: [Int: Int] = [:]   // resource × intervals + interval → node
+        var demand: Int64 = 0
+        for cl in classes {
+            let d = Int64((cl.work * scale).rounded(.down))
+            guard d > 0, cl.last >= 0 else { continue }
+            demand += d
+            let node = g.addNode()
+            g.addEdge(source, node, d)
+            for i in 0...cl.last {
+                let open = cl.from.filter { $0.first <= i }
+                guard !open.isEmpty else { continue }
+                let length = points[i + 1] - points[i]
+                let mid = g.addNode()
+                g.addEdge(node, mid, Int64((cl.pace * length * scale).rounded(.up)))
+                for f in open {
+                    let key = f.r * intervals + i
+                    let slot: Int
+                    if let s = slotNode[key] { slot = s } else {
+                        slot = g.addNode(); slotNode[key] = slot
+                        g.addEdge(slot, sink, Int64((speeds[f.r] * length * scale).rounded(.up)))
+                    }
+                    g.addEdge(mid, slot, MaxFlow.unbounded)
+                }
+            }
+        }
+        guard demand > 0 else { return nil }
+        if g.run(from: source, to: sink, limit: demand) >= demand { return nil }
+        // The resources whose intervals stay on the source side of the cut are the ones too full.
+        let side = g.reachable(from: source)
+        return Set(slotNode.filter { side[$0.value] }.map { $0.key / intervals }).sorted()
     }
 
     /// `windowBound` over the jobs marked `inside`, in orders sorted once for every set.
