@@ -33,6 +33,22 @@ final class RouterQualityTests: XCTestCase {
         XCTAssertNil(RT.place([anyGPU("chat", priority: 5)], snap, policy: RouterPolicy(urgentPriority: 6)).assignment(for: "chat"))
     }
 
+    func testUrgentJobTakesAnIdleGPURatherThanSlowABatchJob() {
+        // A batch job runs on the 4090 with room beside it; the 5090 and the 5070 Ti are full
+        // (not Hydra's); the 3060 is idle. A 600 s request: 2 × 75 = 150 s beside the batch job,
+        // 200 s alone on the 3060. Sharing also takes 75 s of the 4090 from the batch job
+        // (150 + 75 = 225 > 200): the 3060 takes it.
+        let runs = [RT.running("batch", node: "hydra-ai", gpus: ["hydra-ai-gpu1"], gib: 4, visible: true, endsIn: 1000)]
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 32, "hydra-ai/1": 4, "hydra-compute/0": 16], running: runs)
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 10)], snap).gpu("chat"), "hydra-compute/1")
+        // Without the charge it shares the 4090.
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 10)], snap, policy: RouterPolicy(urgentSharingCharge: 0)).gpu("chat"), "hydra-ai/1")
+        // Beside another interactive request there is no batch work to slow: 150 s on the 4090 wins.
+        let chat = [RT.running("c0", node: "hydra-ai", gpus: ["hydra-ai-gpu1"], gib: 4, visible: true, endsIn: 1000, priority: 10)]
+        XCTAssertEqual(RT.place([anyGPU("chat", priority: 10)], RT.snapshot(config, used: ["hydra-ai/0": 32, "hydra-ai/1": 4, "hydra-compute/0": 16],
+                                                                             running: chat)).gpu("chat"), "hydra-ai/1")
+    }
+
     func testUrgentJobAvoidsAGPUThatOtherInteractiveJobsCrowd() {
         // Three chat requests share the 5090, each expected to end in 4 s; the 4090 is idle.
         let runs = (0..<3).map { RT.running("c\($0)", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 2, visible: true, endsIn: 4, priority: 10) }

@@ -122,6 +122,20 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(top.stretchP95), 2, accuracy: 1e-6)
     }
 
+    func testInteractiveLatencyComparesWithTheFastestGPUTheJobMayUse() throws {
+        // The 5090 (weight 10) runs a batch job; a 100 s request for either GPU of hydra-ai goes
+        // to the idle 4090 (weight 8): 12.5 s alone there, stretch 1, but 1.25 × the 10 s it
+        // would take alone on the 5090.
+        let w = try workload("""
+        groups:
+          - {name: batch, kind: command, vram: 2GiB, base_runtime_s: 1000, constraints: {node: hydra-ai, gpu_index: 0}}
+          - {name: chat, kind: command, vram: 2GiB, base_runtime_s: 100, priority: 10, submit_at_s: 10, constraints: {node: hydra-ai}}
+        """)
+        let top = try XCTUnwrap(Simulator(cluster: config, workload: w).run(policy: .hydra).topPriority)
+        XCTAssertEqual(try XCTUnwrap(top.stretchP95), 1, accuracy: 1e-6)
+        XCTAssertEqual(try XCTUnwrap(top.latencyP95), 1.25, accuracy: 1e-6)
+    }
+
     func testWorkloadErrorsNameTheField() {
         func problem(_ yaml: String) -> String {
             do { _ = try Workload.parse(yaml, file: "w.yaml", cluster: config); return "no error" } catch { return "\(error)" }

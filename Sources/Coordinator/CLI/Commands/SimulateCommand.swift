@@ -111,14 +111,15 @@ struct SimulateCommand: ParsableCommand {
 
     static func renderSweep(_ s: [QualitySweep.PolicySummary], first: UInt64, count: Int, runs: [QualitySweep.Run]) -> String {
         var out = ["generated seeds \(first)…\(first &+ UInt64(count - 1)) (\(count) scenarios); makespan ÷ lower bound, and the p95 wait of the top-priority (interactive) jobs per seed", ""]
-        var rows = [["policy", "median", "p90", "worst (seed)", "hp wait p95 med", "p90", "÷ runtime med", "p90", "seeds > 2×", "with room: p90", "seeds > 2×", "stretch p95 med", "p90", "never ran", "beats hydra >1 %"]]
+        var rows = [["policy", "median", "p90", "worst (seed)", "hp wait p95 med", "p90", "÷ runtime med", "p90", "seeds > 2×", "with room: p90", "seeds > 2×", "stretch p95 med", "p90", "latency p95 med", "p90", "never ran", "beats hydra >1 %"]]
         func f(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "-" }
         for p in s {
             rows.append([p.policy, f(p.ratioMedian), f(p.ratioP90), "\(f(p.ratioWorst)) (\(p.worstSeed))",
                          p.hpWaitP95Median.map(duration) ?? "-", p.hpWaitP95P90.map(duration) ?? "-",
                          p.hpWaitRatioMedian.map { String(format: "%.2f", $0) } ?? "-", p.hpWaitRatioP90.map { String(format: "%.2f", $0) } ?? "-",
                          "\(p.hpSeedsOver2)", p.hpWithRoomRatioP90.map { String(format: "%.2f", $0) } ?? "-", "\(p.hpWithRoomSeedsOver2)",
-                         p.hpStretchMedian.map { String(format: "%.2f", $0) } ?? "-", p.hpStretchP90.map { String(format: "%.2f", $0) } ?? "-", "\(p.neverRan)", p.policy == "hydra" ? "-" : p.worstHydraVsThis == 0 ? "- (never the same jobs ran)" : "\(p.beatsHydraBy1Pct) (worst \(f(p.worstHydraVsThis))×)"])
+                         p.hpStretchMedian.map { String(format: "%.2f", $0) } ?? "-", p.hpStretchP90.map { String(format: "%.2f", $0) } ?? "-",
+                         p.hpLatencyMedian.map { String(format: "%.2f", $0) } ?? "-", p.hpLatencyP90.map { String(format: "%.2f", $0) } ?? "-", "\(p.neverRan)", p.policy == "hydra" ? "-" : p.worstHydraVsThis == 0 ? "- (never the same jobs ran)" : "\(p.beatsHydraBy1Pct) (worst \(f(p.worstHydraVsThis))×)"])
         }
         out += table(rows)
         let jobs = runs.filter { $0.policy == s.first?.policy }.map(\.jobs)

@@ -43,7 +43,7 @@ enum ScorerSet: Sendable {
 
     init(_ p: RouterPolicy) {
         switch p.name {
-        case .hydra: self = .finishAndModel(EarliestFinishScorer(urgentWaitFactor: p.urgentWaitFactor), ModelLoadedScorer(penaltyS: p.modelLoadPenaltyS))
+        case .hydra: self = .finishAndModel(EarliestFinishScorer(urgentWaitFactor: p.urgentWaitFactor, batchSharingCharge: p.urgentSharingCharge), ModelLoadedScorer(penaltyS: p.modelLoadPenaltyS))
         case .seedStatic, .leastLoaded: self = .leastLoaded(LeastLoadedScorer())
         case .random: self = .random(RandomScorer(seed: p.seed))
         }
@@ -64,12 +64,16 @@ enum ScorerSet: Sendable {
 ///
 /// An urgent job that fits now beside the GPU's work starts at once and shares the compute:
 /// beside n jobs it finishes after about (1 + n) × its runtime (`sharedFinishS`), not after
-/// the whole queue. A GPU it must wait for ranks
+/// the whole queue. Beside batch work it also pays the seconds it takes from that work
+/// (`batchSharingCharge` × its runtime), so an idle GPU that finishes it nearly as soon wins. A GPU it must wait for ranks
 /// behind every GPU it fits on now unless the wait is at most `urgentWaitFactor` × its
 /// runtime there (default 0: while it fits somewhere, it does not wait).
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
     var urgentWaitFactor = 0.0
+    /// `RouterPolicy.urgentSharingCharge`: the GPU time an urgent job takes from the batch jobs
+    /// it would start beside (its own runtime there, at equal shares), counted in its cost.
+    var batchSharingCharge = 0.0
     /// When an urgent job started now on `c` would end: its GPUs share their compute equally among
     /// the jobs on them, so beside n others it runs about (1 + n) × its runtime (at most, while they
     /// last as long). Counting only one runtime of the others (runtime + min(queue, runtime)) sent
@@ -92,7 +96,15 @@ struct EarliestFinishScorer: PlacementScorer {
             for i in 0..<c.count { charge = max(charge, state.contested[c.gpu(i)]) }
             return c.finishS + charge
         }
-        if c.fitsNow { return Self.sharedFinishS(c, state: state) }
+        if c.fitsNow {
+            let shared = Self.sharedFinishS(c, state: state)
+            guard batchSharingCharge > 0 else { return shared }
+            for i in 0..<c.count {
+                let g = state.gpus[c.gpu(i)]
+                if g.sharers > 0 && !g.onlyUrgent { return shared + batchSharingCharge * c.runtimeS }
+            }
+            return shared
+        }
         return c.startS > urgentWaitFactor * c.runtimeS ? Self.tooLongWaitS + c.finishS : c.finishS
     }
 }
@@ -151,3 +163,4 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return h
     }
 }
+

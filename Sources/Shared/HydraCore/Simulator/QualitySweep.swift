@@ -21,6 +21,7 @@ public enum QualitySweep {
         public var hpWithRoomWaitP95S: Double?
         /// p95 of the interactive jobs' (finish − ready) ÷ full-speed runtime: waiting and sharing together.
         public var hpStretchP95: Double?
+        public var hpLatencyP95: Double?
         public var oomFailures: Int
         public var neverRan: [SimulationReport.NeverRan]
 
@@ -30,7 +31,7 @@ public enum QualitySweep {
             case hpJobs = "high_priority_jobs", hpWaitP95S = "high_priority_wait_p95_s"
             case hpRuntimeMedianS = "high_priority_runtime_median_s", oomFailures = "oom_failures", neverRan = "never_ran"
             case hpWithRoomWaitP95S = "high_priority_with_room_wait_p95_s"
-            case hpStretchP95 = "high_priority_stretch_p95"
+            case hpStretchP95 = "high_priority_stretch_p95", hpLatencyP95 = "high_priority_latency_p95"
         }
 
         init(seed: UInt64, scenario: ScenarioGenerator.Scenario, report r: SimulationReport) {
@@ -44,6 +45,7 @@ public enum QualitySweep {
             hpRuntimeMedianS = r.topPriority?.runtimeMedianS
             hpWithRoomWaitP95S = r.topPriority?.withRoomWaitP95S
             hpStretchP95 = r.topPriority?.stretchP95
+            hpLatencyP95 = r.topPriority?.latencyP95
             oomFailures = r.oomFailures; neverRan = r.neverRan
         }
     }
@@ -96,6 +98,9 @@ public enum QualitySweep {
         /// Per seed the p95 stretch of the interactive jobs; its median and p90 over seeds.
         public var hpStretchMedian: Double?
         public var hpStretchP90: Double?
+        /// Median and p90 over the seeds of the interactive jobs' p95 latency ÷ their fastest runtime.
+        public var hpLatencyMedian: Double?
+        public var hpLatencyP90: Double?
         public var neverRan: Int
         /// Against hydra, on seeds where both left the same number of jobs unrun: seeds where this
         /// policy's makespan is more than 1 % shorter than hydra's, and the largest hydra ÷ this.
@@ -111,6 +116,7 @@ public enum QualitySweep {
             case hpWithRoomRatioP90 = "high_priority_with_room_wait_over_runtime_p90"
             case hpWithRoomSeedsOver2 = "high_priority_with_room_seeds_over_2x"
             case hpStretchMedian = "high_priority_stretch_p95_median", hpStretchP90 = "high_priority_stretch_p95_p90"
+            case hpLatencyMedian = "high_priority_latency_p95_median", hpLatencyP90 = "high_priority_latency_p95_p90"
             case beatsHydraBy1Pct = "seeds_shorter_than_hydra_by_1pct", worstHydraVsThis = "worst_hydra_over_this"
         }
     }
@@ -133,6 +139,7 @@ public enum QualitySweep {
                 return w / rt
             }.sorted()
             let stretch = mine.compactMap(\.hpStretchP95).sorted()
+            let latency = mine.compactMap(\.hpLatencyP95).sorted()
             var beats = 0, worstVs = 0.0
             // Only where both ran the same jobs: a policy that leaves jobs out ends early for nothing.
             for r in mine {
@@ -147,6 +154,7 @@ public enum QualitySweep {
                                  hpSeedsOver2: wr.filter { $0 > 2 }.count,
                                  hpWithRoomRatioP90: roomy.isEmpty ? nil : pct(roomy, 0.9), hpWithRoomSeedsOver2: roomy.filter { $0 > 2 }.count,
                                  hpStretchMedian: stretch.isEmpty ? nil : pct(stretch, 0.5), hpStretchP90: stretch.isEmpty ? nil : pct(stretch, 0.9),
+                                 hpLatencyMedian: latency.isEmpty ? nil : pct(latency, 0.5), hpLatencyP90: latency.isEmpty ? nil : pct(latency, 0.9),
                                  neverRan: mine.reduce(0) { $0 + $1.neverRan.count },
                                  beatsHydraBy1Pct: beats, worstHydraVsThis: worstVs)
         }

@@ -46,9 +46,13 @@ public struct SimulationReport: Sendable, Equatable, Codable {
         /// p95 over these jobs of (finish − ready) ÷ their full-speed runtime where they ran: how much
         /// longer than alone on that GPU a request took, waiting and sharing included (1 = no delay).
         public var stretchP95: Double?
+        /// p95 over these jobs of (finish − ready) ÷ their runtime alone on the fastest GPU they may
+        /// use: what the person who sent the request waited, against the best any placement could
+        /// give (a request sent to an idle slow GPU has stretch 1 but latency above 1).
+        public var latencyP95: Double?
         enum CodingKeys: String, CodingKey {
             case priority, jobs, waitP95S = "wait_p95_s", runtimeMedianS = "runtime_median_s", stretchP95 = "stretch_p95"
-            case withRoomJobs = "with_room_jobs", withRoomWaitP95S = "with_room_wait_p95_s"
+            case withRoomJobs = "with_room_jobs", withRoomWaitP95S = "with_room_wait_p95_s", latencyP95 = "latency_p95"
         }
     }
 
@@ -379,10 +383,18 @@ public struct Simulator: Sendable {
                 guard let f = j.finishedAt, let r = j.readyAt, let work = j.lastWork, work > 0 else { return nil }
                 return (f - r) / work
             }.sorted()
+            let base = baseSnapshot()
+            let baseState = PassState(snapshot: base, stats: .empty, now: Date(timeIntervalSince1970: 0), policy: .hydra)
+            let latency = tier.compactMap { j -> Double? in
+                guard let f = j.finishedAt, let r = j.readyAt,
+                      let best = Self.fastestAlone(j, snapshot: base, state: baseState), best > 0 else { return nil }
+                return (f - r) / best
+            }.sorted()
             top = .init(priority: highest, jobs: tier.count, waitP95S: Self.percentile(w, 0.95),
                         withRoomJobs: roomy.count, withRoomWaitP95S: roomy.isEmpty ? nil : Self.percentile(roomy, 0.95),
                         runtimeMedianS: rt.isEmpty ? 0 : rt[rt.count / 2],
-                        stretchP95: stretch.isEmpty ? nil : Self.percentile(stretch, 0.95))
+                        stretchP95: stretch.isEmpty ? nil : Self.percentile(stretch, 0.95),
+                        latencyP95: latency.isEmpty ? nil : Self.percentile(latency, 0.95))
         }
         let never = jobs.filter { $0.finishedAt == nil }.map { j in
             SimulationReport.NeverRan(job: j.job.id, reason: lastReasons[j.job.id]?.message
@@ -402,6 +414,19 @@ public struct Simulator: Sendable {
                                 routerPasses: passes,
                                 timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
                                                            node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })
+    }
+
+    /// A job's runtime alone on the fastest GPU (or k GPUs of one node) it may use.
+    static func fastestAlone(_ j: SimJob, snapshot: ClusterSnapshot, state: PassState) -> Double? {
+        if let f = j.fixedS { return f }
+        let d = JobDemand(job: j.job, stats: .empty, policy: .hydra)
+        let e = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: PlacementFilters.standard)
+        guard e.reason == nil else { return nil }
+        var best = 0.0
+        for (_, slots) in e.nodes where slots.count >= d.shape.gpus {
+            best = max(best, slots.map { state.gpus[$0].weight }.sorted(by: >)[d.shape.gpus - 1])
+        }
+        return best > 0 ? (j.baseS ?? d.baseRuntimeS) / best : nil
     }
 
     static func percentile(_ sorted: [Double], _ p: Double) -> Double {
