@@ -134,6 +134,14 @@ final class RouterSimulatorTests: XCTestCase {
         let top = try XCTUnwrap(Simulator(cluster: config, workload: w).run(policy: .hydra).topPriority)
         XCTAssertEqual(try XCTUnwrap(top.stretchP95), 1, accuracy: 1e-6)
         XCTAssertEqual(try XCTUnwrap(top.latencyP95), 1.25, accuracy: 1e-6)
+        // Urgent CPU tasks have no GPU to compare with: their latency is against their own runtime.
+        let cpu = try workload("""
+        groups:
+          - {name: batch, kind: command, cpu: true, runtime_s: 50}
+          - {name: ping, kind: command, cpu: true, runtime_s: 5, priority: 10, submit_at_s: 10}
+        """)
+        let cpuTop = try XCTUnwrap(Simulator(cluster: config, workload: cpu).run(policy: .hydra).topPriority)
+        XCTAssertEqual(try XCTUnwrap(cpuTop.latencyP95), 1, accuracy: 1e-6)
     }
 
     func testWorkloadErrorsNameTheField() {

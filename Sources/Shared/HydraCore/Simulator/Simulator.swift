@@ -420,6 +420,8 @@ public struct Simulator: Sendable {
     static func fastestAlone(_ j: SimJob, snapshot: ClusterSnapshot, state: PassState) -> Double? {
         if let f = j.fixedS { return f }
         let d = JobDemand(job: j.job, stats: .empty, policy: .hydra)
+        // A CPU task runs at one speed everywhere (an urgent one crashed this with a 0-GPU index).
+        guard !d.shape.cpuOnly, d.shape.gpus >= 1 else { return j.baseS ?? d.baseRuntimeS }
         let e = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: PlacementFilters.standard)
         guard e.reason == nil else { return nil }
         var best = 0.0
