@@ -75,6 +75,25 @@ final class RouterPlacementTests: XCTestCase {
     /// that shares busy GPUs (or an urgent job) does that.
     static let sharing = RouterPolicy(sharesBusyGPUs: true)
 
+    func testAShortJobBackfillsAGPUHeldForAGangThatStartsLater() {
+        // hydra-ai: the 5090 runs a job for 200 s more, the 4090 is empty. A 2-GPU gang (ranked
+        // first) holds the 4090 until the 5090 frees. Of two jobs for hydra-ai, the short one
+        // (75 s on the 4090, × 1.3 = 97.5 s) ends before then and starts there; the long one
+        // (250 s) would delay the gang and waits.
+        let runs = [RT.running("busy", node: "hydra-ai", gpus: ["hydra-ai-gpu0"], gib: 4, visible: true, endsIn: 200)]
+        let snap = RT.snapshot(config, used: ["hydra-ai/0": 4, "hydra-compute/0": 16, "hydra-compute/1": 12], running: runs)
+        let pin: [String: JSONValue] = ["node": "hydra-ai", "service": .array([])]
+        let jobs = [RT.job("gang", vram: 4, gpus: 2, priority: 1, spec: ["base_runtime_s": 600], constraints: pin),
+                    RT.job("short", vram: 4, spec: ["base_runtime_s": 600], constraints: pin),
+                    RT.job("long", vram: 4, at: 1, spec: ["base_runtime_s": 2000], constraints: pin)]
+        let r = RT.place(jobs, snap)
+        XCTAssertNil(r.assignment(for: "gang"))
+        XCTAssertEqual(r.gpu("short"), "hydra-ai/1")
+        XCTAssertNil(r.assignment(for: "long"))
+        // Without backfilling the short one waits too.
+        XCTAssertNil(RT.place(jobs, snap, policy: RouterPolicy(backfillMargin: 0)).assignment(for: "short"))
+    }
+
     func testNonUrgentJobWaitsForABusyGPUInsteadOfSharingIt() {
         // The 5070 Ti runs a job for another 20 s and has room; the 3060 is idle. 180 s at weight 1:
         // 20 + 30 s on the 5070 Ti against 60 s on the 3060.

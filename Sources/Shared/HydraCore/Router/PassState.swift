@@ -21,6 +21,8 @@ struct GPUState: Sendable {
     var queueS: Double
     /// Index (in the pass's order) of the job this GPU is held for; -1: none.
     var claimedBy: Int
+    /// Seconds from now until the job it is held for starts here (a gang waiting for its other GPU).
+    var claimStartS: Double = 0
 
     /// A GPU whose queue is below this is idle (a running job's remainder counts at least 1 s).
     static let idleQueueS = 0.5

@@ -148,14 +148,17 @@ public enum Router {
                 for s in slots {
                     let g = state.gpus[s]
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[Int(g.modelID)], weight: g.weight)
-                    let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle)
+                    // Backfill: an empty GPU held for a job that starts later takes one that ends before then.
+                    let backfills = policy.waitsForBetterGPU && policy.backfillMargin > 0 && g.claimedBy >= 0 && g.sharers == 0 && g.free >= need
+                        && runtime * policy.backfillMargin <= g.claimStartS
+                    let fits = backfills || (g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle))
                     let predictable = fits || g.free + Int64(g.releasable) >= need
                     if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
                         counts.vram += 1
                         if !predictable { counts.foreign += 1 }
                     }
                     guard fits || predictable else { continue }
-                    let c = Candidate(node: ni, first: s, startS: g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable)
+                    let c = Candidate(node: ni, first: s, startS: backfills ? 0 : g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable)
                     let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
                     if fits, cost < bestNowCost { bestNow = c; bestNowCost = cost }
                     if predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
@@ -179,7 +182,7 @@ public enum Router {
             _ = c.allGPUs { s in
                 state.gpus[s].free -= need
                 state.gpus[s].releasable += UInt64(need)
-                state.gpus[s].queueS = finish
+                state.gpus[s].queueS = max(state.gpus[s].queueS, finish)   // a backfilled job ends before the claim's
                 if !d.urgent { state.gpus[s].onlyUrgent = false }
                 state.gpus[s].addSharer()
                 return true
@@ -217,7 +220,9 @@ public enum Router {
         if let c = choice {
             let finish = c.finishS
             _ = c.allGPUs { s in
-                if state.gpus[s].claimedBy < 0 { state.gpus[s].claimedBy = rank; state.claimant[s] = job.id }
+                if state.gpus[s].claimedBy < 0 {
+                    state.gpus[s].claimedBy = rank; state.claimant[s] = job.id; state.gpus[s].claimStartS = c.startS
+                }
                 state.gpus[s].queueS = finish
                 if !d.urgent { state.gpus[s].onlyUrgent = false }
                 return true

@@ -59,12 +59,20 @@ public struct RouterPolicy: Sendable, Equatable {
     /// 2.00 → 2.00 at the median seed and 3.25 → 3.33 at p90; at 2 and 3 the median went to
     /// 1.044 and 1.042 but that latency to 2.5 and 3.0.
     public var urgentSharingCharge: Double
+    /// Under `hydra`, a single-GPU job may start on an empty GPU that is held for a job starting
+    /// there later (a gang waiting for its other GPU) when its runtime × this margin ends before
+    /// that start — backfilling, as batch schedulers do. The margin covers runtimes that run
+    /// long (a backfilled job that overruns delays the gang). 0 turns it off. At 1.3, over 200
+    /// generated seeds: median 1.049 → 1.048 × the bound, p90 1.254 → 1.253, 7 seeds better by
+    /// more than 2 % (181 by 7 %), 1 worse (166, 5 %); at 1.0 the same less one seed.
+    public var backfillMargin: Double
 
     public init(name: Name = .hydra, seed: UInt64 = 1, agingStepS: Double = 600, modelLoadPenaltyS: Double = 30,
                 oomGrowth: Double = 1.5, settleS: Double = 60, urgentPriority: Int = 2, urgentWaitFactor: Double = 0,
-                sharesBusyGPUs: Bool = false, pressedClassFactor: Double = 1, urgentSharingCharge: Double = 1) {
+                sharesBusyGPUs: Bool = false, pressedClassFactor: Double = 1, urgentSharingCharge: Double = 1,
+                backfillMargin: Double = 1.3) {
         self.sharesBusyGPUs = sharesBusyGPUs; self.pressedClassFactor = pressedClassFactor
-        self.urgentSharingCharge = urgentSharingCharge
+        self.urgentSharingCharge = urgentSharingCharge; self.backfillMargin = backfillMargin
         self.name = name; self.seed = seed; self.agingStepS = agingStepS
         self.modelLoadPenaltyS = modelLoadPenaltyS; self.oomGrowth = oomGrowth; self.settleS = settleS
         self.urgentPriority = urgentPriority; self.urgentWaitFactor = urgentWaitFactor
