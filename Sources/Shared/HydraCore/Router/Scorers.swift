@@ -65,9 +65,9 @@ enum ScorerSet: Sendable {
 /// An urgent job that fits now beside the GPU's work starts at once and shares the compute:
 /// beside n jobs it finishes after about (1 + n) × its runtime (`sharedFinishS`), not after
 /// the whole queue. Beside batch work it also pays the seconds it takes from that work
-/// (`batchSharingCharge` × its runtime), so an idle GPU that finishes it nearly as soon wins. A GPU it must wait for ranks
-/// behind every GPU it fits on now unless the wait is at most `urgentWaitFactor` × its
-/// runtime there (default 0: while it fits somewhere, it does not wait).
+/// (`batchSharingCharge` × its runtime), so an idle GPU that finishes it nearly as soon wins.
+/// A GPU it must wait for ranks behind every GPU it fits on now unless the wait is at most
+/// `urgentWaitFactor` × its runtime there (default 0: while it fits somewhere, it does not wait).
 struct EarliestFinishScorer: PlacementScorer {
     let name = "earliest-finish"
     var urgentWaitFactor = 0.0
@@ -163,4 +163,3 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return h
     }
 }
-
