@@ -36,6 +36,9 @@ public struct LowerBound: Sendable, Equatable, Codable {
         public var bindingResources: String
         /// Part 4 (0 when it adds nothing above 1–3).
         public var noMigrationS: Double = 0
+        /// Per job, in the order given: its runtime alone on the fastest GPU (or gang) it may use;
+        /// nil where the bound does not count the job. The simulator's interactive latency divides by it.
+        var fastestS: [Double?] = []
         enum CodingKeys: String, CodingKey {
             case value, criticalPathS = "critical_path_s", capacityS = "capacity_s", bindingResources = "binding_resources"
             case noMigrationS = "no_migration_s"
@@ -187,7 +190,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
         let speed = Self.noMigrationBound(jobsIn, speeds: capacity, gpuCount: gpuCount, from: lo)
         if speed.value > lo { binding = speed.binding.map { labels[$0] }.joined(separator: " + ") }
         return Parts(value: max(lo, speed.value), criticalPathS: critical, capacityS: capBound, bindingResources: binding,
-                     noMigrationS: speed.value)
+                     noMigrationS: speed.value, fastestS: fastest.map { $0.isNaN ? nil : $0 })
     }
 
     /// A job for the no-migration bound: its earliest start and tail, its GPUs per node

@@ -11,8 +11,6 @@ struct MaxFlow {
 
     init(nodes: Int) { adjacency = Array(repeating: [], count: nodes) }
 
-    var nodeCount: Int { adjacency.count }
-
     mutating func addNode() -> Int { adjacency.append([]); return adjacency.count - 1 }
 
     mutating func addEdge(_ u: Int, _ v: Int, _ c: Int64) {

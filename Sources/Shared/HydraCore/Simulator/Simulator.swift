@@ -366,10 +366,12 @@ public struct Simulator: Sendable {
             guard j.job.priority > lowest, let s = j.firstStart, let r = j.readyAt else { return nil }
             return s - r
         }.sorted()
+        let lb = LowerBound.compute(cluster: cluster, workload: workload, jobs: jobs, snapshot: baseSnapshot())
         let highest = jobs.map(\.job.priority).max() ?? 0
         var top: SimulationReport.TierStats?
         if highest > lowest {
-            let tier = jobs.filter { $0.job.priority == highest }
+            let tierIndices = jobs.indices.filter { jobs[$0].job.priority == highest }
+            let tier = tierIndices.map { jobs[$0] }
             let w = tier.compactMap { j -> Double? in
                 guard let s = j.firstStart, let r = j.readyAt else { return nil }
                 return s - r
@@ -383,11 +385,8 @@ public struct Simulator: Sendable {
                 guard let f = j.finishedAt, let r = j.readyAt, let work = j.lastWork, work > 0 else { return nil }
                 return (f - r) / work
             }.sorted()
-            let base = baseSnapshot()
-            let baseState = PassState(snapshot: base, stats: .empty, now: Date(timeIntervalSince1970: 0), policy: .hydra)
-            let latency = tier.compactMap { j -> Double? in
-                guard let f = j.finishedAt, let r = j.readyAt,
-                      let best = Self.fastestAlone(j, snapshot: base, state: baseState), best > 0 else { return nil }
+            let latency = tierIndices.compactMap { i -> Double? in
+                guard let f = jobs[i].finishedAt, let r = jobs[i].readyAt, let best = lb.fastestS[i], best > 0 else { return nil }
                 return (f - r) / best
             }.sorted()
             top = .init(priority: highest, jobs: tier.count, waitP95S: Self.percentile(w, 0.95),
@@ -400,7 +399,6 @@ public struct Simulator: Sendable {
             SimulationReport.NeverRan(job: j.job.id, reason: lastReasons[j.job.id]?.message
                                       ?? (j.waitingOn > 0 ? "a job it depends on never ran" : "never placed"))
         }
-        let lb = LowerBound.compute(cluster: cluster, workload: workload, jobs: jobs, snapshot: baseSnapshot())
         let gpus = (0..<gpuCount).map { s in
             let n = snap.nodes[gpuPath[s].ni], g = n.gpus[gpuPath[s].gi]
             return SimulationReport.GPUUsage(node: n.name, index: g.index, name: GPUWeights.shortName(g.model),
@@ -414,21 +412,6 @@ public struct Simulator: Sendable {
                                 routerPasses: passes,
                                 timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
                                                            node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })
-    }
-
-    /// A job's runtime alone on the fastest GPU (or k GPUs of one node) it may use.
-    static func fastestAlone(_ j: SimJob, snapshot: ClusterSnapshot, state: PassState) -> Double? {
-        if let f = j.fixedS { return f }
-        let d = JobDemand(job: j.job, stats: .empty, policy: .hydra)
-        // A CPU task runs at one speed everywhere (an urgent one crashed this with a 0-GPU index).
-        guard !d.shape.cpuOnly, d.shape.gpus >= 1 else { return j.baseS ?? d.baseRuntimeS }
-        let e = Eligibility.compute(d.shape, snapshot: snapshot, state: state, filters: PlacementFilters.standard)
-        guard e.reason == nil else { return nil }
-        var best = 0.0
-        for (_, slots) in e.nodes where slots.count >= d.shape.gpus {
-            best = max(best, slots.map { state.gpus[$0].weight }.sorted(by: >)[d.shape.gpus - 1])
-        }
-        return best > 0 ? (j.baseS ?? d.baseRuntimeS) / best : nil
     }
 
     static func percentile(_ sorted: [Double], _ p: Double) -> Double {
