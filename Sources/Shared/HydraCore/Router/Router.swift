@@ -149,7 +149,7 @@ public enum Router {
                     let g = state.gpus[s]
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[Int(g.modelID)], weight: g.weight)
                     // Backfill: an empty GPU held for a job that starts later takes one that ends before then.
-                    let backfills = policy.waitsForBetterGPU && policy.backfillMargin > 0 && g.claimedBy >= 0 && g.sharers == 0
+                    let backfills = policy.backfillsHeldGPUs && g.claimedBy >= 0 && g.sharers == 0
                         && g.free >= need && runtime * policy.backfillMargin <= g.claimStartS
                     let fits = backfills || (g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle))
                     let predictable = fits || g.free + Int64(g.releasable) >= need

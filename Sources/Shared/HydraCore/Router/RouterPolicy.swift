@@ -99,6 +99,9 @@ public struct RouterPolicy: Sendable, Equatable {
     /// Jobs below `urgentPriority` start only on idle GPUs (a busy one is waited for, not shared).
     var startsOnIdleGPUsOnly: Bool { name == .hydra && !sharesBusyGPUs }
 
+    /// A single-GPU job may start on an empty GPU held for a later start (`backfillMargin`).
+    var backfillsHeldGPUs: Bool { name == .hydra && backfillMargin > 0 }
+
     /// Keeps GPUs that only they can use for jobs with few choices (`ScarceGPUs`).
     var reservesScarceGPUs: Bool { name == .hydra }
 
