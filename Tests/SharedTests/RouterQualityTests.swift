@@ -191,4 +191,24 @@ final class RouterQualityTests: XCTestCase {
         // least-loaded does not keep it: the flexible job takes the idle GPU with the most free VRAM.
         XCTAssertEqual(RT.place([flexible, big], snap, policy: RouterPolicy(name: .leastLoaded)).gpu("flexible"), "hydra-ai/0")
     }
+    func testAScarceJobPaysTheChargeOfAnotherScarceClass() {
+        let snap = RT.snapshot(config)
+        // 28 GiB fits only the 5090: scarce by count, 120 s of work charged to it.
+        let big = RT.job("big", vram: 28, spec: ["base_runtime_s": 1200], constraints: ["service": .array([])])
+        // Six jobs that only hydra-ai runs: 3 600 units on 18 of weight (200 s) against 4 800 on
+        // 27 (178 s) for the cluster, so pressed, scarce too. The first ranks first (priority 1):
+        // 60 s on the 5090, 75 s on the 4090.
+        let onAI = (0..<6).map { i in
+            RT.job("ai-\(i)", vram: 2, priority: i == 0 ? 1 : 0, spec: ["base_runtime_s": 600],
+                   constraints: ["service": .array([]), "node": "hydra-ai"])
+        }
+        // It pays the big job's 120 s on the 5090 (60 + 120 > 75; its own class's charge is not
+        // counted): the 4090, and the 5090 stays for the job that only it fits. Scarce jobs paid
+        // no charge before, and this one took the 5090 from the big job.
+        let r = RT.place(onAI + [big], snap)
+        XCTAssertEqual(r.gpu("ai-0"), "hydra-ai/1")
+        XCTAssertEqual(r.gpu("big"), "hydra-ai/0")
+        // Without the big job pending, the 5090 is its best GPU.
+        XCTAssertEqual(RT.place(onAI, snap).gpu("ai-0"), "hydra-ai/0")
+    }
 }

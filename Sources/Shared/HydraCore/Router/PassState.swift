@@ -72,6 +72,13 @@ struct PassState: Sendable {
     /// has not reached yet; `hydra` charges it to other jobs there (see `ScarceGPUs`).
     var contested: [Double] = []
     var contestedJobs: [Int] = []
+    /// Per shape: the charge its scarce jobs that the pass has not reached still put on each of
+    /// its GPUs, as weight-1 work and fixed seconds (a GPU's share: base ÷ weight + fixed).
+    var shapeChargeBase: [Double] = []
+    var shapeChargeFixed: [Double] = []
+    /// The job being placed: its own class's remaining charge, which it does not pay (`EarliestFinishScorer`).
+    var ownChargeBase = 0.0
+    var ownChargeFixed = 0.0
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
         gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]

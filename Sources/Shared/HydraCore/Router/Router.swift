@@ -103,7 +103,9 @@ public enum Router {
             return
         }
         // From here on its own plan stands on those GPUs instead of the charge.
-        if d.scarce { ScarceGPUs.release(d, elig, &state) }
+        if d.scarce { ScarceGPUs.release(d, shapeID: shapeID, elig, &state) }
+        state.ownChargeBase = d.scarce ? state.shapeChargeBase[shapeID] : 0
+        state.ownChargeFixed = d.scarce ? state.shapeChargeFixed[shapeID] : 0
         if d.shape.cpuOnly {
             placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
             return

@@ -7,7 +7,11 @@ import Foundation
 /// use (spread evenly over them); a job with more choices pays that charge on top of its
 /// expected finish there, so it goes elsewhere unless the scarce GPU is still clearly better.
 /// When the pass reaches a scarce job, its charge is lifted and its own plan (queue, hold)
-/// takes over.
+/// takes over. A scarce job pays the charge of the other scarce classes, not its own: two
+/// classes that both have few GPUs overlap, and the one with more choices (a LoRA run that four
+/// GPUs fit) otherwise took the fastest GPU of the one with fewer (the only pair that runs the
+/// 2-GPU expansions feeding every image), and the whole pipeline stalled behind it (generated
+/// seeds 167 and 191).
 enum ScarceGPUs {
     /// A job is scarce when at most this share of the cluster's GPUs can run it.
     static let share = 0.25
@@ -30,6 +34,8 @@ enum ScarceGPUs {
         /// Per shape, once its first job comes up.
         enum Kind { case free, few, pressed }
         var kindOf = [Kind?](repeating: nil, count: shapes.count)
+        state.shapeChargeBase = [Double](repeating: 0, count: shapes.count)
+        state.shapeChargeFixed = [Double](repeating: 0, count: shapes.count)
         // Weight-1 work per shape (a gang's on each of its GPUs), and the cluster's.
         var shapeWork: [Double] = []
         var clusterLoad = 0.0
@@ -72,18 +78,21 @@ enum ScarceGPUs {
             guard kind != .free, let e = eligibility[sid] else { continue }
             demands[i].scarce = true
             demands[i].fewGPUs = kind == .few
-            apply(demands[i], e, &state, sign: 1)
+            apply(demands[i], sid, e, &state, sign: 1)
         }
     }
 
-    static func release(_ d: JobDemand, _ e: Eligibility, _ state: inout PassState) {
-        apply(d, e, &state, sign: -1)
+    static func release(_ d: JobDemand, shapeID: Int, _ e: Eligibility, _ state: inout PassState) {
+        apply(d, shapeID, e, &state, sign: -1)
     }
 
-    private static func apply(_ d: JobDemand, _ e: Eligibility, _ state: inout PassState, sign: Double) {
+    /// Adds (sign 1) or lifts (−1) the job's charge on its GPUs and in its class's own total.
+    private static func apply(_ d: JobDemand, _ sid: Int, _ e: Eligibility, _ state: inout PassState, sign: Double) {
         let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
         guard count > 0 else { return }
         let perGPU = Double(d.shape.gpus) / Double(count)
+        if let dur = d.durationS { state.shapeChargeFixed[sid] += sign * dur * perGPU }
+        else { state.shapeChargeBase[sid] += sign * d.baseRuntimeS * perGPU }
         for n in e.nodes {
             for s in n.gpus {
                 let runtime = RuntimeEstimator.gpu(d, learned: nil, weight: state.gpus[s].weight)

@@ -91,9 +91,17 @@ struct EarliestFinishScorer: PlacementScorer {
     @inline(__always)
     func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         guard demand.urgent else {
-            guard !demand.scarce else { return c.finishS }
+            // A scarce job pays the other scarce classes' work on its GPUs, not its own class's
+            // (`PassState.ownChargeBase`; 0 for a job with more choices, which pays it all).
             var charge = 0.0
-            for i in 0..<c.count { charge = max(charge, state.contested[c.gpu(i)]) }
+            if state.ownChargeBase == 0 && state.ownChargeFixed == 0 {
+                for i in 0..<c.count { charge = max(charge, state.contested[c.gpu(i)]) }
+            } else {
+                for i in 0..<c.count {
+                    let g = c.gpu(i)
+                    charge = max(charge, state.contested[g] - state.ownChargeBase / state.gpus[g].weight - state.ownChargeFixed)
+                }
+            }
             return c.finishS + charge
         }
         if c.fitsNow {
