@@ -210,5 +210,14 @@ final class RouterQualityTests: XCTestCase {
         XCTAssertEqual(r.gpu("big"), "hydra-ai/0")
         // Without the big job pending, the 5090 is its best GPU.
         XCTAssertEqual(RT.place(onAI, snap).gpu("ai-0"), "hydra-ai/0")
+        // With the 4090 busy for 90 s it waits for it (165 s) rather than take the 5090 (180 s), and says why.
+        let busy = RT.snapshot(config, used: ["hydra-ai/1": 4],
+                               running: [RT.running("r", node: "hydra-ai", gpus: ["hydra-ai-gpu1"], gib: 4, visible: true, endsIn: 90)])
+        let waits = RT.place(onAI + [big], busy)
+        XCTAssertNil(waits.assignment(for: "ai-0"))
+        XCTAssertEqual(waits.reason(for: "ai-0")?.code, .waitingForBetterGPU)
+        XCTAssertTrue(waits.reason(for: "ai-0")?.message.contains("which jobs of another class that only few GPUs can run need for ~2 min") ?? false,
+                      waits.reason(for: "ai-0")?.message ?? "no reason")
+        XCTAssertEqual(waits.gpu("big"), "hydra-ai/0")
     }
 }

@@ -314,10 +314,13 @@ public enum Router {
         if let now = bestNow {
             if d.urgent { return .urgent(choice: c, now: now, sharedS: EarliestFinishScorer.sharedFinishS(now, state: state)) }
             var keptJobs = 0, keptS = 0.0
+            var g = now.first
+            for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
             if !d.scarce {
-                var g = now.first
-                for i in 1..<max(1, now.count) where state.contested[now.gpu(i)] > state.contested[g] { g = now.gpu(i) }
                 if state.contestedJobs[g] > 0 { keptJobs = state.contestedJobs[g]; keptS = state.contested[g] }
+            } else {
+                // Only the other classes' part counts for a scarce job (the count does not split by class).
+                keptS = max(0, state.contested[g] - state.ownChargeBase / state.gpus[g].weight - state.ownChargeFixed)
             }
             return .better(choice: c, now: now, keptJobs: keptJobs, keptS: keptS)
         }
@@ -336,7 +339,8 @@ public enum Router {
             // The urgent cost: it would start at once and share that GPU's compute.
             return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(shared)) sharing \(labels(now, state)))"
         case let .better(c, now, keptJobs, keptS):
-            let kept = keptJobs > 0 ? ", which \(keptJobs) job(s) that only few GPUs can run need for ~\(secs(keptS))" : ""
+            let kept = keptJobs > 0 ? ", which \(keptJobs) job(s) that only few GPUs can run need for ~\(secs(keptS))"
+                : keptS >= 1 ? ", which jobs of another class that only few GPUs can run need for ~\(secs(keptS))" : ""
             return "waits for \(labels(c, state)) (busy ~\(secs(c.startS)); finishes ~\(secs(c.finishS)) there vs ~\(secs(now.finishS)) on \(labels(now, state))\(kept))"
         case let .vram(mf, expected, busy):
             let text: String
