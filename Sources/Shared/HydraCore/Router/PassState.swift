@@ -80,6 +80,12 @@ struct PassState: Sendable {
     var ownChargeBase = 0.0
     var ownChargeFixed = 0.0
 
+    /// The scarce-GPU charge on slot `g` that the job being placed pays: all of it, less its own class's part.
+    @inline(__always)
+    func chargeFromOthers(_ g: Int) -> Double {
+        contested[g] - ownChargeBase / gpus[g].weight - ownChargeFixed
+    }
+
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
         gpus = []; info = []; nodes = []; modelNames = []; uuidToSlot = [:]; nodeIndex = [:]
         nodeNames = snapshot.nodes.map(\.name)

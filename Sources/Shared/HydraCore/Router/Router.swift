@@ -320,7 +320,7 @@ public enum Router {
                 if state.contestedJobs[g] > 0 { keptJobs = state.contestedJobs[g]; keptS = state.contested[g] }
             } else {
                 // Only the other classes' part counts for a scarce job (the count does not split by class).
-                keptS = max(0, state.contested[g] - state.ownChargeBase / state.gpus[g].weight - state.ownChargeFixed)
+                keptS = max(0, state.chargeFromOthers(g))
             }
             return .better(choice: c, now: now, keptJobs: keptJobs, keptS: keptS)
         }

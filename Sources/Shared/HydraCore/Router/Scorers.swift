@@ -97,10 +97,7 @@ struct EarliestFinishScorer: PlacementScorer {
             if state.ownChargeBase == 0 && state.ownChargeFixed == 0 {
                 for i in 0..<c.count { charge = max(charge, state.contested[c.gpu(i)]) }
             } else {
-                for i in 0..<c.count {
-                    let g = c.gpu(i)
-                    charge = max(charge, state.contested[g] - state.ownChargeBase / state.gpus[g].weight - state.ownChargeFixed)
-                }
+                for i in 0..<c.count { charge = max(charge, state.chargeFromOthers(c.gpu(i))) }
             }
             return c.finishS + charge
         }
