@@ -171,6 +171,39 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertEqual(Set(gpu.keys), ["node", "index", "name", "busy_fraction"])
     }
 
+    func testTraceFollowsAJobThroughItsWaitsWithoutChangingTheRun() throws {
+        // One 3060 (weight 3): a runs 100 s; b-0 arrives at 10 s and waits for the GPU to be
+        // idle, and its expected start moves when b-1 arrives at 30 s; it starts at 100 s.
+        let w = try workload("""
+        groups:
+          - {name: a, kind: command, vram: 2GiB, base_runtime_s: 300, constraints: {node: hydra-compute, gpu_index: 1}}
+          - {name: b, count: 2, kind: command, vram: 2GiB, base_runtime_s: 30, submit_at_s: 10, every_s: 20,
+             constraints: {node: hydra-compute, gpu_index: 1}}
+        """)
+        let plain = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        var sim = Simulator(cluster: config, workload: w)
+        sim.trace = ["b-0"]
+        let traced = sim.run(policy: .hydra)
+        // Writing the reasons changes no decision.
+        XCTAssertEqual(traced.timeline, plain.timeline)
+        XCTAssertEqual(traced.makespanS, plain.makespanS)
+        XCTAssertTrue(plain.trace.isEmpty)
+
+        let events = traced.trace
+        XCTAssertEqual(Set(events.map(\.job)), ["b-0"])
+        XCTAssertEqual(events.first?.timeS, 10)
+        XCTAssertTrue(events.first?.event.contains("expected on hydra-compute/1 RTX 3060 in ~90 s") ?? false, "\(events)")
+        XCTAssertTrue(events.contains { $0.timeS == 30 && $0.event.contains("in ~70 s") }, "\(events)")
+        let start = try XCTUnwrap(plain.timeline.first { $0.job == "b-0" }?.startS)
+        XCTAssertEqual(events.last?.timeS, start)
+        XCTAssertEqual(events.last?.event, "starts on hydra-compute/1, expected to run 10 s")
+        // Only changes are kept: no event repeats the one before it.
+        for (x, y) in zip(events, events.dropFirst()) { XCTAssertNotEqual(x.event, y.event) }
+        XCTAssertEqual(events.map(\.timeS), events.map(\.timeS).sorted())
+        let obj = try JSONSerialization.jsonObject(with: JSONCoding.encoder().encode(traced.summary)) as! [String: Any]
+        XCTAssertEqual((obj["trace"] as? [[String: Any]])?.count, events.count)
+    }
+
     /// The shipped workloads: every policy at or above the bound, hydra within 5 % of it on the night.
     func testShippedWorkloads() throws {
         for name in ["nightly", "bursty", "saturation"] {

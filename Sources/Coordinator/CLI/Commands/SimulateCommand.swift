@@ -36,6 +36,13 @@ struct SimulateCommand: ParsableCommand {
     @Flag(help: "List every job: where it ran, when it became ready, started and ended.") var timeline = false
     @Flag(help: "Submit every job below the urgent priority (2) at the start, as a backlog submitted at once, instead of at its submit_at_s / every_s; interactive streams keep arriving.")
     var atOnce = false
+    @Option(help: ArgumentHelp("Follow these jobs (comma-separated IDs, e.g. lora-1,image-42) through the run: every change of the router's reason while each waits, and where it starts. One run only.", valueName: "ids"))
+    var trace: String?
+
+    /// The job IDs of `--trace`, in the order given.
+    var traceIDs: [String] {
+        (trace ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
 
     func validate() throws {
         if generate == nil && (cluster == nil || workload == nil) { throw ValidationError("give --cluster and --workload, or --generate SEED") }
@@ -44,6 +51,10 @@ struct SimulateCommand: ParsableCommand {
         guard seeds >= 1, seeds <= 100_000 else { throw ValidationError("--seeds must be between 1 and 100000") }
         guard threads >= 1, threads <= 256 else { throw ValidationError("--threads must be between 1 and 256") }
         if compare && policy != nil { throw ValidationError("--policy and --compare exclude each other: --compare runs every policy") }
+        if trace != nil {
+            if traceIDs.isEmpty { throw ValidationError("--trace needs at least one job ID, e.g. --trace lora-1,image-42") }
+            if seeds != 1 { throw ValidationError("--trace follows jobs through one run; drop --seeds or set it to 1") }
+        }
         if let p = policy, RouterPolicy.named(p) == nil {
             throw ValidationError("unknown policy '\(p)'; choose one of \(RouterPolicy.Name.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -57,7 +68,16 @@ struct SimulateCommand: ParsableCommand {
 
     private func simulate(_ config: ClusterConfig, _ given: Workload, path: String, seed: UInt64) throws {
         let load = atOnce ? given.submittedAtOnce() : given
-        let sim = Simulator(cluster: config, workload: load, seed: seed)
+        var sim = Simulator(cluster: config, workload: load, seed: seed)
+        if !traceIDs.isEmpty {
+            // An ID the workload does not have would trace nothing, silently: name it instead.
+            let ids = sim.jobIDs, known = Set(ids)
+            if let missing = traceIDs.first(where: { !known.contains($0) }) {
+                let example = ids.prefix(3).joined(separator: ", ")
+                throw ValidationError("--trace: no job '\(missing)' in workload \(path) (IDs are group-index, e.g. \(example))")
+            }
+            sim.trace = Set(traceIDs)
+        }
         let policies: [RouterPolicy] = compare
             ? RouterPolicy.Name.allCases.map { RouterPolicy(name: $0, seed: seed) }
             : [RouterPolicy.named(policy ?? "hydra", seed: seed)!]
@@ -72,6 +92,14 @@ struct SimulateCommand: ParsableCommand {
             return
         }
         print(Self.render(reports, workload: load, workloadPath: path, seed: seed))
+        if !traceIDs.isEmpty {
+            for r in reports {
+                print("\n\(r.policy): trace")
+                // The event column is last and long: no padding after it.
+                let rows = Self.table(r.trace.map { ["  \(Self.duration($0.timeS))", $0.job, $0.event] })
+                print(rows.map { String($0.reversed().drop { $0 == " " }.reversed()) }.joined(separator: "\n"))
+            }
+        }
         if timeline {
             for r in reports {
                 print("\n\(r.policy): timeline")
@@ -92,8 +120,8 @@ struct SimulateCommand: ParsableCommand {
                 try sc.workloadYAML.write(toFile: "\(dir)/workload-\(sc.seed).yaml", atomically: true, encoding: .utf8)
             }
         }
-        // One seed in text: the same full report as for files.
-        if seeds == 1 && !json {
+        // One seed in text (or traced): the same full report as for files.
+        if seeds == 1 && (!json || !traceIDs.isEmpty) {
             let sc = try ScenarioGenerator.generate(seed: first)
             return try simulate(sc.cluster, sc.workload, path: "generated-\(first)", seed: first)
         }

@@ -32,6 +32,18 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var routerPasses: Int
     /// Per job: when it became ready, started (last attempt) and finished, and where.
     public var timeline: [JobTiming]
+    /// For the jobs named in `Simulator.trace`: each change of the router's reason while they
+    /// wait, and each start (`hydra simulate --trace`).
+    public var trace: [TraceEvent] = []
+
+    /// One router decision about a traced job: `event` is the reason it waits, or where it starts.
+    public struct TraceEvent: Sendable, Equatable, Codable {
+        public var timeS: Double
+        public var job: String
+        public var event: String
+        public init(timeS: Double, job: String, event: String) { self.timeS = timeS; self.job = job; self.event = event }
+        enum CodingKeys: String, CodingKey { case job, event, timeS = "time_s" }
+    }
 
     public struct TierStats: Sendable, Equatable, Codable {
         public var priority: Int
@@ -74,15 +86,17 @@ public struct SimulationReport: Sendable, Equatable, Codable {
         public var waitP95S: Double
         public var gpus: [GPUUsage]
         public var neverRan: [NeverRan]
+        /// Only with `--trace` (absent otherwise).
+        public var trace: [TraceEvent]?
         enum CodingKeys: String, CodingKey {
-            case policy, jobs, gpus
+            case policy, jobs, gpus, trace
             case makespanS = "makespan_s", lowerBoundS = "lower_bound_s", waitP95S = "wait_p95_s", neverRan = "never_ran"
         }
     }
 
     public var summary: Summary {
         Summary(policy: policy, makespanS: makespanS, lowerBoundS: lowerBoundS, jobs: jobs, waitP95S: waitP95S, gpus: gpus,
-                neverRan: neverRan)
+                neverRan: neverRan, trace: trace.isEmpty ? nil : trace)
     }
 }
 
@@ -94,10 +108,16 @@ public struct Simulator: Sendable {
     public var cluster: ClusterConfig
     public var workload: Workload
     public var seed: UInt64
+    /// Job IDs whose every wait reason and start the report lists (`SimulationReport.trace`).
+    /// A pass that meets one of them writes its reason texts, which the sweep otherwise skips.
+    public var trace: Set<String> = []
 
     public init(cluster: ClusterConfig, workload: Workload, seed: UInt64 = 1) {
         self.cluster = cluster; self.workload = workload; self.seed = seed
     }
+
+    /// Every job's ID, as the report and `trace` name them (group name-index).
+    public var jobIDs: [String] { buildJobs().map(\.job.id) }
 
     /// One simulated job, with the truth the router does not see (jitter, real peak VRAM).
     struct SimJob {
@@ -240,6 +260,23 @@ public struct Simulator: Sendable {
         var ooms = 0, passes = 0, events = 0
         var lateArrivals: [(Double, Int)] = []   // dependents released before their own submit time
 
+        var traceEvents: [SimulationReport.TraceEvent] = []
+        var lastTraced: [String: String] = [:]
+        /// A traced job's outcome in this pass, kept when it differs from its last one.
+        func traceEvent(_ j: Int, _ result: PlacementResult) {
+            let id = jobs[j].job.id
+            let event: String
+            if let a = result.assignments.first(where: { $0.jobID == id }) {
+                let on = a.gpuIndices.isEmpty ? a.node + " (CPU slot)" : a.gpuIndices.map { "\(a.node)/\($0)" }.joined(separator: " + ")
+                event = "starts on \(on), expected to run \(Router.secs(a.expectedRuntimeS))"
+            } else if let r = result.pending.first(where: { $0.jobID == id }) {
+                event = r.message
+            } else { return }
+            guard lastTraced[id] != event else { return }
+            lastTraced[id] = event
+            traceEvents.append(.init(timeS: now, job: id, event: event))
+        }
+
         func release(_ j: Int) {
             for d in jobs[j].dependents {
                 jobs[d].waitingOn -= 1
@@ -283,9 +320,11 @@ public struct Simulator: Sendable {
                         jobs[j].roomAtReady = !probe.assignments.isEmpty
                     }
                 }
+                let traced = trace.isEmpty ? [] : pending.filter { trace.contains(jobs[$0].job.id) }
                 let result = Router.place(pending: pending.map { jobs[$0].job }, snapshot: snap, stats: .empty,
-                                          now: t0.addingTimeInterval(now), policy: policy, explain: false)
+                                          now: t0.addingTimeInterval(now), policy: policy, explain: !traced.isEmpty)
                 passes += 1
+                for j in traced { traceEvent(j, result) }
                 var placed = Set<String>()
                 let byID = Dictionary(uniqueKeysWithValues: pending.map { (jobs[$0].job.id, $0) })
                 for a in result.assignments {
@@ -411,7 +450,8 @@ public struct Simulator: Sendable {
                                 waitP95PriorityS: priorityWaits.isEmpty ? nil : Self.percentile(priorityWaits, 0.95), topPriority: top, gpus: gpus, neverRan: never, oomFailures: ooms,
                                 routerPasses: passes,
                                 timeline: jobs.map { .init(job: $0.job.id, readyS: $0.readyAt, startS: $0.lastStart, finishS: $0.finishedAt,
-                                                           node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) })
+                                                           node: $0.placedOn?.node, gpus: $0.placedOn?.gpus ?? []) },
+                                trace: traceEvents)
     }
 
     static func percentile(_ sorted: [Double], _ p: Double) -> Double {
