@@ -22,7 +22,8 @@ struct LowerBoundPropertyTests {
 
     /// `spread`: weights from 1 to 20 (a slow card beside a fast one), where the no-migration part binds.
     /// `residents`: some GPUs start held by a service that unloads at 5–20 s.
-    static func instance(_ seed: UInt64, spread: Bool = false, residents: Bool = false) -> Instance {
+    /// `gangs`: half the GPU jobs take two GPUs of one node (else a quarter).
+    static func instance(_ seed: UInt64, spread: Bool = false, residents: Bool = false, gangs: Bool = false) -> Instance {
         var r = SplitMix64(seed: seed)
         let nodes = Int(r.next() % 2) + 1
         var gpuNode: [Int] = [], gpuWeight: [Double] = []
@@ -33,7 +34,7 @@ struct LowerBoundPropertyTests {
         var jobs: [Instance.Job] = []
         for j in 0..<Int(r.next() % 4 + 2) {
             var gpus = r.next() % 4 == 0 ? 0 : 1
-            if gpus == 1, r.next() % 4 == 0 { gpus = 2 }
+            if gpus == 1, r.next() % (gangs ? 2 : 4) == 0 { gpus = 2 }
             let node: Int? = r.next() % 3 == 0 ? Int(r.next() % UInt64(nodes)) : nil
             let parent: Int? = j > 0 && r.next() % 3 == 0 ? Int(r.next() % UInt64(j)) : nil
             jobs.append(.init(release: Double(r.next() % 4) * 5, base: Double(r.next() % 12 + 1) * 4, gpus: gpus, node: node, parent: parent))
@@ -163,6 +164,32 @@ struct LowerBoundPropertyTests {
         }
     }
 
+    /// Many 2-GPU gangs on fast and slow GPUs, where the flow splits a gang's work over its members.
+    @Test func boundNeverExceedsTheOptimumWithGangs() async {
+        await propertyCheck(count: 150, input: Gen.uint64()) { seed in
+            let inst = Self.instance(seed, spread: true, residents: seed % 3 == 0, gangs: true)
+            guard Self.options(inst).allSatisfy({ !$0.isEmpty }), let opt = Self.optimum(inst) else { return }
+            let lb = try! Self.bound(inst)
+            #expect(lb <= opt + 1e-6, "bound \(lb) > optimum \(opt) for \(inst)")
+        }
+    }
+
+    /// A gang of base 10 on a weight-10 and a weight-1 GPU, a job of 90 units only the fast GPU
+    /// takes and one of 9 only the slow one takes. By C = 15 the slow GPU has 15 units, 9 of
+    /// them Y's; the gang's 20 units may come from the fast GPU's spare 60 if nothing says how
+    /// it splits, so the plain flow calls 15 feasible. Each member gives the gang exactly 10,
+    /// and the slow one has 6 left: infeasible, as it is (the optimum is 19).
+    @Test func aGangTakesItsShareFromEachOfItsGPUs() {
+        func job(_ base: Double, k: Int, on: [Int]) -> LowerBound.SpeedJob {
+            .init(est: 0, tail: 0, k: k, base: base, fixed: nil, cpu: false, nodes: [on])
+        }
+        let jobs = [job(10, k: 2, on: [0, 1]), job(90, k: 1, on: [0]), job(9, k: 1, on: [1])]
+        let allowed = [[0, 1], [0], [1]], work = [20.0, 90, 9], pace = [2.0, 10, 1], speeds = [10.0, 1]
+        #expect(LowerBound.flowFails(15, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds) == nil)
+        #expect(LowerBound.flowFails(15, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, splitGangs: true) != nil)
+        #expect(LowerBound.flowFails(19, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, splitGangs: true) == nil)
+    }
+
     /// A resident that leaves at 100 s holds the only GPU a 10 s job fits on: 110, the optimum
     /// (the bound without residents said 10).
     @Test func aJobWaitsForTheResidentThatHoldsItsGPU() throws {
@@ -226,15 +253,17 @@ struct LowerBoundPropertyTests {
                 var mine = (0..<resources).filter { _ in r.next() % 2 == 0 }
                 if mine.isEmpty { mine = [Int(r.next() % UInt64(resources))] }
                 for x in mine where r.next() % 4 == 0 { avail[x] = Double(r.next() % 60) }
-                jobs.append(.init(est: Double(r.next() % 50), tail: Double(r.next() % 30), k: 1, base: 1, fixed: nil, cpu: false,
+                let k = mine.count >= 2 && r.next() % 3 == 0 ? 2 : 1
+                jobs.append(.init(est: Double(r.next() % 50), tail: Double(r.next() % 30), k: k, base: 1, fixed: nil, cpu: false,
                                   nodes: [mine], avail: avail))
                 allowed.append(mine)
-                work.append(Double(r.next() % 200 + 1)); pace.append(Double(r.next() % 8 + 1))
+                work.append(Double(r.next() % 200 + 1)); pace.append(Double(r.next() % 8 + 1) * Double(k))
             }
             let c = Double(r.next() % 150 + 40)
             let points = Int(r.next() % 6) + 2
-            if LowerBound.flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, maxPoints: points) != nil {
-                #expect(LowerBound.flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, maxPoints: 10_000) != nil,
+            let split = r.next() % 2 == 0
+            if LowerBound.flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, maxPoints: points, splitGangs: split) != nil {
+                #expect(LowerBound.flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, maxPoints: 10_000, splitGangs: split) != nil,
                         "with \(points) cuts C = \(c) is infeasible, with all of them it is not: \(jobs) \(work) \(pace) \(speeds)")
             }
         }

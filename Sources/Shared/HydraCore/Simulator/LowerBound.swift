@@ -234,6 +234,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
         let byEst = jobs.indices.sorted { jobs[$0].est > jobs[$1].est }
         let byTail = jobs.indices.sorted { jobs[$0].tail > jobs[$1].tail }
         let bySize = jobs.indices.filter { jobs[$0].base != nil && !jobs[$0].cpu }.sorted { jobs[$0].base! > jobs[$1].base! }
+        let hasGangs = jobs.contains { $0.k > 1 && $0.fixed == nil && !$0.cpu }
         /// Whole jobs: a GPU of weight w finishes, between t and C − tail, only jobs whose
         /// runtimes there (base ÷ w, shared or not) add up to at most (C − t − tail) × w. So
         /// for every release threshold t and size threshold p, the GPU slots that the jobs of
@@ -344,7 +345,12 @@ public struct LowerBound: Sendable, Equatable, Codable {
                 }
                 if confined.contains(s), !whole(c, members: members.filter { $0 < gpuCount }, inside: inside) { return members }
             }
-            return flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds)
+            if let f = flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds) { return f }
+            // Again with each gang's work split over its members (two relaxations, each valid: C
+            // fails if either fails). One flow cannot hold both a gang's total pace per interval
+            // and its share per GPU.
+            guard hasGangs else { return nil }
+            return flowFails(c, jobs: jobs, allowed: allowed, work: work, pace: pace, speeds: speeds, splitGangs: true)
         }
         var lo = lo0, binding: [Int] = []
         guard let first = fails(lo * (1 + 1e-6)) else { return (0, []) }
@@ -369,13 +375,19 @@ public struct LowerBound: Sendable, Equatable, Codable {
     /// that share GPUs pairwise, or jobs whose windows lie inside both a release and a tail
     /// threshold).
     ///
+    /// `splitGangs`: a gang (base runtime, k GPUs) instead takes at most work / k from any one
+    /// resource, at most its per-member pace (pace / k) per second there: each of its k GPUs
+    /// gives it exactly its base runtime's units, whatever the GPU's weight (the faster ones idle
+    /// at the slowest one's pace). The flow without it lets a gang draw all its work from its
+    /// fastest GPU; the caller runs both.
+    ///
     /// Every simplification errs towards "feasible": time is cut at up to `maxPoints` of the
     /// jobs' own window ends, and a job may use any interval that its window touches, in
     /// full; jobs alike in windows and resources pool their work and their pace; demands are
     /// rounded down and capacities up to thousandths. So C is reported infeasible only when it
     /// is, and the bound stays valid.
     static func flowFails(_ c: Double, jobs: [SpeedJob], allowed: [[Int]], work: [Double], pace: [Double], speeds: [Double],
-                          maxPoints: Int = 128) -> [Int]? {
+                          maxPoints: Int = 128, splitGangs: Bool = false) -> [Int]? {
         guard !jobs.isEmpty else { return nil }
         let scale = 1000.0
         var cuts = Set<Double>()
@@ -402,13 +414,15 @@ public struct LowerBound: Sendable, Equatable, Codable {
         }
         // Pool jobs with the same last interval and the same first interval on each resource.
         var classOf: [[Int]: Int] = [:]
-        var classes: [(last: Int, from: [(r: Int, first: Int)], work: Double, pace: Double)] = []
+        var classes: [(last: Int, from: [(r: Int, first: Int)], work: Double, pace: Double, k: Int)] = []
         for (x, j) in jobs.enumerated() where work[x] > 0 {
             let last = lastStartingBefore(c - j.tail)
             let from = allowed[x].sorted().map { (r: $0, first: firstEndingAfter(j.start(on: $0))) }
-            var key = [last]; for f in from { key.append(f.r); key.append(f.first) }
-            if let k = classOf[key] { classes[k].work += work[x]; classes[k].pace += pace[x] } else {
-                classOf[key] = classes.count; classes.append((last, from, work[x], pace[x]))
+            // A gang (base runtime) is split across its members only when asked; it pools with its own k.
+            let k = splitGangs && j.k > 1 && j.fixed == nil && !j.cpu ? j.k : 1
+            var key = [last, k]; for f in from { key.append(f.r); key.append(f.first) }
+            if let i = classOf[key] { classes[i].work += work[x]; classes[i].pace += pace[x] } else {
+                classOf[key] = classes.count; classes.append((last, from, work[x], pace[x], k))
             }
         }
         var g = MaxFlow(nodes: 2)
@@ -421,6 +435,27 @@ public struct LowerBound: Sendable, Equatable, Codable {
             demand += d
             let node = g.addNode()
             g.addEdge(source, node, d)
+            if cl.k > 1 {
+                // Each of a gang's k GPUs gives it exactly its base runtime's units (the fast ones
+                // idle at the slowest one's pace), so one resource gives it at most work / k, at most
+                // at its per-member pace (pace / k) per second.
+                let perResource = Int64((cl.work / Double(cl.k) * scale).rounded(.up))
+                for f in cl.from where f.first <= cl.last {
+                    let member = g.addNode()
+                    g.addEdge(node, member, perResource)
+                    for i in f.first...cl.last {
+                        let length = points[i + 1] - points[i]
+                        let key = f.r * intervals + i
+                        let slot: Int
+                        if let s = slotNode[key] { slot = s } else {
+                            slot = g.addNode(); slotNode[key] = slot
+                            g.addEdge(slot, sink, Int64((speeds[f.r] * length * scale).rounded(.up)))
+                        }
+                        g.addEdge(member, slot, Int64((cl.pace / Double(cl.k) * length * scale).rounded(.up)))
+                    }
+                }
+                continue
+            }
             for i in 0...cl.last {
                 let open = cl.from.filter { $0.first <= i }
                 guard !open.isEmpty else { continue }
