@@ -206,6 +206,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
         /// GPUs the job cannot start on before a resident leaves: slot → that time.
         var avail: [Int: Double] = [:]
         func start(on s: Int) -> Double { max(est, avail[s] ?? 0) }
+        /// A gang with a base runtime: the flow may split its work over its k GPUs.
+        var splittableGang: Bool { k > 1 && fixed == nil && !cpu }
     }
 
     /// Up to 128 resources as bits.
@@ -234,7 +236,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
         let byEst = jobs.indices.sorted { jobs[$0].est > jobs[$1].est }
         let byTail = jobs.indices.sorted { jobs[$0].tail > jobs[$1].tail }
         let bySize = jobs.indices.filter { jobs[$0].base != nil && !jobs[$0].cpu }.sorted { jobs[$0].base! > jobs[$1].base! }
-        let hasGangs = jobs.contains { $0.k > 1 && $0.fixed == nil && !$0.cpu }
+        let hasGangs = jobs.contains(where: \.splittableGang)
         /// Whole jobs: a GPU of weight w finishes, between t and C − tail, only jobs whose
         /// runtimes there (base ÷ w, shared or not) add up to at most (C − t − tail) × w. So
         /// for every release threshold t and size threshold p, the GPU slots that the jobs of
@@ -419,7 +421,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
             let last = lastStartingBefore(c - j.tail)
             let from = allowed[x].sorted().map { (r: $0, first: firstEndingAfter(j.start(on: $0))) }
             // A gang (base runtime) is split across its members only when asked; it pools with its own k.
-            let k = splitGangs && j.k > 1 && j.fixed == nil && !j.cpu ? j.k : 1
+            let k = splitGangs && j.splittableGang ? j.k : 1
             var key = [last, k]; for f in from { key.append(f.r); key.append(f.first) }
             if let i = classOf[key] { classes[i].work += work[x]; classes[i].pace += pace[x] } else {
                 classOf[key] = classes.count; classes.append((last, from, work[x], pace[x], k))
@@ -428,6 +430,14 @@ public struct LowerBound: Sendable, Equatable, Codable {
         var g = MaxFlow(nodes: 2)
         let source = 0, sink = 1
         var slotNode: [Int: Int] = [:]   // resource × intervals + interval → node
+        /// The node of resource r in interval i, made (with its capacity to the sink) on first use.
+        func slot(_ r: Int, _ i: Int) -> Int {
+            let key = r * intervals + i
+            if let s = slotNode[key] { return s }
+            let s = g.addNode(); slotNode[key] = s
+            g.addEdge(s, sink, Int64((speeds[r] * (points[i + 1] - points[i]) * scale).rounded(.up)))
+            return s
+        }
         var demand: Int64 = 0
         for cl in classes {
             let d = Int64((cl.work * scale).rounded(.down))
@@ -445,13 +455,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
                     g.addEdge(node, member, perResource)
                     for i in f.first...cl.last {
                         let length = points[i + 1] - points[i]
-                        let key = f.r * intervals + i
-                        let slot: Int
-                        if let s = slotNode[key] { slot = s } else {
-                            slot = g.addNode(); slotNode[key] = slot
-                            g.addEdge(slot, sink, Int64((speeds[f.r] * length * scale).rounded(.up)))
-                        }
-                        g.addEdge(member, slot, Int64((cl.pace / Double(cl.k) * length * scale).rounded(.up)))
+                        g.addEdge(member, slot(f.r, i), Int64((cl.pace / Double(cl.k) * length * scale).rounded(.up)))
                     }
                 }
                 continue
@@ -462,15 +466,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
                 let length = points[i + 1] - points[i]
                 let mid = g.addNode()
                 g.addEdge(node, mid, Int64((cl.pace * length * scale).rounded(.up)))
-                for f in open {
-                    let key = f.r * intervals + i
-                    let slot: Int
-                    if let s = slotNode[key] { slot = s } else {
-                        slot = g.addNode(); slotNode[key] = slot
-                        g.addEdge(slot, sink, Int64((speeds[f.r] * length * scale).rounded(.up)))
-                    }
-                    g.addEdge(mid, slot, MaxFlow.unbounded)
-                }
+                for f in open { g.addEdge(mid, slot(f.r, i), MaxFlow.unbounded) }
             }
         }
         guard demand > 0 else { return nil }
