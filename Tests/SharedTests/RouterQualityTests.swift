@@ -191,6 +191,26 @@ final class RouterQualityTests: XCTestCase {
         // least-loaded does not keep it: the flexible job takes the idle GPU with the most free VRAM.
         XCTAssertEqual(RT.place([flexible, big], snap, policy: RouterPolicy(name: .leastLoaded)).gpu("flexible"), "hydra-ai/0")
     }
+    func testUpcomingJobsKeepTheirGPUsFreeButAreNeverPlaced() {
+        let snap = RT.snapshot(config)
+        // Not ready yet (its dependencies run now); 28 GiB fits only the 5090.
+        let big = RT.job("big", vram: 28, spec: ["base_runtime_s": 6000], constraints: ["service": .array([])])
+        let flexible = anyGPU("flexible", priority: 1)
+        let r = Router.place(pending: [flexible], upcoming: [big], snapshot: snap, now: RT.t0)
+        XCTAssertEqual(r.gpu("flexible"), "hydra-ai/1")
+        XCTAssertNil(r.assignment(for: "big"))
+        XCTAssertNil(r.reason(for: "big"), "an upcoming job gets no reason: it is not pending")
+        XCTAssertEqual(r.assignments.count + r.pending.count, 1)
+        // Nothing upcoming: the 5090 is its best GPU.
+        XCTAssertEqual(Router.place(pending: [flexible], upcoming: [], snapshot: snap, now: RT.t0).gpu("flexible"), "hydra-ai/0")
+        // A job of the same class does not pay for its own class's upcoming work: it takes the 5090.
+        let bigNow = RT.job("big-now", vram: 28, spec: ["base_runtime_s": 6000], constraints: ["service": .array([])])
+        XCTAssertEqual(Router.place(pending: [bigNow], upcoming: [big], snapshot: snap, now: RT.t0).gpu("big-now"), "hydra-ai/0")
+        // Other policies do not look at upcoming jobs.
+        let ll = Router.place(pending: [flexible], upcoming: [big], snapshot: snap, now: RT.t0, policy: RouterPolicy(name: .leastLoaded))
+        XCTAssertEqual(ll.gpu("flexible"), "hydra-ai/0")
+    }
+
     func testAScarceJobPaysTheChargeOfAnotherScarceClass() {
         let snap = RT.snapshot(config)
         // 28 GiB fits only the 5090: scarce by count, 120 s of work charged to it.

@@ -11,9 +11,16 @@ import Foundation
 /// runtime and the GPU is held for it, so jobs further down cannot starve it by taking the
 /// VRAM it waits for.
 public enum Router {
+    /// - Parameter upcoming: jobs already submitted that wait for their dependencies (the
+    ///   images behind the LLM expansions still running). Never placed; under `hydra` their work
+    ///   counts in the scarce-GPU charge (`ScarceGPUs`) as if pending, so a job with other
+    ///   choices does not take the GPUs a class is about to need: on generated seed 167 a video
+    ///   and then a LoRA run took one GPU of the only pair that runs the 2-GPU expansions while
+    ///   just one expansion was ready and 64 more were known, and the images behind them waited
+    ///   26 minutes.
     /// - Parameter explain: false skips writing the reason texts (codes are still set); the
     ///   simulator places thousands of times and only needs the texts of jobs that never ran.
-    public static func place(pending: [RouterJob], snapshot: ClusterSnapshot, stats: RuntimeStats = .empty,
+    public static func place(pending: [RouterJob], upcoming: [RouterJob] = [], snapshot: ClusterSnapshot, stats: RuntimeStats = .empty,
                              now: Date, policy: RouterPolicy = .hydra, explain: Bool = true) -> PlacementResult {
         var state = PassState(snapshot: snapshot, stats: stats, now: now, policy: policy)
         state.explain = explain
@@ -29,13 +36,17 @@ public enum Router {
         shapeOf.reserveCapacity(pending.count)
         var shapeIDs: [DemandShape: Int] = [:]
         var shapes: [DemandShape] = []
-        for j in pending.indices {
-            let d = JobDemand(job: pending[j], stats: stats, policy: policy)
+        func add(_ job: RouterJob) {
+            let d = JobDemand(job: job, stats: stats, policy: policy)
             if let id = shapeIDs[d.shape] { shapeOf.append(id) } else {
                 shapeIDs[d.shape] = shapes.count; shapeOf.append(shapes.count); shapes.append(d.shape)
             }
             demands.append(d)
         }
+        for j in pending.indices { add(pending[j]) }
+        // Upcoming jobs' demands follow the pending ones' (indices from `pending.count` on): the
+        // charge reads them, the order and the pass never reach them.
+        if policy.reservesScarceGPUs { for j in upcoming.indices { add(upcoming[j]) } }
         var paths: [Double]?
         if policy.criticalPathOrder {
             paths = pending.indices.map { j in
@@ -51,7 +62,7 @@ public enum Router {
         // After the charge, which marks the scarce jobs; the order reads no tally the charge changes.
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
                                       criticalPath: policy.criticalPathOrder, paths: paths,
-                                      keepPace: policy.scarceKeepsPace ? demands.map(\.fewGPUs) : nil)
+                                      keepPace: policy.scarceKeepsPace ? demands[..<pending.count].map(\.fewGPUs) : nil)
         // Every shape's filters up front: they read only the snapshot and the pass's fixed GPU
         // facts (slots, usable VRAM, labels), never the tallies the pass changes, so the outcome
         // is the same as computing each shape when its first job comes up. The loop then borrows

@@ -253,6 +253,13 @@ public struct Simulator: Sendable {
         let topTier: Int? = (priorities.max() ?? 0) > (priorities.min() ?? 0) ? priorities.max() : nil
         let arrivals: [Int] = jobs.indices.filter { jobs[$0].waitingOn == 0 }.sorted { jobs[$0].submitAt < jobs[$1].submitAt }
         var arrivalPos = 0
+        // GPU jobs that wait on dependencies, by submit time: the router sees one as upcoming once
+        // it is submitted and every job it waits on is ready, running or done (`Router.place`).
+        let blocked: [Int] = jobs.indices.filter { j in
+            jobs[j].waitingOn > 0 && (jobs[j].job.gpusRequested > 0 || (jobs[j].job.vramRequestBytes ?? 0) > 0)
+        }.sorted { jobs[$0].submitAt < jobs[$1].submitAt }
+        var blockedPos = 0
+        var submittedBlocked: [Int] = []   // of those, the submitted ones still waiting
         var pending: [Int] = []            // indices of ready jobs
         var running: [Running] = []
         var now = 0.0
@@ -321,7 +328,16 @@ public struct Simulator: Sendable {
                     }
                 }
                 let traced = trace.isEmpty ? [] : pending.filter { trace.contains(jobs[$0].job.id) }
-                let result = Router.place(pending: pending.map { jobs[$0].job }, snapshot: snap, stats: .empty,
+                var upcoming: [RouterJob] = []
+                if policy.reservesScarceGPUs {
+                    while blockedPos < blocked.count, jobs[blocked[blockedPos]].submitAt <= now {
+                        submittedBlocked.append(blocked[blockedPos]); blockedPos += 1
+                    }
+                    submittedBlocked.removeAll { jobs[$0].waitingOn == 0 }
+                    for j in submittedBlocked where jobs[j].deps.allSatisfy({ jobs[$0].readyAt != nil }) { upcoming.append(jobs[j].job) }
+                }
+                let result = Router.place(pending: pending.map { jobs[$0].job }, upcoming: upcoming,
+                                          snapshot: snap, stats: .empty,
                                           now: t0.addingTimeInterval(now), policy: policy, explain: !traced.isEmpty)
                 passes += 1
                 for j in traced { traceEvent(j, result) }
