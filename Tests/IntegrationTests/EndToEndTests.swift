@@ -331,6 +331,42 @@ final class DependencyTests: XCTestCase {
     }
 }
 
+final class UpcomingJobsTests: XCTestCase {
+    var cluster: Cluster!
+    override func setUpWithError() throws { cluster = try Cluster() }
+    override func tearDown() { cluster?.stopAll() }
+
+    /// What the router weighs as upcoming: pending jobs whose unfinished dependencies are all ready or on a node.
+    func testUpcomingAreJobsWhoseDependenciesAreAllReadyOrRunning() throws {
+        let batch = try cluster.submit("""
+        name: chain
+        jobs:
+          - {name: a, kind: sleep, vram: 1GiB}
+          - {name: b, kind: sleep, vram: 1GiB, after: a}
+          - {name: c, kind: sleep, vram: 1GiB, after: b}
+          - {name: d, kind: sleep, vram: 1GiB, after: a}
+          - {name: x, kind: sleep, vram: 1GiB, after: [a, c]}
+        """)
+        let store = cluster.store()
+        let ids = Dictionary(uniqueKeysWithValues: try store.jobs(.init(batchID: batch)).map { ($0.name, $0.id) })
+        func upcoming() throws -> [String] { try store.upcomingRows().map(\.name).sorted() }
+        func set(_ name: String, _ state: String) throws {
+            _ = try PGConnection(url: cluster.dbURL).exec("UPDATE jobs SET state = $1 WHERE id = $2::uuid", [state, ids[name]!])
+        }
+        // a is ready: b and d wait only on it; c waits on b (itself waiting), x on c.
+        XCTAssertEqual(try upcoming(), ["b", "d"])
+        try set("a", "running")
+        XCTAssertEqual(try upcoming(), ["b", "d"])
+        // a done: b and d are ready (the pending list has them), c now waits only on a ready job.
+        try set("a", "succeeded")
+        XCTAssertEqual(try upcoming(), ["c"])
+        XCTAssertEqual(Set(try store.pendingIDs()), Set([ids["b"]!, ids["d"]!]))
+        // b failed for good: c cannot follow a job that will not run.
+        try set("b", "failed")
+        XCTAssertEqual(try upcoming(), [])
+    }
+}
+
 final class RouterLiveTests: XCTestCase {
     var cluster: Cluster!
     override func setUpWithError() throws { cluster = try Cluster() }

@@ -497,8 +497,15 @@ public final class CoordinatorService: BlockingService {
                                   uniquingKeysWith: { a, _ in a })
         // Reason texts are for people: written about once a second, not on every pass a result triggers.
         // (Queued envelopes keep their lease while they are verifiably in the stream: `renewQueuedLeases`.)
-        let plan = Dispatcher.plan(.init(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
-                                         explain: explain, held: held, capacity: capacity))
+        if nowEpoch - cache.upcomingReadAt >= 1 {
+            cache.upcoming = try store.upcomingRows(limit: settings.placementBatch).map(RouterJob.init(row:))
+            cache.upcomingReadAt = nowEpoch
+        }
+        var inputs = Dispatcher.Inputs(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
+                                       explain: explain, held: held, capacity: capacity)
+        // A job that became ready since the last read is in `pending` now: counted once, there.
+        inputs.upcoming = cache.upcoming.filter { cache.jobs[$0.id] == nil }
+        let plan = Dispatcher.plan(inputs)
         let result = plan.router, assignments = plan.assignments
         metrics.routerPass(seconds: Date().timeIntervalSince(t0), pending: result.pending)
         if Log.level <= .debug {

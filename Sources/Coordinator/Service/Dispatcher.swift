@@ -8,6 +8,8 @@ import HydraCore
 public enum Dispatcher {
     public struct Inputs: Sendable {
         public var pending: [RouterJob]
+        /// Jobs about to be ready (`JobStore.upcomingRows`): never placed, their work counts on the GPUs they need.
+        public var upcoming: [RouterJob] = []
         public var snapshot: ClusterSnapshot
         public var stats: RuntimeStats
         public var now: Date
@@ -41,7 +43,7 @@ public enum Dispatcher {
     }
 
     public static func plan(_ i: Inputs) -> Plan {
-        let result = Router.place(pending: i.pending, snapshot: i.snapshot, stats: i.stats, now: i.now, policy: i.policy,
+        let result = Router.place(pending: i.pending, upcoming: i.upcoming, snapshot: i.snapshot, stats: i.stats, now: i.now, policy: i.policy,
                                   explain: i.explain)
         // Backpressure: a node never holds more jobs than its agent reads ahead (its heartbeat's capacity)
         // plus what it finished in the last half lease. A job queued beyond that would wait in the stream

@@ -112,6 +112,23 @@ public final class JobStore {
             """, [String(limit)]).rows.compactMap { $0.first ?? nil }
     }
 
+    /// Pending jobs that still wait on a dependency, where every dependency not yet succeeded is
+    /// itself ready (pending with its own dependencies done, or waiting out a retry backoff) or
+    /// on a node: they become ready within about one job's runtime. The router counts their work
+    /// on the GPUs they will need (`Router.place(upcoming:)`), best first, as `pendingIDs`.
+    public func upcomingRows(limit: Int = 10_000) throws -> [JobRow] {
+        try db.exec("""
+            SELECT \(JobRow.columns) FROM jobs j WHERE state = 'pending' AND cardinality(depends_on) > 0
+              AND EXISTS (SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded')
+              AND NOT EXISTS (
+                   SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded'
+                     AND NOT (d.state IN ('placed', 'dispatched', 'running', 'retry_wait')
+                              OR (d.state = 'pending' AND NOT EXISTS (
+                                  SELECT 1 FROM jobs e WHERE e.id = ANY(d.depends_on) AND e.state <> 'succeeded'))))
+            ORDER BY priority DESC, seq LIMIT $1
+            """, [String(limit)]).all.map(JobRow.init(row:))
+    }
+
     /// Rows of the given jobs that are (still) pending.
     public func pendingRows(ids: [String]) throws -> [JobRow] {
         if ids.isEmpty { return [] }
