@@ -20,30 +20,34 @@ struct BenchRouterCommand: ParsableCommand {
         Builds a synthetic cluster (G GPUs, 4 per node, a mix of 5090/4090/5070 Ti/3060 with
         services spread over the nodes), half its GPUs busy, and N pending jobs of mixed kinds,
         sizes, gangs and priorities; then times Router.place. Prints the median and best of
-        --repeat passes and placements per second (jobs decided per second).
+        --repeat passes and placements per second (jobs decided per second). --upcoming adds
+        that many more such jobs as not yet ready (their work counts, they are never placed).
         """)
 
     @Option(help: "Pending jobs.") var pending = 10_000
     @Option(help: "GPUs in the synthetic cluster.") var gpus = 64
+    @Option(help: "Jobs waiting on dependencies that the pass weighs but does not place.") var upcoming = 0
     @Option(help: "Passes to time.") var `repeat` = 7
     @Option(help: "Placement policy.") var policy = "hydra"
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard pending >= 1, pending <= 1_000_000 else { throw ValidationError("--pending must be between 1 and 1000000") }
+        guard upcoming >= 0, upcoming <= 1_000_000 else { throw ValidationError("--upcoming must be between 0 and 1000000") }
         guard gpus >= 1, gpus <= 10_000 else { throw ValidationError("--gpus must be between 1 and 10000") }
         guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
         guard RouterPolicy.named(policy) != nil else { throw ValidationError("unknown policy '\(policy)'") }
     }
 
     func run() throws {
-        let (snapshot, jobs, now) = RouterBenchmark.scenario(pending: pending, gpus: gpus)
+        let (snapshot, all, now) = RouterBenchmark.scenario(pending: pending + upcoming, gpus: gpus)
+        let jobs = Array(all.prefix(pending)), later = Array(all.dropFirst(pending))
         let p = RouterPolicy.named(policy)!
         var times: [Double] = []
         var result = PlacementResult()
         for _ in 0..<`repeat` {
             let start = DispatchTime.now().uptimeNanoseconds
-            result = Router.place(pending: jobs, snapshot: snapshot, stats: .empty, now: now, policy: p)
+            result = Router.place(pending: jobs, upcoming: later, snapshot: snapshot, stats: .empty, now: now, policy: p)
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
         }
         times.sort()
@@ -51,16 +55,16 @@ struct BenchRouterCommand: ParsableCommand {
         let rate = Double(pending) / (median / 1000)
         if json {
             struct Out: Encodable {
-                var pending: Int, gpus: Int, passes: Int, median_ms: Double, best_ms: Double
+                var pending: Int, upcoming: Int, gpus: Int, passes: Int, median_ms: Double, best_ms: Double
                 var placements_per_s: Double, placed: Int, left_pending: Int
             }
-            print(try JSONCoding.encodeString(Out(pending: pending, gpus: gpus, passes: times.count, median_ms: median, best_ms: best,
+            print(try JSONCoding.encodeString(Out(pending: pending, upcoming: upcoming, gpus: gpus, passes: times.count, median_ms: median, best_ms: best,
                                                   placements_per_s: rate, placed: result.assignments.count,
                                                   left_pending: result.pending.count), pretty: true))
             return
         }
-        print(String(format: "router pass: %d pending, %d GPUs, policy %@: median %.2f ms, best %.2f ms over %d passes",
-                     pending, gpus, policy, median, best, times.count))
+        print(String(format: "router pass: %d pending, %d upcoming, %d GPUs, policy %@: median %.2f ms, best %.2f ms over %d passes",
+                     pending, upcoming, gpus, policy, median, best, times.count))
         print(String(format: "%.0f placement decisions/s; %d placed now, %d left pending with a reason",
                      rate, result.assignments.count, result.pending.count))
     }
