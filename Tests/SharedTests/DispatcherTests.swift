@@ -43,6 +43,19 @@ final class DispatcherTests: XCTestCase {
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: snap.running.map { ($0.id, $0.priority) }), ["chat": 10, "batch": 0])
     }
 
+    func testUpcomingJobsReachTheRouterAndAreNeverDispatched() {
+        // 28 GiB fits only the 5090; it waits on a dependency. The flexible job then takes the 4090.
+        let big = RT.job("big", vram: 28, spec: ["base_runtime_s": 6000], constraints: ["service": .array([])])
+        let flexible = RT.job("flexible", vram: 2, priority: 1, spec: ["base_runtime_s": 600], constraints: ["service": .array([])])
+        var i = inputs([flexible], capacity: ["hydra-ai": 4])
+        XCTAssertEqual(Dispatcher.plan(i).assignments.map(\.gpuIndices), [[0]])
+        i.upcoming = [big]
+        let p = Dispatcher.plan(i)
+        XCTAssertEqual(p.assignments.map(\.jobID), ["flexible"])
+        XCTAssertEqual(p.assignments.map(\.gpuIndices), [[1]])
+        XCTAssertNil(p.reasons["big"])
+    }
+
     func testANodeWithoutAHeartbeatTakesNothing() {
         let p = Dispatcher.plan(inputs([RT.job("a", kind: "sleep", vram: 1, constraints: ["node": "hydra-ai"])], capacity: [:]))
         XCTAssertEqual(p.router.assignments.count, 1)

@@ -64,6 +64,27 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(r.makespanS, r.lowerBoundS - 1e-6)
     }
 
+    func testAJobWaitingOnItsDependencyKeepsTheOnlyGPUItFitsFree() throws {
+        // `big` fits only the 5090 (28 GiB) and waits on a 10 s CPU task; `long` fits anywhere:
+        // 80 s on the 5090, 100 s on the 4090. The pass at 0 s sees `big` as upcoming, so `long`
+        // pays its 200 s there and takes the 4090; `big` starts when its task is done.
+        let w = try workload("""
+        groups:
+          - {name: task, kind: command, cpu: true, runtime_s: 10}
+          - {name: big, kind: command, after: task, vram: 28GiB, base_runtime_s: 2000, constraints: {service: []}}
+          - {name: long, kind: command, vram: 2GiB, base_runtime_s: 800, constraints: {service: []}}
+        """)
+        let r = Simulator(cluster: config, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 3)
+        let t = Dictionary(uniqueKeysWithValues: r.timeline.map { ($0.job, $0) })
+        XCTAssertEqual(t["big-0"]?.node, "hydra-ai")
+        XCTAssertEqual(t["big-0"]?.gpus, [0])
+        XCTAssertEqual(t["long-0"]?.node, "hydra-ai")
+        XCTAssertEqual(t["long-0"]?.gpus, [1])
+        XCTAssertEqual(try XCTUnwrap(t["big-0"]?.startS), try XCTUnwrap(t["task-0"]?.finishS), accuracy: 1e-6)
+        XCTAssertEqual(r.makespanS, 210, accuracy: 1e-6)
+    }
+
     func testNeverRunnableJobsAreReportedWithTheRouterReason() throws {
         let w = try workload("""
         groups:
