@@ -14,10 +14,9 @@ public enum Router {
     /// - Parameter upcoming: jobs already submitted that wait for their dependencies (the
     ///   images behind the LLM expansions still running). Never placed; under `hydra` their work
     ///   counts in the scarce-GPU charge (`ScarceGPUs`) as if pending, so a job with other
-    ///   choices does not take the GPUs a class is about to need: on generated seed 167 a video
-    ///   and then a LoRA run took one GPU of the only pair that runs the 2-GPU expansions while
-    ///   just one expansion was ready and 64 more were known, and the images behind them waited
-    ///   26 minutes.
+    ///   choices does not take the GPUs a class is about to need: on generated seed 167 a LoRA
+    ///   run took one of the five ComfyUI GPUs for 30 minutes because no image was ready yet,
+    ///   and the last images ended at 82 minutes instead of 71.
     /// - Parameter explain: false skips writing the reason texts (codes are still set); the
     ///   simulator places thousands of times and only needs the texts of jobs that never ran.
     public static func place(pending: [RouterJob], upcoming: [RouterJob] = [], snapshot: ClusterSnapshot, stats: RuntimeStats = .empty,
