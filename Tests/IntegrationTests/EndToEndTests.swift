@@ -349,7 +349,9 @@ final class UpcomingJobsTests: XCTestCase {
         """)
         let store = cluster.store()
         let ids = Dictionary(uniqueKeysWithValues: try store.jobs(.init(batchID: batch)).map { ($0.name, $0.id) })
-        func upcoming() throws -> [String] { try store.upcomingRows().map(\.name).sorted() }
+        func upcoming(maxDependencies: Int = 256) throws -> [String] {
+            try XCTUnwrap(store.upcomingRows(maxDependencies: maxDependencies, timeoutMS: 10_000)).map(\.name).sorted()
+        }
         func set(_ name: String, _ state: String) throws {
             _ = try PGConnection(url: cluster.dbURL).exec("UPDATE jobs SET state = $1 WHERE id = $2::uuid", [state, ids[name]!])
         }
@@ -360,6 +362,11 @@ final class UpcomingJobsTests: XCTestCase {
         // a done: b and d are ready (the pending list has them), c now waits only on a ready job.
         try set("a", "succeeded")
         XCTAssertEqual(try upcoming(), ["c"])
+        // b done too: c is ready and x waits only on it, but x names two jobs: over a cap of one it is left out.
+        try set("b", "succeeded")
+        XCTAssertEqual(try upcoming(), ["x"])
+        XCTAssertEqual(try upcoming(maxDependencies: 1), [])
+        try set("b", "pending")
         XCTAssertEqual(Set(try store.pendingIDs()), Set([ids["b"]!, ids["d"]!]))
         // b failed for good: c cannot follow a job that will not run.
         try set("b", "failed")

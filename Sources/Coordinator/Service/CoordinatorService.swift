@@ -497,9 +497,16 @@ public final class CoordinatorService: BlockingService {
                                   uniquingKeysWith: { a, _ in a })
         // Reason texts are for people: written about once a second, not on every pass a result triggers.
         // (Queued envelopes keep their lease while they are verifiably in the stream: `renewQueuedLeases`.)
-        if nowEpoch - cache.upcomingReadAt >= 1 {
-            cache.upcoming = try store.upcomingRows(limit: settings.placementBatch).map(RouterJob.init(row:))
-            cache.upcomingReadAt = nowEpoch
+        if nowEpoch >= cache.upcomingReadAt + 1 {
+            if let rows = try store.upcomingRows(limit: settings.placementBatch) {
+                cache.upcoming = rows.map(RouterJob.init(row:))
+                cache.upcomingReadAt = nowEpoch
+            } else {
+                // Too slow to be worth it (huge dependency lists): plan without the hint for a while.
+                log.warning("reading jobs about to be ready took over 250 ms; placing without them for 30 s")
+                cache.upcoming = []
+                cache.upcomingReadAt = nowEpoch + 29
+            }
         }
         var inputs = Dispatcher.Inputs(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,
                                        explain: explain, held: held, capacity: capacity)
