@@ -497,15 +497,16 @@ public final class CoordinatorService: BlockingService {
                                   uniquingKeysWith: { a, _ in a })
         // Reason texts are for people: written about once a second, not on every pass a result triggers.
         // (Queued envelopes keep their lease while they are verifiably in the stream: `renewQueuedLeases`.)
-        if nowEpoch >= cache.upcomingReadAt + 1 {
-            if let rows = try store.upcomingRows(limit: settings.placementBatch) {
+        if settings.policy.weighsUpcomingJobs && nowEpoch >= cache.upcomingNextRead {
+            let timeoutMS = 250, pauseS = 30.0
+            if let rows = try store.upcomingRows(limit: settings.placementBatch, timeoutMS: timeoutMS) {
                 cache.upcoming = rows.map(RouterJob.init(row:))
-                cache.upcomingReadAt = nowEpoch
+                cache.upcomingNextRead = nowEpoch + 1
             } else {
                 // Too slow to be worth it (huge dependency lists): plan without the hint for a while.
-                log.warning("reading jobs about to be ready took over 250 ms; placing without them for 30 s")
+                log.warning("reading jobs about to be ready took over \(timeoutMS) ms; placing without them for \(Int(pauseS)) s")
                 cache.upcoming = []
-                cache.upcomingReadAt = nowEpoch + 29
+                cache.upcomingNextRead = nowEpoch + pauseS
             }
         }
         var inputs = Dispatcher.Inputs(pending: pending, snapshot: snap, stats: state.stats, now: t0, policy: settings.policy,

@@ -9,10 +9,11 @@ import HydraStore
 public struct PendingCache: Sendable {
     public private(set) var rows: [String: JobRow] = [:]
     public private(set) var jobs: [String: RouterJob] = [:]
-    /// Jobs about to be ready (`JobStore.upcomingRows`), re-read about once a second (`upcomingReadAt`):
-    /// the router only weighs them, so a list a second old costs nothing that matters.
+    /// Jobs about to be ready (`JobStore.upcomingRows`), re-read at `upcomingNextRead` (epoch
+    /// seconds), about once a second: the router only weighs them, so a list a second old costs
+    /// nothing that matters.
     public var upcoming: [RouterJob] = []
-    public var upcomingReadAt: Double = -.infinity
+    public var upcomingNextRead: Double = -.infinity
 
     public init() {}
 

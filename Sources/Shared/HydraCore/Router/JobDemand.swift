@@ -85,7 +85,7 @@ struct JobDemand: Sendable {
         let spec = SpecFields(job.spec)
         modelKey = spec.model?.stringValue.map(lowerASCII) ?? ""
         let explicit = job.vramRequestBytes ?? 0
-        let cpuOnly = job.gpusRequested <= 0 && explicit == 0
+        let cpuOnly = job.cpuOnly
         var need: UInt64 = 0
         var source = "none"
         if !cpuOnly {

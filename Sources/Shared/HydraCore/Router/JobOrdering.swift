@@ -91,9 +91,8 @@ public enum JobOrdering {
 
     /// Seconds on the longest chain through the job: its own runtime + the work that waits on it.
     static func pathS(_ j: RouterJob) -> Double {
-        let cpuOnly = j.gpusRequested <= 0 && (j.vramRequestBytes ?? 0) == 0
-        return pathS(durationS: j.spec["duration_s"]?.doubleValue,
-                     baseS: j.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: j.kind), cpuOnly: cpuOnly, tailS: j.tailS)
+        pathS(durationS: j.spec["duration_s"]?.doubleValue,
+              baseS: j.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: j.kind), cpuOnly: j.cpuOnly, tailS: j.tailS)
     }
 
     static func pathS(durationS: Double?, baseS: Double, cpuOnly: Bool, tailS: Double) -> Double {

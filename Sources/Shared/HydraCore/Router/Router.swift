@@ -45,7 +45,7 @@ public enum Router {
         for j in pending.indices { add(pending[j]) }
         // Upcoming jobs' demands follow the pending ones' (indices from `pending.count` on): the
         // charge reads them, the order and the pass never reach them.
-        if policy.reservesScarceGPUs { for j in upcoming.indices { add(upcoming[j]) } }
+        if policy.weighsUpcomingJobs { for j in upcoming.indices { add(upcoming[j]) } }
         var paths: [Double]?
         if policy.criticalPathOrder {
             paths = pending.indices.map { j in

@@ -36,6 +36,9 @@ public struct RouterJob: Sendable, Equatable {
         self.tailS = tailS
     }
 
+    /// No GPU and no VRAM asked for: it takes a CPU slot.
+    public var cpuOnly: Bool { gpusRequested <= 0 && (vramRequestBytes ?? 0) == 0 }
+
     /// `spec.model`, lowercased: the key of the learned statistics and of "model loaded".
     public var modelKey: String { spec["model"]?.stringValue?.lowercased() ?? "" }
 }

@@ -105,6 +105,10 @@ public struct RouterPolicy: Sendable, Equatable {
     /// Keeps GPUs that only they can use for jobs with few choices (`ScarceGPUs`).
     var reservesScarceGPUs: Bool { name == .hydra }
 
+    /// Whether `Router.place(upcoming:)` reads the jobs about to be ready (they count in the
+    /// scarce-GPU charge); callers need not gather them otherwise.
+    public var weighsUpcomingJobs: Bool { reservesScarceGPUs }
+
     /// A job with few choices ranks with the most-aged job of its own priority (`JobOrdering`):
     /// aging keeps jobs from starving, but the jobs that aged past a scarce one could run
     /// elsewhere, and it cannot.

@@ -255,9 +255,8 @@ public struct Simulator: Sendable {
         var arrivalPos = 0
         // GPU jobs that wait on dependencies, by submit time: the router sees one as upcoming once
         // it is submitted and every job it waits on is ready, running or done (`Router.place`).
-        let blocked: [Int] = jobs.indices.filter { j in
-            jobs[j].waitingOn > 0 && (jobs[j].job.gpusRequested > 0 || (jobs[j].job.vramRequestBytes ?? 0) > 0)
-        }.sorted { jobs[$0].submitAt < jobs[$1].submitAt }
+        let blocked: [Int] = jobs.indices.filter { jobs[$0].waitingOn > 0 && !jobs[$0].job.cpuOnly }
+            .sorted { jobs[$0].submitAt < jobs[$1].submitAt }
         var blockedPos = 0
         var submittedBlocked: [Int] = []   // of those, the submitted ones still waiting
         var pending: [Int] = []            // indices of ready jobs
@@ -329,7 +328,7 @@ public struct Simulator: Sendable {
                 }
                 let traced = trace.isEmpty ? [] : pending.filter { trace.contains(jobs[$0].job.id) }
                 var upcoming: [RouterJob] = []
-                if policy.reservesScarceGPUs {
+                if policy.weighsUpcomingJobs {
                     while blockedPos < blocked.count, jobs[blocked[blockedPos]].submitAt <= now {
                         submittedBlocked.append(blocked[blockedPos]); blockedPos += 1
                     }

@@ -106,10 +106,14 @@ public final class JobStore {
     public func pendingIDs(limit: Int = 10_000) throws -> [String] {
         try db.exec("""
             SELECT id FROM jobs j WHERE state = 'pending'
-              AND (cardinality(depends_on) = 0 OR NOT EXISTS (
-                   SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded'))
+              AND (cardinality(depends_on) = 0 OR \(Self.dependenciesDone(of: "j")))
             ORDER BY priority DESC, seq LIMIT $1
             """, [String(limit)]).rows.compactMap { $0.first ?? nil }
+    }
+
+    /// SQL: every job that the row aliased `alias` depends on has succeeded (what makes a pending job ready).
+    static func dependenciesDone(of alias: String) -> String {
+        "NOT EXISTS (SELECT 1 FROM jobs dep_\(alias) WHERE dep_\(alias).id = ANY(\(alias).depends_on) AND dep_\(alias).state <> 'succeeded')"
     }
 
     /// Pending jobs that still wait on a dependency, where every dependency not yet succeeded is
@@ -127,12 +131,11 @@ public final class JobStore {
                 return try tx.exec("""
                     SELECT \(JobRow.columns) FROM jobs j
                     WHERE state = 'pending' AND cardinality(depends_on) BETWEEN 1 AND $2
-                      AND EXISTS (SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded')
+                      AND NOT \(Self.dependenciesDone(of: "j"))
                       AND NOT EXISTS (
                            SELECT 1 FROM jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'succeeded'
                              AND NOT (d.state IN ('placed', 'dispatched', 'running', 'retry_wait')
-                                      OR (d.state = 'pending' AND NOT EXISTS (
-                                          SELECT 1 FROM jobs e WHERE e.id = ANY(d.depends_on) AND e.state <> 'succeeded'))))
+                                      OR (d.state = 'pending' AND \(Self.dependenciesDone(of: "d")))))
                     ORDER BY priority DESC, seq LIMIT $1
                     """, [String(limit), String(maxDependencies)]).all.map(JobRow.init(row:))
             }
