@@ -76,6 +76,30 @@ struct PassState: Sendable {
     /// its GPUs, as weight-1 work and fixed seconds (a GPU's share: base ÷ weight + fixed).
     var shapeChargeBase: [Double] = []
     var shapeChargeFixed: [Double] = []
+    /// Per GPU: batch jobs on it (running or started by this pass), and the other GPU of the one
+    /// batch 2-GPU gang on it when that gang is the only batch job there (-1 otherwise). Read
+    /// by the gang ring (`GangRing`); kept out of `GPUState`, which the inner loop copies.
+    var batchJobs: [UInt16] = []
+    var ringPartner: [Int32] = []
+    /// Each node's ring over the given eligible slots (empty: none), computed once per pass.
+    var rings: [[Int]: [Int]] = [:]
+
+    /// A batch job starts on `slots` (one GPU, or a gang's).
+    mutating func noteBatchStart(_ slots: [Int]) {
+        for s in slots { batchJobs[s] &+= 1 }
+        if slots.count == 2 { ringPartner[slots[0]] = Int32(slots[1]); ringPartner[slots[1]] = Int32(slots[0]) }
+        for s in slots where batchJobs[s] != 1 { ringPartner[s] = -1 }
+    }
+
+    /// The ring through `slots` (in ring order), or nil; cached per pass.
+    mutating func ring(of slots: [Int], policy: RouterPolicy) -> [Int]? {
+        if let r = rings[slots] { return r.isEmpty ? nil : r }
+        let order = GangRing.cycle(weights: slots.map { gpus[$0].weight }, minGain: policy.gangRingMinGain, minUse: policy.gangRingMinUse)
+        let r = order.map { $0.map { slots[$0] } } ?? []
+        rings[slots] = r
+        return r.isEmpty ? nil : r
+    }
+
     /// The job being placed: its own class's remaining charge, which it does not pay (`EarliestFinishScorer`).
     var ownChargeBase = 0.0
     var ownChargeFixed = 0.0
@@ -114,6 +138,8 @@ struct PassState: Sendable {
         heldText = Array(repeating: nil, count: gpus.count)
         contested = Array(repeating: 0, count: gpus.count)
         contestedJobs = Array(repeating: 0, count: gpus.count)
+        batchJobs = Array(repeating: 0, count: gpus.count)
+        ringPartner = Array(repeating: -1, count: gpus.count)
         var allRes = [UInt64](repeating: 0, count: gpus.count)
         var unseenRes = [UInt64](repeating: 0, count: gpus.count)
         var visibleRes = [UInt64](repeating: 0, count: gpus.count)
@@ -148,6 +174,7 @@ struct PassState: Sendable {
                 if r.priority < policy.urgentPriority { gpus[s].onlyUrgent = false }
                 gpus[s].addSharer()
             }
+            if r.priority < policy.urgentPriority { noteBatchStart(slots) }
         }
         // Only under `hydra`: the baselines keep the per-job remainders they were measured with.
         for s in gpus.indices where policy.name == .hydra && firstStart[s].isFinite {

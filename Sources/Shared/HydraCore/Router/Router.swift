@@ -176,12 +176,25 @@ public enum Router {
                     if predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
                 }
             } else {
+                var fitsNow = false, waitFinishS = Double.infinity
                 for requireFit in [true, false] {
                     guard let c = gang(slots, node: ni, k: k, need: need, d, learned: learned, state: state, requireFit: requireFit,
                                              spareFast: policy.sparesFastGPUsInGangs, exclusive: exclusive) else { continue }
+                    if requireFit { fitsNow = true } else { waitFinishS = c.finishS }
                     let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
                     if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
                     if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
+                }
+                if k == 2 && exclusive && policy.ringsGangs && slots.count >= 3, let ring = state.ring(of: slots, policy: policy),
+                   let r = ringGang(ring, node: ni, need: need, d, learned: learned, state: state) {
+                    // Costed by when it would end if no third gang joined (the shared GPUs' queue, then
+                    // its runtime), and where the node has no idle pair, never after waiting for one:
+                    // a full ring does more than one gang at a time, and ties go to the ring.
+                    var costed = r.candidate
+                    costed.runtimeS = fitsNow ? r.planFinishS : min(r.planFinishS, waitFinishS)
+                    let cost = scorers.cost(costed, demand: d, jobKey: jobKey, state: state) - 1e-3
+                    if cost < bestNowCost { bestNow = r.candidate; bestNowCost = cost }
+                    if cost < bestAnyCost { bestAny = r.candidate; bestAnyCost = cost }
                 }
             }
         }
@@ -199,6 +212,7 @@ public enum Router {
                 state.gpus[s].addSharer()
                 return true
             }
+            if !d.urgent { state.noteBatchStart(c.gpus) }
             let uuids = c.gpus.map { state.info[$0].uuid }
             result.assignments.append(Assignment(
                 jobID: job.id, node: snapshot.nodes[c.node].name, gpuUUIDs: uuids, gpuIndices: c.gpus.map { state.info[$0].index },
@@ -240,6 +254,33 @@ public enum Router {
                 return true
             }
         }
+    }
+
+    /// A batch 2-GPU gang that starts now in its node's ring (`GangRing`): two neighbours in the
+    /// ring, each idle or running one other batch 2-GPU gang (not the same one on both), at least
+    /// one of them shared (two idle ones are the plain gang's). Of those, the one that would end
+    /// soonest if no third gang joined (`planFinishS`: the shared GPUs' queue, then its runtime).
+    /// The candidate itself starts now and runs at half rate beside the other gangs.
+    private static func ringGang(_ ring: [Int], node: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
+                                 state: borrowing PassState) -> (candidate: Candidate, planFinishS: Double)? {
+        func open(_ s: Int) -> Bool {
+            let g = state.gpus[s]
+            return g.free >= need && g.claimedBy < 0 && (g.idle || (state.batchJobs[s] == 1 && state.ringPartner[s] >= 0))
+        }
+        var best: (candidate: Candidate, planFinishS: Double)?
+        let m = ring.count
+        for i in 0..<m {
+            let a = min(ring[i], ring[(i + 1) % m]), b = max(ring[i], ring[(i + 1) % m])
+            guard open(a), open(b), state.ringPartner[a] != Int32(b) else { continue }
+            let ga = state.gpus[a], gb = state.gpus[b]
+            if ga.idle && gb.idle { continue }
+            let runtime = max(RuntimeEstimator.gpu(d, learned: learned?[Int(ga.modelID)], weight: ga.weight),
+                              RuntimeEstimator.gpu(d, learned: learned?[Int(gb.modelID)], weight: gb.weight))
+            let finish = max(ga.idle ? 0 : ga.queueS, gb.idle ? 0 : gb.queueS) + runtime
+            if let bst = best, bst.planFinishS <= finish { continue }
+            best = (Candidate(node: node, first: a, others: [b], startS: 0, runtimeS: 2 * runtime, fitsNow: true, predictable: true), finish)
+        }
+        return best
     }
 
     /// The k GPUs of one node that finish the job soonest; with `requireFit`, among those it fits on now.
