@@ -70,9 +70,10 @@ public struct RouterPolicy: Sendable, Equatable {
     /// GPUs, sharing each of its GPUs with one other gang (`GangRing`), where the ring's gangs at
     /// half rate outpace the best disjoint pairs by this factor and use at least
     /// `gangRingMinUse` of the node's weight. 0 turns it off. At 1.2 and 0.5, over 200 generated
-    /// seeds: median 1.041 → 1.042 × the bound, p90 1.246 → 1.239; seeds 91, 10 and 36 better by
-    /// 25, 24 and 4 %, three worse by 1–2.5 %. At 1.1 (or without the use floor: an H100 in a
-    /// ring with two L4s) the losses grew: seed 18 went from the bound to 1.14 ×.
+    /// seeds: median 1.041 → 1.038 × the bound, p90 1.246 → 1.239; seeds 91, 10 and 36 better by
+    /// 25, 24 and 4 %, none worse by more than 2 %. At 1.1, or without the use floor (an H100 in
+    /// a ring with two L4s, spent at an L4's pace), 4–7 seeds got worse: seed 18 went from the
+    /// bound to 1.14 ×.
     public var gangRingMinGain: Double
     public var gangRingMinUse: Double
 
