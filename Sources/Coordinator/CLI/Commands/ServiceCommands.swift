@@ -44,6 +44,9 @@ struct CoordinatorCommand: ParsableCommand {
     @Flag(name: .customLong("share-busy-gpus"),
           help: "Let jobs below the urgent priority start beside a running job on its GPU (hydra waits for a busy GPU by default).")
     var shareBusyGPUs = false
+    @Flag(name: .customLong("no-gang-ring"),
+          help: "Never start a 2-GPU gang beside another on a node with an odd number of GPUs (hydra rings them where that does more work at once).")
+    var noGangRing = false
     @OptionGroup var signing: SigningOptions
     @OptionGroup var redisAuth: RedisAuthOptions
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warn, error or critical (or HYDRA_LOG_LEVEL).") var logLevel: String?
@@ -58,6 +61,7 @@ struct CoordinatorCommand: ParsableCommand {
             throw ValidationError("unknown --policy '\(policy)' (hydra, seed-static, least-loaded, random)")
         }
         if shareBusyGPUs { routerPolicy.sharesBusyGPUs = true }
+        if noGangRing { routerPolicy.gangRingMinGain = 0 }
         let cluster = try clusterOption.load()
         let redis = try redisAuth.endpoint(url: conn.redis)
         let keys = try signing.load()
