@@ -17,7 +17,7 @@ struct BenchRouterCommand: ParsableCommand {
         commandName: "router",
         abstract: "Time one full placement pass: N pending jobs on G GPUs.",
         discussion: """
-        Builds a synthetic cluster (G GPUs, 4 per node, a mix of 5090/4090/5070 Ti/3060 with
+        Builds a synthetic cluster (G GPUs, 4 per node unless --gpus-per-node says otherwise, a mix of 5090/4090/5070 Ti/3060 with
         services spread over the nodes), half its GPUs busy, and N pending jobs of mixed kinds,
         sizes, gangs and priorities; then times Router.place. Prints the median and best of
         --repeat passes and placements per second (jobs decided per second). --upcoming adds
@@ -26,23 +26,27 @@ struct BenchRouterCommand: ParsableCommand {
 
     @Option(help: "Pending jobs.") var pending = 10_000
     @Option(help: "GPUs in the synthetic cluster.") var gpus = 64
+    @Option(name: .customLong("gpus-per-node"), help: "GPUs per node (3 exercises the 2-GPU gang ring).") var gpusPerNode = 4
     @Option(help: "Jobs waiting on dependencies that the pass weighs but does not place.") var upcoming = 0
     @Option(help: "Passes to time.") var `repeat` = 7
     @Option(help: "Placement policy.") var policy = "hydra"
+    @Flag(name: .customLong("no-gang-ring"), help: "Turn the 2-GPU gang ring off (as hydra coordinator --no-gang-ring).") var noGangRing = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard pending >= 1, pending <= 1_000_000 else { throw ValidationError("--pending must be between 1 and 1000000") }
         guard upcoming >= 0, upcoming <= 1_000_000 else { throw ValidationError("--upcoming must be between 0 and 1000000") }
         guard gpus >= 1, gpus <= 10_000 else { throw ValidationError("--gpus must be between 1 and 10000") }
+        guard gpusPerNode >= 1, gpusPerNode <= 64 else { throw ValidationError("--gpus-per-node must be between 1 and 64") }
         guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
         guard RouterPolicy.named(policy) != nil else { throw ValidationError("unknown policy '\(policy)'") }
     }
 
     func run() throws {
-        let (snapshot, all, now) = RouterBenchmark.scenario(pending: pending + upcoming, gpus: gpus)
+        let (snapshot, all, now) = RouterBenchmark.scenario(pending: pending + upcoming, gpus: gpus, perNode: gpusPerNode)
         let jobs = Array(all.prefix(pending)), later = Array(all.dropFirst(pending))
-        let p = RouterPolicy.named(policy)!
+        var p = RouterPolicy.named(policy)!
+        if noGangRing { p.gangRingMinGain = 0 }
         var times: [Double] = []
         var result = PlacementResult()
         for _ in 0..<`repeat` {

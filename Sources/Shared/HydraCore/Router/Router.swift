@@ -185,7 +185,7 @@ public enum Router {
                     if c.fitsNow, cost < bestNowCost { bestNow = c; bestNowCost = cost }
                     if c.predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
                 }
-                if k == 2 && exclusive && policy.ringsGangs && slots.count >= 3, let ring = state.ring(of: slots, policy: policy),
+                if k == 2 && exclusive && policy.ringsGangs && slots.count >= 3 && slots.count % 2 == 1, let ring = state.ring(of: slots, policy: policy),
                    let r = ringGang(ring, node: ni, need: need, d, learned: learned, state: state) {
                     // Costed by when it would end if no third gang joined (the shared GPUs' queue, then
                     // its runtime), and where the node has no idle pair, never after waiting for one:

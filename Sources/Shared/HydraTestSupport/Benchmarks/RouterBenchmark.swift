@@ -4,7 +4,7 @@ import HydraCore
 /// A synthetic, deterministic large backlog for `hydra-dev bench router` (and the tests that
 /// check it runs): the cost of one pass at a scale well past the reference cluster.
 public enum RouterBenchmark {
-    public static func scenario(pending: Int, gpus: Int, seed: UInt64 = 42) -> (ClusterSnapshot, [RouterJob], Date) {
+    public static func scenario(pending: Int, gpus: Int, perNode: Int = 4, seed: UInt64 = 42) -> (ClusterSnapshot, [RouterJob], Date) {
         var rng = SplitMix64(seed: seed)
         let now = Date(timeIntervalSince1970: 1_750_000_000)
         let models: [(String, Double)] = [("NVIDIA GeForce RTX 5090", 32), ("NVIDIA GeForce RTX 4090", 24),
@@ -13,10 +13,11 @@ public enum RouterBenchmark {
         var nodes: [RouterNode] = []
         var running: [RouterRunningJob] = []
         let gib = Double(ByteSize.GiB)
-        let nodeCount = (gpus + 3) / 4
+        let perNode = max(1, perNode)
+        let nodeCount = (gpus + perNode - 1) / perNode
         for n in 0..<nodeCount {
             var gs: [RouterGPU] = []
-            for i in 0..<min(4, gpus - n * 4) {
+            for i in 0..<min(perNode, gpus - n * perNode) {
                 let (m, mem) = models[(n + i) % models.count]
                 let uuid = "GPU-\(n)-\(i)"
                 var used: UInt64 = UInt64(0.4 * gib)
