@@ -191,19 +191,11 @@ public struct Simulator: Sendable {
             groupRange[g.name] = start..<jobs.count
         }
         for j in jobs.indices { for d in jobs[j].deps { jobs[d].dependents.append(j) } }
-        // What the coordinator of a pipeline would know: the chain of work behind each job, from
-        // the spec (no jitter), on the cluster's fastest GPU.
-        let fastest = cluster.nodes.flatMap(\.gpus).map { GPUWeights.weight(model: $0.model, configured: $0.weight) }.max() ?? 1
-        for j in jobs.indices.reversed() {
-            var tail = 0.0
-            for c in jobs[j].dependents {
-                let job = jobs[c].job
-                let own = job.spec["duration_s"]?.doubleValue
-                    ?? (job.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: job.kind)) / (job.gpusRequested > 0 ? fastest : 1)
-                tail = max(tail, own + job.tailS)
-            }
-            jobs[j].job.tailS = tail
-        }
+        // What the coordinator knows: the chain of work behind each job, from the spec (no
+        // jitter), as it stores it at submit (`DependencyTails`).
+        let tails = DependencyTails.compute(dependsOn: jobs.map(\.deps),
+                                            ownS: jobs.map { DependencyTails.ownS(kind: $0.job.kind, spec: $0.job.spec, cpuOnly: $0.job.cpuOnly) })
+        for j in jobs.indices { jobs[j].job.tailS = tails[j] }
         return jobs
     }
 
