@@ -31,6 +31,8 @@ public struct JobRow: Sendable, Equatable, Codable {
     /// VRAM per GPU the router reserved for the current attempt (may exceed the request: defaults, OOM escalation).
     public var reservedBytes: UInt64?
     public var gpuModel: String?
+    /// Seconds of work waiting on this job (`DependencyTails`), set at submit.
+    public var tailS: Double = 0
 
     enum CodingKeys: String, CodingKey {
         case id, name, kind, spec, state, priority, attempt, node, result
@@ -52,6 +54,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         case dependsOn = "depends_on"
         case reservedBytes = "reserved_bytes"
         case gpuModel = "gpu_model"
+        case tailS = "tail_s"
     }
 
     public static let columns = """
@@ -59,7 +62,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     attempt, max_attempts, node, gpu_uuids, stream_id,
     extract(epoch from submitted_at) AS submitted_at, extract(epoch from dispatched_at) AS dispatched_at,
     extract(epoch from started_at) AS started_at, extract(epoch from finished_at) AS finished_at,
-    deadline_s, pending_reason, failure_class, result, error, depends_on, reserved_bytes, gpu_model
+    deadline_s, pending_reason, failure_class, result, error, depends_on, reserved_bytes, gpu_model, tail_s
     """
 
     public init(row r: PGRow) {
@@ -90,6 +93,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         dependsOn = r.textArray("depends_on")
         reservedBytes = r.int64("reserved_bytes").map { UInt64($0) }
         gpuModel = r["gpu_model"]
+        tailS = r.double("tail_s") ?? 0
     }
     public init(id: String, batchID: String, name: String, kind: String, spec: JSONValue, state: JobState, priority: Int, vramBytes: UInt64, gpus: Int, constraints: JSONValue, attempt: Int, maxAttempts: Int, node: String? = nil, gpuUUIDs: [String], streamID: String? = nil, submittedAt: Double, dispatchedAt: Double? = nil, startedAt: Double? = nil, finishedAt: Double? = nil, deadlineSeconds: Double? = nil, pendingReason: String? = nil, failureClass: String? = nil, result: JSONValue? = nil, errors: JSONValue? = nil, dependsOn: [String], reservedBytes: UInt64? = nil, gpuModel: String? = nil) {
         self.id = id; self.batchID = batchID; self.name = name; self.kind = kind; self.spec = spec; self.state = state; self.priority = priority; self.vramBytes = vramBytes; self.gpus = gpus; self.constraints = constraints; self.attempt = attempt; self.maxAttempts = maxAttempts; self.node = node; self.gpuUUIDs = gpuUUIDs; self.streamID = streamID; self.submittedAt = submittedAt; self.dispatchedAt = dispatchedAt; self.startedAt = startedAt; self.finishedAt = finishedAt; self.deadlineSeconds = deadlineSeconds; self.pendingReason = pendingReason; self.failureClass = failureClass; self.result = result; self.errors = errors; self.dependsOn = dependsOn; self.reservedBytes = reservedBytes; self.gpuModel = gpuModel

@@ -57,6 +57,9 @@ public final class JobStore {
     public func submit(_ plan: BatchPlan, submittedBy: String?) throws -> String {
         let batchID = UUID().uuidString.lowercased()
         let allIDs = plan.jobs.map { _ in UUID().uuidString.lowercased() }
+        let tails = DependencyTails.compute(dependsOn: plan.jobs.map(\.dependsOn), ownS: plan.jobs.map {
+            DependencyTails.ownS(kind: $0.kind, spec: $0.spec, cpuOnly: $0.gpus <= 0 && $0.vramBytes == 0)
+        })
         try db.transaction { tx in
             try tx.exec("INSERT INTO batches (id, name, submitted_by, priority, spec) VALUES ($1, $2, $3, $4, $5::jsonb)",
                         [batchID, plan.name, submittedBy, String(plan.priority), try plan.spec.serialized()])
@@ -65,7 +68,7 @@ public final class JobStore {
                 let chunk = plan.jobs[i..<min(i + 2000, plan.jobs.count)]
                 var ids: [String] = [], names: [String] = [], kinds: [String] = [], specs: [String] = []
                 var prios: [String] = [], vrams: [String] = [], gpus: [String] = [], cons: [String] = []
-                var maxes: [String] = [], deadlines: [String] = [], keys: [String] = [], deps: [String] = []
+                var maxes: [String] = [], deadlines: [String] = [], keys: [String] = [], deps: [String] = [], tailS: [String] = []
                 for (k, j) in chunk.enumerated() {
                     ids.append(allIDs[i + k])
                     deps.append(j.dependsOn.map { allIDs[$0] }.joined(separator: ","))
@@ -74,20 +77,22 @@ public final class JobStore {
                     cons.append(try j.constraints.serialized()); maxes.append(String(j.maxAttempts))
                     deadlines.append(j.deadlineSeconds.map { String($0) } ?? "NULL")
                     keys.append("\(batchID):\(i + k)")
+                    tailS.append(tails[i + k].isFinite ? String(tails[i + k]) : "0")
                 }
                 try tx.exec("""
                     INSERT INTO jobs (id, batch_id, name, kind, spec, state, priority, vram_request_bytes, gpus_requested,
-                                      placement_constraints, max_attempts, deadline_s, idempotency_key, depends_on)
+                                      placement_constraints, max_attempts, deadline_s, idempotency_key, depends_on, tail_s)
                     SELECT u.id, $1::uuid, u.name, u.kind, u.spec::jsonb, 'pending', u.prio, u.vram, u.gpus, u.cons::jsonb,
-                           u.maxa, u.deadline, u.key, string_to_array(u.deps, ',')::uuid[]
+                           u.maxa, u.deadline, u.key, string_to_array(u.deps, ',')::uuid[], u.tail
                     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[], $8::int[],
-                                $9::text[], $10::int[], $11::float8[], $12::text[], $13::text[])
-                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key, deps)
+                                $9::text[], $10::int[], $11::float8[], $12::text[], $13::text[], $14::float8[])
+                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key, deps, tail)
                     """, [batchID, PGConnection.textArray(ids), PGConnection.textArray(names), PGConnection.textArray(kinds),
                           PGConnection.textArray(specs), "{" + prios.joined(separator: ",") + "}",
                           "{" + vrams.joined(separator: ",") + "}", "{" + gpus.joined(separator: ",") + "}",
                           PGConnection.textArray(cons), "{" + maxes.joined(separator: ",") + "}",
-                          "{" + deadlines.joined(separator: ",") + "}", PGConnection.textArray(keys), PGConnection.textArray(deps)])
+                          "{" + deadlines.joined(separator: ",") + "}", PGConnection.textArray(keys), PGConnection.textArray(deps),
+                          "{" + tailS.joined(separator: ",") + "}"])
                 i += chunk.count
             }
             try tx.exec("""

@@ -225,6 +225,11 @@ public enum Migrations {
         INSERT INTO cancel_requests (job_id, attempt, node, stream_id)
             SELECT id, attempt, node, stream_id FROM jobs WHERE state = 'cancelled' AND NOT cancel_sent AND node IS NOT NULL;
         """),
+        // The work waiting on each job (`DependencyTails`), written at submit: the router orders a tier
+        // by own runtime + this tail. Jobs submitted before it keep 0 (own runtime alone, as before).
+        (8, "dependency tails", """
+        ALTER TABLE jobs ADD COLUMN tail_s double precision NOT NULL DEFAULT 0;
+        """),
     ]
 
     /// Applies what is missing; returns the versions applied now.

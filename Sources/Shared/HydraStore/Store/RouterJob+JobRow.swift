@@ -7,6 +7,6 @@ extension RouterJob {
         self.init(id: j.id, batchID: j.batchID, kind: j.kind, spec: j.spec, vramRequestBytes: j.vramBytes == 0 ? nil : j.vramBytes,
                   gpusRequested: j.gpus, priority: j.priority, submittedAt: Date(timeIntervalSince1970: j.submittedAt),
                   constraints: j.constraints, attempt: j.attempt + 1, lastFailure: j.failureClass.flatMap(FailureClass.init(rawValue:)),
-                  lastReservedBytes: j.reservedBytes)
+                  lastReservedBytes: j.reservedBytes, tailS: j.tailS)
     }
 }
