@@ -372,6 +372,33 @@ final class UpcomingJobsTests: XCTestCase {
         try set("b", "failed")
         XCTAssertEqual(try upcoming(), [])
     }
+
+    /// The work waiting on each job is stored at submit and reaches the router with the row.
+    func testTheWorkWaitingOnAJobIsStoredAtSubmitAndReachesTheRouter() throws {
+        let batch = try cluster.submit("""
+        name: tails
+        jobs:
+          - {name: a, kind: sleep, vram: 1GiB, spec: {base_runtime_s: 100}}
+          - {name: b, kind: sleep, vram: 1GiB, after: a, spec: {base_runtime_s: 300}}
+          - {name: c, kind: sleep, after: b, spec: {duration_s: 7}}
+          - {name: d, kind: sleep, vram: 1GiB, after: a, spec: {base_runtime_s: 50}}
+          - {name: lone, kind: sleep, vram: 1GiB, spec: {base_runtime_s: 900}}
+          - {name: mid, kind: sleep, vram: 1GiB, spec: {base_runtime_s: 300}}
+        """)
+        let store = cluster.store()
+        let rows = Dictionary(uniqueKeysWithValues: try store.jobs(.init(batchID: batch)).map { ($0.name, $0) })
+        // On the reference GPU (weight 10): b 30 s, then c's fixed 7 s; d's 5 s is the shorter branch.
+        XCTAssertEqual(rows["a"]?.tailS ?? -1, 37, accuracy: 1e-9)
+        XCTAssertEqual(rows["b"]?.tailS ?? -1, 7, accuracy: 1e-9)
+        XCTAssertEqual(rows["c"]?.tailS ?? -1, 0)
+        XCTAssertEqual(rows["lone"]?.tailS ?? -1, 0)
+        let pending = try store.pendingRows(ids: try store.pendingIDs()).map(RouterJob.init(row:))
+        XCTAssertEqual(pending.first { $0.id == rows["a"]?.id }?.tailS ?? -1, 37, accuracy: 1e-9)
+        // Ready now: a (10 s, 37 s behind it), lone (90 s) and mid (30 s). a ranks by 47 s, ahead of
+        // mid; by its own runtime alone it would come last.
+        let order = JobOrdering.order(pending, running: [], now: Date(), agingStepS: 600, criticalPath: true).map { pending[$0].id }
+        XCTAssertEqual(order, ["lone", "a", "mid"].map { rows[$0]!.id })
+    }
 }
 
 final class RouterLiveTests: XCTestCase {
