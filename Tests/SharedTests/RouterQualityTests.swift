@@ -241,3 +241,25 @@ final class RouterQualityTests: XCTestCase {
         XCTAssertEqual(waits.gpu("big"), "hydra-ai/0")
     }
 }
+
+final class GangChargeTests: XCTestCase {
+    func testAGangClassIsChargedAtItsPaceOnItsFasterGPU() {
+        // Twenty 2-GPU LLM jobs can only run on node g (an A100, weight 12, and an H100, 20): each
+        // needs both GPUs for 600 / 12 = 50 s, so the class needs the H100 for 1 000 s, not the
+        // 600 s its own weight would say. A 19 000-unit job that may run anywhere, ranked first:
+        // 950 s on the H100 + 1 000 s of charge against 1 900 s on an idle L40S of node o.
+        let config = ClusterConfig(nodes: [
+            NodeConfig(name: "g", gpus: [GPUConfig(model: "NVIDIA A100-SXM4-80GB", memory: .gib(80), weight: 12),
+                                         GPUConfig(model: "NVIDIA H100 80GB HBM3", memory: .gib(80), weight: 20)], services: ["tabbyapi"]),
+            NodeConfig(name: "o", gpus: (0..<8).map { _ in GPUConfig(model: "NVIDIA L40S", memory: .gib(48), weight: 10) }),
+        ], headroom: ByteCount(512 * ByteSize.MiB))
+        let snap = RT.snapshot(config)
+        let gangs = (0..<20).map { RT.job("exp-\($0)", kind: "llm", vram: 19, gpus: 2, spec: ["base_runtime_s": 600]) }
+        let video = RT.job("video", vram: 15, priority: 1, spec: ["base_runtime_s": 19_000], constraints: ["service": .array([])])
+        let r = RT.place([video] + gangs, snap)
+        XCTAssertEqual(r.gpu("video")?.hasPrefix("o/"), true, r.gpu("video") ?? "waits")
+        XCTAssertEqual(r.gpu("exp-0"), "g/0+1")
+        // With half as many expansions (500 s at the gang's pace) the H100 is still worth it.
+        XCTAssertEqual(RT.place([video] + gangs.prefix(10), snap).gpu("video"), "g/1")
+    }
+}

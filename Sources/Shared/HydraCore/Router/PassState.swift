@@ -106,8 +106,12 @@ struct PassState: Sendable {
 
     /// The scarce-GPU charge on slot `g` that the job being placed pays: all of it, less its own class's part.
     @inline(__always)
+    /// Per node, the pace weight of the job being placed when it is a scarce gang (0: each GPU's own weight).
+    var ownPace: [Double] = []
     func chargeFromOthers(_ g: Int) -> Double {
-        contested[g] - ownChargeBase / gpus[g].weight - ownChargeFixed
+        let n = gpus[g].node
+        let w = n < ownPace.count && ownPace[n] > 0 ? ownPace[n] : gpus[g].weight
+        return contested[g] - ownChargeBase / w - ownChargeFixed
     }
 
     init(snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date, policy: RouterPolicy) {
