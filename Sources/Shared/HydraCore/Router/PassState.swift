@@ -100,14 +100,35 @@ struct PassState: Sendable {
         return r.isEmpty ? nil : r
     }
 
+    /// The pace of the best k of `slots` (the k-th highest weight): a gang moves at its slowest
+    /// member's. Nil when there are fewer than k.
+    func paceWeight(of slots: [Int], k: Int) -> Double? {
+        guard slots.count >= k, k > 0 else { return nil }
+        return slots.map { gpus[$0].weight }.sorted(by: >)[k - 1]
+    }
+
+    /// Per shape (gangs only), the pace of its best k GPUs on each node, by node index (0: none
+    /// there); worked out once per pass, as the charge adds and lifts every job's share with it.
+    var gangPaces: [[Double]?] = []
+
+    mutating func gangPaces(shape sid: Int, _ e: Eligibility, k: Int) -> [Double] {
+        if sid < gangPaces.count, let p = gangPaces[sid] { return p }
+        var p = [Double](repeating: 0, count: nodes.count)
+        for (ni, slots) in e.nodes { p[ni] = paceWeight(of: slots, k: k) ?? 0 }
+        if sid >= gangPaces.count { gangPaces += Array(repeating: nil, count: sid + 1 - gangPaces.count) }
+        gangPaces[sid] = p
+        return p
+    }
+
     /// The job being placed: its own class's remaining charge, which it does not pay (`EarliestFinishScorer`).
     var ownChargeBase = 0.0
     var ownChargeFixed = 0.0
+    /// Per node, the pace its own class was charged at when it is a scarce gang (`gangPaces`;
+    /// empty or 0: each GPU's own weight).
+    var ownPace: [Double] = []
 
     /// The scarce-GPU charge on slot `g` that the job being placed pays: all of it, less its own class's part.
     @inline(__always)
-    /// Per node, the pace weight of the job being placed when it is a scarce gang (0: each GPU's own weight).
-    var ownPace: [Double] = []
     func chargeFromOthers(_ g: Int) -> Double {
         let n = gpus[g].node
         let w = n < ownPace.count && ownPace[n] > 0 ? ownPace[n] : gpus[g].weight

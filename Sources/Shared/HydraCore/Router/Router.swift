@@ -116,13 +116,9 @@ public enum Router {
         if d.scarce { ScarceGPUs.release(d, shapeID: shapeID, elig, &state) }
         state.ownChargeBase = d.scarce ? state.shapeChargeBase[shapeID] : 0
         state.ownChargeFixed = d.scarce ? state.shapeChargeFixed[shapeID] : 0
-        if !state.ownPace.isEmpty { state.ownPace = [] }
         // A scarce gang's own class was charged at the gang's pace per node (`ScarceGPUs`): it is
         // taken off at that pace, not at each GPU's own weight.
-        if d.scarce && d.shape.gpus > 1 {
-            state.ownPace = Array(repeating: 0, count: state.nodes.count)
-            for (ni, slots) in elig.nodes { state.ownPace[ni] = ScarceGPUs.paceWeight(slots, k: d.shape.gpus, state) ?? 0 }
-        }
+        state.ownPace = d.scarce && d.shape.gpus > 1 ? state.gangPaces(shape: shapeID, elig, k: d.shape.gpus) : []
         if d.shape.cpuOnly {
             placeCPU(job, d, elig, &state, snapshot: snapshot, stats: stats, now: now, into: &result)
             return

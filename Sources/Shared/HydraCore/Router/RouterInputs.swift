@@ -37,7 +37,8 @@ public struct RouterJob: Sendable, Equatable {
     }
 
     /// No GPU and no VRAM asked for: it takes a CPU slot.
-    public var cpuOnly: Bool { gpusRequested <= 0 && (vramRequestBytes ?? 0) == 0 }
+    public var cpuOnly: Bool { Self.cpuOnly(gpus: gpusRequested, vramBytes: vramRequestBytes ?? 0) }
+    public static func cpuOnly(gpus: Int, vramBytes: UInt64) -> Bool { gpus <= 0 && vramBytes == 0 }
 
     /// `spec.model`, lowercased: the key of the learned statistics and of "model loaded".
     public var modelKey: String { spec["model"]?.stringValue?.lowercased() ?? "" }

@@ -93,28 +93,19 @@ enum ScarceGPUs {
         let perGPU = Double(d.shape.gpus) / Double(count)
         if let dur = d.durationS { state.shapeChargeFixed[sid] += sign * dur * perGPU }
         else { state.shapeChargeBase[sid] += sign * d.baseRuntimeS * perGPU }
+        let paces = d.shape.gpus > 1 ? state.gangPaces(shape: sid, e, k: d.shape.gpus) : []
         for n in e.nodes {
             // A gang holds each of its GPUs for its runtime at the pace of the slowest it takes: on
             // an H100 paired with an A100 the expansions need the H100 for the A100's time. Charged
             // at the H100's own pace, a 26-minute video took it (generated seed 180 at once) and
             // the 74 expansions that feed every image waited an hour: 1.241 × the bound, 1.000
             // charged at the gang's pace.
-            let pace = d.shape.gpus > 1 ? paceWeight(n.gpus, k: d.shape.gpus, state) : nil
+            let pace = paces.isEmpty ? 0 : paces[n.node]
             for s in n.gpus {
-                let runtime = RuntimeEstimator.gpu(d, learned: nil, weight: pace ?? state.gpus[s].weight)
+                let runtime = RuntimeEstimator.gpu(d, learned: nil, weight: pace > 0 ? pace : state.gpus[s].weight)
                 state.contested[s] = max(0, state.contested[s] + sign * runtime * perGPU)
                 state.contestedJobs[s] += sign > 0 ? 1 : -1
             }
         }
-    }
-
-    /// The pace of the best k GPUs of `gpus` (the k-th highest weight); nil when fewer than k.
-    static func paceWeight(_ gpus: [Int], k: Int, _ state: borrowing PassState) -> Double? {
-        guard gpus.count >= k, k > 0 else { return nil }
-        var w: [Double] = []
-        w.reserveCapacity(gpus.count)
-        for s in gpus { w.append(state.gpus[s].weight) }
-        w.sort(by: >)
-        return w[k - 1]
     }
 }

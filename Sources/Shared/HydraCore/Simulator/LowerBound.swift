@@ -109,9 +109,7 @@ public struct LowerBound: Sendable, Equatable, Codable {
             var all: [Int] = []
             let request = sj.job.vramRequestBytes ?? 0
             for (_, slots) in e.nodes {
-                let ws = slots.map { state.gpus[$0].weight }.sorted(by: >)
-                guard ws.count >= k else { continue }
-                let wk = ws[k - 1]
+                guard let wk = state.paceWeight(of: slots, k: k) else { continue }
                 let runtime = sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk)
                 best = min(best, runtime)
                 all += slots

@@ -58,7 +58,7 @@ public final class JobStore {
         let batchID = UUID().uuidString.lowercased()
         let allIDs = plan.jobs.map { _ in UUID().uuidString.lowercased() }
         let tails = DependencyTails.compute(dependsOn: plan.jobs.map(\.dependsOn), ownS: plan.jobs.map {
-            DependencyTails.ownS(kind: $0.kind, spec: $0.spec, cpuOnly: $0.gpus <= 0 && $0.vramBytes == 0)
+            DependencyTails.ownS(kind: $0.kind, spec: $0.spec, cpuOnly: RouterJob.cpuOnly(gpus: $0.gpus, vramBytes: $0.vramBytes))
         })
         try db.transaction { tx in
             try tx.exec("INSERT INTO batches (id, name, submitted_by, priority, spec) VALUES ($1, $2, $3, $4, $5::jsonb)",
