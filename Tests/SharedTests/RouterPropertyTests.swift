@@ -171,7 +171,11 @@ struct RouterPropertyTests {
                              "jitter: \(Double(r.next() % 5) / 10)", "submit_at_s: \(r.next() % 100)", "every_s: \(r.next() % 10)",
                              "priority: \(r.next() % 3)", "service: none"]
                 if r.next() % 3 == 0 { lines.append("gpus: 0") } else {
-                    lines.append("gpus: \(r.next() % 2 + 1)"); lines.append("vram: \(r.next() % 20 + 1)GiB")
+                    let vram = r.next() % 20 + 1
+                    lines.append("gpus: \(r.next() % 2 + 1)"); lines.append("vram: \(vram)GiB")
+                    // Some peak above their request: where that never fits, every attempt dies, and
+                    // the bound leaves those GPUs out.
+                    if r.next() % 3 == 0 { lines.append("peak_vram: \(vram + r.next() % 8 + 1)GiB") }
                 }
                 if g > 0, r.next() % 2 == 0 { lines.append("after: g\(r.next() % UInt64(g))") }
                 groups.append(lines.joined(separator: "\n"))

@@ -116,6 +116,24 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(r.makespanS, r.lowerBoundS)
     }
 
+    func testTheBoundLeavesOutGPUsAJobsPeakNeverFits() throws {
+        let cluster = ClusterConfig(nodes: [NodeConfig(name: "n", gpus: [
+            GPUConfig(model: "NVIDIA GeForce RTX 3060", memory: .gib(12), weight: 3),
+            GPUConfig(model: "NVIDIA GeForce RTX 3090", memory: .gib(24), weight: 5),
+        ])], headroom: ByteCount(512 * ByteSize.MiB))
+        let w = try Workload.parse("""
+        groups:
+          - {name: img, count: 6, kind: command, vram: 10GiB, peak_vram: 13GiB, base_runtime_s: 300}
+        """, cluster: cluster)
+        let r = Simulator(cluster: cluster, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 6)
+        // Every attempt on the 3060 dies (13 > 12 GiB): only the 3090 ends them, 6 × 300 / 5 s at
+        // least. Counting the 3060's weight too the bound would read 6 × 300 / 8 = 225 s.
+        XCTAssertTrue(r.timeline.allSatisfy { $0.gpus == [1] })
+        XCTAssertEqual(r.lowerBoundS, 360, accuracy: 0.01)
+        XCTAssertGreaterThanOrEqual(r.makespanS, r.lowerBoundS - 1e-6)
+    }
+
     func testResidentThatUnloadsFreesItsVRAM() throws {
         let w = try workload("""
         resident:

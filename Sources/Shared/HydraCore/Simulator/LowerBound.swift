@@ -23,6 +23,8 @@ import Foundation
 ///    the big jobs as fit in the window one after another (`whole`).
 /// 6. Residents that leave: a job that does not fit beside a resident with `until_s` starts on
 ///    that GPU no earlier than it leaves (in 1's earliest completions and in 4 and 5).
+///    "Fits" counts what the job really holds, its peak where it has one: where the peak never
+///    fits beside the GPU's baseline every attempt dies while loading, so no part counts that GPU.
 /// 7. Every set at once (inside 4, `flowFails`): a max flow from the jobs to (resource, time
 ///    interval) pairs, each job in its window, on the resources 4 left it, at its own pace.
 /// The bound ignores VRAM between jobs and sharing losses, so it is valid for every policy; it is the
@@ -106,16 +108,19 @@ public struct LowerBound: Sendable, Equatable, Codable {
             }
             let k = d.shape.gpus
             var best = Double.infinity
-            var all: [Int] = []
-            let request = sj.job.vramRequestBytes ?? 0
-            for (_, slots) in e.nodes {
+            var usable: [Int] = []
+            // What the job really holds: where its peak does not fit beside the baseline it dies
+            // while loading, every attempt, so it never ends on that GPU however its request fits.
+            let holds = max(sj.job.vramRequestBytes ?? 0, sj.peakBytes ?? 0)
+            for (_, onNode) in e.nodes {
+                let slots = onNode.filter { holds + gpuBytes[$0].baseline <= gpuBytes[$0].total }
                 guard let wk = state.paceWeight(of: slots, k: k) else { continue }
                 let runtime = sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk)
                 best = min(best, runtime)
-                all += slots
+                usable += slots
                 // A gang starts when the k-th soonest of its GPUs is free (and runs at the k-th weight at best).
                 let at = slots.map { s in
-                    let a = availableAt(s, request: request)
+                    let a = availableAt(s, request: holds)
                     if a > 0 { avail[j][s] = a }
                     return a
                 }.sorted()[k - 1]
@@ -123,8 +128,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
             }
             guard best.isFinite else { continue }
             fastest[j] = best
-            sets[j] = all.sorted()
-            let minW = all.map { state.gpus[$0].weight }.min() ?? 1
+            sets[j] = usable.sorted()
+            let minW = usable.map { state.gpus[$0].weight }.min() ?? 1
             work[j] = Double(k) * (sj.fixedS.map { $0 * minW } ?? (sj.baseS ?? d.baseRuntimeS))
             occupancy[j] = Double(k) * best
         }
