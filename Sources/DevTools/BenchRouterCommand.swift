@@ -21,7 +21,8 @@ struct BenchRouterCommand: ParsableCommand {
         services spread over the nodes), half its GPUs busy, and N pending jobs of mixed kinds,
         sizes, gangs and priorities; then times Router.place. Prints the median and best of
         --repeat passes and placements per second (jobs decided per second). --upcoming adds
-        that many more such jobs as not yet ready (their work counts, they are never placed).
+        that many more such jobs as not yet ready (their work counts, they are never placed),
+        each waiting on one pending job (so the pass also ranks the work they hold back).
         """)
 
     @Option(help: "Pending jobs.") var pending = 10_000
@@ -31,6 +32,7 @@ struct BenchRouterCommand: ParsableCommand {
     @Option(help: "Passes to time.") var `repeat` = 7
     @Option(help: "Placement policy.") var policy = "hydra"
     @Flag(name: .customLong("no-gang-ring"), help: "Turn the 2-GPU gang ring off (as hydra coordinator --no-gang-ring).") var noGangRing = false
+    @Flag(name: .customLong("no-gated-work"), help: "Rank by the longest chain only, not by the work a class holds back (RouterPolicy.ranksGatedWork).") var noGatedWork = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -44,9 +46,12 @@ struct BenchRouterCommand: ParsableCommand {
 
     func run() throws {
         let (snapshot, all, now) = RouterBenchmark.scenario(pending: pending + upcoming, gpus: gpus, perNode: gpusPerNode)
-        let jobs = Array(all.prefix(pending)), later = Array(all.dropFirst(pending))
+        let jobs = Array(all.prefix(pending))
+        var later = Array(all.dropFirst(pending))
+        if !jobs.isEmpty { for i in later.indices { later[i].waitsOn = [jobs[(i * 7) % jobs.count].id] } }
         var p = RouterPolicy.named(policy)!
         if noGangRing { p.gangRingMinGain = 0 }
+        if noGatedWork { p.ranksGatedWork = false }
         var times: [Double] = []
         var result = PlacementResult()
         for _ in 0..<`repeat` {

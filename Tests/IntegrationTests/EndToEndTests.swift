@@ -357,6 +357,9 @@ final class UpcomingJobsTests: XCTestCase {
         }
         // a is ready: b and d wait only on it; c waits on b (itself waiting), x on c.
         XCTAssertEqual(try upcoming(), ["b", "d"])
+        // The router learns which pending job each waits on (`GatedWork` ranks a by what it holds back).
+        let rows = try XCTUnwrap(store.upcomingRows(timeoutMS: 10_000)).map(RouterJob.init(row:))
+        XCTAssertEqual(rows.map(\.waitsOn), [[ids["a"]!], [ids["a"]!]])
         try set("a", "running")
         XCTAssertEqual(try upcoming(), ["b", "d"])
         // a done: b and d are ready (the pending list has them), c now waits only on a ready job.

@@ -92,10 +92,22 @@ struct RouterPropertyTests {
 
     @Test func placementsFitNeverDoubleBookAndGangsAreWhole() async {
         await propertyCheck(count: 300, input: Gen.uint64()) { seed in
-            let (snap, jobs, now) = Self.randomScenario(seed)
+            let (snap, all, now) = Self.randomScenario(seed)
+            // A third are about to be ready, each waiting on up to three pending jobs or on one
+            // that is not pending: weighed and ranked by (`GatedWork`), never placed.
+            let cut = all.count - all.count / 3
+            let jobs = Array(all[..<cut])
+            var rng = SplitMix64(seed: seed ^ 0x5EED)
+            let upcoming = all[cut...].map { u -> RouterJob in
+                var u = u
+                u.waitsOn = (0..<Int(rng.next() % 4)).map { _ in
+                    jobs.isEmpty || rng.next() % 5 == 0 ? "gone" : jobs[Int(rng.next() % UInt64(jobs.count))].id
+                }
+                return u
+            }
             for name in RouterPolicy.Name.allCases {
                 let policy = RouterPolicy(name: name, seed: seed)
-                let result = Router.place(pending: jobs, snapshot: snap, now: now, policy: policy)
+                let result = Router.place(pending: jobs, upcoming: upcoming, snapshot: snap, now: now, policy: policy)
                 var free = Self.free(snap, now: now, settle: policy.settleS)
                 let byID = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
                 // Every job is either placed or explained, once.

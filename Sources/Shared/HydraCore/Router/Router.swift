@@ -58,6 +58,11 @@ public enum Router {
             ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters,
                               pressedFactor: policy.pressedClassFactor)
         }
+        if policy.gatedWorkOrder, !upcoming.isEmpty, var p = paths {
+            GatedWork.raise(&p, pending: pending, upcoming: upcoming, demands: demands, shapeOf: shapeOf, shapes: shapes,
+                            eligibility: &eligibility, snapshot: snapshot, state: state, filters: filters)
+            paths = p
+        }
         // After the charge, which marks the scarce jobs; the order reads no tally the charge changes.
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
                                       criticalPath: policy.criticalPathOrder, paths: paths,

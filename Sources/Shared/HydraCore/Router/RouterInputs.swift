@@ -24,6 +24,9 @@ public struct RouterJob: Sendable, Equatable {
     /// its fastest. 0 when nothing depends on it (or nobody knows): then only its own runtime
     /// ranks it inside its tier.
     public var tailS: Double
+    /// For an upcoming job: the IDs of the dependencies it still waits for. The pending ones
+    /// among them are ranked by the work it and its kind will bring (`GatedWork`).
+    public var waitsOn: [String] = []
 
     public init(id: String, batchID: String? = nil, kind: String, spec: JSONValue = .object([:]),
                 vramRequestBytes: UInt64? = nil, gpusRequested: Int = 1, priority: Int = 0,

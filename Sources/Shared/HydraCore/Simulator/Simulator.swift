@@ -325,7 +325,11 @@ public struct Simulator: Sendable {
                         submittedBlocked.append(blocked[blockedPos]); blockedPos += 1
                     }
                     submittedBlocked.removeAll { jobs[$0].waitingOn == 0 }
-                    for j in submittedBlocked where jobs[j].deps.allSatisfy({ jobs[$0].readyAt != nil }) { upcoming.append(jobs[j].job) }
+                    for j in submittedBlocked where jobs[j].deps.allSatisfy({ jobs[$0].readyAt != nil }) {
+                        var u = jobs[j].job
+                        u.waitsOn = jobs[j].deps.filter { jobs[$0].finishedAt == nil }.map { jobs[$0].job.id }
+                        upcoming.append(u)
+                    }
                 }
                 let result = Router.place(pending: pending.map { jobs[$0].job }, upcoming: upcoming,
                                           snapshot: snap, stats: .empty,
