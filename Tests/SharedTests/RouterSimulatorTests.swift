@@ -99,11 +99,16 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertEqual(r.neverRan[1].reason, "a job it depends on never ran")
     }
 
-    func testOutOfMemoryIsRetriedBiggerOnABiggerGPU() throws {
-        let cluster = ClusterConfig(nodes: [NodeConfig(name: "n", gpus: [
+    /// One node: a 12 GiB RTX 3060 (weight 3), then `second`; 512 MiB headroom.
+    static func oneNode(_ second: (model: String, gib: Double, weight: Double)) -> ClusterConfig {
+        ClusterConfig(nodes: [NodeConfig(name: "n", gpus: [
             GPUConfig(model: "NVIDIA GeForce RTX 3060", memory: .gib(12), weight: 3),
-            GPUConfig(model: "NVIDIA RTX A4000", memory: .gib(16), weight: 3),
+            GPUConfig(model: second.model, memory: .gib(second.gib), weight: second.weight),
         ])], headroom: ByteCount(512 * ByteSize.MiB))
+    }
+
+    func testOutOfMemoryIsRetriedBiggerOnABiggerGPU() throws {
+        let cluster = Self.oneNode(("NVIDIA RTX A4000", 16, 3))
         let w = try Workload.parse("""
         groups:
           - {name: j, kind: command, vram: 6GiB, peak_vram: 13GiB, base_runtime_s: 300}
@@ -117,10 +122,7 @@ final class RouterSimulatorTests: XCTestCase {
     }
 
     func testTheBoundLeavesOutGPUsAJobsPeakNeverFits() throws {
-        let cluster = ClusterConfig(nodes: [NodeConfig(name: "n", gpus: [
-            GPUConfig(model: "NVIDIA GeForce RTX 3060", memory: .gib(12), weight: 3),
-            GPUConfig(model: "NVIDIA GeForce RTX 3090", memory: .gib(24), weight: 5),
-        ])], headroom: ByteCount(512 * ByteSize.MiB))
+        let cluster = Self.oneNode(("NVIDIA GeForce RTX 3090", 24, 5))
         let w = try Workload.parse("""
         groups:
           - {name: img, count: 6, kind: command, vram: 10GiB, peak_vram: 13GiB, base_runtime_s: 300}

@@ -9,6 +9,15 @@ struct Eligibility: Sendable {
     /// What the filters turned down for this shape (the same for every job of it).
     var counts = RejectionCounts()
 
+    /// Shape `sid`'s outcome, computed the first time a pass asks and kept in `cache`.
+    static func cached(_ sid: Int, _ cache: inout [Eligibility?], shapes: [DemandShape], snapshot: ClusterSnapshot,
+                       state: borrowing PassState, filters: [any PlacementFilter]) -> Eligibility {
+        if let c = cache[sid] { return c }
+        let e = compute(shapes[sid], snapshot: snapshot, state: state, filters: filters)
+        cache[sid] = e
+        return e
+    }
+
     static func compute(_ s: DemandShape, snapshot: ClusterSnapshot, state: borrowing PassState,
                         filters: [any PlacementFilter]) -> Eligibility {
         var eligible: [(node: Int, gpus: [Int])] = []

@@ -48,11 +48,7 @@ enum GatedWork {
             let us = shapeOf[di]
             let cap: Double
             if let c = capacity[us] { cap = c } else {
-                let e: Eligibility
-                if let c = eligibility[us] { e = c } else {
-                    e = Eligibility.compute(shapes[us], snapshot: snapshot, state: state, filters: filters)
-                    eligibility[us] = e
-                }
+                let e = Eligibility.cached(us, &eligibility, shapes: shapes, snapshot: snapshot, state: state, filters: filters)
                 var c = 0.0
                 if e.reason == nil { for n in e.nodes { for g in n.gpus { c += state.gpus[g].weight } } }
                 capacity[us] = c; cap = c

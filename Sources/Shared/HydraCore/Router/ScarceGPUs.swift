@@ -55,11 +55,7 @@ enum ScarceGPUs {
             let sid = shapeOf[i]
             let kind: Kind
             if let known = kindOf[sid] { kind = known } else {
-                let e: Eligibility
-                if let c = eligibility[sid] { e = c } else {
-                    e = Eligibility.compute(shapes[sid], snapshot: snapshot, state: state, filters: filters)
-                    eligibility[sid] = e
-                }
+                let e = Eligibility.cached(sid, &eligibility, shapes: shapes, snapshot: snapshot, state: state, filters: filters)
                 let count = e.nodes.reduce(0) { $0 + $1.gpus.count }
                 let usable = e.reason == nil && count > 0
                 if !usable {
