@@ -9,6 +9,13 @@ struct Eligibility: Sendable {
     /// What the filters turned down for this shape (the same for every job of it).
     var counts = RejectionCounts()
 
+    /// The summed weight of the eligible GPUs: the work per second the shape's jobs could get.
+    func weight(_ state: borrowing PassState) -> Double {
+        var w = 0.0
+        for n in nodes { for g in n.gpus { w += state.gpus[g].weight } }
+        return w
+    }
+
     /// Shape `sid`'s outcome, computed the first time a pass asks and kept in `cache`.
     static func cached(_ sid: Int, _ cache: inout [Eligibility?], shapes: [DemandShape], snapshot: ClusterSnapshot,
                        state: borrowing PassState, filters: [any PlacementFilter]) -> Eligibility {

@@ -49,9 +49,8 @@ enum GatedWork {
             let cap: Double
             if let c = capacity[us] { cap = c } else {
                 let e = Eligibility.cached(us, &eligibility, shapes: shapes, snapshot: snapshot, state: state, filters: filters)
-                var c = 0.0
-                if e.reason == nil { for n in e.nodes { for g in n.gpus { c += state.gpus[g].weight } } }
-                capacity[us] = c; cap = c
+                cap = e.reason == nil ? e.weight(state) : 0
+                capacity[us] = cap
             }
             guard cap > 0 else { continue }
             let work = (demands[di].durationS.map { $0 * JobOrdering.referenceWeight } ?? demands[di].baseRuntimeS)
@@ -77,9 +76,7 @@ enum GatedWork {
         for j in pending.indices where gatingShape[shapeOf[j]] {
             let batch = pending[j].batchID ?? ""
             for c in classesOf[shapeOf[j]] where c.kind == pending[j].kind && c.batch == batch {
-                let own = JobOrdering.pathS(durationS: demands[j].durationS, baseS: demands[j].baseRuntimeS,
-                                            cpuOnly: demands[j].shape.cpuOnly, tailS: 0)
-                paths[j] = max(paths[j], own + c.gated)
+                paths[j] = max(paths[j], JobOrdering.pathS(demands[j], tailS: 0) + c.gated)
                 break
             }
         }

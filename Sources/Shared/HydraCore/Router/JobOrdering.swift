@@ -91,8 +91,12 @@ public enum JobOrdering {
 
     /// Seconds on the longest chain through the job: its own runtime + the work that waits on it.
     static func pathS(_ j: RouterJob) -> Double {
-        pathS(durationS: j.spec["duration_s"]?.doubleValue,
-              baseS: j.spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: j.kind), cpuOnly: j.cpuOnly, tailS: j.tailS)
+        DependencyTails.ownS(kind: j.kind, spec: j.spec, cpuOnly: j.cpuOnly) + j.tailS
+    }
+
+    /// The same from a pass's demand (its spec already read).
+    static func pathS(_ d: borrowing JobDemand, tailS: Double) -> Double {
+        pathS(durationS: d.durationS, baseS: d.baseRuntimeS, cpuOnly: d.shape.cpuOnly, tailS: tailS)
     }
 
     static func pathS(durationS: Double?, baseS: Double, cpuOnly: Bool, tailS: Double) -> Double {

@@ -48,10 +48,7 @@ public enum Router {
         if policy.weighsUpcomingJobs { for j in upcoming.indices { add(upcoming[j]) } }
         var paths: [Double]?
         if policy.criticalPathOrder {
-            paths = pending.indices.map { j in
-                JobOrdering.pathS(durationS: demands[j].durationS, baseS: demands[j].baseRuntimeS,
-                                  cpuOnly: demands[j].shape.cpuOnly, tailS: pending[j].tailS)
-            }
+            paths = pending.indices.map { j in JobOrdering.pathS(demands[j], tailS: pending[j].tailS) }
         }
         var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
         if policy.reservesScarceGPUs {

@@ -63,8 +63,7 @@ enum ScarceGPUs {
                 } else if Double(count) <= share * Double(total) {
                     kind = .few
                 } else if pressedFactor > 0, count < total {
-                    var capacity = 0.0
-                    for n in e.nodes { for g in n.gpus { capacity += state.gpus[g].weight } }
+                    let capacity = e.weight(state)
                     kind = capacity > 0 && shapeWork[sid] / capacity >= pressedFactor * clusterLoad ? .pressed : .free
                 } else {
                     kind = .free

@@ -196,6 +196,8 @@ public struct Simulator: Sendable {
         let tails = DependencyTails.compute(dependsOn: jobs.map(\.deps),
                                             ownS: jobs.map { DependencyTails.ownS(kind: $0.job.kind, spec: $0.job.spec, cpuOnly: $0.job.cpuOnly) })
         for j in jobs.indices { jobs[j].job.tailS = tails[j] }
+        // Every dependency's ID, as the coordinator's rows carry `depends_on`: the done ones name no pending job.
+        for j in jobs.indices where !jobs[j].deps.isEmpty { jobs[j].job.waitsOn = jobs[j].deps.map { jobs[$0].job.id } }
         return jobs
     }
 
@@ -325,11 +327,7 @@ public struct Simulator: Sendable {
                         submittedBlocked.append(blocked[blockedPos]); blockedPos += 1
                     }
                     submittedBlocked.removeAll { jobs[$0].waitingOn == 0 }
-                    for j in submittedBlocked where jobs[j].deps.allSatisfy({ jobs[$0].readyAt != nil }) {
-                        var u = jobs[j].job
-                        u.waitsOn = jobs[j].deps.filter { jobs[$0].finishedAt == nil }.map { jobs[$0].job.id }
-                        upcoming.append(u)
-                    }
+                    for j in submittedBlocked where jobs[j].deps.allSatisfy({ jobs[$0].readyAt != nil }) { upcoming.append(jobs[j].job) }
                 }
                 let result = Router.place(pending: pending.map { jobs[$0].job }, upcoming: upcoming,
                                           snapshot: snap, stats: .empty,
