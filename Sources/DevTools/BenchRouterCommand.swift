@@ -22,7 +22,7 @@ struct BenchRouterCommand: ParsableCommand {
         sizes, gangs and priorities; then times Router.place. Prints the median and best of
         --repeat passes and placements per second (jobs decided per second). --upcoming adds
         that many more such jobs as not yet ready (their work counts, they are never placed),
-        each waiting on one pending job (so the pass also ranks the work they hold back).
+        each waiting on one pending job (so the pass also ranks, and tests as pressed, the work they hold back).
         """)
 
     @Option(help: "Pending jobs.") var pending = 10_000
@@ -33,6 +33,7 @@ struct BenchRouterCommand: ParsableCommand {
     @Option(help: "Placement policy.") var policy = "hydra"
     @Flag(name: .customLong("no-gang-ring"), help: "Turn the 2-GPU gang ring off (as hydra coordinator --no-gang-ring).") var noGangRing = false
     @Flag(name: .customLong("no-gated-work"), help: "Rank by the longest chain only, not by the work a class holds back (RouterPolicy.ranksGatedWork).") var noGatedWork = false
+    @Flag(name: .customLong("no-held-back"), help: "The pressed test counts no work upcoming jobs hold back (RouterPolicy.pressesHeldBackWork).") var noHeldBack = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -52,6 +53,7 @@ struct BenchRouterCommand: ParsableCommand {
         var p = RouterPolicy.named(policy)!
         if noGangRing { p.gangRingMinGain = 0 }
         if noGatedWork { p.ranksGatedWork = false }
+        if noHeldBack { p.pressesHeldBackWork = false }
         var times: [Double] = []
         var result = PlacementResult()
         for _ in 0..<`repeat` {

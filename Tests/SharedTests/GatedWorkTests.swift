@@ -49,4 +49,42 @@ final class GatedWorkTests: XCTestCase {
         XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: [cpu], snapshot: snap, now: RT.t0)
             .assignments.map(\.jobID), ["video"])
     }
+
+    /// A class that gates a large stage keeps its GPUs from jobs that could go elsewhere
+    /// (`GatedWork.heldBack` in the pressed test of `ScarceGPUs`). Node a (two weight-20 GPUs)
+    /// alone runs tabbyapi; node b has four weight-15 GPUs. Four 2-GPU expansions (10 s each on a)
+    /// own little work, but eight 200 s images wait on them. A LoRA run that ranks first (priority
+    /// 1) and fits anywhere is 100 s on a GPU of a, 133 s on one of b: taking a, it holds back
+    /// every expansion, and with them the images.
+    func testAClassThatGatesALargeStageKeepsItsGPUs() {
+        let gpu = { (w: Double) in GPUConfig(model: "NVIDIA H100 80GB HBM3", memory: .gib(80), weight: w) }
+        let snap = ClusterSnapshot.build(config: ClusterConfig(nodes: [
+            NodeConfig(name: "a", gpus: [gpu(20), gpu(20)], services: ["tabbyapi", "comfyui"]),
+            NodeConfig(name: "b", gpus: [gpu(15), gpu(15), gpu(15), gpu(15)], services: ["comfyui"]),
+        ]), live: ["a": .init(up: true), "b": .init(up: true)], running: [])
+        let service = { (s: String) -> [String: JSONValue] in ["service": .array([.string(s)])] }
+        let lora = RT.job("lora", kind: "lora", vram: 40, priority: 1, batch: "l", spec: ["base_runtime_s": 2000],
+                          constraints: ["service": .array([])])
+        let expansions = (0..<4).map {
+            RT.job("expand-\($0)", kind: "llm", vram: 4, gpus: 2, batch: "b", spec: ["base_runtime_s": 200], constraints: service("tabbyapi"))
+        }
+        let images = (0..<8).map { i -> RouterJob in
+            var j = RT.job("image-\(i)", kind: "image", vram: 10, batch: "b", spec: ["base_runtime_s": 4000], constraints: service("comfyui"))
+            j.waitsOn = ["expand-\(i % 4)"]
+            return j
+        }
+        let r = Router.place(pending: [lora] + expansions, upcoming: images, snapshot: snap, now: RT.t0)
+        XCTAssertEqual(r.assignments.first { $0.jobID == "lora" }?.node, "b", "\(r.assignments)")
+        XCTAssertEqual(r.assignments.filter { $0.jobID.hasPrefix("expand-") }.map(\.node), ["a"], "\(r.assignments)")
+        // Counting only their own work, the expansions are not pressed: the LoRA run takes a GPU of a.
+        var off = RouterPolicy.hydra
+        off.pressesHeldBackWork = false
+        let o = Router.place(pending: [lora] + expansions, upcoming: images, snapshot: snap, now: RT.t0, policy: off)
+        XCTAssertEqual(o.assignments.first { $0.jobID == "lora" }?.node, "a", "\(o.assignments)")
+        XCTAssertFalse(o.assignments.contains { $0.jobID.hasPrefix("expand-") })
+        // Images that wait on jobs not pending here hold back nothing: the LoRA run takes a again.
+        let elsewhere = images.map { var j = $0; j.waitsOn = ["done-\(j.id)"]; return j }
+        let done = Router.place(pending: [lora] + expansions, upcoming: elsewhere, snapshot: snap, now: RT.t0)
+        XCTAssertEqual(done.assignments.first { $0.jobID == "lora" }?.node, "a", "\(done.assignments)")
+    }
 }

@@ -16,15 +16,45 @@ import Foundation
 /// and every image waited; ranked by the images they hold back the expansions go first (1.052).
 enum GatedWork {
 
-    static func raise(_ paths: inout [Double], pending: [RouterJob], upcoming: [RouterJob], demands: [JobDemand],
-                      shapeOf: [Int], shapes: [DemandShape], eligibility: inout [Eligibility?],
-                      snapshot: ClusterSnapshot, state: borrowing PassState, filters: [any PlacementFilter]) {
-        guard upcoming.contains(where: { !$0.waitsOn.isEmpty }), demands.count == pending.count + upcoming.count else { return }
+    /// Per upcoming job, the pending jobs it waits on (indices into `pending`, in its `waitsOn`
+    /// order); nil where no upcoming job names a pending one. Found once per pass for the order
+    /// (`raise`) and the pressed test (`heldBack`).
+    static func waits(pending: [RouterJob], upcoming: [RouterJob]) -> [[Int]]? {
+        guard upcoming.contains(where: { !$0.waitsOn.isEmpty }) else { return nil }
         // Only the pending jobs some upcoming job names: a 10 000-job pass would otherwise hash every ID.
         var index: [String: Int] = [:]
-        // Fields, never a copy of a job or demand: a copy retains every string and array it holds.
+        // Fields, never a copy of a job: a copy retains every string and array it holds.
         for k in upcoming.indices { for id in upcoming[k].waitsOn { index[id] = -1 } }
-        for i in pending.indices { if let k = index.index(forKey: pending[i].id) { index.values[k] = i } }
+        var named = 0
+        for i in pending.indices { if let k = index.index(forKey: pending[i].id) { index.values[k] = i; named += 1 } }
+        guard named > 0 else { return nil }
+        var out = [[Int]](repeating: [], count: upcoming.count)
+        for k in upcoming.indices where !upcoming[k].waitsOn.isEmpty {
+            for id in upcoming[k].waitsOn { if let p = index[id], p >= 0 { out[k].append(p) } }
+        }
+        return out
+    }
+
+    /// Per pending job, the weight-1 GPU work of the upcoming jobs that wait on it (each one's
+    /// work, k GPUs' worth for a gang, split evenly among the pending jobs it names). The pressed
+    /// test (`ScarceGPUs`) counts it with the job's own: 67 two-GPU expansions hold little work
+    /// of their own, but the 67 images behind them cannot start until they are done.
+    static func heldBack(_ waits: [[Int]], pendingCount: Int, demands: [JobDemand]) -> [Double] {
+        var held = [Double](repeating: 0, count: pendingCount)
+        for k in waits.indices where !waits[k].isEmpty {
+            let di = pendingCount + k
+            guard !demands[di].shape.cpuOnly, !demands[di].urgent else { continue }
+            let share = RuntimeEstimator.gpu(demands[di], learned: nil, weight: 1) * Double(demands[di].shape.gpus)
+                / Double(waits[k].count)
+            for p in waits[k] { held[p] += share }
+        }
+        return held
+    }
+
+    static func raise(_ paths: inout [Double], pending: [RouterJob], upcoming: [RouterJob], waits: [[Int]], demands: [JobDemand],
+                      shapeOf: [Int], shapes: [DemandShape], eligibility: inout [Eligibility?],
+                      snapshot: ClusterSnapshot, state: borrowing PassState, filters: [any PlacementFilter]) {
+        guard demands.count == pending.count + upcoming.count, waits.count == upcoming.count else { return }
         var capacity = [Double?](repeating: nil, count: shapes.count)
         // A class: the pending jobs of one shape, batch and kind (a batch file's group). The shape
         // alone would lift an unrelated job that happens to ask for the same VRAM and services.
@@ -42,7 +72,7 @@ enum GatedWork {
         }
         var gated: [Double] = []
         var gatingShape = [Bool](repeating: false, count: shapes.count)
-        for k in upcoming.indices where !upcoming[k].waitsOn.isEmpty {
+        for k in upcoming.indices where !waits[k].isEmpty {
             let di = pending.count + k
             guard !demands[di].shape.cpuOnly else { continue }
             let us = shapeOf[di]
@@ -56,8 +86,7 @@ enum GatedWork {
             let work = (demands[di].durationS.map { $0 * JobOrdering.referenceWeight } ?? demands[di].baseRuntimeS)
                 * Double(demands[di].shape.gpus) / cap
             var counted = -1
-            for id in upcoming[k].waitsOn {
-                guard let p = index[id], p >= 0 else { continue }
+            for p in waits[k] {
                 let c = classOf(p)
                 if c == counted { continue }   // a job waiting on several of one class counts once for it
                 counted = c

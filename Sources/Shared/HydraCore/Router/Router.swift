@@ -51,12 +51,17 @@ public enum Router {
             paths = pending.indices.map { j in JobOrdering.pathS(demands[j], tailS: pending[j].tailS) }
         }
         var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
+        // Which pending jobs the upcoming ones wait on (nil: none), for the pressed test and the order.
+        let waits = policy.weighsUpcomingJobs && demands.count == pending.count + upcoming.count
+            ? GatedWork.waits(pending: pending, upcoming: upcoming) : nil
         if policy.reservesScarceGPUs {
+            let held = policy.pressesHeldBackWork && policy.pressedClassFactor > 0
+                ? waits.map { GatedWork.heldBack($0, pendingCount: pending.count, demands: demands) } : nil
             ScarceGPUs.charge(&demands, shapeOf: shapeOf, shapes: shapes, &state, &eligibility, snapshot: snapshot, filters: filters,
-                              pressedFactor: policy.pressedClassFactor)
+                              pressedFactor: policy.pressedClassFactor, heldBack: held ?? [])
         }
-        if policy.gatedWorkOrder, !upcoming.isEmpty, var p = paths {
-            GatedWork.raise(&p, pending: pending, upcoming: upcoming, demands: demands, shapeOf: shapeOf, shapes: shapes,
+        if policy.gatedWorkOrder, let waits, var p = paths {
+            GatedWork.raise(&p, pending: pending, upcoming: upcoming, waits: waits, demands: demands, shapeOf: shapeOf, shapes: shapes,
                             eligibility: &eligibility, snapshot: snapshot, state: state, filters: filters)
             paths = p
         }

@@ -26,9 +26,17 @@ enum ScarceGPUs {
     /// scarce one but does not keep pace with aging (`fewGPUs` stays false): ranked with the
     /// most-aged jobs, a large class took every turn on its GPUs and starved a gang that needed
     /// two of them at once (generated seed 6).
+    ///
+    /// `heldBack` (parallel to the pending jobs, empty for none): the work of upcoming jobs that
+    /// wait on each (`GatedWork.heldBack`). The pressed test counts it with the job's own, in the
+    /// class's work and in the cluster's, so a class of short jobs that gates a long stage keeps
+    /// its GPUs (generated seed 191: a 23-minute LoRA run took the H100 that every 2-GPU
+    /// expansion needs, and 67 of them, with the 67 images behind them, waited 45 minutes; 1.673
+    /// → 1.290 × the bound). The charge itself stays the class's own work: the held-back work
+    /// runs on other GPUs.
     static func charge(_ demands: inout [JobDemand], shapeOf: [Int], shapes: [DemandShape], _ state: inout PassState,
                        _ eligibility: inout [Eligibility?], snapshot: ClusterSnapshot, filters: [any PlacementFilter],
-                       pressedFactor: Double = 0) {
+                       pressedFactor: Double = 0, heldBack: [Double] = []) {
         let total = state.gpus.count
         guard total > 1 else { return }
         /// Per shape, once its first job comes up.
@@ -45,6 +53,9 @@ enum ScarceGPUs {
             for i in demands.indices where !demands[i].shape.cpuOnly && !demands[i].urgent {
                 let w = RuntimeEstimator.gpu(demands[i], learned: nil, weight: 1) * Double(demands[i].shape.gpus)
                 shapeWork[shapeOf[i]] += w; work += w
+            }
+            for i in heldBack.indices where heldBack[i] > 0 && !demands[i].shape.cpuOnly && !demands[i].urgent {
+                shapeWork[shapeOf[i]] += heldBack[i]; work += heldBack[i]
             }
             for g in state.gpus { capacity += g.weight }
             clusterLoad = capacity > 0 ? work / capacity : 0
