@@ -87,4 +87,26 @@ final class GatedWorkTests: XCTestCase {
         let done = Router.place(pending: [lora] + expansions, upcoming: elsewhere, snapshot: snap, now: RT.t0)
         XCTAssertEqual(done.assignments.first { $0.jobID == "lora" }?.node, "a", "\(done.assignments)")
     }
+
+    /// What each pending job holds back: an upcoming gang's k GPUs of work, split among the pending
+    /// jobs it names; nothing for CPU-only or urgent dependents, or for names that are not pending.
+    func testHeldBackSplitsEachDependentsGPUWorkAmongThePendingJobsItNames() {
+        let pending = [job("a", base: 10), job("b", base: 10), job("c", base: 10)]
+        var gang = job("gang", base: 300, waitsOn: ["a", "b", "gone"])
+        gang.gpusRequested = 2
+        let image = job("image", kind: "image", base: 50, waitsOn: ["a"])
+        var cpu = job("report", base: 1000, waitsOn: ["c"])
+        cpu.gpusRequested = 0
+        cpu.vramRequestBytes = nil
+        var urgent = job("chat", base: 1000, waitsOn: ["c"])
+        urgent.priority = 10
+        let upcoming = [gang, image, cpu, urgent, job("late", base: 70, waitsOn: ["done"])]
+        let demands = (pending + upcoming).map { JobDemand(job: $0, stats: .empty, policy: .hydra) }
+        guard let waits = GatedWork.waits(pending: pending, upcoming: upcoming) else { return XCTFail("no waits found") }
+        XCTAssertEqual(waits, [[0, 1], [0], [2], [2], []])
+        // The gang: 300 units on each of 2 GPUs, half to a and half to b; the image's 50 to a.
+        XCTAssertEqual(GatedWork.heldBack(waits, pendingCount: pending.count, demands: demands), [350, 300, 0])
+        // Nothing upcoming names a pending job: no links at all.
+        XCTAssertNil(GatedWork.waits(pending: pending, upcoming: [job("late", base: 70, waitsOn: ["done"])]))
+    }
 }
