@@ -44,8 +44,7 @@ enum GatedWork {
         for k in waits.indices where !waits[k].isEmpty {
             let di = pendingCount + k
             guard !demands[di].shape.cpuOnly, !demands[di].urgent else { continue }
-            let share = RuntimeEstimator.gpu(demands[di], learned: nil, weight: 1) * Double(demands[di].shape.gpus)
-                / Double(waits[k].count)
+            let share = RuntimeEstimator.unitWork(demands[di]) / Double(waits[k].count)
             for p in waits[k] { held[p] += share }
         }
         return held

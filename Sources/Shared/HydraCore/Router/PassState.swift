@@ -250,6 +250,12 @@ enum RuntimeEstimator {
         return d.baseRuntimeS / weight
     }
 
+    /// Weight-1 GPU work: the units a job needs on each of its GPUs, k GPUs' worth for a gang
+    /// (the pressed test's currency, `ScarceGPUs` and `GatedWork.heldBack`).
+    static func unitWork(_ d: borrowing JobDemand) -> Double {
+        gpu(d, learned: nil, weight: 1) * Double(d.shape.gpus)
+    }
+
     static func cpu(_ d: JobDemand, stats: RuntimeStats) -> Double {
         if let l = stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: "cpu") { return l }
         return d.durationS ?? d.baseRuntimeS

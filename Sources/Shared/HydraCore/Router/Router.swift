@@ -52,8 +52,7 @@ public enum Router {
         }
         var eligibility = [Eligibility?](repeating: nil, count: shapes.count)
         // Which pending jobs the upcoming ones wait on (nil: none), for the pressed test and the order.
-        let waits = policy.weighsUpcomingJobs && demands.count == pending.count + upcoming.count
-            ? GatedWork.waits(pending: pending, upcoming: upcoming) : nil
+        let waits = policy.weighsUpcomingJobs ? GatedWork.waits(pending: pending, upcoming: upcoming) : nil
         if policy.reservesScarceGPUs {
             let held = policy.pressesHeldBackWork && policy.pressedClassFactor > 0
                 ? waits.map { GatedWork.heldBack($0, pendingCount: pending.count, demands: demands) } : nil

@@ -51,7 +51,7 @@ enum ScarceGPUs {
             shapeWork = [Double](repeating: 0, count: shapes.count)
             var work = 0.0, capacity = 0.0
             for i in demands.indices where !demands[i].shape.cpuOnly && !demands[i].urgent {
-                let w = RuntimeEstimator.gpu(demands[i], learned: nil, weight: 1) * Double(demands[i].shape.gpus)
+                let w = RuntimeEstimator.unitWork(demands[i])
                 shapeWork[shapeOf[i]] += w; work += w
             }
             for i in heldBack.indices where heldBack[i] > 0 && !demands[i].shape.cpuOnly && !demands[i].urgent {
