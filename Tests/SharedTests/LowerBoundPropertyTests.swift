@@ -108,6 +108,14 @@ struct LowerBoundPropertyTests {
 
     /// The same instance as a cluster and workload, every job forced to have run.
     static func bound(_ inst: Instance) throws -> Double {
+        let sim = try simulator(inst)
+        var jobs = sim.buildJobs()
+        for j in jobs.indices { jobs[j].finishedAt = 0 }
+        return LowerBound.compute(cluster: sim.cluster, workload: sim.workload, jobs: jobs, snapshot: sim.baseSnapshot()).value
+    }
+
+    /// The instance as a simulator's cluster and workload.
+    static func simulator(_ inst: Instance) throws -> Simulator {
         let nodes = inst.cpuSlots.indices.map { n in
             NodeConfig(name: "n\(n)", gpus: inst.gpuNode.indices.filter { inst.gpuNode[$0] == n }.map {
                 GPUConfig(model: "NVIDIA GeForce RTX 4090", memory: .gib(24), weight: inst.gpuWeight[$0])
@@ -127,10 +135,7 @@ struct LowerBoundPropertyTests {
             Workload.Resident(node: "n\(inst.gpuNode[g])", gpu: inst.gpuNode[..<g].filter { $0 == inst.gpuNode[g] }.count,
                               vram: ByteCount(24_064 << 20), model: nil, service: nil, untilS: inst.held(g))
         }
-        let sim = Simulator(cluster: cluster, workload: Workload(resident: residents, groups: groups))
-        var jobs = sim.buildJobs()
-        for j in jobs.indices { jobs[j].finishedAt = 0 }
-        return LowerBound.compute(cluster: cluster, workload: sim.workload, jobs: jobs, snapshot: sim.baseSnapshot()).value
+        return Simulator(cluster: cluster, workload: Workload(resident: residents, groups: groups))
     }
 
     @Test func boundNeverExceedsTheBruteForceOptimum() async {

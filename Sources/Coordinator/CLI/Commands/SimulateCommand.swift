@@ -34,6 +34,8 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Seed for runtime jitter and the random policy.") var seed: UInt64 = 1
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "List every job: where it ran, when it became ready, started and ended.") var timeline = false
+    @Option(help: ArgumentHelp("Also search for an offline plan, knowing every arrival and true runtime, over this many list orders (e.g. 300); reports its makespan ÷ the bound, as a row 'offline-plan' in sweeps. A schedule some placement reaches: how much of a policy's gap is the bound's slack. 0: off.", valueName: "orders"))
+    var offlinePlan = 0
     @Flag(help: "Submit every job below the urgent priority (2) at the start, as a backlog submitted at once, instead of at its submit_at_s / every_s; interactive streams keep arriving.")
     var atOnce = false
     @Option(help: ArgumentHelp("Follow these jobs (comma-separated IDs, e.g. lora-1,image-42) through the run: every change of the router's reason while each waits, and where it starts. One run only.", valueName: "ids"))
@@ -50,6 +52,7 @@ struct SimulateCommand: ParsableCommand {
         if generate == nil && (seeds != 1 || dump != nil) { throw ValidationError("--seeds and --dump go with --generate") }
         guard seeds >= 1, seeds <= 100_000 else { throw ValidationError("--seeds must be between 1 and 100000") }
         guard threads >= 1, threads <= 256 else { throw ValidationError("--threads must be between 1 and 256") }
+        guard offlinePlan >= 0, offlinePlan <= 1_000_000 else { throw ValidationError("--offline-plan must be between 0 and 1000000 list orders") }
         if compare && policy != nil { throw ValidationError("--policy and --compare exclude each other: --compare runs every policy") }
         if trace != nil {
             if traceIDs.isEmpty { throw ValidationError("--trace needs at least one job ID, e.g. --trace lora-1,image-42") }
@@ -92,6 +95,14 @@ struct SimulateCommand: ParsableCommand {
             return
         }
         print(Self.render(reports, workload: load, workloadPath: path, seed: seed))
+        if offlinePlan > 0 {
+            let plan = sim.offlinePlan(evaluations: offlinePlan, from: reports.first { $0.policy == "hydra" })
+            let bound = reports.first?.lowerBoundS ?? 0
+            print("")
+            print("offline plan (every arrival and true runtime known, one job per GPU at a time): \(Self.duration(plan.makespanS))"
+                  + (bound > 0 ? String(format: ", %.3f × bound", plan.makespanS / bound) : "")
+                  + "; from the \(plan.start) order (\(Self.duration(plan.startMakespanS))), \(plan.evaluated) orders tried")
+        }
         if !traceIDs.isEmpty {
             for r in reports {
                 print("\n\(r.policy): trace")
@@ -126,7 +137,7 @@ struct SimulateCommand: ParsableCommand {
             return try simulate(sc.cluster, sc.workload, path: "generated-\(first)", seed: first)
         }
         let names = compare || policy == nil ? RouterPolicy.Name.allCases : [RouterPolicy.named(policy!)!.name]
-        let runs = try QualitySweep.run(first: first, count: seeds, policies: names, threads: threads, atOnce: atOnce)
+        let runs = try QualitySweep.run(first: first, count: seeds, policies: names, threads: threads, atOnce: atOnce, offlinePlan: offlinePlan)
         let summary = QualitySweep.summarize(runs)
         if json {
             for r in runs { print(try JSONCoding.encodeString(r)) }

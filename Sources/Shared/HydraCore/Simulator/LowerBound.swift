@@ -47,15 +47,31 @@ public struct LowerBound: Sendable, Equatable, Codable {
         }
     }
 
-    static func compute(cluster: ClusterConfig, workload: Workload, jobs: [Simulator.SimJob], snapshot: ClusterSnapshot) -> Parts {
+    /// What every part (and `OfflinePlan`) knows of one job: where it may run and how long it takes there.
+    struct JobFacts {
+        /// GPUs per job (1 for a CPU job).
+        var k: Int
+        var cpu: Bool
+        /// GPU jobs: per node, the GPUs its real VRAM fits on (at least k) and the pace of its best k there.
+        var nodes: [(slots: [Int], pace: Double)] = []
+        /// CPU jobs: the node indices that have CPU slots for it.
+        var cpuNodes: [Int] = []
+        /// GPUs the job cannot start on before a resident leaves: slot → that time.
+        var avail: [Int: Double] = [:]
+        /// Weight-1 runtime (with the jitter the router does not see), or a fixed duration.
+        var base: Double
+        var fixed: Double?
+        /// Runtime on GPUs of this pace (a CPU job: its own runtime).
+        func runtime(pace: Double) -> Double { cpu ? (fixed ?? base) : (fixed ?? base / pace) }
+    }
+
+    /// Per-job facts, nil where the job has no eligible resource. The resource table follows `state`:
+    /// GPU slots first, then one CPU resource per node (`gpuCount + node`).
+    static func facts(workload: Workload, jobs: [Simulator.SimJob], snapshot: ClusterSnapshot)
+        -> (state: PassState, gpuBytes: [(total: UInt64, baseline: UInt64)], facts: [JobFacts?]) {
         let policy = RouterPolicy.hydra
         let state = PassState(snapshot: snapshot, stats: .empty, now: Date(timeIntervalSince1970: 0), policy: policy)
         let gpuCount = state.gpus.count
-        var capacity = state.gpus.map(\.weight)
-        var labels = state.info.map(\.label)
-        for n in snapshot.nodes {
-            capacity.append(Double(max(0, n.cpuSlots))); labels.append("\(n.name) CPU")
-        }
         // Residents that unload at until_s: a job that does not fit beside them cannot start on
         // that GPU before they go. (Request + baseline + residents over the GPU's memory, with
         // no headroom and no other job: a fit the router would refuse too, so the bound stays valid.)
@@ -81,18 +97,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
             return 0   // never fits: eligibility left the GPU out already
         }
         var eligCache: [DemandShape: Eligibility] = [:]
-        let n = jobs.count
-        /// Per node: when the job's k GPUs there are first free for it, and its runtime on them.
-        var options = [[(at: Double, runtime: Double)]](repeating: [], count: n)
-        var avail = [[Int: Double]](repeating: [:], count: n)
-        var fastest = [Double](repeating: .nan, count: n)
-        var work = [Double](repeating: 0, count: n)
-        // Resource-seconds: a job holds each of its k GPUs (or its CPU slot) for at least its fastest runtime.
-        var occupancy = [Double](repeating: 0, count: n)
-        var sets = [[Int]](repeating: [], count: n)
+        var out = [JobFacts?](repeating: nil, count: jobs.count)
         for (j, sj) in jobs.enumerated() {
-            // Only jobs that ran count: a job that never ran (nor, so, its dependents) adds nothing to the makespan.
-            guard sj.finishedAt != nil, sj.deps.allSatisfy({ !fastest[$0].isNaN }) else { continue }
             let d = JobDemand(job: sj.job, stats: .empty, policy: policy)
             let e: Eligibility
             if let c = eligCache[d.shape] { e = c } else {
@@ -101,37 +107,64 @@ public struct LowerBound: Sendable, Equatable, Codable {
             }
             guard e.reason == nil else { continue }
             if d.shape.cpuOnly {
-                let r = sj.fixedS ?? sj.baseS ?? d.baseRuntimeS
-                fastest[j] = r; work[j] = r; occupancy[j] = r
-                sets[j] = e.nodes.map { gpuCount + $0.node }.filter { capacity[$0] > 0 }
+                let cpuNodes = e.nodes.map(\.node).filter { snapshot.nodes[$0].cpuSlots > 0 }
+                out[j] = JobFacts(k: 1, cpu: true, cpuNodes: cpuNodes, base: sj.fixedS ?? sj.baseS ?? d.baseRuntimeS, fixed: nil)
                 continue
             }
             let k = d.shape.gpus
-            var best = Double.infinity
-            var usable: [Int] = []
+            var f = JobFacts(k: k, cpu: false, base: sj.baseS ?? d.baseRuntimeS, fixed: sj.fixedS)
             // What the job really holds: where its peak does not fit beside the baseline it dies
             // while loading, every attempt, so it never ends on that GPU however its request fits.
             let holds = max(sj.job.vramRequestBytes ?? 0, sj.peakBytes ?? 0)
             for (_, onNode) in e.nodes {
                 let slots = onNode.filter { holds + gpuBytes[$0].baseline <= gpuBytes[$0].total }
                 guard let wk = state.paceWeight(of: slots, k: k) else { continue }
-                let runtime = sj.fixedS ?? ((sj.baseS ?? d.baseRuntimeS) / wk)
+                f.nodes.append((slots, wk))
+                for s in slots { let a = availableAt(s, request: holds); if a > 0 { f.avail[s] = a } }
+            }
+            if !f.nodes.isEmpty { out[j] = f }
+        }
+        return (state, gpuBytes, out)
+    }
+
+    static func compute(cluster: ClusterConfig, workload: Workload, jobs: [Simulator.SimJob], snapshot: ClusterSnapshot) -> Parts {
+        let (state, _, facts) = Self.facts(workload: workload, jobs: jobs, snapshot: snapshot)
+        let gpuCount = state.gpus.count
+        var capacity = state.gpus.map(\.weight)
+        var labels = state.info.map(\.label)
+        for n in snapshot.nodes {
+            capacity.append(Double(max(0, n.cpuSlots))); labels.append("\(n.name) CPU")
+        }
+        let n = jobs.count
+        /// Per node: when the job's k GPUs there are first free for it, and its runtime on them.
+        var options = [[(at: Double, runtime: Double)]](repeating: [], count: n)
+        var fastest = [Double](repeating: .nan, count: n)
+        var work = [Double](repeating: 0, count: n)
+        // Resource-seconds: a job holds each of its k GPUs (or its CPU slot) for at least its fastest runtime.
+        var occupancy = [Double](repeating: 0, count: n)
+        var sets = [[Int]](repeating: [], count: n)
+        for (j, sj) in jobs.enumerated() {
+            // Only jobs that ran count: a job that never ran (nor, so, its dependents) adds nothing to the makespan.
+            guard sj.finishedAt != nil, sj.deps.allSatisfy({ !fastest[$0].isNaN }), let f = facts[j] else { continue }
+            if f.cpu {
+                fastest[j] = f.base; work[j] = f.base; occupancy[j] = f.base
+                sets[j] = f.cpuNodes.map { gpuCount + $0 }
+                continue
+            }
+            var best = Double.infinity
+            var usable: [Int] = []
+            for (slots, wk) in f.nodes {
+                let runtime = f.runtime(pace: wk)
                 best = min(best, runtime)
                 usable += slots
                 // A gang starts when the k-th soonest of its GPUs is free (and runs at the k-th weight at best).
-                let at = slots.map { s in
-                    let a = availableAt(s, request: holds)
-                    if a > 0 { avail[j][s] = a }
-                    return a
-                }.sorted()[k - 1]
-                options[j].append((at, runtime))
+                options[j].append((slots.map { f.avail[$0] ?? 0 }.sorted()[f.k - 1], runtime))
             }
-            guard best.isFinite else { continue }
             fastest[j] = best
             sets[j] = usable.sorted()
             let minW = usable.map { state.gpus[$0].weight }.min() ?? 1
-            work[j] = Double(k) * (sj.fixedS.map { $0 * minW } ?? (sj.baseS ?? d.baseRuntimeS))
-            occupancy[j] = Double(k) * best
+            work[j] = Double(f.k) * (f.fixed.map { $0 * minW } ?? f.base)
+            occupancy[j] = Double(f.k) * best
         }
 
         // Dependencies point to earlier jobs (the workload's group order), so one pass each way suffices.
@@ -178,16 +211,14 @@ public struct LowerBound: Sendable, Equatable, Codable {
         //    it has are a speed it needs; below that speed a GPU cannot take it at all.
         var jobsIn: [SpeedJob] = []
         for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty {
-            let sj = jobs[j]
             if sets[j][0] >= gpuCount {
                 jobsIn.append(SpeedJob(est: est[j], tail: tail[j], k: 1, base: nil, fixed: fastest[j], cpu: true, nodes: [sets[j]]))
                 continue
             }
-            let d = JobDemand(job: sj.job, stats: .empty, policy: policy)
+            let f = facts[j]!
             let byNode = Dictionary(grouping: sets[j], by: { state.gpus[$0].node }).values.map { $0.sorted() }.sorted { $0[0] < $1[0] }
-            jobsIn.append(SpeedJob(est: est[j], tail: tail[j], k: d.shape.gpus,
-                                   base: sj.fixedS == nil ? (sj.baseS ?? d.baseRuntimeS) : nil, fixed: sj.fixedS, cpu: false, nodes: byNode,
-                                   avail: avail[j]))
+            jobsIn.append(SpeedJob(est: est[j], tail: tail[j], k: f.k, base: f.fixed == nil ? f.base : nil, fixed: f.fixed, cpu: false,
+                                   nodes: byNode, avail: f.avail))
         }
         let lo = max(critical, capBound)
         let speed = Self.noMigrationBound(jobsIn, speeds: capacity, gpuCount: gpuCount, from: lo)

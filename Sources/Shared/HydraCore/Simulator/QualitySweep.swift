@@ -48,11 +48,24 @@ public enum QualitySweep {
             hpLatencyP95 = r.topPriority?.latencyP95
             oomFailures = r.oomFailures; neverRan = r.neverRan
         }
+
+        /// The offline plan's row: against the same bound as the policy runs of the seed.
+        init(seed: UInt64, scenario: ScenarioGenerator.Scenario, plan: OfflinePlan.Result, bound: Double, jobs: Int) {
+            self.seed = seed; policy = OfflinePlan.rowName
+            nodes = scenario.cluster.nodes.count
+            gpus = scenario.cluster.nodes.reduce(0) { $0 + $1.gpus.count }
+            self.jobs = jobs; makespanS = plan.makespanS; lowerBoundS = bound
+            ratio = bound > 0 ? plan.makespanS / bound : 1
+            hpJobs = 0; oomFailures = 0; neverRan = []
+        }
     }
 
     /// Runs seeds `first ..< first + count` under each policy; seeds are spread over `threads`.
     /// `atOnce`: every job below the urgent priority submitted at the start (`Workload.submittedAtOnce`).
-    public static func run(first: UInt64, count: Int, policies: [RouterPolicy.Name], threads: Int = 2, atOnce: Bool = false) throws -> [Run] {
+    /// `offlinePlan` > 0: also an `OfflinePlan` per seed, searched over that many list orders
+    /// (from the hydra run's start times where hydra is among `policies`), as a row named `offline-plan`.
+    public static func run(first: UInt64, count: Int, policies: [RouterPolicy.Name], threads: Int = 2, atOnce: Bool = false,
+                           offlinePlan: Int = 0) throws -> [Run] {
         let slots = Mutex<[[Run]?]>(Array(repeating: nil, count: count))
         let failure = Mutex<(any Error)?>(nil)
         let next = Atomic<Int>(0)
@@ -65,7 +78,12 @@ public enum QualitySweep {
                     let sc = try ScenarioGenerator.generate(seed: seed)
                     let load = atOnce ? sc.workload.submittedAtOnce() : sc.workload
                     let sim = Simulator(cluster: sc.cluster, workload: load, seed: seed)
-                    let runs = policies.map { Run(seed: seed, scenario: sc, report: sim.run(policy: RouterPolicy(name: $0, seed: seed))) }
+                    let reports = policies.map { sim.run(policy: RouterPolicy(name: $0, seed: seed)) }
+                    var runs = reports.map { Run(seed: seed, scenario: sc, report: $0) }
+                    if offlinePlan > 0, let first = reports.first {
+                        let plan = sim.offlinePlan(evaluations: offlinePlan, from: reports.first { $0.policy == RouterPolicy.Name.hydra.rawValue })
+                        runs.append(Run(seed: seed, scenario: sc, plan: plan, bound: first.lowerBoundS, jobs: first.jobs))
+                    }
                     slots.withLock { $0[i] = runs }
                 } catch {
                     failure.withLock { $0 = $0 ?? error }
