@@ -36,6 +36,8 @@ struct SimulateCommand: ParsableCommand {
     @Flag(help: "List every job: where it ran, when it became ready, started and ended.") var timeline = false
     @Option(help: ArgumentHelp("Also search for an offline plan, knowing every arrival and true runtime, over this many list orders (e.g. 300); reports its makespan ÷ the bound, as a row 'offline-plan' in sweeps. A schedule some placement reaches: how much of a policy's gap is the bound's slack. 0: off.", valueName: "orders"))
     var offlinePlan = 0
+    @Flag(help: "Also run with the batch jobs following a plan of everything submitted (searched list scheduling on the specs' runtimes, re-planned every pass, its order searched again every 5 minutes) instead of the router's pass; interactive jobs still go through the router. A row 'plan-ahead': what planning would give the coordinator, which does not plan yet.")
+    var planAhead = false
     @Flag(help: "Submit every job below the urgent priority (2) at the start, as a backlog submitted at once, instead of at its submit_at_s / every_s; interactive streams keep arriving.")
     var atOnce = false
     @Option(help: ArgumentHelp("Follow these jobs (comma-separated IDs, e.g. lora-1,image-42) through the run: every change of the router's reason while each waits, and where it starts. One run only.", valueName: "ids"))
@@ -84,9 +86,14 @@ struct SimulateCommand: ParsableCommand {
         let policies: [RouterPolicy] = compare
             ? RouterPolicy.Name.allCases.map { RouterPolicy(name: $0, seed: seed) }
             : [RouterPolicy.named(policy ?? "hydra", seed: seed)!]
-        let reports = policies.map { sim.run(policy: $0) }
+        var reports = policies.map { sim.run(policy: $0) }
+        if planAhead {
+            var planned = sim
+            planned.planAhead = PlanAhead()
+            reports.append(planned.run(policy: RouterPolicy(name: .hydra, seed: seed)))
+        }
         if json {
-            if compare {
+            if compare || planAhead {
                 struct Results: Encodable { var results: [SimulationReport.Summary] }
                 print(try JSONCoding.encodeString(Results(results: reports.map(\.summary)), pretty: true))
             } else {
@@ -137,7 +144,8 @@ struct SimulateCommand: ParsableCommand {
             return try simulate(sc.cluster, sc.workload, path: "generated-\(first)", seed: first)
         }
         let names = compare || policy == nil ? RouterPolicy.Name.allCases : [RouterPolicy.named(policy!)!.name]
-        let runs = try QualitySweep.run(first: first, count: seeds, policies: names, threads: threads, atOnce: atOnce, offlinePlan: offlinePlan)
+        let runs = try QualitySweep.run(first: first, count: seeds, policies: names, threads: threads, atOnce: atOnce, offlinePlan: offlinePlan,
+                                        planAhead: planAhead)
         let summary = QualitySweep.summarize(runs)
         if json {
             for r in runs { print(try JSONCoding.encodeString(r)) }

@@ -28,6 +28,8 @@ public enum OfflinePlan {
         public var startMakespanS: Double
         /// Per job (the simulator's job order): where it starts and ends; nil where no resource takes it.
         var placements: [Placement?] = []
+        /// The list order that gave it.
+        var order: [Int] = []
     }
 
     struct Placement: Equatable {
@@ -52,11 +54,16 @@ public enum OfflinePlan {
         /// Longest chain of fastest runtimes after each job.
         var tail: [Double]
         var fastest: [Double]
+        /// GPU UUID → slot (resource index), and each slot's node.
+        var slotOfUUID: [String: Int]
+        var nodeOfSlot: [Int]
 
         init(workload: Workload, jobs: [Simulator.SimJob], snapshot: ClusterSnapshot) {
             let (state, _, facts) = LowerBound.facts(workload: workload, jobs: jobs, snapshot: snapshot)
             self.facts = facts
             gpuCount = state.gpus.count
+            slotOfUUID = state.uuidToSlot
+            nodeOfSlot = state.gpus.map(\.node)
             weight = state.gpus.map(\.weight)
             var next = gpuCount
             cpuMachines = snapshot.nodes.map { n in
@@ -132,22 +139,31 @@ public enum OfflinePlan {
     }
 
     /// One schedule: jobs taken in `rank` order (lowest first) among those whose dependencies are placed.
-    static func schedule(_ inst: Instance, rank: [Int]) -> (makespan: Double, placements: [Placement?], readyDep: [Int], timeline: Timeline, ends: Double) {
+    /// `include` (default: every job that can run) picks the jobs to place; `preplaced` jobs hold
+    /// their resources as given (running ones), and nothing new starts before `now`. A dependency
+    /// that is neither included nor preplaced is done.
+    static func schedule(_ inst: Instance, rank: [Int], include: [Bool]? = nil, preplaced: [Int: Placement] = [:], now: Double = 0)
+        -> (makespan: Double, placements: [Placement?], readyDep: [Int], timeline: Timeline, ends: Double) {
         let n = inst.facts.count
+        let inc = include ?? inst.included
         var tl = Timeline(inst.resourceCount)
         var plc = [Placement?](repeating: nil, count: n)
+        for (j, p) in preplaced {
+            plc[j] = p
+            for r in p.resources { tl.insert(r, p.start, p.end, job: j) }
+        }
         var readyDep = [Int](repeating: -1, count: n)
         var waiting = [Int](repeating: 0, count: n)
         var heap = MinHeap()
-        for j in 0..<n where inst.included[j] {
-            waiting[j] = inst.deps[j].count
+        for j in 0..<n where inc[j] && plc[j] == nil {
+            waiting[j] = inst.deps[j].reduce(0) { $0 + (inc[$1] && plc[$1] == nil ? 1 : 0) }
             if waiting[j] == 0 { heap.push(rank[j], j) }
         }
         var makespan = 0.0, ends = 0.0
         while let j = heap.pop() {
             let f = inst.facts[j]!
-            var ready = inst.submit[j]
-            for d in inst.deps[j] where plc[d]!.end > ready { ready = plc[d]!.end; readyDep[j] = d }
+            var ready = max(now, inst.submit[j])
+            for d in inst.deps[j] { if let e = plc[d]?.end, e > ready { ready = e; readyDep[j] = d } }
             var best: Placement?
             var bestWeight = Double.infinity
             func consider(_ rs: [Int], _ d: Double, from t0: Double, weight w: Double) {
@@ -180,7 +196,7 @@ public enum OfflinePlan {
             plc[j] = p
             for r in p.resources { tl.insert(r, p.start, p.end, job: j) }
             makespan = max(makespan, p.end); ends += p.end
-            for c in inst.dependents[j] where inst.included[c] {
+            for c in inst.dependents[j] where inc[c] && preplaced[c] == nil {
                 waiting[c] -= 1
                 if waiting[c] == 0 { heap.push(rank[c], c) }
             }
@@ -208,9 +224,11 @@ public enum OfflinePlan {
     /// Searches list orders for `evaluations` schedules, starting from the best of three orders:
     /// the start times of a policy run (`startTimes`, where given), the longest path after each
     /// job first, and release order.
-    static func search(_ inst: Instance, startTimes: [Double?]?, evaluations: Int, seed: UInt64) -> Result {
+    static func search(_ inst: Instance, startTimes: [Double?]?, evaluations: Int, seed: UInt64, include: [Bool]? = nil,
+                       preplaced: [Int: Placement] = [:], now: Double = 0, startOrder: [Int]? = nil) -> Result {
         let n = inst.facts.count
-        let jobs = (0..<n).filter { inst.included[$0] }
+        let inc = include ?? inst.included
+        let jobs = (0..<n).filter { inc[$0] && preplaced[$0] == nil }
         guard !jobs.isEmpty else { return Result(makespanS: 0, evaluated: 0, start: "none", startMakespanS: 0) }
         func rank(of order: [Int]) -> [Int] {
             var r = [Int](repeating: Int.max, count: n)
@@ -218,6 +236,12 @@ public enum OfflinePlan {
             return r
         }
         var starts: [(String, [Int])] = []
+        if let given = startOrder {
+            var seen = Set<Int>()
+            var o = given.filter { inc[$0] && preplaced[$0] == nil && seen.insert($0).inserted }
+            o += jobs.filter { !seen.contains($0) }.sorted { (-(inst.tail[$0] + inst.fastest[$0]), $0) < (-(inst.tail[$1] + inst.fastest[$1]), $1) }
+            starts.append(("given", o))
+        }
         if let st = startTimes {
             starts.append(("hydra", jobs.sorted { (st[$0] ?? .infinity, $0) < (st[$1] ?? .infinity, $1) }))
         }
@@ -227,7 +251,7 @@ public enum OfflinePlan {
         var order: [Int] = [], name = "", current = Double.infinity
         var cur: (makespan: Double, placements: [Placement?], readyDep: [Int], timeline: Timeline, ends: Double)?
         for (label, o) in starts {
-            let s = schedule(inst, rank: rank(of: o)); evaluated += 1
+            let s = schedule(inst, rank: rank(of: o), include: include, preplaced: preplaced, now: now); evaluated += 1
             if s.makespan < current - 1e-9 { current = s.makespan; order = o; name = label; cur = s }
         }
         let startMakespan = current
@@ -235,7 +259,7 @@ public enum OfflinePlan {
         func uniform() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
         var pos = rank(of: order)
         while evaluated < evaluations, let c = cur {
-            let chain = criticalChain(inst, c.placements, c.readyDep, c.timeline)
+            let chain = criticalChain(inst, c.placements, c.readyDep, c.timeline).filter { pos[$0] != Int.max }
             var o = order
             let u = uniform()
             if u < 0.6, !chain.isEmpty {
@@ -258,7 +282,7 @@ public enum OfflinePlan {
                 o.swapAt(a, b)
             }
             let r = rank(of: o)
-            let s = schedule(inst, rank: r); evaluated += 1
+            let s = schedule(inst, rank: r, include: include, preplaced: preplaced, now: now); evaluated += 1
             // Among orders that end as late, the one whose jobs end sooner in sum: a plateau walk
             // towards schedules with room before the last job.
             if s.makespan < c.makespan - 1e-9 || (s.makespan <= c.makespan + 1e-9 && s.ends <= c.ends * (1 + 1e-9)) {
@@ -266,7 +290,7 @@ public enum OfflinePlan {
             }
         }
         return Result(makespanS: cur?.makespan ?? 0, evaluated: evaluated, start: name, startMakespanS: startMakespan,
-                      placements: cur?.placements ?? [])
+                      placements: cur?.placements ?? [], order: order)
     }
 
     /// Every k-subset of `xs`, in order.

@@ -64,8 +64,9 @@ public enum QualitySweep {
     /// `atOnce`: every job below the urgent priority submitted at the start (`Workload.submittedAtOnce`).
     /// `offlinePlan` > 0: also an `OfflinePlan` per seed, searched over that many list orders
     /// (from the hydra run's start times where hydra is among `policies`), as a row named `offline-plan`.
+    /// `planAhead`: also a run with the batch jobs following a plan (`PlanAhead`), as a row named `plan-ahead`.
     public static func run(first: UInt64, count: Int, policies: [RouterPolicy.Name], threads: Int = 2, atOnce: Bool = false,
-                           offlinePlan: Int = 0) throws -> [Run] {
+                           offlinePlan: Int = 0, planAhead: Bool = false) throws -> [Run] {
         let slots = Mutex<[[Run]?]>(Array(repeating: nil, count: count))
         let failure = Mutex<(any Error)?>(nil)
         let next = Atomic<Int>(0)
@@ -80,6 +81,11 @@ public enum QualitySweep {
                     let sim = Simulator(cluster: sc.cluster, workload: load, seed: seed)
                     let reports = policies.map { sim.run(policy: RouterPolicy(name: $0, seed: seed)) }
                     var runs = reports.map { Run(seed: seed, scenario: sc, report: $0) }
+                    if planAhead {
+                        var planned = sim
+                        planned.planAhead = PlanAhead()
+                        runs.append(Run(seed: seed, scenario: sc, report: planned.run(policy: RouterPolicy(name: .hydra, seed: seed))))
+                    }
                     if offlinePlan > 0, let first = reports.first {
                         let plan = sim.offlinePlan(evaluations: offlinePlan, from: reports.first { $0.policy == RouterPolicy.Name.hydra.rawValue })
                         runs.append(Run(seed: seed, scenario: sc, plan: plan, bound: first.lowerBoundS, jobs: first.jobs))

@@ -111,6 +111,8 @@ public struct Simulator: Sendable {
     /// Job IDs whose every wait reason and start the report lists (`SimulationReport.trace`).
     /// A pass that meets one of them writes its reason texts, which the sweep otherwise skips.
     public var trace: Set<String> = []
+    /// Batch jobs follow a plan instead of the router's pass (`PlanAhead`); the report's policy is `plan-ahead`.
+    public var planAhead: PlanAhead?
 
     public init(cluster: ClusterConfig, workload: Workload, seed: UInt64 = 1) {
         self.cluster = cluster; self.workload = workload; self.seed = seed
@@ -260,6 +262,10 @@ public struct Simulator: Sendable {
         var ooms = 0, passes = 0, events = 0
         var lateArrivals: [(Double, Int)] = []   // dependents released before their own submit time
 
+        var planner = planAhead.map {
+            PlanAheadState(config: $0, jobs: jobs, workload: workload, snapshot: snap, urgentPriority: policy.urgentPriority, seed: seed)
+        }
+
         var traceEvents: [SimulationReport.TraceEvent] = []
         var lastTraced: [String: String] = [:]
         /// A traced job's outcome in this pass, kept when it differs from its last one.
@@ -329,16 +335,35 @@ public struct Simulator: Sendable {
                     submittedBlocked.removeAll { jobs[$0].waitingOn == 0 }
                     for j in submittedBlocked where jobs[j].deps.allSatisfy({ jobs[$0].readyAt != nil }) { upcoming.append(jobs[j].job) }
                 }
-                let result = Router.place(pending: pending.map { jobs[$0].job }, upcoming: upcoming,
+                var routed = pending
+                var planned: [Assignment] = []
+                if planner != nil {
+                    let state = running.map {
+                        PlanAheadState.RunningJob(job: $0.job, node: $0.node, gpus: $0.gpus.map { snap.nodes[gpuPath[$0].ni].gpus[gpuPath[$0].gi].uuid },
+                                                  startedAt: $0.startedAt, expectedRuntime: $0.expectedRuntime)
+                    }
+                    let p = planner!.pass(now: now, jobs: jobs, pending: pending, running: state)
+                    routed = p.routed
+                    planned = p.starts.map { st in
+                        Assignment(jobID: jobs[st.job].job.id, node: snap.nodes[st.node].name, gpuUUIDs: st.gpus,
+                                   gpuIndices: st.gpus.map { snap.nodes[gpuPath[slotOf[$0]!].ni].gpus[gpuPath[slotOf[$0]!].gi].index },
+                                   reservedBytesPerGPU: st.gpus.isEmpty ? 0 : (jobs[st.job].job.vramRequestBytes ?? 0),
+                                   expectedRuntimeS: st.expectedRuntime, expectedStart: t0.addingTimeInterval(now),
+                                   expectedFinish: t0.addingTimeInterval(now + st.expectedRuntime))
+                    }
+                }
+                let result = Router.place(pending: routed.map { jobs[$0].job }, upcoming: upcoming,
                                           snapshot: snap, stats: .empty,
                                           now: t0.addingTimeInterval(now), policy: policy, explain: !traced.isEmpty)
                 passes += 1
                 for j in traced { traceEvent(j, result) }
                 var placed = Set<String>()
                 let byID = Dictionary(uniqueKeysWithValues: pending.map { (jobs[$0].job.id, $0) })
-                for a in result.assignments {
+                for a in result.assignments + planned {
                     guard let j = byID[a.jobID], let ni = nodeIndex[a.node] else { continue }
                     let slots = a.gpuUUIDs.compactMap { slotOf[$0] }
+                    // A planned start whose request does not fit now (an interactive job beside it) waits for the next pass.
+                    if planner != nil, slots.contains(where: { gpuUsed[$0] + a.reservedBytesPerGPU > gpuTotal[$0] }) { continue }
                     let usage = slots.isEmpty ? 0 : (jobs[j].peakBytes ?? a.reservedBytesPerGPU)
                     // Out of memory if the real peak does not fit beside what is already there.
                     let oom = slots.contains { gpuUsed[$0] + usage > gpuTotal[$0] }
@@ -452,7 +477,7 @@ public struct Simulator: Sendable {
             return SimulationReport.GPUUsage(node: n.name, index: g.index, name: GPUWeights.shortName(g.model),
                                              busyFraction: makespan > 0 ? gpuBusy[s] / makespan : 0)
         }
-        return SimulationReport(policy: policy.name.rawValue, makespanS: makespan, lowerBoundS: lb.value, lowerBound: lb,
+        return SimulationReport(policy: planAhead == nil ? policy.name.rawValue : PlanAhead.rowName, makespanS: makespan, lowerBoundS: lb.value, lowerBound: lb,
                                 jobs: jobs.count, completed: done.count,
                                 waitMeanS: waits.isEmpty ? 0 : waits.reduce(0, +) / Double(waits.count),
                                 waitP95S: Self.percentile(waits, 0.95),
