@@ -23,7 +23,7 @@ public enum OfflinePlan {
         public var makespanS: Double
         /// The list orders evaluated.
         public var evaluated: Int
-        /// The order the search began from (`hydra`: the policy run's start times; `longest-path`; `release`).
+        /// The order the search began from (`given`: the caller's; `hydra`: the policy run's start times; `longest-path`; `release`).
         public var start: String
         public var startMakespanS: Double
         /// Per job (the simulator's job order): where it starts and ends; nil where no resource takes it.
@@ -88,6 +88,11 @@ public enum OfflinePlan {
                 for c in jobs[j].dependents where inc[c] { t[j] = max(t[j], fast[c] + t[c]) }
             }
             tail = t
+        }
+
+        /// `jobs` by the longest chain of fastest runtimes from each (its own included), then by submit time.
+        func longestPathFirst(_ jobs: [Int]) -> [Int] {
+            jobs.sorted { (-(tail[$0] + fastest[$0]), submit[$0], $0) < (-(tail[$1] + fastest[$1]), submit[$1], $1) }
         }
     }
 
@@ -221,9 +226,10 @@ public enum OfflinePlan {
         return chain
     }
 
-    /// Searches list orders for `evaluations` schedules, starting from the best of three orders:
-    /// the start times of a policy run (`startTimes`, where given), the longest path after each
-    /// job first, and release order.
+    /// Searches list orders for `evaluations` schedules, starting from the best of: `startOrder`
+    /// (where given; jobs it leaves out follow, longest path first), the start times of a policy
+    /// run (`startTimes`, where given), the longest path after each job first, and release order.
+    /// `include`, `preplaced` and `now` as for `schedule`.
     static func search(_ inst: Instance, startTimes: [Double?]?, evaluations: Int, seed: UInt64, include: [Bool]? = nil,
                        preplaced: [Int: Placement] = [:], now: Double = 0, startOrder: [Int]? = nil) -> Result {
         let n = inst.facts.count
@@ -239,13 +245,13 @@ public enum OfflinePlan {
         if let given = startOrder {
             var seen = Set<Int>()
             var o = given.filter { inc[$0] && preplaced[$0] == nil && seen.insert($0).inserted }
-            o += jobs.filter { !seen.contains($0) }.sorted { (-(inst.tail[$0] + inst.fastest[$0]), $0) < (-(inst.tail[$1] + inst.fastest[$1]), $1) }
+            o += inst.longestPathFirst(jobs.filter { !seen.contains($0) })
             starts.append(("given", o))
         }
         if let st = startTimes {
             starts.append(("hydra", jobs.sorted { (st[$0] ?? .infinity, $0) < (st[$1] ?? .infinity, $1) }))
         }
-        starts.append(("longest-path", jobs.sorted { (-(inst.tail[$0] + inst.fastest[$0]), inst.submit[$0], $0) < (-(inst.tail[$1] + inst.fastest[$1]), inst.submit[$1], $1) }))
+        starts.append(("longest-path", inst.longestPathFirst(jobs)))
         starts.append(("release", jobs.sorted { (inst.submit[$0], -inst.tail[$0], $0) < (inst.submit[$1], -inst.tail[$1], $1) }))
         var evaluated = 0
         var order: [Int] = [], name = "", current = Double.infinity

@@ -61,7 +61,7 @@ struct PlanAheadState {
         }
         let inst = OfflinePlan.Instance(workload: workload, jobs: known, snapshot: snapshot)
         self.config = config; self.inst = inst; self.urgentPriority = urgentPriority; self.seed = seed
-        let byPath = jobs.indices.sorted { (-(inst.tail[$0] + inst.fastest[$0]), inst.submit[$0], $0) < (-(inst.tail[$1] + inst.fastest[$1]), inst.submit[$1], $1) }
+        let byPath = inst.longestPathFirst(Array(jobs.indices))
         var r = [Int](repeating: 0, count: jobs.count)
         for (i, j) in byPath.enumerated() { r[j] = i }
         longestPathRank = r
