@@ -183,10 +183,8 @@ public struct LowerBound: Sendable, Equatable, Codable {
             done[j] = end
             critical = max(critical, end)
         }
-        var tail = [Double](repeating: 0, count: n)
-        for j in stride(from: n - 1, through: 0, by: -1) {
-            for c in jobs[j].dependents where !fastest[c].isNaN { tail[j] = max(tail[j], fastest[c] + tail[c]) }
-        }
+        // The longest chain behind each job at fastest runtimes; a job the bound leaves out adds nothing.
+        let tail = DependencyTails.compute(dependsOn: jobs.map(\.deps), ownS: fastest.map { $0.isNaN ? 0 : $0 })
 
         var distinct = Set<[Int]>()
         for j in 0..<n where !fastest[j].isNaN && !sets[j].isEmpty { distinct.insert(sets[j]) }

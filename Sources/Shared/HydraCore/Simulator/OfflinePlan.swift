@@ -83,11 +83,8 @@ public enum OfflinePlan {
             }
             included = inc
             fastest = fast
-            var t = [Double](repeating: 0, count: jobs.count)
-            for j in stride(from: jobs.count - 1, through: 0, by: -1) where inc[j] {
-                for c in jobs[j].dependents where inc[c] { t[j] = max(t[j], fast[c] + t[c]) }
-            }
-            tail = t
+            // A job left out has no runtime here (0), nor any dependents that are in.
+            tail = DependencyTails.compute(dependsOn: deps, ownS: fast)
         }
 
         /// `jobs` by the longest chain of fastest runtimes from each (its own included), then by submit time.

@@ -359,11 +359,12 @@ public struct Simulator: Sendable {
                 for j in traced { traceEvent(j, result) }
                 var placed = Set<String>()
                 let byID = Dictionary(uniqueKeysWithValues: pending.map { (jobs[$0].job.id, $0) })
+                let plannedIDs = Set(planned.map(\.jobID))
                 for a in result.assignments + planned {
                     guard let j = byID[a.jobID], let ni = nodeIndex[a.node] else { continue }
                     let slots = a.gpuUUIDs.compactMap { slotOf[$0] }
                     // A planned start whose request does not fit now (an interactive job beside it) waits for the next pass.
-                    if planner != nil, slots.contains(where: { gpuUsed[$0] + a.reservedBytesPerGPU > gpuTotal[$0] }) { continue }
+                    if plannedIDs.contains(a.jobID), slots.contains(where: { gpuUsed[$0] + a.reservedBytesPerGPU > gpuTotal[$0] }) { continue }
                     let usage = slots.isEmpty ? 0 : (jobs[j].peakBytes ?? a.reservedBytesPerGPU)
                     // Out of memory if the real peak does not fit beside what is already there.
                     let oom = slots.contains { gpuUsed[$0] + usage > gpuTotal[$0] }
