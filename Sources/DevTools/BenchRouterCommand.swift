@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the coordinator's hot paths (build with -c release).",
-        subcommands: [BenchRouterCommand.self, BenchConsoleCommand.self, BenchE2ECommand.self, BenchGapCommand.self])
+        subcommands: [BenchRouterCommand.self, BenchConsoleCommand.self, BenchE2ECommand.self, BenchGapCommand.self, BenchDepsCommand.self])
 }
 
 /// `hydra-dev bench router`: one full placement pass over a large synthetic backlog.

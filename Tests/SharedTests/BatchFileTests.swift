@@ -97,7 +97,10 @@ final class BatchDependencyTests: XCTestCase {
           - {name: render, kind: sleep, count: 3, after: expand}
           - {name: report, kind: sleep, after: [render, expand]}
         """)
-        XCTAssertEqual(plan.jobs.map(\.dependsOn), [[], [], [0, 1], [0, 1], [0, 1], [2, 3, 4, 0, 1]])
+        XCTAssertEqual(plan.jobs.indices.map(plan.dependencies(of:)), [[], [], [0, 1], [0, 1], [0, 1], [2, 3, 4, 0, 1]])
+        // Kept per entry: one list per entry, never one job list per job.
+        XCTAssertEqual(plan.groups, [JobGroup(name: "expand", jobs: 0..<2), JobGroup(name: "render", jobs: 2..<5, after: [0]),
+                                     JobGroup(name: "report", jobs: 5..<6, after: [1, 0])])
         XCTAssertNil(plan.dependencyCycle())
     }
 
@@ -117,5 +120,36 @@ final class BatchDependencyTests: XCTestCase {
         XCTAssertThrowsError(try parse("name: x\njobs:\n  - {name: a, kind: sleep}\n  - {name: a, kind: sleep}\n")) { e in
             XCTAssertEqual("\(e)", "d.yaml: jobs[1].name: two job entries are named 'a'")
         }
+    }
+
+    /// The work behind each job, found through one node per entry, is what the job-by-job graph gives,
+    /// on random batches of entries after entries (counts 1–5, up to 8 entries, runtimes from the spec).
+    func testTailsThroughEntriesEqualTailsOverEveryJobPair() throws {
+        var rng = SplitMix64(seed: 77)
+        for round in 0..<300 {
+            let entries = Int.random(in: 1...8, using: &rng)
+            var yaml = "name: r\(round)\njobs:\n"
+            for e in 0..<entries {
+                let after = (0..<e).filter { _ in Int.random(in: 0..<3, using: &rng) == 0 }.map { "e\($0)" }
+                yaml += "  - {name: e\(e), kind: sleep, count: \(Int.random(in: 1...5, using: &rng)), "
+                    + "spec: {duration_s: \(Int.random(in: 1...100, using: &rng))}\(after.isEmpty ? "" : ", after: [\(after.joined(separator: ", "))]")}\n"
+            }
+            let plan = try parse(yaml)
+            let own = plan.jobs.map { DependencyTails.ownS(kind: $0.kind, spec: $0.spec, cpuOnly: true) }
+            let pairwise = DependencyTails.compute(dependsOn: plan.jobs.indices.map(plan.dependencies(of:)), ownS: own)
+            XCTAssertEqual(plan.tails(ownS: own), pairwise, yaml)
+            XCTAssertNil(plan.dependencyCycle(), yaml)
+        }
+    }
+
+    /// A cycle through several entries is found whatever the counts, and named by entry.
+    func testACycleThroughSeveralEntriesIsNamedByEntry() {
+        XCTAssertThrowsError(try parse("""
+        name: loop
+        jobs:
+          - {name: a, kind: sleep, count: 3, after: c}
+          - {name: b, kind: sleep, count: 2, after: a}
+          - {name: c, kind: sleep, count: 4, after: [b]}
+        """)) { e in XCTAssertEqual("\(e)", "d.yaml: jobs: dependency cycle: a → c → b → a") }
     }
 }

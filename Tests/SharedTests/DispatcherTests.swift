@@ -37,7 +37,7 @@ final class DispatcherTests: XCTestCase {
         func row(_ id: String, priority: Int) -> JobRow {
             JobRow(id: id, batchID: "b", name: id, kind: "llm", spec: .object([:]), state: .running, priority: priority,
                    vramBytes: 1 << 30, gpus: 1, constraints: .object([:]), attempt: 1, maxAttempts: 3, node: "hydra-ai",
-                   gpuUUIDs: ["hydra-ai-gpu0"], submittedAt: 1, dispatchedAt: 2, startedAt: 3, dependsOn: [])
+                   gpuUUIDs: ["hydra-ai-gpu0"], submittedAt: 1, dispatchedAt: 2, startedAt: 3)
         }
         let snap = service.snapshot(nodes: [], active: [row("chat", priority: 10), row("batch", priority: 0)], now: RT.t0)
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: snap.running.map { ($0.id, $0.priority) }), ["chat": 10, "batch": 0])

@@ -27,7 +27,10 @@ public struct JobRow: Sendable, Equatable, Codable {
     public var failureClass: String?
     public var result: JSONValue?
     public var errors: JSONValue?
-    public var dependsOn: [String]
+    /// Names of the batch file entries this job waits on (`after:`); read by the operator's listing only.
+    public var after: [String] = []
+    /// IDs of the unfinished jobs this job waits on; read only for upcoming jobs (`JobStore.upcomingRows`).
+    public var waitsOn: [String] = []
     /// VRAM per GPU the router reserved for the current attempt (may exceed the request: defaults, OOM escalation).
     public var reservedBytes: UInt64?
     public var gpuModel: String?
@@ -51,7 +54,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         case pendingReason = "pending_reason"
         case failureClass = "failure_class"
         case errors = "error"
-        case dependsOn = "depends_on"
+        case after
         case reservedBytes = "reserved_bytes"
         case gpuModel = "gpu_model"
         case tailS = "tail_s"
@@ -62,7 +65,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     attempt, max_attempts, node, gpu_uuids, stream_id,
     extract(epoch from submitted_at) AS submitted_at, extract(epoch from dispatched_at) AS dispatched_at,
     extract(epoch from started_at) AS started_at, extract(epoch from finished_at) AS finished_at,
-    deadline_s, pending_reason, failure_class, result, error, depends_on, reserved_bytes, gpu_model, tail_s
+    deadline_s, pending_reason, failure_class, result, error, reserved_bytes, gpu_model, tail_s
     """
 
     public init(row r: PGRow) {
@@ -90,13 +93,14 @@ public struct JobRow: Sendable, Equatable, Codable {
         failureClass = r["failure_class"]
         result = r.json("result")
         errors = r.json("error")
-        dependsOn = r.textArray("depends_on")
+        after = r.json("after")?.arrayValue?.compactMap(\.stringValue) ?? []
+        waitsOn = r.textArray("waits_on")
         reservedBytes = r.int64("reserved_bytes").map { UInt64($0) }
         gpuModel = r["gpu_model"]
         tailS = r.double("tail_s") ?? 0
     }
-    public init(id: String, batchID: String, name: String, kind: String, spec: JSONValue, state: JobState, priority: Int, vramBytes: UInt64, gpus: Int, constraints: JSONValue, attempt: Int, maxAttempts: Int, node: String? = nil, gpuUUIDs: [String], streamID: String? = nil, submittedAt: Double, dispatchedAt: Double? = nil, startedAt: Double? = nil, finishedAt: Double? = nil, deadlineSeconds: Double? = nil, pendingReason: String? = nil, failureClass: String? = nil, result: JSONValue? = nil, errors: JSONValue? = nil, dependsOn: [String], reservedBytes: UInt64? = nil, gpuModel: String? = nil) {
-        self.id = id; self.batchID = batchID; self.name = name; self.kind = kind; self.spec = spec; self.state = state; self.priority = priority; self.vramBytes = vramBytes; self.gpus = gpus; self.constraints = constraints; self.attempt = attempt; self.maxAttempts = maxAttempts; self.node = node; self.gpuUUIDs = gpuUUIDs; self.streamID = streamID; self.submittedAt = submittedAt; self.dispatchedAt = dispatchedAt; self.startedAt = startedAt; self.finishedAt = finishedAt; self.deadlineSeconds = deadlineSeconds; self.pendingReason = pendingReason; self.failureClass = failureClass; self.result = result; self.errors = errors; self.dependsOn = dependsOn; self.reservedBytes = reservedBytes; self.gpuModel = gpuModel
+    public init(id: String, batchID: String, name: String, kind: String, spec: JSONValue, state: JobState, priority: Int, vramBytes: UInt64, gpus: Int, constraints: JSONValue, attempt: Int, maxAttempts: Int, node: String? = nil, gpuUUIDs: [String], streamID: String? = nil, submittedAt: Double, dispatchedAt: Double? = nil, startedAt: Double? = nil, finishedAt: Double? = nil, deadlineSeconds: Double? = nil, pendingReason: String? = nil, failureClass: String? = nil, result: JSONValue? = nil, errors: JSONValue? = nil, after: [String] = [], reservedBytes: UInt64? = nil, gpuModel: String? = nil) {
+        self.id = id; self.batchID = batchID; self.name = name; self.kind = kind; self.spec = spec; self.state = state; self.priority = priority; self.vramBytes = vramBytes; self.gpus = gpus; self.constraints = constraints; self.attempt = attempt; self.maxAttempts = maxAttempts; self.node = node; self.gpuUUIDs = gpuUUIDs; self.streamID = streamID; self.submittedAt = submittedAt; self.dispatchedAt = dispatchedAt; self.startedAt = startedAt; self.finishedAt = finishedAt; self.deadlineSeconds = deadlineSeconds; self.pendingReason = pendingReason; self.failureClass = failureClass; self.result = result; self.errors = errors; self.after = after; self.reservedBytes = reservedBytes; self.gpuModel = gpuModel
     }
 }
 

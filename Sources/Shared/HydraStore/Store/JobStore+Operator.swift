@@ -47,7 +47,12 @@ extension JobStore {
         if !f.states.isEmpty { params.append(PGConnection.textArray(f.states.map(\.rawValue))); conds.append("state = ANY($\(params.count)::text[])") }
         if let n = f.node { params.append(n); conds.append("node = $\(params.count)") }
         let whereSQL = conds.isEmpty ? "" : "WHERE " + conds.joined(separator: " AND ")
-        return try db.exec("SELECT \(JobRow.columns) FROM jobs \(whereSQL) ORDER BY seq LIMIT \(f.limit)", params).all.map(JobRow.init(row:))
+        // The entries a job waits on by name, for the listing only (the coordinator's reads skip the join).
+        return try db.exec("""
+            SELECT \(JobRow.columns), CASE WHEN cardinality(after_groups) > 0 THEN
+                   (SELECT jsonb_agg(g.name ORDER BY g.name) FROM job_groups g WHERE g.id = ANY(jobs.after_groups)) END AS after
+            FROM jobs \(whereSQL) ORDER BY seq LIMIT \(f.limit)
+            """, params).all.map(JobRow.init(row:))
     }
 
     public func events(job id: String) throws -> [(at: Double, attempt: Int?, from: String?, to: String, detail: JSONValue?)] {

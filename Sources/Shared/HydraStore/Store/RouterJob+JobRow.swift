@@ -8,7 +8,7 @@ extension RouterJob {
                   gpusRequested: j.gpus, priority: j.priority, submittedAt: Date(timeIntervalSince1970: j.submittedAt),
                   constraints: j.constraints, attempt: j.attempt + 1, lastFailure: j.failureClass.flatMap(FailureClass.init(rawValue:)),
                   lastReservedBytes: j.reservedBytes, tailS: j.tailS)
-        // Read only where the job is upcoming (`GatedWork`); done dependencies match no pending job.
-        waitsOn = j.dependsOn
+        // Read only where the job is upcoming (`GatedWork`).
+        waitsOn = j.waitsOn
     }
 }
