@@ -170,10 +170,13 @@ struct BenchE2ECommand: ParsableCommand {
     @Option(name: .customLong("cpu-slots"), help: "CPU-only jobs each node runs at once (the cluster file's cpu_slots).") var cpuSlots = 256
     @Option(help: "Jobs each agent holds at once (its --prefetch).") var prefetch = 256
     @Flag(name: .customLong("flush-redis"), help: "Empty the Redis DB first if it holds keys.") var flushRedis = false
+    @Flag(help: "Two entries of half the jobs each, the second after the first (every job of it waits on every job of the first).")
+    var after = false
     @Flag(help: "Print JSON.") var json = false
     @OptionGroup var conn: ConnectionOptions
 
     func validate() throws {
+        guard !after || jobs >= 2 else { throw ValidationError("--after needs --jobs ≥ 2") }
         guard jobs >= 1, jobs <= BatchFile.maxJobs else { throw ValidationError("--jobs must be between 1 and \(BatchFile.maxJobs)") }
         guard agents >= 1, agents <= 64 else { throw ValidationError("--agents must be between 1 and 64") }
         guard cpuSlots >= 1, prefetch >= 1 else { throw ValidationError("--cpu-slots and --prefetch must be ≥ 1") }
@@ -189,7 +192,10 @@ struct BenchE2ECommand: ParsableCommand {
         try cluster.waitForNodes(names)
 
         let noop = NewJob(name: "noop", kind: "sleep", spec: .object(["duration_s": .number(0)]), vramBytes: 0, gpus: 0)
-        let plan = BatchPlan(name: "bench-e2e", jobs: Array(repeating: noop, count: jobs))
+        var plan = BatchPlan(name: "bench-e2e", jobs: Array(repeating: noop, count: jobs))
+        if after {
+            plan.groups = [JobGroup(name: "first", jobs: 0..<jobs / 2), JobGroup(name: "second", jobs: jobs / 2..<jobs, after: [0])]
+        }
         let (batch, submitS) = try cluster.submit(plan)
         let counts = try cluster.waitForBatch(batch, jobs: jobs, timeout: max(120, Double(jobs) / 50))
         // From the batch's submission (the transaction's start) to each job's end, as PostgreSQL recorded them.
