@@ -22,6 +22,8 @@ struct BenchDepsCommand: ParsableCommand {
 
     @Option(help: "Jobs in the first entry.") var first = 10_000
     @Option(help: "Jobs in the second entry, each after the whole first entry.") var second = 10_000
+    @Option(help: "Split both into this many entry pairs, each second entry after its first (many small entries instead of two big ones).")
+    var pairs = 1
     @Option(help: "Finished jobs already in the table (one old batch), as on a coordinator that has run for a while.") var history = 0
     @Flag(help: "Print JSON.") var json = false
     @Flag(name: .customLong("keep-database"), help: "Keep the database for a look with psql (its name is printed).") var keepDatabase = false
@@ -31,6 +33,7 @@ struct BenchDepsCommand: ParsableCommand {
         guard first >= 1, second >= 1, first + second <= BatchFile.maxJobs else {
             throw ValidationError("--first and --second must be ≥ 1 and together at most \(BatchFile.maxJobs)")
         }
+        guard pairs >= 1, pairs <= min(first, second) else { throw ValidationError("--pairs must be between 1 and min(--first, --second)") }
         guard history >= 0, history <= 10_000_000 else { throw ValidationError("--history must be between 0 and 10000000") }
     }
 
@@ -65,12 +68,12 @@ struct BenchDepsCommand: ParsableCommand {
             let v = try body()
             return (v, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
-        let yaml = """
-        name: bench-deps
-        jobs:
-          - {name: first, kind: sleep, count: \(first), spec: {duration_s: 0}}
-          - {name: second, kind: sleep, count: \(second), after: first, spec: {duration_s: 0}}
-        """
+        var yaml = "name: bench-deps\njobs:\n"
+        for p in 0..<pairs {
+            let a = first / pairs + (p < first % pairs ? 1 : 0), b = second / pairs + (p < second % pairs ? 1 : 0)
+            yaml += "  - {name: first-\(p), kind: sleep, count: \(a), spec: {duration_s: 0}}\n"
+            yaml += "  - {name: second-\(p), kind: sleep, count: \(b), after: first-\(p), spec: {duration_s: 0}}\n"
+        }
         let (plan, parseS) = try time { try BatchFile.parse(text: yaml, file: "bench-deps.yaml", cluster: nil) }
         let (_, submitS) = try time { try store.submit(plan, submittedBy: "bench") }
         let (ready1, ready1S) = try time { try store.pendingIDs() }
@@ -81,16 +84,17 @@ struct BenchDepsCommand: ParsableCommand {
         let (_, settle2S) = try time { try store.settleDependencies() }
         let bytes = try db.exec("SELECT pg_total_relation_size('jobs') AS b").all.first?.double("b") ?? 0
         struct Out: Encodable {
-            var first: Int, second: Int, history: Int, parse_s: Double, submit_s: Double
+            var first: Int, second: Int, pairs: Int, history: Int, parse_s: Double, submit_s: Double
             var ready_s: Double, ready_jobs: Int, upcoming_s: Double, upcoming_jobs: Int, settle_s: Double
             var ready_after_first_s: Double, ready_after_first_jobs: Int, settle_after_first_s: Double, jobs_table_mib: Double
         }
-        let out = Out(first: first, second: second, history: history, parse_s: parseS, submit_s: submitS, ready_s: ready1S, ready_jobs: ready1.count,
+        let out = Out(first: first, second: second, pairs: pairs, history: history, parse_s: parseS, submit_s: submitS, ready_s: ready1S, ready_jobs: ready1.count,
                       upcoming_s: upcomingS, upcoming_jobs: upcoming?.count ?? -1, settle_s: settleS,
                       ready_after_first_s: ready2S, ready_after_first_jobs: ready2.count, settle_after_first_s: settle2S,
                       jobs_table_mib: bytes / 1_048_576)
         if json { print(try JSONCoding.encodeString(out)); return }
-        print(String(format: "bench deps: %d jobs, then %d jobs each after all of them (%d finished jobs before)", first, second, history))
+        print(String(format: "bench deps: %d jobs, then %d jobs each after all of them, in %d entry pairs (%d finished jobs before)",
+                     first, second, pairs, history))
         print(String(format: "  parse %.2f s, submit %.2f s, jobs table %.0f MiB", parseS, submitS, out.jobs_table_mib))
         print(String(format: "  ready list %.3f s (%d jobs), upcoming %.3f s (%d), dependency sweep %.3f s",
                      ready1S, ready1.count, upcomingS, out.upcoming_jobs, settleS))

@@ -65,6 +65,8 @@ public final class JobStore {
         for g in plan.groups { for d in g.after where waitedOn.indices.contains(d) { waitedOn[d] = waitedOn[d] ?? UUID().uuidString.lowercased() } }
         let groupOf = plan.groupOfJob()
         let afterOf = plan.groups.map { PGConnection.textArray($0.after.compactMap { waitedOn.indices.contains($0) ? waitedOn[$0] : nil }) }
+        // The jobs of the entries each entry is after, in all: the upcoming cap and "waits for n of m" read it.
+        let afterSize = plan.groups.map { g in Set(g.after).reduce(0) { $0 + (plan.groups.indices.contains($1) ? plan.groups[$1].jobs.count : 0) } }
         try db.transaction { tx in
             try tx.exec("INSERT INTO batches (id, name, submitted_by, priority, spec) VALUES ($1, $2, $3, $4, $5::jsonb)",
                         [batchID, plan.name, submittedBy, String(plan.priority), try plan.spec.serialized()])
@@ -82,12 +84,13 @@ public final class JobStore {
                 var ids: [String] = [], names: [String] = [], kinds: [String] = [], specs: [String] = []
                 var prios: [String] = [], vrams: [String] = [], gpus: [String] = [], cons: [String] = []
                 var maxes: [String] = [], deadlines: [String] = [], keys: [String] = [], tailS: [String] = []
-                var memberOf: [String] = [], afters: [String] = []
+                var memberOf: [String] = [], afters: [String] = [], sizes: [String] = []
                 for (k, j) in chunk.enumerated() {
                     ids.append(allIDs[i + k])
                     let g = groupOf[i + k]
                     memberOf.append(g.flatMap { waitedOn[$0] } ?? "NULL")
                     afters.append(g.map { afterOf[$0] } ?? "{}")
+                    sizes.append(String(g.map { afterSize[$0] } ?? 0))
                     names.append(j.name); kinds.append(j.kind); specs.append(try j.spec.serialized())
                     prios.append(String(j.priority)); vrams.append(String(j.vramBytes)); gpus.append(String(j.gpus))
                     cons.append(try j.constraints.serialized()); maxes.append(String(j.maxAttempts))
@@ -97,19 +100,19 @@ public final class JobStore {
                 }
                 try tx.exec("""
                     INSERT INTO jobs (id, batch_id, name, kind, spec, state, priority, vram_request_bytes, gpus_requested,
-                                      placement_constraints, max_attempts, deadline_s, idempotency_key, dep_group, after_groups, tail_s)
+                                      placement_constraints, max_attempts, deadline_s, idempotency_key, dep_group, after_groups, after_size, tail_s)
                     SELECT u.id, $1::uuid, u.name, u.kind, u.spec::jsonb, 'pending', u.prio, u.vram, u.gpus, u.cons::jsonb,
-                           u.maxa, u.deadline, u.key, u.grp, u.aft::uuid[], u.tail
+                           u.maxa, u.deadline, u.key, u.grp, u.aft::uuid[], u.asz, u.tail
                     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[], $8::int[],
-                                $9::text[], $10::int[], $11::float8[], $12::text[], $13::uuid[], $14::text[], $15::float8[])
-                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key, grp, aft, tail)
+                                $9::text[], $10::int[], $11::float8[], $12::text[], $13::uuid[], $14::text[], $15::int[], $16::float8[])
+                         AS u(id, name, kind, spec, prio, vram, gpus, cons, maxa, deadline, key, grp, aft, asz, tail)
                     """, [batchID, PGConnection.textArray(ids), PGConnection.textArray(names), PGConnection.textArray(kinds),
                           PGConnection.textArray(specs), "{" + prios.joined(separator: ",") + "}",
                           "{" + vrams.joined(separator: ",") + "}", "{" + gpus.joined(separator: ",") + "}",
                           PGConnection.textArray(cons), "{" + maxes.joined(separator: ",") + "}",
                           "{" + deadlines.joined(separator: ",") + "}", PGConnection.textArray(keys),
                           "{" + memberOf.joined(separator: ",") + "}", PGConnection.textArray(afters),
-                          "{" + tailS.joined(separator: ",") + "}"])
+                          "{" + sizes.joined(separator: ",") + "}", "{" + tailS.joined(separator: ",") + "}"])
                 i += chunk.count
             }
             try tx.exec("""
@@ -126,26 +129,42 @@ public final class JobStore {
     /// Pending jobs whose dependencies have all succeeded, best first, by id: what the coordinator
     /// reads on every pass, fetching whole rows only for ids it has not seen (`pendingRows`).
     public func pendingIDs(limit: Int = 10_000) throws -> [String] {
-        try db.exec("""
-            WITH \(Self.busyEntries)
-            SELECT id FROM jobs j WHERE state = 'pending' AND \(Self.dependenciesDone(of: "j"))
-            ORDER BY priority DESC, seq LIMIT $1
-            """, [String(limit)]).rows.compactMap { $0.first ?? nil }
+        try Self.inSnapshot(db) { tx in
+            let busy = try Self.busyEntries(tx)
+            return try tx.exec("""
+                SELECT id FROM jobs j WHERE state = 'pending' AND \(Self.dependenciesDone(of: "j", busy: "$2"))
+                ORDER BY priority DESC, seq LIMIT $1
+                """, [String(limit), PGConnection.textArray(busy)]).rows.compactMap { $0.first ?? nil }
+        }
     }
 
-    /// SQL (a WITH item, `busy`): one row holding the IDs of the entries that still have a job that has
-    /// not succeeded. Read once per statement from `jobs_group_unfinished`, which holds exactly those
-    /// jobs: a job-by-job probe lets the planner pick a scan of the whole table per waiting job (on a
-    /// table without statistics it did: 3 000 × 6 000 rows, 2.4 s), which is the n × m cost again.
-    static let busyEntries = """
-        busy AS MATERIALIZED (SELECT coalesce(array_agg(DISTINCT dep_group), '{}') AS ids FROM jobs
-                              WHERE dep_group IS NOT NULL AND state <> 'succeeded')
-        """
+    /// Runs `body` in one read-only snapshot. The busy entries are read first and passed to the next
+    /// statement: a batch committed in between must not show jobs whose entries that read missed.
+    static func inSnapshot<T>(_ db: PGConnection, _ body: (PGConnection) throws -> T) throws -> T {
+        try db.transaction { tx in
+            try tx.exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return try body(tx)
+        }
+    }
 
-    /// SQL: no entry that the row aliased `alias` waits on is busy (what makes a pending job ready).
-    /// Needs `busyEntries` in the statement's WITH.
-    static func dependenciesDone(of alias: String) -> String {
-        "(cardinality(\(alias).after_groups) = 0 OR NOT (\(alias).after_groups && (SELECT ids FROM busy)))"
+    /// The entries that still have a job that has not succeeded, read once from `jobs_group_unfinished`
+    /// (exactly those jobs). The statements that follow get them as a constant array, which PostgreSQL
+    /// looks up by hash: asking per waiting job instead let the planner scan the whole table per job (on a
+    /// table without statistics, 3 000 × 6 000 rows, 2.4 s), and comparing arrays costs their product
+    /// (10 000 one-job entries, each after another: the ready list 0.3 s, the sweep 6.5 s).
+    static func busyEntries(_ db: PGConnection) throws -> [String] {
+        try db.exec("SELECT DISTINCT dep_group AS id FROM jobs WHERE dep_group IS NOT NULL AND state <> 'succeeded'")
+            .rows.compactMap { $0.first ?? nil }
+    }
+
+    /// SQL: the row aliased `alias` is after none of the entries in the uuid array `busy` (a parameter).
+    static func dependenciesDone(of alias: String, busy: String) -> String {
+        "(cardinality(\(alias).after_groups) = 0 OR NOT \(afterAny(of: alias, in: busy)))"
+    }
+
+    /// SQL: the row aliased `alias` is after one of the entries in the uuid array `param`.
+    static func afterAny(of alias: String, in param: String) -> String {
+        "EXISTS (SELECT 1 FROM unnest(\(alias).after_groups) AS w_\(alias)(id) WHERE w_\(alias).id = ANY(\(param)::uuid[]))"
     }
 
     /// Pending jobs that still wait on a dependency, where every dependency not yet succeeded is
@@ -157,26 +176,36 @@ public final class JobStore {
     /// in all are left out, and a query that runs past `timeoutMS` is cancelled and returns nil.
     public func upcomingRows(limit: Int = 10_000, maxDependencies: Int = 256, timeoutMS: Int = 250) throws -> [JobRow]? {
         do {
-            return try db.transaction { tx in
+            return try Self.inSnapshot(db) { tx in
                 try tx.exec("SET LOCAL statement_timeout = \(max(1, timeoutMS))")
-                // g: the busy entries of at most $2 jobs, their unfinished jobs and whether all of those are near.
-                return try tx.exec("""
-                    WITH \(Self.busyEntries),
-                    g AS MATERIALIZED (
-                        SELECT u.dep_group AS id, array_agg(u.id) AS waits,
-                               bool_and(u.state IN ('placed', 'dispatched', 'running', 'retry_wait')
-                                        OR (u.state = 'pending' AND \(Self.dependenciesDone(of: "u")))) AS near
-                        FROM jobs u JOIN job_groups s ON s.id = u.dep_group AND s.size <= $2
-                        WHERE u.dep_group IS NOT NULL AND u.state <> 'succeeded'
-                        GROUP BY u.dep_group)
-                    SELECT \(JobRow.columns),
-                           ARRAY(SELECT w FROM g, unnest(g.waits) AS w WHERE g.id = ANY(j.after_groups)) AS waits_on
-                    FROM jobs j
-                    WHERE state = 'pending' AND cardinality(after_groups) > 0 AND after_groups && (SELECT ids FROM busy)
-                      AND (SELECT sum(s.size) FROM job_groups s WHERE s.id = ANY(j.after_groups)) <= $2
-                      AND NOT EXISTS (SELECT 1 FROM g WHERE g.id = ANY(j.after_groups) AND NOT g.near)
+                let busy = try Self.busyEntries(tx)
+                if busy.isEmpty { return [] }
+                // The unfinished jobs of the busy entries small enough to count, and whether each is near.
+                var members: [String: [String]] = [:]
+                var allNear: [String: Bool] = [:]
+                for r in try tx.exec("""
+                    SELECT u.dep_group AS g, u.id, (u.state IN ('placed', 'dispatched', 'running', 'retry_wait')
+                           OR (u.state = 'pending' AND \(Self.dependenciesDone(of: "u", busy: "$2")))) AS near
+                    FROM jobs u JOIN job_groups s ON s.id = u.dep_group AND s.size <= $1
+                    WHERE u.dep_group IS NOT NULL AND u.state <> 'succeeded'
+                    """, [String(maxDependencies), PGConnection.textArray(busy)]).all {
+                    guard let g = r["g"], let id = r["id"] else { continue }
+                    members[g, default: []].append(id)
+                    allNear[g] = (allNear[g] ?? true) && r.bool("near") == true
+                }
+                // A job after any of these is not about to be ready: a big entry, or one with a job far off.
+                let far = busy.filter { allNear[$0] != true }
+                let rows = try tx.exec("""
+                    SELECT \(JobRow.columns), after_groups FROM jobs j
+                    WHERE state = 'pending' AND cardinality(after_groups) > 0 AND after_size <= $2
+                      AND \(Self.afterAny(of: "j", in: "$3")) AND NOT \(Self.afterAny(of: "j", in: "$4"))
                     ORDER BY priority DESC, seq LIMIT $1
-                    """, [String(limit), String(maxDependencies)]).all.map(JobRow.init(row:))
+                    """, [String(limit), String(maxDependencies), PGConnection.textArray(busy), PGConnection.textArray(far)]).all
+                return rows.map { r in
+                    var row = JobRow(row: r)
+                    row.waitsOn = r.textArray("after_groups").flatMap { members[$0] ?? [] }
+                    return row
+                }
             }
         } catch let e as PGError where e.sqlState == "57014" {
             return nil   // query_canceled: the statement timeout
