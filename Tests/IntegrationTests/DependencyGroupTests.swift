@@ -39,6 +39,7 @@ final class DependencyGroupTests: XCTestCase {
     }
 
     static let near: Set<String> = ["placed", "dispatched", "running", "retry_wait"]
+    static let awkward = ["", ",", "\"", "{x}", "\\", " a b", "ü", "'", "NULL", ": x", "a,\"b\"}"]
     static let unsuccessful = Set(JobStateMachine.unsuccessful.map(\.rawValue))
 
     func ready(_ j: Job, _ all: [Job]) -> Bool { j.state == "pending" && j.deps.allSatisfy { all[$0].state == "succeeded" } }
@@ -54,13 +55,14 @@ final class DependencyGroupTests: XCTestCase {
             // A random batch: entries of 1–4 jobs, each after a random set of earlier entries (or a repeated name).
             let entries = Int.random(in: 1...6, using: &rng)
             var yaml = "name: round-\(round)\njobs:\n"
-            var sizes: [Int] = []
+            // Entry names with what breaks hand-written array or CSV parsing, quoted for YAML.
+            let names = (0..<entries).map { e in "e\(e)" + Self.awkward[Int.random(in: 0..<Self.awkward.count, using: &rng)] }
+            func quoted(_ n: String) -> String { "\"" + n.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
             for e in 0..<entries {
                 let count = Int.random(in: 1...4, using: &rng)
-                sizes.append(count)
-                var after = (0..<e).filter { _ in Int.random(in: 0..<3, using: &rng) == 0 }.map { "e\($0)" }
+                var after = (0..<e).filter { _ in Int.random(in: 0..<3, using: &rng) == 0 }.map { quoted(names[$0]) }
                 if let first = after.first, Bool.random(using: &rng) { after.append(first) }
-                yaml += "  - {name: e\(e), kind: sleep, count: \(count)\(after.isEmpty ? "" : ", after: [\(after.joined(separator: ", "))]")}\n"
+                yaml += "  - {name: \(quoted(names[e])), kind: sleep, count: \(count)\(after.isEmpty ? "" : ", after: [\(after.joined(separator: ", "))]")}\n"
             }
             let plan = try BatchFile.parse(text: yaml, file: "round-\(round).yaml", cluster: nil)
             let batch = try store.submit(plan, submittedBy: "test")
