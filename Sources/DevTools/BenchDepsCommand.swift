@@ -25,6 +25,8 @@ struct BenchDepsCommand: ParsableCommand {
     @Option(help: "Split both into this many entry pairs, each second entry after its first (many small entries instead of two big ones).")
     var pairs = 1
     @Option(help: "Finished jobs already in the table (one old batch), as on a coordinator that has run for a while.") var history = 0
+    @Option(name: .customLong("stale-entries"), help: "Old entries whose one job failed for good (their dependents long cancelled), as failures pile up over months.")
+    var staleEntries = 0
     @Flag(help: "Print JSON.") var json = false
     @Flag(name: .customLong("keep-database"), help: "Keep the database for a look with psql (its name is printed).") var keepDatabase = false
     @OptionGroup var conn: ConnectionOptions
@@ -61,8 +63,17 @@ struct BenchDepsCommand: ParsableCommand {
                 SELECT gen_random_uuid(), $1::uuid, 'old-' || i, 'sleep', '{}', 'succeeded', $1 || ':' || i, now()
                 FROM generate_series(1, $2::int) AS i
                 """, [old, String(history)])
-            _ = try db.exec("ANALYZE jobs")
         }
+        if staleEntries > 0 {
+            let old = UUID().uuidString.lowercased()
+            _ = try db.exec("INSERT INTO batches (id, name, spec) VALUES ($1::uuid, 'stale', '{}')", [old])
+            _ = try db.exec("""
+                INSERT INTO jobs (id, batch_id, name, kind, spec, state, idempotency_key, dep_group)
+                SELECT gen_random_uuid(), $1::uuid, 'stale-' || i, 'sleep', '{}', 'failed', $1 || ':' || i, gen_random_uuid()
+                FROM generate_series(1, $2::int) AS i
+                """, [old, String(staleEntries)])
+        }
+        if history > 0 || staleEntries > 0 { _ = try db.exec("ANALYZE jobs") }
         func time<T>(_ body: () throws -> T) rethrows -> (T, Double) {
             let t0 = DispatchTime.now().uptimeNanoseconds
             let v = try body()
@@ -84,17 +95,17 @@ struct BenchDepsCommand: ParsableCommand {
         let (_, settle2S) = try time { try store.settleDependencies() }
         let bytes = try db.exec("SELECT pg_total_relation_size('jobs') AS b").all.first?.double("b") ?? 0
         struct Out: Encodable {
-            var first: Int, second: Int, pairs: Int, history: Int, parse_s: Double, submit_s: Double
+            var first: Int, second: Int, pairs: Int, history: Int, stale_entries: Int, parse_s: Double, submit_s: Double
             var ready_s: Double, ready_jobs: Int, upcoming_s: Double, upcoming_jobs: Int, settle_s: Double
             var ready_after_first_s: Double, ready_after_first_jobs: Int, settle_after_first_s: Double, jobs_table_mib: Double
         }
-        let out = Out(first: first, second: second, pairs: pairs, history: history, parse_s: parseS, submit_s: submitS, ready_s: ready1S, ready_jobs: ready1.count,
+        let out = Out(first: first, second: second, pairs: pairs, history: history, stale_entries: staleEntries, parse_s: parseS, submit_s: submitS, ready_s: ready1S, ready_jobs: ready1.count,
                       upcoming_s: upcomingS, upcoming_jobs: upcoming?.count ?? -1, settle_s: settleS,
                       ready_after_first_s: ready2S, ready_after_first_jobs: ready2.count, settle_after_first_s: settle2S,
                       jobs_table_mib: bytes / 1_048_576)
         if json { print(try JSONCoding.encodeString(out)); return }
-        print(String(format: "bench deps: %d jobs, then %d jobs each after all of them, in %d entry pairs (%d finished jobs before)",
-                     first, second, pairs, history))
+        print(String(format: "bench deps: %d jobs, then %d jobs each after all of them, in %d entry pairs (%d finished jobs before, %d stale entries)",
+                     first, second, pairs, history, staleEntries))
         print(String(format: "  parse %.2f s, submit %.2f s, jobs table %.0f MiB", parseS, submitS, out.jobs_table_mib))
         print(String(format: "  ready list %.3f s (%d jobs), upcoming %.3f s (%d), dependency sweep %.3f s",
                      ready1S, ready1.count, upcomingS, out.upcoming_jobs, settleS))

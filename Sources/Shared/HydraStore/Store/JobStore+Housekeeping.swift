@@ -105,9 +105,7 @@ extension JobStore {
     @discardableResult
     public func settleDependencies(explainWaits: Bool = true) throws -> Int {
         // The entries pending jobs are after; most of the time there are none (partial index).
-        let entries = try db.exec("""
-            SELECT DISTINCT w.id FROM jobs j, unnest(j.after_groups) AS w(id) WHERE j.state = 'pending' AND cardinality(j.after_groups) > 0
-            """).rows.compactMap { $0.first ?? nil }
+        let entries = try JobStore.waitedOnEntries(db)
         if entries.isEmpty { return 0 }
         let ended = JobStateMachine.sqlList(JobStateMachine.unsuccessful)
         // Their jobs that did not succeed for good, in submission order: the first three of a job's name it.
