@@ -55,24 +55,20 @@ struct BenchDepsCommand: ParsableCommand {
         defer { db.close() }
         _ = try Migrations.migrate(db)
         let store = JobStore(db: db)
-        if history > 0 {
+        // An old batch of `count` jobs in `state`, each its own waited-on entry when `entries`.
+        func oldBatch(_ name: String, count: Int, state: String, entries: Bool) throws {
+            guard count > 0 else { return }
             let old = UUID().uuidString.lowercased()
-            _ = try db.exec("INSERT INTO batches (id, name, spec, state) VALUES ($1::uuid, 'history', '{}', 'done')", [old])
+            _ = try db.exec("INSERT INTO batches (id, name, spec) VALUES ($1::uuid, $2, '{}')", [old, name])
             _ = try db.exec("""
-                INSERT INTO jobs (id, batch_id, name, kind, spec, state, idempotency_key, finished_at)
-                SELECT gen_random_uuid(), $1::uuid, 'old-' || i, 'sleep', '{}', 'succeeded', $1 || ':' || i, now()
-                FROM generate_series(1, $2::int) AS i
-                """, [old, String(history)])
+                INSERT INTO jobs (id, batch_id, name, kind, spec, state, idempotency_key, finished_at, dep_group)
+                SELECT gen_random_uuid(), $1::uuid, $2 || '-' || i, 'sleep', '{}', $3, $1 || ':' || i, now(),
+                       CASE WHEN $4 THEN gen_random_uuid() END
+                FROM generate_series(1, $5::int) AS i
+                """, [old, name, state, entries ? "true" : "false", String(count)])
         }
-        if staleEntries > 0 {
-            let old = UUID().uuidString.lowercased()
-            _ = try db.exec("INSERT INTO batches (id, name, spec) VALUES ($1::uuid, 'stale', '{}')", [old])
-            _ = try db.exec("""
-                INSERT INTO jobs (id, batch_id, name, kind, spec, state, idempotency_key, dep_group)
-                SELECT gen_random_uuid(), $1::uuid, 'stale-' || i, 'sleep', '{}', 'failed', $1 || ':' || i, gen_random_uuid()
-                FROM generate_series(1, $2::int) AS i
-                """, [old, String(staleEntries)])
-        }
+        try oldBatch("history", count: history, state: "succeeded", entries: false)
+        try oldBatch("stale", count: staleEntries, state: "failed", entries: true)
         if history > 0 || staleEntries > 0 { _ = try db.exec("ANALYZE jobs") }
         func time<T>(_ body: () throws -> T) rethrows -> (T, Double) {
             let t0 = DispatchTime.now().uptimeNanoseconds
