@@ -329,6 +329,30 @@ final class DependencyTests: XCTestCase {
         XCTAssertEqual(orphan.state, .cancelled)
         XCTAssertEqual(orphan.pendingReason, "a dependency did not succeed: doomed-parent failed")
     }
+
+    /// A chain of 15 entries of 3 jobs, each after the one before, and a last entry after all of them:
+    /// through the live coordinator no job starts before every job of the entries it is after has ended.
+    func testAChainOfEntriesRunsInOrderThroughTheCoordinator() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-storage")
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        var yaml = "name: chain\njobs:\n  - {name: s0, kind: sleep, count: 3, spec: {duration_s: 0.02}}\n"
+        for k in 1..<15 { yaml += "  - {name: s\(k), kind: sleep, count: 3, after: s\(k - 1), spec: {duration_s: 0.02}}\n" }
+        yaml += "  - {name: last, kind: sleep, after: [\((0..<15).map { "s\($0)" }.joined(separator: ", "))]}\n"
+        let batch = try cluster.submit(yaml)
+        try waitUntil("chain done", timeout: 90) { try cluster.summary(batch).isDone }
+        let jobs = try cluster.store().jobs(.init(batchID: batch))
+        XCTAssertEqual(jobs.count, 46)
+        XCTAssertTrue(jobs.allSatisfy { $0.state == .succeeded }, "\(jobs.map { "\($0.name) \($0.state)" })")
+        func entry(_ j: JobRow) -> String { j.name.split(separator: "-").first.map(String.init) ?? j.name }
+        let ends = Dictionary(grouping: jobs, by: entry).mapValues { $0.compactMap(\.finishedAt).max() ?? .infinity }
+        for j in jobs {
+            for a in j.after {
+                XCTAssertGreaterThanOrEqual(try XCTUnwrap(j.startedAt), try XCTUnwrap(ends[a]) - 0.001, "\(j.name) started before \(a) ended")
+            }
+        }
+        XCTAssertEqual(jobs.first { $0.name == "last" }?.after.count, 15)
+    }
 }
 
 final class UpcomingJobsTests: XCTestCase {
