@@ -29,7 +29,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     public var errors: JSONValue?
     /// Names of the batch file entries this job waits on (`after:`); read by the operator's listing only.
     public var after: [String] = []
-    /// IDs of the unfinished jobs this job waits on; read only for upcoming jobs (`JobStore.upcomingRows`).
+    /// IDs of the unfinished jobs this job waits on; set only on upcoming jobs (`JobStore.upcomingRows`).
     public var waitsOn: [String] = []
     /// VRAM per GPU the router reserved for the current attempt (may exceed the request: defaults, OOM escalation).
     public var reservedBytes: UInt64?
@@ -94,7 +94,6 @@ public struct JobRow: Sendable, Equatable, Codable {
         result = r.json("result")
         errors = r.json("error")
         after = r.json("after")?.arrayValue?.compactMap(\.stringValue) ?? []
-        waitsOn = r.textArray("waits_on")
         reservedBytes = r.int64("reserved_bytes").map { UInt64($0) }
         gpuModel = r["gpu_model"]
         tailS = r.double("tail_s") ?? 0
