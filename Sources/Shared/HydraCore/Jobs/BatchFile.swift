@@ -78,7 +78,7 @@ public struct BatchPlan: Sendable, Equatable {
 
     /// The jobs job `i` waits on, spelled out (n × m for an entry after an entry: for tests and small plans).
     public func dependencies(of i: Int) -> [Int] {
-        guard let g = groupOfJob()[i] else { return [] }
+        guard let g = groups.firstIndex(where: { $0.jobs.contains(i) }) else { return [] }
         return groups[g].after.flatMap { groups.indices.contains($0) ? Array(groups[$0].jobs) : [] }
     }
 
