@@ -128,17 +128,23 @@ final class DependencyGroupTests: XCTestCase {
         }
     }
 
-    /// An entry after an entry is one row per entry: 300 jobs after 300 store 300 entry IDs, not 90 000 job IDs.
-    func testAnEntryAfterAnEntryIsStoredOncePerEntryNotOncePerPair() throws {
+    /// A migrated database holding one batch: `first` (n jobs), then `second` (n jobs) after it.
+    func storeWithEntryAfterEntry(_ n: Int) throws -> JobStore {
         _ = try Migrations.migrate(db)
         let store = JobStore(db: db)
         let plan = try BatchFile.parse(text: """
             name: wide
             jobs:
-              - {name: first, kind: sleep, count: 300}
-              - {name: second, kind: sleep, count: 300, after: first}
+              - {name: first, kind: sleep, count: \(n)}
+              - {name: second, kind: sleep, count: \(n), after: first}
             """, file: "wide.yaml", cluster: nil)
         _ = try store.submit(plan, submittedBy: "test")
+        return store
+    }
+
+    /// An entry after an entry is one row per entry: 300 jobs after 300 store 300 entry IDs, not 90 000 job IDs.
+    func testAnEntryAfterAnEntryIsStoredOncePerEntryNotOncePerPair() throws {
+        let store = try storeWithEntryAfterEntry(300)
         let r = try XCTUnwrap(try db.exec("""
             SELECT (SELECT sum(cardinality(after_groups)) FROM jobs) AS listed, (SELECT count(*) FROM job_groups) AS groups,
                    (SELECT max(size) FROM job_groups) AS size, (SELECT count(*) FROM jobs WHERE dep_group IS NOT NULL) AS members
@@ -156,6 +162,44 @@ final class DependencyGroupTests: XCTestCase {
         XCTAssertEqual(try store.pendingIDs(), [])
         _ = try db.exec("UPDATE jobs SET state = 'succeeded' WHERE id = $1::uuid", [first[299]])
         XCTAssertEqual(try store.pendingIDs().count, 300)
+    }
+
+    /// A job after an entry ages from when the coordinator first reads it ready, not from the batch's
+    /// submission (the simulator, where the router was tuned, always aged it so); a job without
+    /// dependencies ages from submission and is never written for it.
+    func testAJobAfterAnEntryAgesFromWhenItIsFirstReadReady() throws {
+        let store = try storeWithEntryAfterEntry(2)
+        let batch = try XCTUnwrap(try db.exec("SELECT id FROM batches").all.first?["id"])
+        // The batch went in an hour ago (so the two times cannot coincide by accident).
+        _ = try db.exec("UPDATE jobs SET submitted_at = now() - interval '1 hour' WHERE batch_id = $1::uuid", [batch])
+        let first = try db.exec("SELECT id FROM jobs WHERE name LIKE 'first%' ORDER BY seq").all.compactMap { $0["id"] }
+        let second = try db.exec("SELECT id FROM jobs WHERE name LIKE 'second%' ORDER BY seq").all.compactMap { $0["id"] }
+        // Waiting: reading its row marks nothing; the first entry, ready from the start, is not written either.
+        XCTAssertEqual(try store.pendingRows(ids: first + second).compactMap(\.readyAt), [])
+        XCTAssertEqual(try store.readyRows(ids: try store.pendingIDs()).compactMap(\.readyAt), [])
+        _ = try db.exec("UPDATE jobs SET state = 'succeeded' WHERE id = ANY($1::uuid[])", [PGConnection.textArray(first)])
+        let ready = try store.pendingIDs()
+        XCTAssertEqual(ready, second)
+        let before = Date().timeIntervalSince1970
+        let rows = try store.readyRows(ids: ready)
+        XCTAssertEqual(rows.count, 2)
+        for r in rows {
+            let at = try XCTUnwrap(r.readyAt, "a job after an entry is marked when first read ready")
+            XCTAssertGreaterThan(at, r.submittedAt + 3_000)
+            XCTAssertEqual(at, before, accuracy: 60)
+            XCTAssertEqual(RouterJob(row: r).submittedAt.timeIntervalSince1970, at, "the router ages it from there")
+        }
+        // Marked once: a later read keeps the first time.
+        _ = try db.exec("UPDATE jobs SET ready_at = ready_at - interval '5 minutes' WHERE id = ANY($1::uuid[])", [PGConnection.textArray(second)])
+        let again = try store.readyRows(ids: second)
+        XCTAssertEqual(again.map { $0.readyAt! }, rows.map { $0.readyAt! - 300 })
+        // Without dependencies: never written, aged from submission.
+        let plain = try store.submit(try BatchFile.parse(text: "name: plain\njobs:\n  - {name: solo, kind: sleep}\n", file: "plain.yaml", cluster: nil),
+                                     submittedBy: "test")
+        let solo = try XCTUnwrap(try store.jobs(.init(batchID: plain)).first)
+        let read = try XCTUnwrap(try store.readyRows(ids: [solo.id]).first)
+        XCTAssertNil(read.readyAt)
+        XCTAssertEqual(RouterJob(row: read).submittedAt.timeIntervalSince1970, read.submittedAt)
     }
 
     /// Rows written before entries existed (`depends_on`, one job ID per dependency) keep their meaning

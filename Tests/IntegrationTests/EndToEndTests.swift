@@ -350,6 +350,12 @@ final class DependencyTests: XCTestCase {
             for a in j.after {
                 XCTAssertGreaterThanOrEqual(try XCTUnwrap(j.startedAt), try XCTUnwrap(ends[a]) - 0.001, "\(j.name) started before \(a) ended")
             }
+            // The coordinator marks when it first read the job ready: after what it is after ended, before it
+            // started (the router ages it from there); a job after nothing is never marked.
+            guard let latest = j.after.compactMap({ ends[$0] }).max() else { XCTAssertNil(j.readyAt, j.name); continue }
+            let ready = try XCTUnwrap(j.readyAt, "\(j.name) never marked ready")
+            XCTAssertGreaterThanOrEqual(ready, latest - 0.001, "\(j.name) marked ready before its dependencies ended")
+            XCTAssertLessThanOrEqual(ready, try XCTUnwrap(j.startedAt) + 0.001, "\(j.name) started before it was marked ready")
         }
         XCTAssertEqual(jobs.first { $0.name == "last" }?.after.count, 15)
     }

@@ -485,7 +485,7 @@ public final class CoordinatorService: BlockingService {
         let ids = try store.pendingIDs(limit: settings.placementBatch)
         if ids.isEmpty { cache.removeAll(); metrics.pendingClasses([]); return false }
         let missing = ids.filter { cache.rows[$0] == nil }
-        if !missing.isEmpty { cache.add(try store.pendingRows(ids: missing)) }
+        if !missing.isEmpty { cache.add(try store.readyRows(ids: missing)) }
         cache.keep(only: ids)
         let pending = ids.compactMap { cache.jobs[$0] }
         if pending.isEmpty { return false }

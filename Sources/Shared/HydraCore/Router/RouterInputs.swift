@@ -13,6 +13,8 @@ public struct RouterJob: Sendable, Equatable {
     /// 0 together with no VRAM request: a CPU-only job.
     public var gpusRequested: Int
     public var priority: Int
+    /// When it became ready to run: submitted, and every job it is after done. Aging counts from it
+    /// (`JobOrdering`), as in Slurm's age factor, which counts only the time a job was eligible.
     public var submittedAt: Date
     /// e.g. `{"node": "hydra-ai", "gpu_model": "5090", "service": "comfyui"}`.
     public var constraints: JSONValue?

@@ -287,6 +287,7 @@ public struct Simulator: Sendable {
             for d in jobs[j].dependents {
                 jobs[d].waitingOn -= 1
                 guard jobs[d].waitingOn == 0 else { continue }
+                // Aging counts from here, as in the coordinator (`jobs.ready_at`, `JobStore.readyRows`).
                 if jobs[d].submitAt <= now { jobs[d].readyAt = now; jobs[d].job.submittedAt = t0.addingTimeInterval(now); pending.append(d) }
                 else { lateArrivals.append((jobs[d].submitAt, d)) }
             }

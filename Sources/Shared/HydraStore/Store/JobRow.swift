@@ -19,6 +19,9 @@ public struct JobRow: Sendable, Equatable, Codable {
     public var gpuUUIDs: [String]
     public var streamID: String?
     public var submittedAt: Double
+    /// When a job with dependencies was first read as ready to run (they had all succeeded); nil for a
+    /// job without dependencies (ready at `submittedAt`) or one still waiting. The router ages from it.
+    public var readyAt: Double?
     public var dispatchedAt: Double?
     public var startedAt: Double?
     public var finishedAt: Double?
@@ -47,6 +50,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         case gpuUUIDs = "gpu_uuids"
         case streamID = "stream_id"
         case submittedAt = "submitted_at"
+        case readyAt = "ready_at"
         case dispatchedAt = "dispatched_at"
         case startedAt = "started_at"
         case finishedAt = "finished_at"
@@ -63,7 +67,7 @@ public struct JobRow: Sendable, Equatable, Codable {
     public static let columns = """
     id, batch_id, name, kind, spec, state, priority, vram_request_bytes, gpus_requested, placement_constraints,
     attempt, max_attempts, node, gpu_uuids, stream_id,
-    extract(epoch from submitted_at) AS submitted_at, extract(epoch from dispatched_at) AS dispatched_at,
+    extract(epoch from submitted_at) AS submitted_at, extract(epoch from ready_at) AS ready_at, extract(epoch from dispatched_at) AS dispatched_at,
     extract(epoch from started_at) AS started_at, extract(epoch from finished_at) AS finished_at,
     deadline_s, pending_reason, failure_class, result, error, reserved_bytes, gpu_model, tail_s
     """
@@ -85,6 +89,7 @@ public struct JobRow: Sendable, Equatable, Codable {
         gpuUUIDs = r.textArray("gpu_uuids")
         streamID = r["stream_id"]
         submittedAt = r.double("submitted_at") ?? 0
+        readyAt = r.double("ready_at")
         dispatchedAt = r.double("dispatched_at")
         startedAt = r.double("started_at")
         finishedAt = r.double("finished_at")

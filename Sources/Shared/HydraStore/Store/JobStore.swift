@@ -226,6 +226,21 @@ public final class JobStore {
         }
     }
 
+    /// Rows of jobs that `pendingIDs` just listed as ready, for the coordinator's pass (it reads a row
+    /// when its id first shows in that list). A job with dependencies is marked ready here (`ready_at`,
+    /// once; the router ages it from then), within a pass of its last dependency succeeding. Only ids
+    /// from `pendingIDs`: a dependency that succeeded stays so, so they are still ready, and checking
+    /// again per job is the probe the ready list avoids. Jobs without dependencies are not written (ready
+    /// at submission). A deposed leader's late mark is harmless: it only fills an empty time.
+    public func readyRows(ids: [String]) throws -> [JobRow] {
+        if ids.isEmpty { return [] }
+        try db.exec("""
+            UPDATE jobs SET ready_at = now()
+            WHERE id = ANY($1::uuid[]) AND state = 'pending' AND cardinality(after_groups) > 0 AND ready_at IS NULL
+            """, [PGConnection.textArray(ids)])
+        return try pendingRows(ids: ids)
+    }
+
     /// Rows of the given jobs that are (still) pending.
     public func pendingRows(ids: [String]) throws -> [JobRow] {
         if ids.isEmpty { return [] }

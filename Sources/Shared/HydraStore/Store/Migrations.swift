@@ -255,6 +255,13 @@ public enum Migrations {
         CREATE INDEX jobs_pending_deps ON jobs (id) WHERE state = 'pending' AND cardinality(after_groups) > 0;
         CREATE INDEX jobs_group_unfinished ON jobs (dep_group) WHERE dep_group IS NOT NULL AND state <> 'succeeded';
         """),
+        // When a job with dependencies was first read as ready (`JobStore.readyRows`). The router ages a
+        // job from it (null: from `submitted_at`), as the simulator it was tuned in always did: counted from
+        // the batch's submission, a whole stage of a pipeline crossed each aging step at once, behind jobs
+        // ready for longer, and over 200 generated scenarios that is worse (p90 1.212 → 1.266 × the bound).
+        (10, "ready time", """
+        ALTER TABLE jobs ADD COLUMN ready_at timestamptz;
+        """),
     ]
 
     /// Applies what is missing (up to `through`: tests build an older schema to migrate from); returns the versions applied now.
