@@ -234,9 +234,12 @@ public final class JobStore {
     /// at submission). A deposed leader's late mark is harmless: it only fills an empty time.
     public func readyRows(ids: [String]) throws -> [JobRow] {
         if ids.isEmpty { return [] }
+        // Rows locked in id order, as every set-based write of `jobs` locks them (`JobStateWriter.bulk`):
+        // a cancel of the same batch at the same moment waits or is waited for, never deadlocks.
         try db.exec("""
             UPDATE jobs SET ready_at = now()
-            WHERE id = ANY($1::uuid[]) AND state = 'pending' AND cardinality(after_groups) > 0 AND ready_at IS NULL
+            WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state = 'pending'
+                                   AND cardinality(after_groups) > 0 AND ready_at IS NULL ORDER BY id FOR UPDATE))
             """, [PGConnection.textArray(ids)])
         return try pendingRows(ids: ids)
     }
