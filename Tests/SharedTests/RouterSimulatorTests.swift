@@ -40,6 +40,30 @@ final class RouterSimulatorTests: XCTestCase {
         XCTAssertLessThan(r.lowerBoundS, Simulator(cluster: config, workload: w).run(policy: .hydra).lowerBoundS)
     }
 
+    /// A job after another ages from when that one ended, not from when it was submitted: the
+    /// coordinator does the same (`jobs.ready_at`, `JobStore.readyRows`), and every router round was
+    /// measured so. On a cluster of one GPU: `a` (700 s, then `b` after it, 500 s) goes before `c`
+    /// (100 s), the longest path first. When `a` ends, `c` has waited 700 s (one aging step) and `b`
+    /// none, so `c` goes next; aged from submission `b` would have its step too and go first by its
+    /// longer path. (One GPU, not one of the reference cluster's: jobs only a few GPUs take keep pace
+    /// with the most-aged job of their priority, which would hide the difference.)
+    func testAJobAfterAnotherAgesFromWhenThatOneEnded() throws {
+        let solo = ClusterConfig(nodes: [NodeConfig(name: "solo", gpus: [GPUConfig(model: "NVIDIA GeForce RTX 3060",
+                                                                                   memory: ByteCount(12 * ByteSize.GiB))])])
+        let w = try Workload.parse("""
+        groups:
+          - {name: a, kind: command, vram: 2GiB, duration_s: 700}
+          - {name: b, kind: command, vram: 2GiB, duration_s: 500, after: a}
+          - {name: c, kind: command, vram: 2GiB, duration_s: 100}
+        """, cluster: solo)
+        let r = Simulator(cluster: solo, workload: w).run(policy: .hydra)
+        XCTAssertEqual(r.completed, 3)
+        let t = Dictionary(uniqueKeysWithValues: r.timeline.map { ($0.job, $0) })
+        XCTAssertEqual(try XCTUnwrap(t["a-0"]?.startS), 0, accuracy: 1e-6)
+        XCTAssertEqual(try XCTUnwrap(t["c-0"]?.startS), 700, accuracy: 1e-6)
+        XCTAssertEqual(try XCTUnwrap(t["b-0"]?.startS), 800, accuracy: 1e-6)
+    }
+
     func testDependenciesAreRespected() throws {
         let w = try workload("""
         groups:
