@@ -129,7 +129,7 @@ final class DependencyGroupTests: XCTestCase {
     }
 
     /// A migrated database holding one batch: `first` (n jobs), then `second` (n jobs) after it.
-    func storeWithEntryAfterEntry(_ n: Int) throws -> JobStore {
+    func storeWithEntryAfterEntry(_ n: Int) throws -> (store: JobStore, batch: String) {
         _ = try Migrations.migrate(db)
         let store = JobStore(db: db)
         let plan = try BatchFile.parse(text: """
@@ -138,13 +138,12 @@ final class DependencyGroupTests: XCTestCase {
               - {name: first, kind: sleep, count: \(n)}
               - {name: second, kind: sleep, count: \(n), after: first}
             """, file: "wide.yaml", cluster: nil)
-        _ = try store.submit(plan, submittedBy: "test")
-        return store
+        return (store, try store.submit(plan, submittedBy: "test"))
     }
 
     /// An entry after an entry is one row per entry: 300 jobs after 300 store 300 entry IDs, not 90 000 job IDs.
     func testAnEntryAfterAnEntryIsStoredOncePerEntryNotOncePerPair() throws {
-        let store = try storeWithEntryAfterEntry(300)
+        let store = try storeWithEntryAfterEntry(300).store
         let r = try XCTUnwrap(try db.exec("""
             SELECT (SELECT sum(cardinality(after_groups)) FROM jobs) AS listed, (SELECT count(*) FROM job_groups) AS groups,
                    (SELECT max(size) FROM job_groups) AS size, (SELECT count(*) FROM jobs WHERE dep_group IS NOT NULL) AS members
@@ -168,8 +167,7 @@ final class DependencyGroupTests: XCTestCase {
     /// submission (the simulator, where the router was tuned, always aged it so); a job without
     /// dependencies ages from submission and is never written for it.
     func testAJobAfterAnEntryAgesFromWhenItIsFirstReadReady() throws {
-        let store = try storeWithEntryAfterEntry(2)
-        let batch = try XCTUnwrap(try db.exec("SELECT id FROM batches").all.first?["id"])
+        let (store, batch) = try storeWithEntryAfterEntry(2)
         // The batch went in an hour ago (so the two times cannot coincide by accident).
         _ = try db.exec("UPDATE jobs SET submitted_at = now() - interval '1 hour' WHERE batch_id = $1::uuid", [batch])
         let first = try db.exec("SELECT id FROM jobs WHERE name LIKE 'first%' ORDER BY seq").all.compactMap { $0["id"] }

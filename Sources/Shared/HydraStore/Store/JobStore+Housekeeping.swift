@@ -124,10 +124,7 @@ extension JobStore {
         var cancelled = 0
         if !failed.isEmpty {
             var byReason: [String: [String]] = [:]
-            for r in try db.exec("""
-                SELECT id, after_groups FROM jobs j
-                WHERE state = 'pending' AND cardinality(after_groups) > 0 AND \(JobStore.afterAny(of: "j", in: "$1"))
-                """, [PGConnection.textArray(Array(failed.keys))]).all {
+            for r in try pendingJobs(after: Array(failed.keys)) {
                 guard let id = r["id"] else { continue }
                 let mine = Set(r.textArray("after_groups")).compactMap { failed[$0] }
                 let first = mine.flatMap(\.first).sorted { $0.seq < $1.seq }.prefix(3).map(\.what)
@@ -156,10 +153,7 @@ extension JobStore {
         }
         if open.isEmpty { return cancelled }
         var ids: [String] = [], reasons: [String] = []
-        for r in try db.exec("""
-            SELECT id, after_groups, after_size, pending_reason FROM jobs j
-            WHERE state = 'pending' AND cardinality(after_groups) > 0 AND \(JobStore.afterAny(of: "j", in: "$1"))
-            """, [PGConnection.textArray(Array(open.keys))]).all {
+        for r in try pendingJobs(after: Array(open.keys), also: ", after_size, pending_reason") {
             guard let id = r["id"] else { continue }
             let mine = Set(r.textArray("after_groups")).compactMap { open[$0] }
             guard let example = mine.map(\.example).min() else { continue }
@@ -173,5 +167,14 @@ extension JobStore {
                 """, [PGConnection.textArray(ids), PGConnection.textArray(reasons)])
         }
         return cancelled
+    }
+
+    /// Pending jobs after any of `entries`: `id`, `after_groups` and the columns in `also` (", a, b").
+    /// The sweep matches each job's entries against what it read of them, in Swift, by hash.
+    private func pendingJobs(after entries: [String], also: String = "") throws -> [PGRow] {
+        try db.exec("""
+            SELECT id, after_groups\(also) FROM jobs j
+            WHERE state = 'pending' AND cardinality(after_groups) > 0 AND \(JobStore.afterAny(of: "j", in: "$1"))
+            """, [PGConnection.textArray(entries)]).all
     }
 }
