@@ -34,6 +34,7 @@ struct BenchRouterCommand: ParsableCommand {
     @Flag(name: .customLong("no-gang-ring"), help: "Turn the 2-GPU gang ring off (as hydra coordinator --no-gang-ring).") var noGangRing = false
     @Flag(name: .customLong("no-gated-work"), help: "Rank by the longest chain only, not by the work a class holds back (RouterPolicy.ranksGatedWork).") var noGatedWork = false
     @Flag(name: .customLong("no-held-back"), help: "The pressed test counts no work upcoming jobs hold back (RouterPolicy.pressesHeldBackWork).") var noHeldBack = false
+    @Flag(help: "Give the pass learned runtimes and VRAM peaks for every kind and model, as a coordinator with history has.") var learned = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -54,11 +55,12 @@ struct BenchRouterCommand: ParsableCommand {
         if noGangRing { p.gangRingMinGain = 0 }
         if noGatedWork { p.ranksGatedWork = false }
         if noHeldBack { p.pressesHeldBackWork = false }
+        let stats = learned ? RouterBenchmark.learnedStats(snapshot, all) : .empty
         var times: [Double] = []
         var result = PlacementResult()
         for _ in 0..<`repeat` {
             let start = DispatchTime.now().uptimeNanoseconds
-            result = Router.place(pending: jobs, upcoming: later, snapshot: snapshot, stats: .empty, now: now, policy: p)
+            result = Router.place(pending: jobs, upcoming: later, snapshot: snapshot, stats: stats, now: now, policy: p)
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
         }
         times.sort()
@@ -66,16 +68,16 @@ struct BenchRouterCommand: ParsableCommand {
         let rate = Double(pending) / (median / 1000)
         if json {
             struct Out: Encodable {
-                var pending: Int, upcoming: Int, gpus: Int, passes: Int, median_ms: Double, best_ms: Double
+                var pending: Int, upcoming: Int, gpus: Int, learned: Bool, passes: Int, median_ms: Double, best_ms: Double
                 var placements_per_s: Double, placed: Int, left_pending: Int
             }
-            print(try JSONCoding.encodeString(Out(pending: pending, upcoming: upcoming, gpus: gpus, passes: times.count, median_ms: median, best_ms: best,
+            print(try JSONCoding.encodeString(Out(pending: pending, upcoming: upcoming, gpus: gpus, learned: learned, passes: times.count, median_ms: median, best_ms: best,
                                                   placements_per_s: rate, placed: result.assignments.count,
                                                   left_pending: result.pending.count), pretty: true))
             return
         }
-        print(String(format: "router pass: %d pending, %d upcoming, %d GPUs, policy %@: median %.2f ms, best %.2f ms over %d passes",
-                     pending, upcoming, gpus, policy, median, best, times.count))
+        print(String(format: "router pass: %d pending, %d upcoming, %d GPUs, policy %@%@: median %.2f ms, best %.2f ms over %d passes",
+                     pending, upcoming, gpus, policy, learned ? ", learned statistics" : "", median, best, times.count))
         print(String(format: "%.0f placement decisions/s; %d placed now, %d left pending with a reason",
                      rate, result.assignments.count, result.pending.count))
     }

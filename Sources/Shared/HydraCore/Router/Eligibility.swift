@@ -38,8 +38,9 @@ struct Eligibility: Sendable {
         for (ni, node) in snapshot.nodes.enumerated() {
             var transient: [Rejection] = []
             var blocked: Rejection?
-            for f in filters {
-                guard let r = f.check(s, node: node) else { continue }
+            // By index: `for f in filters` copied each filter (an existential) for every node and GPU.
+            for f in filters.indices {
+                guard let r = filters[f].check(s, node: node) else { continue }
                 if r.transient { transient.append(r) } else { blocked = r; break }
             }
             for r in transient { counts.nodesFiltered[r.filter, default: 0] += 1 }
@@ -53,7 +54,9 @@ struct Eligibility: Sendable {
                 }
                 for (k, g) in node.gpus.enumerated() {
                     var rej: Rejection?
-                    for f in filters { if let r = f.check(s, gpu: g, node: node, headroom: snapshot.headroomBytes) { rej = r; break } }
+                    for f in filters.indices {
+                        if let r = filters[f].check(s, gpu: g, node: node, headroom: snapshot.headroomBytes) { rej = r; break }
+                    }
                     counts.gpusEvaluated += 1
                     if let rej { gpuRej.append((state.nodes[ni].gpuSlots[k], rej)); counts.gpusFiltered[rej.filter, default: 0] += 1 }
                     else { ok.append(state.nodes[ni].gpuSlots[k]) }

@@ -35,7 +35,7 @@ struct ServiceAffinityFilter: PlacementFilter {
     let name = "service"
     func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
         guard !s.services.isEmpty else { return nil }
-        for svc in s.services where node.services.contains(where: { $0.lowercased() == svc }) { return nil }
+        for svc in s.services where node.services.contains(where: { lowerASCII($0) == svc }) { return nil }
         return Rejection(filter: name, detail: "does not run \(s.services.joined(separator: " or "))", transient: false)
     }
 }

@@ -26,7 +26,7 @@ public enum Router {
         let filters = PlacementFilters.standard + policy.extraFilters
         let scorers = ScorerSet(policy)
 
-        var learnedCache: [String: [Double?]] = [:]
+        var learnedCache: [LearnedKey: [Double?]] = [:]
         // Each job's shape is hashed once: jobs of one shape share the filters' outcome, and the
         // scarce-GPU charge and the pass both look it up (hashing shapes shows in a pass profile).
         var demands: [JobDemand] = []
@@ -35,17 +35,21 @@ public enum Router {
         shapeOf.reserveCapacity(pending.count)
         var shapeIDs: [DemandShape: Int] = [:]
         var shapes: [DemandShape] = []
-        func add(_ job: RouterJob) {
-            let d = JobDemand(job: job, stats: stats, policy: policy)
-            if let id = shapeIDs[d.shape] { shapeOf.append(id) } else {
-                shapeIDs[d.shape] = shapes.count; shapeOf.append(shapes.count); shapes.append(d.shape)
+        // Through buffer pointers and a consumed demand: indexing the array copied each job, and
+        // appending a demand still read after it copied that too (both retain their strings).
+        func add(_ jobs: UnsafeBufferPointer<RouterJob>) {
+            for j in jobs.indices {
+                let d = JobDemand(job: jobs[j], stats: stats, policy: policy)
+                if let id = shapeIDs[d.shape] { shapeOf.append(id) } else {
+                    shapeIDs[d.shape] = shapes.count; shapeOf.append(shapes.count); shapes.append(d.shape)
+                }
+                demands.append(consume d)
             }
-            demands.append(d)
         }
-        for j in pending.indices { add(pending[j]) }
+        pending.withUnsafeBufferPointer(add)
         // Upcoming jobs' demands follow the pending ones' (indices from `pending.count` on): the
         // charge reads them, the order and the pass never reach them.
-        if policy.weighsUpcomingJobs { for j in upcoming.indices { add(upcoming[j]) } }
+        if policy.weighsUpcomingJobs { upcoming.withUnsafeBufferPointer(add) }
         var paths: [Double]?
         if policy.criticalPathOrder {
             paths = pending.indices.map { j in JobOrdering.pathS(demands[j], tailS: pending[j].tailS) }
@@ -109,7 +113,7 @@ public enum Router {
     /// One job of the pass. The demand and eligibility are borrowed from the pass's arrays, not copied.
     @inline(__always)
     private static func placeOne(_ job: JobRef, _ d: borrowing JobDemand, rank: Int, shapeID: Int, _ elig: borrowing Eligibility,
-                                 learnedCache: inout [String: [Double?]], _ state: inout PassState, scorers: ScorerSet,
+                                 learnedCache: inout [LearnedKey: [Double?]], _ state: inout PassState, scorers: ScorerSet,
                                  policy: RouterPolicy, snapshot: ClusterSnapshot, stats: RuntimeStats, now: Date,
                                  into result: inout PlacementResult) {
         if let r = elig.reason {
@@ -131,7 +135,7 @@ public enum Router {
         }
         var learned: [Double?]?
         if !stats.isEmpty {
-            let key = d.kind + "\u{1}" + d.modelKey
+            let key = LearnedKey(kind: d.kind, model: d.modelKey)
             if let l = learnedCache[key] { learned = l } else {
                 let l = state.modelNames.map { stats.meanRuntime(kind: d.kind, modelKey: d.modelKey, gpuModel: $0) }
                 learnedCache[key] = l; learned = l
@@ -140,6 +144,10 @@ public enum Router {
         placeGPU(job, d, rank: rank, shapeID: shapeID, elig, learned: learned, &state, scorers: scorers, policy: policy,
                  snapshot: snapshot, now: now, into: &result)
     }
+
+    /// A job's learned runtimes per GPU model are shared by its kind and model (fields, not a joined
+    /// string: joining allocated once per job).
+    struct LearnedKey: Hashable { var kind: String, model: String }
 
     /// What placement needs of a job besides its demand (copying the whole job cost refcounting).
     struct JobRef { var id: String }
@@ -179,10 +187,12 @@ public enum Router {
                         if !predictable { counts.foreign += 1 }
                     }
                     guard fits || predictable else { continue }
-                    let c = Candidate(node: ni, first: s, startS: backfills ? 0 : g.queueS, runtimeS: runtime, fitsNow: fits, predictable: predictable)
-                    let cost = scorers.cost(c, demand: d, jobKey: jobKey, state: state)
+                    let one = OneGPU(slot: s, startS: backfills ? 0 : g.queueS, runtimeS: runtime, fitsNow: fits)
+                    let cost = scorers.cost(one, demand: d, jobKey: jobKey, state: state)
+                    guard (fits && cost < bestNowCost) || cost < bestAnyCost else { continue }
+                    let c = Candidate(node: ni, first: s, startS: one.startS, runtimeS: runtime, fitsNow: fits, predictable: true)
                     if fits, cost < bestNowCost { bestNow = c; bestNowCost = cost }
-                    if predictable, cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
+                    if cost < bestAnyCost { bestAny = c; bestAnyCost = cost }
                 }
             } else {
                 var fitsNow = false, waitFinishS = Double.infinity
@@ -296,6 +306,7 @@ public enum Router {
     private static func gang(_ slots: [Int], node: Int, k: Int, need: Int64, _ d: JobDemand, learned: [Double?]?,
                              state: borrowing PassState, requireFit: Bool, spareFast: Bool, exclusive: Bool) -> Candidate? {
         var pool: [(slot: Int, finish: Double, runtime: Double, fits: Bool, predictable: Bool)] = []
+        pool.reserveCapacity(slots.count)   // grown one by one, it reallocated twice per node and job
         for s in slots {
             let g = state.gpus[s]
             let fits = g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle)
@@ -348,13 +359,15 @@ public enum Router {
         // (Plain loops: a closure reading `state` would copy the whole pass state.)
         var runtime = 0.0, start = 0.0, fits = true, predictable = true
         var chosen: [Int] = []
+        chosen.reserveCapacity(k)
         for m in pool.prefix(k) {
             runtime = max(runtime, m.runtime); start = max(start, state.gpus[m.slot].queueS)
             fits = fits && m.fits; predictable = predictable && m.predictable
             chosen.append(m.slot)
         }
         chosen.sort()   // slots follow GPU index order within a node
-        return Candidate(node: node, first: chosen[0], others: Array(chosen.dropFirst()), startS: start, runtimeS: runtime,
+        let first = chosen.removeFirst()
+        return Candidate(node: node, first: first, others: chosen, startS: start, runtimeS: runtime,
                          fitsNow: fits, predictable: predictable)
     }
 
@@ -419,8 +432,13 @@ public enum Router {
             guard let c = expected else { return text + shared }
             return "\(text); expected on \(labels(c, state)) in ~\(secs(c.startS))\(shared)"
         case let .cpuSlot(nodes, nextFreeS):
-            let list = nodes.map { "\(state.nodeNames[$0]) \(state.nodes[$0].cpuRemaining.count) of \(state.nodes[$0].cpuRemaining.count) busy" }
-            return "waits for a CPU slot (\(list.joined(separator: ", "))); next free in ~\(secs(nextFreeS))"
+            let list: String
+            if let t = state.cpuSlotsText[nodes] { list = t } else {
+                list = nodes.map { "\(state.nodeNames[$0]) \(state.nodes[$0].cpuRemaining.count) of \(state.nodes[$0].cpuRemaining.count) busy" }
+                    .joined(separator: ", ")
+                state.cpuSlotsText[nodes] = list
+            }
+            return "waits for a CPU slot (\(list)); next free in ~\(secs(nextFreeS))"
         }
     }
 

@@ -203,8 +203,12 @@ public struct RuntimeStatsRow: Sendable, Equatable, Codable {
 /// What the router has learned from completed jobs, indexed for lookups in the inner loop.
 public struct RuntimeStats: Sendable, Equatable {
     public private(set) var rows: [RuntimeStatsRow]
-    private var runtime: [String: RuntimeStatsRow] = [:]
-    private var peak: [String: UInt64] = [:]
+    private var runtime: [Key: RuntimeStatsRow] = [:]
+    private var peak: [Key: UInt64] = [:]
+
+    /// Keys as fields, not one joined string: a pass looks up every job's peak, and building the
+    /// joined string allocated for each (a model name of more than a few letters).
+    struct Key: Hashable { var kind: String, model: String, gpu: String }
 
     public init(rows: [RuntimeStatsRow] = [], minSamples: Int = 3) {
         self.rows = rows
@@ -221,7 +225,7 @@ public struct RuntimeStats: Sendable, Equatable {
 
     public static let empty = RuntimeStats()
 
-    static func key(_ kind: String, _ model: String, _ gpu: String) -> String { "\(kind)\u{1}\(model)\u{1}\(gpu)" }
+    static func key(_ kind: String, _ model: String, _ gpu: String) -> Key { Key(kind: kind, model: model, gpu: gpu) }
 
     public func meanRuntime(kind: String, modelKey: String, gpuModel: String) -> Double? {
         runtime[Self.key(kind, modelKey, gpuModel)]?.meanS

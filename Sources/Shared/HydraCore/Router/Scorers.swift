@@ -14,7 +14,6 @@ struct Candidate: Sendable {
     var fitsNow: Bool
     /// Enough VRAM frees when Hydra's own jobs end (false: something else holds it; no estimate).
     var predictable: Bool
-    var finishS: Double { startS + runtimeS }
     var gpus: [Int] { [first] + others }
 
     var count: Int { 1 + others.count }
@@ -28,10 +27,37 @@ struct Candidate: Sendable {
     }
 }
 
+/// What a scorer reads of a place: its GPU slots and times. A candidate is one; so is a single
+/// GPU (`OneGPU`), which the pass prices without building a candidate for each GPU (its `others`
+/// array made each a copy with retains, and the cost a call, half a million per 10 000-job pass).
+protocol Placement {
+    var count: Int { get }
+    func gpu(_ i: Int) -> Int
+    var startS: Double { get }
+    var runtimeS: Double { get }
+    var fitsNow: Bool { get }
+}
+
+extension Placement {
+    var finishS: Double { startS + runtimeS }
+}
+
+extension Candidate: Placement {}
+
+/// One GPU, as the single-GPU loop prices it.
+struct OneGPU: Placement {
+    var slot: Int
+    var startS: Double
+    var runtimeS: Double
+    var fitsNow: Bool
+    var count: Int { 1 }
+    @inline(__always) func gpu(_ i: Int) -> Int { slot }
+}
+
 /// Ranks candidates that passed the filters; lower cost wins. Costs of a policy's scorers add up.
 protocol PlacementScorer: Sendable {
     var name: String { get }
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double
+    func cost<P: Placement>(_ c: P, demand: borrowing JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double
 }
 
 /// A policy's scorers, called without existential dispatch: the pass calls them once per
@@ -50,7 +76,7 @@ enum ScorerSet: Sendable {
     }
 
     @inline(__always)
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+    func cost<P: Placement>(_ c: P, demand: borrowing JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         switch self {
         case let .finishAndModel(a, b): return a.cost(c, demand: demand, jobKey: jobKey, state: state) + b.cost(c, demand: demand, jobKey: jobKey, state: state)
         case let .leastLoaded(a): return a.cost(c, demand: demand, jobKey: jobKey, state: state)
@@ -80,7 +106,7 @@ struct EarliestFinishScorer: PlacementScorer {
     /// every chat request to the fastest GPU, where five or six then shared it and each took 5×
     /// its runtime, with an idle GPU beside it (generated seed 114).
     @inline(__always)
-    static func sharedFinishS(_ c: Candidate, state: borrowing PassState) -> Double {
+    static func sharedFinishS<P: Placement>(_ c: P, state: borrowing PassState) -> Double {
         var n: UInt16 = 0
         for i in 0..<c.count { n = max(n, state.gpus[c.gpu(i)].sharers) }
         return c.runtimeS * Double(1 + n)
@@ -89,7 +115,7 @@ struct EarliestFinishScorer: PlacementScorer {
     /// Ranks a too-long wait behind every start now, keeping the order among such waits.
     static let tooLongWaitS = 1e7
     @inline(__always)
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+    func cost<P: Placement>(_ c: P, demand: borrowing JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         guard demand.urgent else {
             // A scarce job pays the other scarce classes' work on its GPUs, not its own class's
             // (`PassState.ownChargeBase`; 0 for a job with more choices, which pays it all).
@@ -119,18 +145,18 @@ struct ModelLoadedScorer: PlacementScorer {
     let name = "model-loaded"
     var penaltyS: Double
     @inline(__always)
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+    func cost<P: Placement>(_ c: P, demand: borrowing JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         // Only where some GPU declares loaded models: otherwise every GPU pays the same.
         guard !demand.modelKey.isEmpty, state.anyLoadedModels else { return 0 }
-        let loaded = c.allGPUs { state.info[$0].loaded.contains(demand.modelKey) }
-        return loaded ? 0 : penaltyS
+        for i in 0..<c.count where !state.info[c.gpu(i)].loaded.contains(demand.modelKey) { return penaltyS }
+        return 0
     }
 }
 
 /// Least queued work; among idle GPUs the one with the most free VRAM (spread).
 struct LeastLoadedScorer: PlacementScorer {
     let name = "least-loaded"
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+    func cost<P: Placement>(_ c: P, demand: borrowing JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         var free: Int64 = 0
         for i in 0..<c.count { free += max(0, state.gpus[c.gpu(i)].free) }
         return c.startS - Double(free) / Double(ByteSize.GiB) * 1e-3
@@ -141,7 +167,7 @@ struct LeastLoadedScorer: PlacementScorer {
 struct RandomScorer: PlacementScorer {
     let name = "random"
     var seed: UInt64
-    func cost(_ c: Candidate, demand: JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
+    func cost<P: Placement>(_ c: P, demand: borrowing JobDemand, jobKey: UInt64, state: borrowing PassState) -> Double {
         var rng = SplitMix64(seed: seed ^ jobKey)
         var h = rng.next()
         for i in 0..<c.count { var r = SplitMix64(seed: h ^ UInt64(c.gpu(i) &* 7919)); h = r.next() }

@@ -48,4 +48,27 @@ public enum RouterBenchmark {
         }
         return (ClusterSnapshot(nodes: nodes, running: running, headroomBytes: 512 * ByteSize.MiB), jobs, now)
     }
+
+    /// What a coordinator with history has learned about the scenario's jobs: a mean runtime for
+    /// every kind and model on every GPU model, and a VRAM peak for each kind and model. A pass with
+    /// statistics looks them up per job (the bench without them measured none of that).
+    public static func learnedStats(_ snapshot: ClusterSnapshot, _ jobs: [RouterJob]) -> RuntimeStats {
+        var seen = Set<String>()
+        var rows: [RuntimeStatsRow] = []
+        let gpuModels = Array(Set(snapshot.nodes.flatMap { $0.gpus.map(\.model) })).sorted()
+        for j in jobs {
+            let model = j.modelKey
+            guard seen.insert(j.kind + "\u{1}" + model).inserted else { continue }
+            let base = j.spec["base_runtime_s"]?.doubleValue ?? 60
+            if j.cpuOnly {
+                rows.append(RuntimeStatsRow(kind: j.kind, modelKey: model, gpuModel: "cpu", n: 10, meanS: base, p95S: base * 1.2))
+                continue
+            }
+            for (i, g) in gpuModels.enumerated() {
+                rows.append(RuntimeStatsRow(kind: j.kind, modelKey: model, gpuModel: g, n: 10, meanS: base / Double(4 + 2 * i),
+                                            p95S: base / Double(3 + 2 * i), peakVRAMP95Bytes: UInt64(4 + i) * ByteSize.GiB))
+            }
+        }
+        return RuntimeStats(rows: rows)
+    }
 }
