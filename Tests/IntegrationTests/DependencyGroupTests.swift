@@ -200,6 +200,105 @@ final class DependencyGroupTests: XCTestCase {
         XCTAssertEqual(RouterJob(row: read).submittedAt.timeIntervalSince1970, read.submittedAt)
     }
 
+    /// A job after an entry ages from when that entry's last job ended, however late a pass first reads
+    /// it: behind a full pass window (here one job) or after the coordinator was down (here: 20 minutes).
+    func testAJobReadLateAgesFromWhenTheEntryItIsAfterEnded() throws {
+        let (store, batch) = try storeWithEntryAfterEntry(3)
+        _ = try db.exec("UPDATE jobs SET submitted_at = now() - interval '2 hours' WHERE batch_id = $1::uuid", [batch])
+        let first = try db.exec("SELECT id FROM jobs WHERE name LIKE 'first%' ORDER BY seq").all.compactMap { $0["id"] }
+        let second = try db.exec("SELECT id FROM jobs WHERE name LIKE 'second%' ORDER BY seq").all.compactMap { $0["id"] }
+        // The entry's three jobs ended 50, 30 and 20 minutes ago: it was done 20 minutes ago.
+        for (id, minutes) in zip(first, [50, 20, 30]) {
+            _ = try db.exec("UPDATE jobs SET state = 'succeeded', finished_at = now() - make_interval(mins => $2::int) WHERE id = $1::uuid",
+                            [id, String(minutes)])
+        }
+        let ended = try XCTUnwrap(try db.exec("SELECT extract(epoch from now() - interval '20 minutes') AS t").all.first?.double("t"))
+        // A window of one job: the pass reads one now and the others on later passes; all age from the entry's end.
+        let window = try store.pendingIDs(limit: 1)
+        XCTAssertEqual(window, [second[0]])
+        var marked = try store.readyRows(ids: window)
+        marked += try store.readyRows(ids: try store.pendingIDs(limit: 3).filter { !window.contains($0) })
+        XCTAssertEqual(marked.map(\.id).sorted(), second.sorted())
+        for r in marked {
+            let at = try XCTUnwrap(r.readyAt, r.name)
+            XCTAssertEqual(at, ended, accuracy: 1, "\(r.name): ready when the entry ended, not when read")
+            XCTAssertEqual(RouterJob(row: r).submittedAt.timeIntervalSince1970, at)
+        }
+        // A job after two entries is ready when the later one ended; an end recorded in the future (another
+        // clock) counts as now.
+        let two = try store.submit(try BatchFile.parse(text: """
+            name: two
+            jobs:
+              - {name: a, kind: sleep}
+              - {name: b, kind: sleep}
+              - {name: c, kind: sleep, after: [a, b]}
+            """, file: "two.yaml", cluster: nil), submittedBy: "test")
+        let rows = try store.jobs(.init(batchID: two))
+        let ids = Dictionary(uniqueKeysWithValues: rows.map { ($0.name, $0.id) })
+        _ = try db.exec("UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '40 minutes' WHERE id = $1::uuid", [ids["a"]!])
+        _ = try db.exec("UPDATE jobs SET state = 'succeeded', finished_at = now() - interval '10 minutes' WHERE id = $1::uuid", [ids["b"]!])
+        let c = try XCTUnwrap(try store.readyRows(ids: [ids["c"]!]).first?.readyAt)
+        let tenAgo = try XCTUnwrap(try db.exec("SELECT extract(epoch from now() - interval '10 minutes') AS t").all.first?.double("t"))
+        XCTAssertEqual(c, tenAgo, accuracy: 1)
+        _ = try db.exec("UPDATE jobs SET ready_at = NULL WHERE id = $1::uuid", [ids["c"]!])
+        _ = try db.exec("UPDATE jobs SET finished_at = now() + interval '1 hour' WHERE id = $1::uuid", [ids["b"]!])
+        let future = try XCTUnwrap(try store.readyRows(ids: [ids["c"]!]).first?.readyAt)
+        XCTAssertEqual(future, Date().timeIntervalSince1970, accuracy: 60)
+    }
+
+    /// Against a model, on random entries: each job's mark is the latest end among the entries it is
+    /// after (an entry's end: its last job's), however the jobs share or mix entries.
+    func testReadyTimesMatchTheLatestEndOfTheirEntriesOnRandomBatches() throws {
+        _ = try Migrations.migrate(db)
+        let store = JobStore(db: db)
+        var rng = SplitMix64(seed: 23)
+        for round in 0..<4 {
+            let firsts = 3 + Int(rng.next() % 8), seconds = 4 + Int(rng.next() % 12)
+            var yaml = "name: random-\(round)\njobs:\n"
+            for a in 0..<firsts { yaml += "  - {name: a\(a), kind: sleep, count: \(1 + rng.next() % 3)}\n" }
+            var afters: [String: [String]] = [:]
+            for b in 0..<seconds {
+                let picked = Array(Set((0..<(1 + Int(rng.next() % 3))).map { _ in "a\(Int(rng.next() % UInt64(firsts)))" })).sorted()
+                afters["b\(b)"] = picked
+                yaml += "  - {name: b\(b), kind: sleep, after: [\(picked.joined(separator: ", "))]}\n"
+            }
+            let batch = try store.submit(try BatchFile.parse(text: yaml, file: "random.yaml", cluster: nil), submittedBy: "test")
+            // Every job of the first entries ends at a random time in the last two hours.
+            var ends: [String: Double] = [:]
+            for j in try store.jobs(.init(batchID: batch)) where j.name.hasPrefix("a") {
+                let r = try XCTUnwrap(try db.exec("""
+                    UPDATE jobs SET state = 'succeeded', finished_at = now() - make_interval(secs => $2::int)
+                    WHERE id = $1::uuid RETURNING extract(epoch from finished_at) AS t
+                    """, [j.id, String(rng.next() % 7200)]).all.first?.double("t"))
+                let entry = String(j.name.split(separator: "-").first ?? Substring(j.name))
+                ends[entry] = max(ends[entry] ?? 0, r)
+            }
+            let marked = try store.readyRows(ids: try store.pendingIDs())
+            XCTAssertEqual(marked.count, seconds, "round \(round)")
+            for r in marked {
+                let want = try XCTUnwrap(afters[r.name]).map { ends[$0]! }.max()!
+                XCTAssertEqual(try XCTUnwrap(r.readyAt), want, accuracy: 0.001, "round \(round) \(r.name) after \(afters[r.name]!)")
+            }
+            _ = try db.exec("UPDATE jobs SET state = 'succeeded' WHERE batch_id = $1::uuid", [batch])
+        }
+    }
+
+    /// The entry's end can be one index probe (`jobs_group_finished`): the lookup per job and entry, as
+    /// `readyRows` writes it (a correlated `dep_group = entry`), matches the partial index. Seq scans are
+    /// switched off so that a table this small still shows whether the index can serve the query at all.
+    func testTheEntryEndIsReadFromItsIndex() throws {
+        _ = try storeWithEntryAfterEntry(1)
+        let plan = try db.transaction { tx in
+            try tx.exec("SET LOCAL enable_seqscan = off")
+            return try tx.exec("""
+                EXPLAIN SELECT m.id, (SELECT max(f.at) FROM unnest(m.after_groups) AS w(g),
+                        LATERAL (SELECT max(e.finished_at) AS at FROM jobs e WHERE e.dep_group = w.g) f)
+                FROM jobs m WHERE cardinality(m.after_groups) > 0
+                """).all.compactMap { $0["QUERY PLAN"] }.joined(separator: "\n")
+        }
+        XCTAssertTrue(plan.contains("jobs_group_finished"), plan)
+    }
+
     /// Rows written before entries existed (`depends_on`, one job ID per dependency) keep their meaning
     /// after `hydra migrate`: each job another one waited on becomes an entry of its own.
     func testRowsWrittenWithPerJobDependenciesKeepTheirMeaningAfterTheMigration() throws {

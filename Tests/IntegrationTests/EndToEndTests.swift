@@ -350,11 +350,11 @@ final class DependencyTests: XCTestCase {
             for a in j.after {
                 XCTAssertGreaterThanOrEqual(try XCTUnwrap(j.startedAt), try XCTUnwrap(ends[a]) - 0.001, "\(j.name) started before \(a) ended")
             }
-            // The coordinator marks when it first read the job ready: after what it is after ended, before it
-            // started (the router ages it from there); a job after nothing is never marked.
+            // The coordinator marks a job ready at the moment the last of what it is after ended, read when
+            // it first finds the job ready (the router ages it from there); a job after nothing is never marked.
             guard let latest = j.after.compactMap({ ends[$0] }).max() else { XCTAssertNil(j.readyAt, j.name); continue }
             let ready = try XCTUnwrap(j.readyAt, "\(j.name) never marked ready")
-            XCTAssertGreaterThanOrEqual(ready, latest - 0.001, "\(j.name) marked ready before its dependencies ended")
+            XCTAssertEqual(ready, latest, accuracy: 0.001, "\(j.name) not marked ready when its dependencies ended")
             XCTAssertLessThanOrEqual(ready, try XCTUnwrap(j.startedAt) + 0.001, "\(j.name) started before it was marked ready")
         }
         XCTAssertEqual(jobs.first { $0.name == "last" }?.after.count, 15)

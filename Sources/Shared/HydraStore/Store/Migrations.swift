@@ -262,6 +262,12 @@ public enum Migrations {
         (10, "ready time", """
         ALTER TABLE jobs ADD COLUMN ready_at timestamptz;
         """),
+        // When each waited-on entry's last job ended, one index probe per entry: `JobStore.readyRows` marks
+        // a job ready at that time, not when a pass first reads it, so a job read late (behind a full pass
+        // window, or after a coordinator restart) still ages from when it really became ready.
+        (11, "entry end times", """
+        CREATE INDEX jobs_group_finished ON jobs (dep_group, finished_at) WHERE dep_group IS NOT NULL;
+        """),
     ]
 
     /// Applies what is missing (up to `through`: tests build an older schema to migrate from); returns the versions applied now.
