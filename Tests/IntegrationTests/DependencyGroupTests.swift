@@ -1,7 +1,7 @@
 import XCTest
 import Foundation
 import HydraCore
-import HydraStore
+@testable import HydraStore
 
 /// The coordinator's dependency reads (ready list, upcoming hint, dependency sweep) against a
 /// job-by-job model of `after:`, on a real PostgreSQL. Dependencies are stored per entry; the
@@ -291,9 +291,7 @@ final class DependencyGroupTests: XCTestCase {
         let plan = try db.transaction { tx in
             try tx.exec("SET LOCAL enable_seqscan = off")
             return try tx.exec("""
-                EXPLAIN SELECT m.id, (SELECT max(f.at) FROM unnest(m.after_groups) AS w(g),
-                        LATERAL (SELECT max(e.finished_at) AS at FROM jobs e WHERE e.dep_group = w.g) f)
-                FROM jobs m WHERE cardinality(m.after_groups) > 0
+                EXPLAIN SELECT m.id, \(JobStore.entriesEnd(of: "m")) FROM jobs m WHERE cardinality(m.after_groups) > 0
                 """).all.compactMap { $0["QUERY PLAN"] }.joined(separator: "\n")
         }
         XCTAssertTrue(plan.contains("jobs_group_finished"), plan)

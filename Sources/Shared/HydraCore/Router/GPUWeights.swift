@@ -37,8 +37,14 @@ public enum GPUWeights {
 
     /// The configured weight, else the table's, else `unknownWeight`.
     public static func weight(model: String, configured: Double?) -> Double {
+        weight(configured: configured, table: builtIn(model) ?? unknownWeight)
+    }
+
+    /// The configured weight, else `table` (the model's weight from the table, looked up once per
+    /// model by a pass of many GPUs of few models).
+    static func weight(configured: Double?, table: @autoclosure () -> Double) -> Double {
         if let configured, configured > 0 { return configured }
-        return builtIn(model) ?? unknownWeight
+        return table()
     }
 
     /// Matches a table key as a whole token run inside the name (`a10` does not match `A100`).

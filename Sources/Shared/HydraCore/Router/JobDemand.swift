@@ -174,8 +174,6 @@ func lowerASCII(_ s: String) -> String {
 /// 280 instructions per short string, four times per job in a pass.
 @inline(__always)
 func isLowerASCII(_ s: String) -> Bool {
-    if let r = s.utf8.withContiguousStorageIfAvailable({ bytes in !bytes.contains { ($0 >= 65 && $0 <= 90) || $0 >= 128 } }) {
-        return r
-    }
-    return !s.utf8.contains { ($0 >= 65 && $0 <= 90) || $0 >= 128 }
+    @inline(__always) func capitalOrWide(_ b: UInt8) -> Bool { (b >= 65 && b <= 90) || b >= 128 }
+    return s.utf8.withContiguousStorageIfAvailable { !$0.contains(where: capitalOrWide) } ?? !s.utf8.contains(where: capitalOrWide)
 }

@@ -145,7 +145,7 @@ struct PassState: Sendable {
         var modelIDs: [String: Int] = [:]
         // Per GPU model, not per GPU: the table match and the short name cost ~100 000
         // instructions a GPU, a third of a pass's setup on 64 GPUs of four models.
-        var builtInWeight: [Double] = [], shortName: [String] = []
+        var tableWeight: [Double] = [], shortName: [String] = []
         let headroom = snapshot.headroomBytes
         for (ni, n) in snapshot.nodes.enumerated() {
             nodeIndex[n.name] = ni
@@ -154,13 +154,12 @@ struct PassState: Sendable {
                 let mid: Int
                 if let m = modelIDs[g.model] { mid = m } else {
                     mid = modelNames.count; modelIDs[g.model] = mid; modelNames.append(g.model)
-                    builtInWeight.append(GPUWeights.weight(model: g.model, configured: nil))
+                    tableWeight.append(GPUWeights.builtIn(g.model) ?? GPUWeights.unknownWeight)
                     shortName.append(GPUWeights.shortName(g.model))
                 }
                 uuidToSlot[g.uuid] = gpus.count
                 slots.append(gpus.count)
-                let weight = g.weight.flatMap { $0 > 0 ? $0 : nil } ?? builtInWeight[mid]
-                gpus.append(GPUState(node: ni, modelID: Int32(mid), weight: weight,
+                gpus.append(GPUState(node: ni, modelID: Int32(mid), weight: GPUWeights.weight(configured: g.weight, table: tableWeight[mid]),
                                      usable: StaticCapacityFilter.usable(g, headroom: headroom), free: 0, releasable: 0,
                                      queueS: 0, claimedBy: -1))
                 info.append(GPUDescription(uuid: g.uuid, index: g.index, model: g.model,

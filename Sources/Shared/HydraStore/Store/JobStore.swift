@@ -248,12 +248,19 @@ public final class JobStore {
                 SELECT id, after_groups FROM jobs
                 WHERE id = ANY($1::uuid[]) AND state = 'pending' AND cardinality(after_groups) > 0 AND ready_at IS NULL
                 ORDER BY id FOR UPDATE)
-            UPDATE jobs j SET ready_at = least(now(), coalesce(
-                (SELECT max(f.at) FROM unnest(m.after_groups) AS w(g),
-                        LATERAL (SELECT max(e.finished_at) AS at FROM jobs e WHERE e.dep_group = w.g) f), now()))
+            UPDATE jobs j SET ready_at = least(now(), coalesce(\(Self.entriesEnd(of: "m")), now()))
             FROM marked m WHERE j.id = m.id
             """, [PGConnection.textArray(ids)])
         return try pendingRows(ids: ids)
+    }
+
+    /// SQL: when the last job of the entries the row aliased `alias` is after ended (null if none
+    /// recorded an end): one probe of `jobs_group_finished` per entry.
+    static func entriesEnd(of alias: String) -> String {
+        """
+        (SELECT max(f.at) FROM unnest(\(alias).after_groups) AS w(g),
+                LATERAL (SELECT max(e.finished_at) AS at FROM jobs e WHERE e.dep_group = w.g) f)
+        """
     }
 
     /// Rows of the given jobs that are (still) pending.

@@ -262,7 +262,7 @@ public enum Migrations {
         (10, "ready time", """
         ALTER TABLE jobs ADD COLUMN ready_at timestamptz;
         """),
-        // When each waited-on entry's last job ended, one index probe per entry: `JobStore.readyRows` marks
+        // When each waited-on entry's last job ended, one index probe per job and entry: `JobStore.readyRows` marks
         // a job ready at that time, not when a pass first reads it, so a job read late (behind a full pass
         // window, or after a coordinator restart) still ages from when it really became ready.
         (11, "entry end times", """

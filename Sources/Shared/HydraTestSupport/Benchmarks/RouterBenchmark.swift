@@ -53,12 +53,12 @@ public enum RouterBenchmark {
     /// every kind and model on every GPU model, and a VRAM peak for each kind and model. A pass with
     /// statistics looks them up per job (the bench without them measured none of that).
     public static func learnedStats(_ snapshot: ClusterSnapshot, _ jobs: [RouterJob]) -> RuntimeStats {
-        var seen = Set<String>()
+        var seen = Set<[String]>()
         var rows: [RuntimeStatsRow] = []
         let gpuModels = Array(Set(snapshot.nodes.flatMap { $0.gpus.map(\.model) })).sorted()
         for j in jobs {
             let model = j.modelKey
-            guard seen.insert(j.kind + "\u{1}" + model).inserted else { continue }
+            guard seen.insert([j.kind, model]).inserted else { continue }
             let base = j.spec["base_runtime_s"]?.doubleValue ?? 60
             if j.cpuOnly {
                 rows.append(RuntimeStatsRow(kind: j.kind, modelKey: model, gpuModel: "cpu", n: 10, meanS: base, p95S: base * 1.2))
