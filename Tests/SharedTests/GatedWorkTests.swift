@@ -8,6 +8,11 @@ final class GatedWorkTests: XCTestCase {
         GPUConfig(model: "NVIDIA GeForce RTX 5090", memory: .gib(32), weight: 10),
     ])]), live: ["n": .init(up: true)], running: [])
 
+    /// The gated rule alone. On one GPU the tail-first order (`ordersTailFirst`) would also run the
+    /// expansions first, since their images wait on them; there, with the images on the same GPU,
+    /// no order ends sooner than another, and these tests are about what the gated rule raises.
+    let gated: RouterPolicy = { var p = RouterPolicy.hydra; p.ordersTailFirst = false; return p }()
+
     func job(_ id: String, kind: String = "command", base: Double, tail: Double = 0, waitsOn: [String] = []) -> RouterJob {
         var j = RT.job(id, kind: kind, vram: 2, batch: "b", spec: ["base_runtime_s": .number(base)], constraints: ["service": .array([])])
         j.tailS = tail
@@ -22,16 +27,16 @@ final class GatedWorkTests: XCTestCase {
         let expansions = (0..<4).map { job("expand-\($0)", base: 100, tail: 200) }
         let video = job("video", kind: "video", base: 3000)
         let images = (0..<4).map { job("image-\($0)", kind: "image", base: 2000, waitsOn: ["expand-\($0)"]) }
-        let r = Router.place(pending: expansions + [video], upcoming: images, snapshot: snap, now: RT.t0)
+        let r = Router.place(pending: expansions + [video], upcoming: images, snapshot: snap, now: RT.t0, policy: gated)
         XCTAssertEqual(r.assignments.count, 1)
         XCTAssertEqual(r.assignments.first?.jobID.hasPrefix("expand-"), true, "\(r.assignments.map(\.jobID))")
         // Ranked by the longest chain alone, the video goes first.
-        var off = RouterPolicy.hydra
+        var off = gated
         off.ranksGatedWork = false
         XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: images, snapshot: snap, now: RT.t0, policy: off)
             .assignments.map(\.jobID), ["video"])
         // One image held back is no more than the chain already says (210 s): the video first.
-        XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: [images[0]], snapshot: snap, now: RT.t0)
+        XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: [images[0]], snapshot: snap, now: RT.t0, policy: gated)
             .assignments.map(\.jobID), ["video"])
     }
 
@@ -40,13 +45,13 @@ final class GatedWorkTests: XCTestCase {
         let expansions = (0..<4).map { job("expand-\($0)", base: 100, tail: 200) }
         let video = job("video", kind: "video", base: 3000)
         let images = (0..<4).map { job("image-\($0)", kind: "image", base: 2000, waitsOn: ["elsewhere-\($0)"]) }
-        XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: images, snapshot: snap, now: RT.t0)
+        XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: images, snapshot: snap, now: RT.t0, policy: gated)
             .assignments.map(\.jobID), ["video"])
         // A CPU-only job waiting on the expansions adds no GPU work.
         var cpu = RT.job("report", spec: ["base_runtime_s": .number(100_000)], constraints: ["service": .array([])])
         cpu.gpusRequested = 0
         cpu.waitsOn = expansions.map(\.id)
-        XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: [cpu], snapshot: snap, now: RT.t0)
+        XCTAssertEqual(Router.place(pending: expansions + [video], upcoming: [cpu], snapshot: snap, now: RT.t0, policy: gated)
             .assignments.map(\.jobID), ["video"])
     }
 

@@ -100,6 +100,45 @@ public enum JobOrdering {
         return out
     }
 
+    /// Jobs that compete for the same GPUs, in the longest-path order: the sets' members swap their
+    /// path values so that the job that would stick out furthest if it ran last gets the largest.
+    /// List scheduling on m GPUs ends a job started last at most its own runtime × (1 − 1 ÷ m) past
+    /// the set's balanced end (Graham), and the work waiting on it (its tail) follows after that;
+    /// on one GPU, whose jobs run one after another whatever the order, only the tail sticks out,
+    /// so the largest tail goes first (Jackson's rule). Longest path first (own + tail) puts a long
+    /// job without dependents before short ones with them, which ends the night with their tails.
+    /// Only the assignment of values inside a set changes: each set keeps the values it had, so
+    /// its place among other jobs does not move, and a set whose members all have the same tail
+    /// (where both rules agree) is left as it is.
+    /// - Parameters:
+    ///   - paths: each job's path value (own + tail); rewritten.
+    ///   - own: each job's own runtime on the same scale.
+    ///   - set: each job's set (jobs of one priority that can use the same GPUs), -1 for none.
+    ///   - gpus: per set, how many GPUs it has in terms of its fastest (summed weight ÷ the
+    ///     fastest's, ÷ the gang size), at least 1.
+    static func tailFirst(_ paths: inout [Double], own: [Double], set: [Int], gpus: [Double]) {
+        var members = [[Int]](repeating: [], count: gpus.count)
+        for j in set.indices where set[j] >= 0 { members[set[j]].append(j) }
+        var stick: [(key: Double, job: Int)] = []
+        var values: [Double] = []
+        for s in members.indices where members[s].count > 1 {
+            let js = members[s]
+            let tail0 = paths[js[0]] - own[js[0]]
+            if js.allSatisfy({ paths[$0] - own[$0] == tail0 }) { continue }
+            let share = 1 / max(1, gpus[s])
+            stick.removeAll(keepingCapacity: true)
+            values.removeAll(keepingCapacity: true)
+            for j in js {
+                stick.append((paths[j] - own[j] * share, j))
+                values.append(paths[j])
+            }
+            // Ties keep the jobs' order in `pending` (the store's: priority, then submission).
+            stick.sort { $0.key != $1.key ? $0.key > $1.key : $0.job < $1.job }
+            values.sort(by: >)
+            for (r, x) in stick.enumerated() { paths[x.job] = values[r] }
+        }
+    }
+
     /// Weight of the GPU a job's own length is measured on: ranks base runtimes and fixed
     /// durations on one scale (a mid-range card; only the order matters).
     static let referenceWeight = 10.0

@@ -68,6 +68,13 @@ public enum Router {
                             eligibility: &eligibility, snapshot: snapshot, state: state, filters: filters)
             paths = p
         }
+        // Without tails (no job has dependents, none holds back upcoming work) every set's members
+        // share tail 0 and keep their places: skipped, as in a pass with no dependencies at all.
+        if policy.tailFirstOrder, var p = paths, (policy.gatedWorkOrder && waits != nil) || pending.contains(where: { $0.tailS > 0 }) {
+            tailFirst(&p, pending: pending, demands: demands, shapeOf: shapeOf, shapes: shapes, eligibility: &eligibility,
+                      snapshot: snapshot, state: state, filters: filters)
+            paths = p
+        }
         // After the charge, which marks the scarce jobs; the order reads no tally the charge changes.
         let order = JobOrdering.order(pending, running: snapshot.running, now: now, agingStepS: policy.agingStepS,
                                       criticalPath: policy.criticalPathOrder, paths: paths,
@@ -106,6 +113,47 @@ public enum Router {
             for (i, facts) in state.deferred { result.pending[i].message = message(facts, &state) }
         }
         return result
+    }
+
+    /// `JobOrdering.tailFirst`'s sets: GPU jobs of one priority whose shapes pass the filters on the
+    /// same GPUs (and gang size). Shapes are grouped first (a pass has tens of them), so each job
+    /// costs one lookup of a small key.
+    private static func tailFirst(_ paths: inout [Double], pending: [RouterJob], demands: [JobDemand], shapeOf: [Int],
+                                  shapes: [DemandShape], eligibility: inout [Eligibility?], snapshot: ClusterSnapshot,
+                                  state: borrowing PassState, filters: [any PlacementFilter]) {
+        var gpuSetOf = [Int](repeating: -1, count: shapes.count)
+        var gpuSetIDs: [[Int]: Int] = [:]
+        var spread: [Double] = []
+        for sid in shapes.indices where !shapes[sid].cpuOnly {
+            let e = Eligibility.cached(sid, &eligibility, shapes: shapes, snapshot: snapshot, state: state, filters: filters)
+            var gpus: [Int] = [], sum = 0.0, top = 0.0
+            for n in e.nodes { for g in n.gpus { gpus.append(g); sum += state.gpus[g].weight; top = max(top, state.gpus[g].weight) } }
+            guard top > 0 else { continue }
+            gpus.append(-shapes[sid].gpus)
+            if let id = gpuSetIDs[gpus] { gpuSetOf[sid] = id } else {
+                gpuSetOf[sid] = spread.count; gpuSetIDs[gpus] = spread.count
+                spread.append(sum / (top * Double(max(1, shapes[sid].gpus))))
+            }
+        }
+        // Sets per (GPU set, priority) in a flat table over the priorities' range: hashing a key per
+        // job cost 3 % of a 10 000-job pass.
+        var lo = Int.max, hi = Int.min
+        for j in pending.indices { lo = min(lo, pending[j].priority); hi = max(hi, pending[j].priority) }
+        guard !pending.isEmpty, !spread.isEmpty, hi - lo < 4096 else { return }
+        let width = hi - lo + 1
+        var table = [Int](repeating: -1, count: spread.count * width)
+        var gpusOfSet: [Double] = []
+        var set = [Int](repeating: -1, count: pending.count)
+        var own = [Double](repeating: 0, count: pending.count)
+        for j in pending.indices {
+            let g = gpuSetOf[shapeOf[j]]
+            guard g >= 0 else { continue }
+            let t = g * width + pending[j].priority - lo
+            if table[t] < 0 { table[t] = gpusOfSet.count; gpusOfSet.append(spread[g]) }
+            set[j] = table[t]
+            own[j] = JobOrdering.pathS(demands[j], tailS: 0)
+        }
+        JobOrdering.tailFirst(&paths, own: own, set: set, gpus: gpusOfSet)
     }
 
     // MARK: GPU jobs
