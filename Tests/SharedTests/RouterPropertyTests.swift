@@ -67,7 +67,9 @@ struct RouterPropertyTests {
                              spec: .object(["base_runtime_s": .number(unit(&r) * 600 + 1)]), vramRequestBytes: vram,
                              gpusRequested: gpus, priority: Int(r.next() % 3), submittedAt: now.addingTimeInterval(-unit(&r) * 3600),
                              constraints: c.isEmpty ? nil : .object(c),
-                             lastFailure: r.next() % 8 == 0 ? .oom : nil)
+                             lastFailure: r.next() % 8 == 0 ? .oom : nil,
+                             // Work waiting on some of them: the longest-path and tail-first orders see it.
+                             tailS: r.next() % 3 == 0 ? unit(&r) * 2000 : 0)
         }
         return (snap, jobs, now)
     }
