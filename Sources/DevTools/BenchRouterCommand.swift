@@ -34,6 +34,7 @@ struct BenchRouterCommand: ParsableCommand {
     @Flag(name: .customLong("no-gang-ring"), help: "Turn the 2-GPU gang ring off (as hydra coordinator --no-gang-ring).") var noGangRing = false
     @Flag(name: .customLong("no-gated-work"), help: "Rank by the longest chain only, not by the work a class holds back (RouterPolicy.ranksGatedWork).") var noGatedWork = false
     @Flag(name: .customLong("no-held-back"), help: "The pressed test counts no work upcoming jobs hold back (RouterPolicy.pressesHeldBackWork).") var noHeldBack = false
+    @Flag(name: .customLong("no-tail-first"), help: "Keep the plain longest-path order among jobs that can use the same GPUs (RouterPolicy.ordersTailFirst).") var noTailFirst = false
     @Flag(help: "Give the pass learned runtimes and VRAM peaks for every kind and model, as a coordinator with history has.") var learned = false
     @Flag(help: "Print JSON.") var json = false
 
@@ -55,6 +56,7 @@ struct BenchRouterCommand: ParsableCommand {
         if noGangRing { p.gangRingMinGain = 0 }
         if noGatedWork { p.ranksGatedWork = false }
         if noHeldBack { p.pressesHeldBackWork = false }
+        if noTailFirst { p.ordersTailFirst = false }
         let stats = learned ? RouterBenchmark.learnedStats(snapshot, all) : .empty
         var times: [Double] = []
         var result = PlacementResult()
