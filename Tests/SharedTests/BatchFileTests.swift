@@ -47,7 +47,7 @@ final class BatchFileTests: XCTestCase {
         XCTAssertEqual(error("jobs:\n  - {kind: sleep}\n"), "b.yaml: name: the batch needs a non-empty 'name'")
         XCTAssertEqual(error("name: n\njobs: []\n"), "b.yaml: jobs: expected a non-empty list of jobs")
         XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, count: 0}\n"), "b.yaml: jobs[0].count: 0 is outside 1…200000")
-        XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, spec: {duration_s: -1}}\n"), "b.yaml: jobs[0].spec.duration_s: expected a number of seconds ≥ 0")
+        XCTAssertEqual(error("name: n\njobs:\n  - {kind: sleep, spec: {duration_s: -1}}\n"), "b.yaml: jobs[0].spec.duration_s: expected a number of seconds from 0 to 1000000000, got -1.0")
         XCTAssertEqual(error("name: n\nextra: 1\njobs:\n  - {kind: sleep}\n"),
                        "b.yaml: extra: unknown field 'extra' (known: description, jobs, max_attempts, name, priority)")
         XCTAssertTrue(error("name: [unclosed\n").hasPrefix("b.yaml: not valid YAML or JSON"))

@@ -34,8 +34,11 @@ public struct ClusterConfig: Codable, Sendable, Equatable {
                 throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].memory", problem: "GPU memory must be larger than 0")
             }
             for (j, g) in n.gpus.enumerated() {
-                if let w = g.weight, !(w > 0) {
-                    throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].weight", problem: "weight must be a positive number (RTX 5090 = 10)")
+                // Bounded: runtimes are base ÷ weight, and a weight of 1e308 or 1e-300 turned them into 0 or
+                // an overflow the simulator's bound trapped on (and the router's sums into infinities).
+                if let w = g.weight, !(w >= GPUWeights.range.lowerBound && w <= GPUWeights.range.upperBound) {
+                    throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].weight",
+                                     problem: "weight must be a number from \(GPUWeights.range.lowerBound) to \(Int(GPUWeights.range.upperBound)) (RTX 5090 = 10)")
                 }
                 if let b = g.baseline, b.bytes >= g.memory.bytes {
                     throw InputError(file: file, location: "nodes[\(i)].gpus[\(j)].baseline", problem: "baseline \(ByteSize.format(b.bytes)) leaves nothing of \(ByteSize.format(g.memory.bytes))")

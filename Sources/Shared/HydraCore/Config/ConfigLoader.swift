@@ -75,6 +75,11 @@ public enum ConfigLoader {
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue, file: String) throws -> T {
+        // Decoding goes through JSON, which holds no NaN or infinity: refused with its place, not as
+        // an encoder's error.
+        if let at = value.firstNonFinitePath {
+            throw InputError(file: file, location: at, problem: "is not a finite number (nan or infinity), which JSON cannot hold")
+        }
         let data = try JSONCoding.encoder().encode(value)
         do {
             return try JSONDecoder().decode(type, from: data)

@@ -105,20 +105,8 @@ public enum BatchFile {
 
     /// The path of the first string or key holding a NUL (`jobs[0].spec.prompt`), or nil.
     static func firstNUL(_ v: JSONValue, path: String) -> String? {
-        switch v {
-        case .string(let s): return s.utf8.contains(0) ? (path.isEmpty ? "(document)" : path) : nil
-        case .array(let a):
-            for (i, x) in a.enumerated() { if let p = firstNUL(x, path: "\(path)[\(i)]") { return p } }
-            return nil
-        case .object(let o):
-            for k in o.keys.sorted() {
-                let p = path.isEmpty ? k : "\(path).\(k)"
-                if k.utf8.contains(0) { return p }
-                if let found = firstNUL(o[k]!, path: p) { return found }
-            }
-            return nil
-        default: return nil
-        }
+        v.firstPath(from: path) { x in if case .string(let s) = x { return s.utf8.contains(0) }; return false }
+            ?? v.firstKeyPath(from: path) { $0.utf8.contains(0) }
     }
 
     public static func load(path: String, cluster: ClusterConfig?) throws -> BatchPlan {
@@ -131,6 +119,10 @@ public enum BatchFile {
         if let at = firstNUL(doc, path: "") {
             // PostgreSQL stores no NUL in text or jsonb: refused here with its place, not half-way through the submit.
             throw InputError(file: file, location: at, problem: "contains a NUL character (\\0), which cannot be stored; remove it")
+        }
+        if let at = doc.firstNonFinitePath {
+            // JSON (and so the stored spec) holds no NaN or infinity: refused here with its place, not by the write.
+            throw InputError(file: file, location: at, problem: "is not a finite number (nan or infinity), which JSON cannot hold")
         }
         guard let top = doc.objectValue else { throw InputError(file: file, problem: "expected a map with 'name' and 'jobs'") }
         for k in top.keys where !batchKeys.contains(k) {
@@ -235,7 +227,7 @@ public enum BatchFile {
         let maxAttempts = try int(o["max_attempts"], default: batchMaxAttempts, file: file, at: "\(label).max_attempts", range: 1...100)
         var deadline: Double?
         if let d = o["deadline_s"] {
-            guard let s = d.doubleValue, s > 0 else { throw InputError(file: file, location: "\(label).deadline_s", problem: "expected a positive number of seconds") }
+            guard let s = d.doubleValue, s > 0, s.isFinite else { throw InputError(file: file, location: "\(label).deadline_s", problem: "expected a positive number of seconds") }
             deadline = s
         }
 
@@ -258,6 +250,7 @@ public enum BatchFile {
                 var s = spec.objectValue ?? [:]
                 var suffix = ""
                 for (key, v) in combo {
+                    if secondsFields.contains(key) { try checkSeconds(v, file: file, at: "\(label).matrix.\(key)") }
                     s[key] = v
                     suffix += "-\(key)=\(v.stringValue ?? v.doubleValue.map { d in Int(exactly: d).map(String.init) ?? String(d) } ?? "x")"
                 }
@@ -269,12 +262,14 @@ public enum BatchFile {
         return out
     }
 
+    /// Spec fields the router and the sleep executor read as seconds, in any kind.
+    static let secondsFields = ["duration_s", "base_runtime_s"]
+
     static func validateSpec(kind: String, spec: JSONValue, file: String, at: String) throws {
+        for f in secondsFields { try checkSeconds(spec[f], file: file, at: "\(at).\(f)") }
         switch kind {
         case "sleep":
-            if let d = spec["duration_s"], (d.doubleValue ?? -1) < 0 {
-                throw InputError(file: file, location: "\(at).duration_s", problem: "expected a number of seconds ≥ 0")
-            }
+            break
         case "command":
             guard let argv = spec["argv"]?.arrayValue, !argv.isEmpty, argv.allSatisfy({ $0.stringValue != nil }) else {
                 throw InputError(file: file, location: "\(at).argv", problem: "a command job needs 'argv': a non-empty list of strings (no shell)")
@@ -282,6 +277,23 @@ public enum BatchFile {
         default:
             break
         }
+    }
+
+    /// A number of seconds from 0 to `KindDefaults.maxSeconds` (a numeric string counts, as the readers
+    /// parse one): a negative, NaN or endless runtime would order and cost every job beside it wrongly.
+    static func checkSeconds(_ v: JSONValue?, file: String, at: String) throws {
+        guard let v else { return }
+        guard KindDefaults.seconds(v) == nil else { return }
+        let shown: String
+        switch v {
+        case .number(let n): shown = "\(n)"
+        case .string(let t): shown = "'\(t.prefix(40))'"
+        case .bool(let b): shown = "\(b)"
+        case .null: shown = "null"
+        case .array: shown = "a list"
+        case .object: shown = "a map"
+        }
+        throw InputError(file: file, location: at, problem: "expected a number of seconds from 0 to \(Int(KindDefaults.maxSeconds)), got \(shown)")
     }
 
     static func isZero(_ v: JSONValue?) -> Bool {

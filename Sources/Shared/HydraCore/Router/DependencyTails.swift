@@ -9,8 +9,8 @@ import Foundation
 public enum DependencyTails {
     /// A job's own length on the ordering's scale.
     public static func ownS(kind: String, spec: JSONValue, cpuOnly: Bool) -> Double {
-        JobOrdering.pathS(durationS: spec["duration_s"]?.doubleValue,
-                          baseS: spec["base_runtime_s"]?.doubleValue ?? KindDefaults.baseRuntimeS(kind: kind), cpuOnly: cpuOnly, tailS: 0)
+        JobOrdering.pathS(durationS: KindDefaults.seconds(spec["duration_s"]),
+                          baseS: KindDefaults.seconds(spec["base_runtime_s"]) ?? KindDefaults.baseRuntimeS(kind: kind), cpuOnly: cpuOnly, tailS: 0)
     }
 
     /// `dependsOn[j]`: the indices job j waits for (out of range and self references are ignored).

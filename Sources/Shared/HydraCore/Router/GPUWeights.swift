@@ -7,6 +7,9 @@ public enum GPUWeights {
     /// Used for a GPU the table does not know: slow enough that a known card is preferred.
     public static let unknownWeight = 2.0
 
+    /// The weights a cluster file may give (`ClusterConfig.validate`): the table spans 1.5–20.
+    public static let range: ClosedRange<Double> = 0.01...10_000
+
     static let table: [(key: String, weight: Double)] = {
         let raw: [(String, Double)] = [
             // Data center

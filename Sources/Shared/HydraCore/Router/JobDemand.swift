@@ -17,6 +17,18 @@ public enum KindDefaults {
         }
     }
 
+    /// The most seconds a spec's `duration_s` or `base_runtime_s` may say (about 31 years): batch files
+    /// refuse more (`BatchFile.checkSeconds`), so queue sums over a whole backlog stay finite.
+    public static let maxSeconds = 1e9
+
+    /// A spec's seconds field as the router reads it: nil (so the kind's default) unless a finite
+    /// number from 0 to `maxSeconds`. Batch files refuse anything else, but a row stored before that
+    /// check, or written by other means, must not turn every cost beside it into NaN.
+    public static func seconds(_ v: JSONValue?) -> Double? {
+        guard let d = v?.doubleValue, d.isFinite, d >= 0, d <= maxSeconds else { return nil }
+        return d
+    }
+
     /// Runtime on a GPU of weight 1 (a CPU-only job: its runtime).
     public static func baseRuntimeS(kind: String) -> Double {
         switch kind {
@@ -100,8 +112,8 @@ struct JobDemand: Sendable {
                 need = Self.roundUp(UInt64((Double(base) * policy.oomGrowth).rounded(.up)))
             }
         }
-        durationS = spec.durationS?.doubleValue
-        baseRuntimeS = spec.baseRuntimeS?.doubleValue ?? KindDefaults.baseRuntimeS(kind: kind)
+        durationS = KindDefaults.seconds(spec.durationS)
+        baseRuntimeS = KindDefaults.seconds(spec.baseRuntimeS) ?? KindDefaults.baseRuntimeS(kind: kind)
 
         let c = job.constraints
         var services: [String]

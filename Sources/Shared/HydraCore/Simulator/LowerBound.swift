@@ -423,7 +423,14 @@ public struct LowerBound: Sendable, Equatable, Codable {
     static func flowFails(_ c: Double, jobs: [SpeedJob], allowed: [[Int]], work: [Double], pace: [Double], speeds: [Double],
                           maxPoints: Int = 128, splitGangs: Bool = false) -> [Int]? {
         guard !jobs.isEmpty else { return nil }
-        let scale = 1000.0
+        // Thousandths, unless the largest total a flow can carry would pass 1e15 units: Int64 traps
+        // past 9.2e18 (a GPU of weight 10 000 and billion-second jobs reached it). A coarser unit
+        // keeps the same rounding directions, so the bound stays valid.
+        var speedSum = 0.0, paceSum = 0.0, workSum = 0.0
+        for v in speeds { speedSum += v }
+        for v in pace { paceSum += v }
+        for v in work { workSum += v }
+        let scale = min(1000.0, 1e15 / max(1, workSum, (speedSum + paceSum) * max(c, 1)))
         var cuts = Set<Double>()
         for (x, j) in jobs.enumerated() { cuts.insert(j.est); cuts.insert(c - j.tail); for r in allowed[x] { cuts.insert(j.start(on: r)) } }
         var points = cuts.filter { $0 < c }.sorted()

@@ -150,8 +150,13 @@ public struct Workload: Codable, Sendable, Equatable {
             if !seen.insert(g.name).inserted { throw InputError(file: file, location: "\(at).name", problem: "group '\(g.name)' is listed twice") }
             if g.count < 0 || g.count > 1_000_000 { throw InputError(file: file, location: "\(at).count", problem: "count must be between 0 and 1000000") }
             if g.gpus < 0 { throw InputError(file: file, location: "\(at).gpus", problem: "gpus must be 0 or more") }
+            // Up to `KindDefaults.maxSeconds`, as batch files: past about 1e18 s the bound's integer
+            // arithmetic trapped (a workload with base_runtime_s: 1e18 stopped `hydra simulate`).
+            let most = KindDefaults.maxSeconds
             for (k, v) in [("runtime_s", g.runtimeS), ("duration_s", g.durationS), ("base_runtime_s", g.baseRuntimeS)] {
-                if let v, !(v > 0) || !v.isFinite { throw InputError(file: file, location: "\(at).\(k)", problem: "must be a positive number of seconds") }
+                if let v, !(v > 0) || !(v <= most) {
+                    throw InputError(file: file, location: "\(at).\(k)", problem: "must be a positive number of seconds up to \(Int(most))")
+                }
             }
             if g.runtimeS == nil && g.durationS == nil && g.baseRuntimeS == nil {
                 throw InputError(file: file, location: "\(at).runtime_s", problem: "give runtime_s (with `on: <GPU model>` for GPU jobs), base_runtime_s or duration_s")
@@ -161,6 +166,9 @@ public struct Workload: Codable, Sendable, Equatable {
             }
             if !(0...0.9).contains(g.jitter) { throw InputError(file: file, location: "\(at).jitter", problem: "jitter must be between 0 and 0.9") }
             if g.submitAtS < 0 || g.everyS < 0 { throw InputError(file: file, location: "\(at).submit_at_s", problem: "times must be 0 or more") }
+            if !(g.submitAtS + g.everyS * Double(max(0, g.count - 1)) <= most) {
+                throw InputError(file: file, location: "\(at).every_s", problem: "the last job would arrive after \(Int(most)) s (submit_at_s + every_s × (count − 1))")
+            }
             if let on = g.on, GPUWeights.builtIn(on) == nil,
                !cluster.nodes.contains(where: { $0.gpus.contains { $0.model.lowercased().contains(on.lowercased()) } }) {
                 throw InputError(file: file, location: "\(at).on", problem: "'\(on)' is no GPU model of the cluster or the built-in table")
@@ -175,6 +183,9 @@ public struct Workload: Codable, Sendable, Equatable {
             }
             guard r.gpu >= 0, r.gpu < n.gpus.count else {
                 throw InputError(file: file, location: "resident[\(i)].gpu", problem: "node '\(r.node)' has no GPU \(r.gpu) (it has \(n.gpus.count))")
+            }
+            if let u = r.untilS, !(u >= 0 && u <= KindDefaults.maxSeconds) {
+                throw InputError(file: file, location: "resident[\(i)].until_s", problem: "must be a number of seconds from 0 to \(Int(KindDefaults.maxSeconds))")
             }
             if r.vram.bytes >= n.gpus[r.gpu].memory.bytes {
                 throw InputError(file: file, location: "resident[\(i)].vram", problem: "\(ByteSize.format(r.vram.bytes)) does not leave room on a \(ByteSize.format(n.gpus[r.gpu].memory.bytes)) GPU")
