@@ -115,33 +115,27 @@ extension JSONValue {
     /// The path (`jobs[0].spec.params[2]`; "(document)" for the root) of the first value, keys in
     /// sorted order, that `bad` is true of; nil if none. Lists and maps are walked, not tested.
     public func firstPath(from path: String = "", where bad: (JSONValue) -> Bool) -> String? {
-        switch self {
-        case .array(let a):
-            for (i, x) in a.enumerated() { if let p = x.firstPath(from: "\(path)[\(i)]", where: bad) { return p } }
-            return nil
-        case .object(let o):
-            for k in o.keys.sorted() {
-                if let p = o[k]!.firstPath(from: path.isEmpty ? k : "\(path).\(k)", where: bad) { return p }
-            }
-            return nil
-        default: return bad(self) ? (path.isEmpty ? "(document)" : path) : nil
-        }
+        walk(path, value: bad, key: { _ in false })
     }
 
     /// The path of the first map key that `bad` is true of; nil if none.
     public func firstKeyPath(from path: String = "", where bad: (String) -> Bool) -> String? {
+        walk(path, value: { _ in false }, key: bad)
+    }
+
+    private func walk(_ path: String, value: (JSONValue) -> Bool, key: (String) -> Bool) -> String? {
         switch self {
         case .array(let a):
-            for (i, x) in a.enumerated() { if let p = x.firstKeyPath(from: "\(path)[\(i)]", where: bad) { return p } }
+            for (i, x) in a.enumerated() { if let p = x.walk("\(path)[\(i)]", value: value, key: key) { return p } }
             return nil
         case .object(let o):
             for k in o.keys.sorted() {
                 let p = path.isEmpty ? k : "\(path).\(k)"
-                if bad(k) { return p }
-                if let found = o[k]!.firstKeyPath(from: p, where: bad) { return found }
+                if key(k) { return p }
+                if let found = o[k]!.walk(p, value: value, key: key) { return found }
             }
             return nil
-        default: return nil
+        default: return value(self) ? (path.isEmpty ? "(document)" : path) : nil
         }
     }
 
