@@ -42,6 +42,11 @@ public enum ConfigLoader {
         guard let value = JSONValue.from(any: loaded) else {
             throw InputError(file: file, problem: "contains values that are not plain data (use maps, lists, strings, numbers)")
         }
+        // Every input file is stored or decoded as JSON, which holds no NaN or infinity (YAML's `.nan`,
+        // `.inf`): refused here with its place, not half-way through a submit or as an encoder's error.
+        if let at = value.firstNonFinitePath {
+            throw InputError(file: file, location: at, problem: "is not a finite number (nan or infinity), which JSON cannot hold")
+        }
         return value
     }
 
@@ -75,11 +80,6 @@ public enum ConfigLoader {
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue, file: String) throws -> T {
-        // Decoding goes through JSON, which holds no NaN or infinity: refused with its place, not as
-        // an encoder's error.
-        if let at = value.firstNonFinitePath {
-            throw InputError(file: file, location: at, problem: "is not a finite number (nan or infinity), which JSON cannot hold")
-        }
         let data = try JSONCoding.encoder().encode(value)
         do {
             return try JSONDecoder().decode(type, from: data)

@@ -120,10 +120,6 @@ public enum BatchFile {
             // PostgreSQL stores no NUL in text or jsonb: refused here with its place, not half-way through the submit.
             throw InputError(file: file, location: at, problem: "contains a NUL character (\\0), which cannot be stored; remove it")
         }
-        if let at = doc.firstNonFinitePath {
-            // JSON (and so the stored spec) holds no NaN or infinity: refused here with its place, not by the write.
-            throw InputError(file: file, location: at, problem: "is not a finite number (nan or infinity), which JSON cannot hold")
-        }
         guard let top = doc.objectValue else { throw InputError(file: file, problem: "expected a map with 'name' and 'jobs'") }
         for k in top.keys where !batchKeys.contains(k) {
             throw InputError(file: file, location: k, problem: "unknown field '\(k)' (known: \(batchKeys.sorted().joined(separator: ", ")))")
