@@ -143,6 +143,9 @@ public struct Workload: Codable, Sendable, Equatable {
     /// Checks what decoding cannot: names, references, numbers, and GPUs that exist.
     public func validate(file: String, cluster: ClusterConfig) throws {
         if groups.isEmpty { throw InputError(file: file, location: "groups", problem: "no job groups; add at least one") }
+        // Times up to `KindDefaults.maxSeconds`, as batch files: past about 1e18 s the bound's integer
+        // arithmetic trapped (a workload with base_runtime_s: 1e18 stopped `hydra simulate`).
+        let most = KindDefaults.maxSeconds
         var seen = Set<String>()
         for (i, g) in groups.enumerated() {
             let at = "groups[\(i)]"
@@ -150,9 +153,6 @@ public struct Workload: Codable, Sendable, Equatable {
             if !seen.insert(g.name).inserted { throw InputError(file: file, location: "\(at).name", problem: "group '\(g.name)' is listed twice") }
             if g.count < 0 || g.count > 1_000_000 { throw InputError(file: file, location: "\(at).count", problem: "count must be between 0 and 1000000") }
             if g.gpus < 0 { throw InputError(file: file, location: "\(at).gpus", problem: "gpus must be 0 or more") }
-            // Up to `KindDefaults.maxSeconds`, as batch files: past about 1e18 s the bound's integer
-            // arithmetic trapped (a workload with base_runtime_s: 1e18 stopped `hydra simulate`).
-            let most = KindDefaults.maxSeconds
             for (k, v) in [("runtime_s", g.runtimeS), ("duration_s", g.durationS), ("base_runtime_s", g.baseRuntimeS)] {
                 if let v, !(v > 0) || !(v <= most) {
                     throw InputError(file: file, location: "\(at).\(k)", problem: "must be a positive number of seconds up to \(Int(most))")
@@ -184,8 +184,8 @@ public struct Workload: Codable, Sendable, Equatable {
             guard r.gpu >= 0, r.gpu < n.gpus.count else {
                 throw InputError(file: file, location: "resident[\(i)].gpu", problem: "node '\(r.node)' has no GPU \(r.gpu) (it has \(n.gpus.count))")
             }
-            if let u = r.untilS, !(u >= 0 && u <= KindDefaults.maxSeconds) {
-                throw InputError(file: file, location: "resident[\(i)].until_s", problem: "must be a number of seconds from 0 to \(Int(KindDefaults.maxSeconds))")
+            if let u = r.untilS, !(u >= 0 && u <= most) {
+                throw InputError(file: file, location: "resident[\(i)].until_s", problem: "must be a number of seconds from 0 to \(Int(most))")
             }
             if r.vram.bytes >= n.gpus[r.gpu].memory.bytes {
                 throw InputError(file: file, location: "resident[\(i)].vram", problem: "\(ByteSize.format(r.vram.bytes)) does not leave room on a \(ByteSize.format(n.gpus[r.gpu].memory.bytes)) GPU")

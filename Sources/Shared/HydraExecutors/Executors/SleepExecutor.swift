@@ -13,11 +13,14 @@ public struct SleepExecutor: Executor {
 
     public func execute(_ context: ExecutionContext) throws -> ExecutionResult {
         let spec = context.envelope.spec
-        // Batch files refuse other values; a row stored before that check fails here, by name.
-        guard spec["duration_s"] == nil || KindDefaults.seconds(spec["duration_s"]) != nil else {
-            throw ExecutionFailure(.permanent, "spec.duration_s must be a number of seconds from 0 to \(Int(KindDefaults.maxSeconds))")
+        var duration = 1.0
+        if let given = spec["duration_s"] {
+            // Batch files refuse other values; a row stored before that check fails here, by name.
+            guard let d = KindDefaults.seconds(given) else {
+                throw ExecutionFailure(.permanent, "spec.duration_s must be a number of seconds from 0 to \(Int(KindDefaults.maxSeconds))")
+            }
+            duration = d
         }
-        let duration = KindDefaults.seconds(spec["duration_s"]) ?? 1
         try writeMarker(context)
         if duration > 0 { try interruptibleSleep(seconds: duration, context: context) }
         if let f = spec["fail"]?.stringValue {
