@@ -225,9 +225,10 @@ public enum Router {
                 for s in slots {
                     let g = state.gpus[s]
                     let runtime = RuntimeEstimator.gpu(d, learned: learned?[Int(g.modelID)], weight: g.weight)
-                    // Backfill: an empty GPU held for a job that starts later takes one that ends before then.
+                    // Backfill: an empty GPU held for a job that starts later takes one that ends before
+                    // then, or not much after (`backfillDelay`).
                     let backfills = policy.backfillsHeldGPUs && g.claimedBy >= 0 && g.sharers == 0
-                        && g.free >= need && runtime * policy.backfillMargin <= g.claimStartS
+                        && g.free >= need && runtime * policy.backfillMargin <= policy.backfillLimitS(waitS: g.claimStartS)
                     let fits = backfills || (g.free >= need && g.claimedBy < 0 && (!exclusive || g.idle))
                     let predictable = fits || g.free + Int64(g.releasable) >= need
                     if fits { counts.slower += 1 } else if g.claimedBy >= 0 { counts.held += 1 } else if g.free >= need { counts.busy += 1 } else {
@@ -274,7 +275,7 @@ public enum Router {
             _ = c.allGPUs { s in
                 state.gpus[s].free -= need
                 state.gpus[s].releasable += UInt64(need)
-                state.gpus[s].queueS = max(state.gpus[s].queueS, finish)   // a backfilled job ends before the claim's
+                state.gpus[s].queueS = max(state.gpus[s].queueS, finish)   // a held GPU keeps the claim's end (planned, not shifted by a backfill's overrun)
                 if !d.urgent { state.gpus[s].onlyUrgent = false }
                 state.gpus[s].addSharer()
                 return true
