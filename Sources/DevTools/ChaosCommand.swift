@@ -44,7 +44,13 @@ struct ChaosCommand: ParsableCommand {
 
     func validate() throws {
         if jobs < 1 { throw ValidationError("--jobs must be ≥ 1") }
-        if nodeTimeout <= 0 || lease <= 0 { throw ValidationError("--node-timeout and --lease must be > 0") }
+        if let m = OptionCheck.first(OptionCheck.seconds(nodeTimeout, "--node-timeout", min: 0, max: 86_400),
+                                     OptionCheck.seconds(lease, "--lease", min: 0, max: 86_400),
+                                     partitionSeconds.flatMap { OptionCheck.seconds($0, "--partition-seconds", min: 0, max: 86_400) },
+                                     timeout.flatMap { OptionCheck.seconds($0, "--timeout", min: 0, max: 1e9) },
+                                     OptionCheck.seconds(stallSeconds, "--stall-seconds", min: 0, max: 86_400)) {
+            throw ValidationError(m)
+        }
     }
 
     func run() throws {

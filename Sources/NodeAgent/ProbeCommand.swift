@@ -13,6 +13,10 @@ struct ProbeCommand: ParsableCommand {
     @Option(help: "Seconds before nvidia-smi is given up on.") var timeout = 5.0
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        if let m = OptionCheck.seconds(timeout, "--timeout", min: 0, max: 600) { throw ValidationError(m) }
+    }
+
     func run() throws {
         let reader = NvidiaSMIReader(executable: nvidiaSMI, timeout: timeout)
         let inv: Inventory

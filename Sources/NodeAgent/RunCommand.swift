@@ -48,9 +48,12 @@ struct RunCommand: ParsableCommand {
     func validate() throws {
         if simulate && nvidiaSMI != nil { throw ValidationError("--simulate and --nvidia-smi exclude each other") }
         if simulate && cluster == nil { throw ValidationError("--simulate needs --cluster FILE (the GPUs to simulate)") }
-        if heartbeatInterval <= 0 { throw ValidationError("--heartbeat-interval must be > 0") }
-        if prefetch < 1 { throw ValidationError("--prefetch must be ≥ 1") }
-        if trimInterval < 0 { throw ValidationError("--trim-interval must be ≥ 0") }
+        if let m = OptionCheck.first(OptionCheck.seconds(heartbeatInterval, "--heartbeat-interval", min: 0.05, minIncluded: true, max: 3_600),
+                                     OptionCheck.seconds(grace, "--grace", min: 0, minIncluded: true, max: 86_400),
+                                     OptionCheck.seconds(trimInterval, "--trim-interval", min: 0, minIncluded: true, max: 86_400),
+                                     OptionCheck.count(prefetch, "--prefetch", min: 1, max: 100_000)) {
+            throw ValidationError(m)
+        }
     }
 
     func run() throws {

@@ -83,6 +83,35 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try batchCount(), 0, "nothing may be written for invalid input")
     }
 
+    /// ArgumentParser reads `nan`, `inf` and `--flag=-1` as numbers; each of these must stop the
+    /// program before it starts anything (a NaN heartbeat interval trapped in the sleep, a zero
+    /// node timeout made every node dead at once, an infinite lease never requeued a job).
+    func testNumericOptionsOutOfRangeExitTwoNamingTheOption() throws {
+        let cases: [(String, [String], String)] = [
+            ("hydra", ["coordinator", "--node-timeout", "nan"], "--node-timeout must be a number of seconds greater than 0 and at most 86400, got nan"),
+            ("hydra", ["coordinator", "--node-timeout", "0"], "--node-timeout must be a number of seconds greater than 0 and at most 86400, got 0"),
+            ("hydra", ["coordinator", "--lease", "inf"], "--lease must be a number of seconds greater than 0 and at most 86400, got inf"),
+            ("hydra", ["coordinator", "--lease=-1"], "--lease must be a number of seconds greater than 0 and at most 86400, got -1"),
+            ("hydra", ["coordinator", "--leader-ttl", "1e300"], "--leader-ttl must be a number of seconds from 1 to 86400, got 1e+300"),
+            ("hydra", ["watch", "any", "--interval", "0"], "--interval must be a number of seconds from 0.05 to 3600, got 0"),
+            ("hydra", ["watch", "any", "--timeout", "nan"], "--timeout must be a number of seconds from 0 to 1000000000, got nan"),
+            ("hydra", ["jobs", "--limit", "0"], "--limit must be from 1 to 1000000, got 0"),
+            ("hydra", ["status", "--limit=-5"], "--limit must be from 1 to 1000000, got -5"),
+            ("hydra-agent", ["run", "--node", "hydra-ai", "--heartbeat-interval", "nan"], "--heartbeat-interval must be a number of seconds from 0.05 to 3600, got nan"),
+            ("hydra-agent", ["run", "--node", "hydra-ai", "--grace=-inf"], "--grace must be a number of seconds from 0 to 86400, got -inf"),
+            ("hydra-agent", ["run", "--node", "hydra-ai", "--trim-interval", "inf"], "--trim-interval must be a number of seconds from 0 to 86400, got inf"),
+            ("hydra-agent", ["run", "--node", "hydra-ai", "--prefetch", "0"], "--prefetch must be from 1 to 100000, got 0"),
+            ("hydra-agent", ["probe", "--timeout", "nan"], "--timeout must be a number of seconds greater than 0 and at most 600, got nan"),
+            ("hydra-dev", ["chaos", "--lease", "nan"], "--lease must be a number of seconds greater than 0 and at most 86400, got nan"),
+            ("hydra-dev", ["chaos", "--partition-seconds", "inf"], "--partition-seconds must be a number of seconds greater than 0 and at most 86400, got inf"),
+        ]
+        for (bin, args, expected) in cases {
+            let r = try cluster.hydra(args, binary: bin)
+            XCTAssertEqual(r.status, 2, "\(bin) \(args.joined(separator: " ")): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(expected), "expected '\(expected)' in: \(r.stderr)")
+        }
+    }
+
     func testMatrixExpansionAndJSONOutput() throws {
         let f = cluster.dir.appendingPathComponent("m.yaml").path
         try """

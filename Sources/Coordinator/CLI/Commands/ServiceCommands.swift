@@ -55,8 +55,11 @@ struct CoordinatorCommand: ParsableCommand {
 
     func run() throws {
         do { try Log.configure(flag: logLevel) } catch { throw ValidationError("\(error)") }
-        guard lease > 0 else { throw ValidationError("--lease must be > 0") }
-        guard leaderTTL >= 1 else { throw ValidationError("--leader-ttl must be ≥ 1 (seconds)") }
+        if let m = OptionCheck.first(OptionCheck.seconds(lease, "--lease", min: 0, max: 86_400),
+                                     OptionCheck.seconds(nodeTimeout, "--node-timeout", min: 0, max: 86_400),
+                                     OptionCheck.seconds(leaderTTL, "--leader-ttl", min: 1, minIncluded: true, max: 86_400)) {
+            throw ValidationError(m)
+        }
         guard var routerPolicy = RouterPolicy.named(policy) else {
             throw ValidationError("unknown --policy '\(policy)' (hydra, seed-static, least-loaded, random)")
         }

@@ -13,6 +13,10 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "With BATCH: print one line `N jobs, N succeeded, N failed, N lost`.") var summary = false
     @Option(help: "How many recent batches to list.") var limit = 20
 
+    func validate() throws {
+        if let m = OptionCheck.count(limit, "--limit", min: 1, max: 1_000_000) { throw ValidationError(m) }
+    }
+
     func run() throws {
         let store = try conn.store()
         var ids: [String]?
@@ -54,6 +58,13 @@ struct WatchCommand: ParsableCommand {
     @Option(help: "Seconds between updates.") var interval = 0.5
     @Option(help: "Give up after this many seconds (0 = never).") var timeout = 0.0
     @Flag(help: "One JSON object per update (counts, rate, eta_s) instead of the progress bar.") var json = false
+
+    func validate() throws {
+        if let m = OptionCheck.first(OptionCheck.seconds(interval, "--interval", min: 0.05, minIncluded: true, max: 3_600),
+                                     OptionCheck.seconds(timeout, "--timeout", min: 0, minIncluded: true, max: 1e9)) {
+            throw ValidationError(m)
+        }
+    }
 
     func run() throws {
         let store = try conn.store()
@@ -153,6 +164,10 @@ struct JobsCommand: ParsableCommand {
     @Option(help: "Only jobs on this node.") var node: String?
     @Option(help: "At most this many jobs.") var limit = 200
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        if let m = OptionCheck.count(limit, "--limit", min: 1, max: 1_000_000) { throw ValidationError(m) }
+    }
 
     func run() throws {
         var states: [JobState] = []
