@@ -86,10 +86,18 @@ final class RouterPlacementTests: XCTestCase {
         let jobs = [RT.job("gang", vram: 4, gpus: 2, priority: 1, spec: ["base_runtime_s": 600], constraints: pin),
                     RT.job("short", vram: 4, spec: ["base_runtime_s": 600], constraints: pin),
                     RT.job("long", vram: 4, at: 1, spec: ["base_runtime_s": 2000], constraints: pin)]
-        let r = RT.place(jobs, snap)
+        // Only jobs that end before the held start (`backfillDelay` 0; BackfillDelayTests has the default).
+        var beforeOnly = RouterPolicy.hydra
+        beforeOnly.backfillDelay = 0
+        let r = RT.place(jobs, snap, policy: beforeOnly)
         XCTAssertNil(r.assignment(for: "gang"))
         XCTAssertEqual(r.gpu("short"), "hydra-ai/1")
         XCTAssertNil(r.assignment(for: "long"))
+        // By default a job may end up to the gang's wait later (325 s ≤ 2 × 200 s): the long one,
+        // ranked first by its path, takes the GPU and the short one waits for it.
+        let d = RT.place(jobs, snap)
+        XCTAssertEqual(d.gpu("long"), "hydra-ai/1")
+        XCTAssertNil(d.assignment(for: "short"))
         // Without backfilling the short one waits too.
         XCTAssertNil(RT.place(jobs, snap, policy: RouterPolicy(backfillMargin: 0)).assignment(for: "short"))
     }
