@@ -42,9 +42,8 @@ struct PipelineRunCommand: ParsableCommand {
         let now = Date()
         var deadline = NightClock.next(minute: cfg.window.endMinute, after: now, timeZone: .current)
         if let until {
-            guard let d = NightClock.parseUntil(until, now: now, timeZone: .current) else {
-                invalid("--until '\(until)': expected HH:MM, HH:MM:SS or an ISO-8601 time")
-            }
+            if let problem = NightClock.untilProblem(until, now: now, timeZone: .current) { invalid("--until '\(until)': \(problem)") }
+            guard let d = NightClock.parseUntil(until, now: now, timeZone: .current) else { invalid("--until '\(until)'") }
             deadline = d
         }
         var clusterConfig: ClusterConfig?

@@ -33,25 +33,41 @@ public final class PipelineTrigger: Sendable {
     }
 
     /// Pure request checks: (status, message) when refused, nil when allowed. Body: optional `{"until": "06:00"}`.
-    public static func check(_ req: HTTPRequest, token: String) -> (Int, String)? {
+    public static func check(_ req: HTTPRequest, token: String, now: Date = Date()) -> (Int, String)? {
         guard req.method == "POST" else { return (405, "use POST") }
         let presented = req.headers["authorization"].flatMap { h -> String? in
             h.lowercased().hasPrefix("bearer ") ? String(h.dropFirst(7)).trimmingCharacters(in: .whitespaces) : nil
         }
         guard let presented, constantTimeEquals(presented, token) else { return (401, "missing or wrong bearer token") }
-        if let u = until(req), NightClock.parseUntil(u, now: Date(), timeZone: .current) == nil {
-            return (400, "'until' must be HH:MM, HH:MM:SS or an ISO-8601 time")
-        }
+        if case .failure(let e) = body(req, now: now) { return (400, e.message) }
         return nil
     }
 
-    static func until(_ req: HTTPRequest) -> String? {
-        guard !req.body.isEmpty, let v = try? JSONCoding.decode(JSONValue.self, from: String(decoding: req.body, as: UTF8.self)) else { return nil }
-        return v["until"]?.stringValue
+    struct BodyError: Error { var message: String }
+
+    /// The request's `until`, nil without one. A body that is not a JSON object with at most a
+    /// string `until` is refused, not ignored: a night started with a deadline other than the one
+    /// asked for runs until the config's night end.
+    static func body(_ req: HTTPRequest, now: Date) -> Result<String?, BodyError> {
+        let text = String(decoding: req.body, as: UTF8.self)
+        if text.allSatisfy(\.isWhitespace) { return .success(nil) }
+        guard let v = try? JSONCoding.decode(JSONValue.self, from: text), let o = v.objectValue else {
+            return .failure(BodyError(message: #"the body must be a JSON object, e.g. {"until": "06:00"}"#))
+        }
+        if let k = o.keys.sorted().first(where: { $0 != "until" }) {
+            return .failure(BodyError(message: "unknown field '\(String(k.prefix(64)))' (the body takes only 'until')"))
+        }
+        guard let u = o["until"] else { return .success(nil) }
+        guard let s = u.stringValue else { return .failure(BodyError(message: #"'until' must be a string, e.g. "06:00""#)) }
+        if let problem = NightClock.untilProblem(s, now: now, timeZone: .current) {
+            return .failure(BodyError(message: "'until' '\(String(s.prefix(64)))': \(problem)"))
+        }
+        return .success(s)
     }
 
     public func handle(_ req: HTTPRequest) -> HTTPResponse {
-        if let (status, message) = Self.check(req, token: token) {
+        let now = Date()
+        if let (status, message) = Self.check(req, token: token, now: now) {
             return .json(encoding: ["error": message], status: status)
         }
         let db = PGConnection(url: databaseURL)
@@ -63,7 +79,8 @@ public final class PipelineTrigger: Sendable {
                 return .json(encoding: ["error": "the night \(n) is already running"], status: 409)
             }
             var args = ["pipeline", "run", "--config", configPath, "--database-url", databaseURL, "--triggered-by", "http:\(req.remoteAddress)"]
-            if let u = Self.until(req) { args += ["--until", u] }
+            let until = (try? Self.body(req, now: now).get()) ?? nil   // check() passed, so it parses
+            if let until { args += ["--until", until] }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = args
@@ -74,7 +91,7 @@ public final class PipelineTrigger: Sendable {
             try p.run()
             children.withLock { $0[p.processIdentifier] = p }
             try store.jobs.audit(actor: "http:\(req.remoteAddress)", action: "pipeline_trigger", target: configPath,
-                                 detail: .object(["pid": .number(Double(p.processIdentifier)), "until": Self.until(req).map { .string($0) } ?? .null]))
+                                 detail: .object(["pid": .number(Double(p.processIdentifier)), "until": until.map { .string($0) } ?? .null]))
             Log(component: "pipeline-trigger").info("night started by HTTP", [("pid", String(p.processIdentifier)), ("from", req.remoteAddress)])
             return .json(encoding: ["started": JSONValue.bool(true), "pid": .number(Double(p.processIdentifier)),
                                     "night": .string(NightClock.night(at: Date(), timeZone: .current))], status: 202)
