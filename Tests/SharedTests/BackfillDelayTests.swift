@@ -40,10 +40,7 @@ final class BackfillDelayTests: XCTestCase {
     /// Without the delay every video ran on the A100 one after another and the L40S stood idle the
     /// whole time; with it the videos use both GPUs.
     func testAHoldTheOrderDoesNotKeepDoesNotLeaveAGPUEmpty() throws {
-        let cluster = ClusterConfig(nodes: [NodeConfig(name: "ws", gpus: [
-            GPUConfig(model: "NVIDIA L40S", memory: .gib(48), weight: 10),
-            GPUConfig(model: "NVIDIA A100-SXM4-80GB", memory: .gib(80), weight: 12),
-        ])], headroom: ByteCount(512 * ByteSize.MiB))
+        let cluster = RT.node([("NVIDIA L40S", 10, 48), ("NVIDIA A100-SXM4-80GB", 12, 80)], name: "ws")
         let w = try Workload.parse("""
         groups:
           - {name: video, count: 10, kind: video, vram: 12GiB, base_runtime_s: 2000}
@@ -69,10 +66,7 @@ final class BackfillDelayTests: XCTestCase {
     /// (ranked first) arrives; single jobs of 150 s arrive every 5 s. The first one backfills the
     /// held GPU (195 s ≤ 2 × 99 s); none after it fits the shorter waits that follow.
     func testTheGangIsDelayedAtMostItsFirstWait() throws {
-        let cluster = ClusterConfig(nodes: [NodeConfig(name: "n", gpus: [
-            GPUConfig(model: "NVIDIA GeForce RTX 5090", memory: .gib(32), weight: 10),
-            GPUConfig(model: "NVIDIA GeForce RTX 5090", memory: .gib(32), weight: 10),
-        ])], headroom: ByteCount(512 * ByteSize.MiB))
+        let cluster = RT.node([("NVIDIA GeForce RTX 5090", 10, 32), ("NVIDIA GeForce RTX 5090", 10, 32)])
         let w = try Workload.parse("""
         groups:
           - {name: first, count: 1, kind: command, vram: 2GiB, base_runtime_s: 1000, priority: 1}

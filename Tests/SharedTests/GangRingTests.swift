@@ -40,10 +40,7 @@ final class GangRingTests: XCTestCase {
 
     /// One node: RTX 3060, RTX 4090, RTX 3060 (weights 3, 8, 3), and the reference cluster's
     /// simulated UUIDs `n-gpu0` …
-    func node(_ models: [(String, Double, Int)]) -> ClusterConfig {
-        ClusterConfig(nodes: [NodeConfig(name: "n", gpus: models.map { GPUConfig(model: $0.0, memory: .gib(Double($0.2)), weight: $0.1) })],
-                      headroom: ByteCount(512 * ByteSize.MiB))
-    }
+    func node(_ models: [(String, Double, Int)]) -> ClusterConfig { RT.node(models) }
 
     func gang(_ id: String) -> RouterJob {
         RT.job(id, vram: 2, gpus: 2, spec: ["base_runtime_s": 300], constraints: ["service": .array([])])

@@ -26,6 +26,12 @@ enum RT {
         return s
     }
 
+    /// One node of the given GPUs (model, weight, GiB), with the default headroom.
+    static func node(_ models: [(String, Double, Int)], name: String = "n") -> ClusterConfig {
+        ClusterConfig(nodes: [NodeConfig(name: name, gpus: models.map { GPUConfig(model: $0.0, memory: .gib(Double($0.2)), weight: $0.1) })],
+                      headroom: ByteCount(512 * ByteSize.MiB))
+    }
+
     static func job(_ id: String, kind: String = "command", vram: Double? = nil, gpus: Int = 1, priority: Int = 0,
                     batch: String? = nil, at: Double = 0, spec: [String: JSONValue] = [:],
                     constraints: [String: JSONValue]? = nil, lastFailure: FailureClass? = nil,
