@@ -81,15 +81,18 @@ final class PipelineTriggerTests: XCTestCase {
         XCTAssertGreaterThan(allowed, 50)
     }
 
-    func testUntilOnTheCommandLineMustEndAfterNow() {
+    func testUntilOnTheCommandLineMustEndAfterNow() throws {
         let utc = TimeZone(identifier: "UTC")!
-        XCTAssertNil(NightClock.untilProblem("06:00", now: now, timeZone: utc))
-        XCTAssertNil(NightClock.untilProblem("22:00", now: now, timeZone: utc))   // the next 22:00, tomorrow
-        XCTAssertNil(NightClock.untilProblem("2031-03-02T22:00:01Z", now: now, timeZone: utc))
-        XCTAssertEqual(NightClock.untilProblem("2031-03-02T22:00:00Z", now: now, timeZone: utc),
-                       "2031-03-02T22:00:00Z is not after now (2031-03-02T22:00:00Z)")
-        XCTAssertEqual(NightClock.untilProblem("1999-01-01T00:00:00Z", now: now, timeZone: utc),
-                       "1999-01-01T00:00:00Z is not after now (2031-03-02T22:00:00Z)")
-        XCTAssertEqual(NightClock.untilProblem("noon", now: now, timeZone: utc), "expected HH:MM, HH:MM:SS or an ISO-8601 time")
+        let iso = ISO8601DateFormatter()
+        func problem(_ s: String) -> String? {
+            if case .failure(let e) = NightClock.until(s, now: now, timeZone: utc) { return e.message }
+            return nil
+        }
+        XCTAssertEqual(try NightClock.until("06:00", now: now, timeZone: utc).get(), iso.date(from: "2031-03-03T06:00:00Z"))
+        XCTAssertEqual(try NightClock.until("22:00", now: now, timeZone: utc).get(), iso.date(from: "2031-03-03T22:00:00Z"))   // tomorrow's
+        XCTAssertNil(problem("2031-03-02T22:00:01Z"))
+        XCTAssertEqual(problem("2031-03-02T22:00:00Z"), "2031-03-02T22:00:00Z is not after now (2031-03-02T22:00:00Z)")
+        XCTAssertEqual(problem("1999-01-01T00:00:00Z"), "1999-01-01T00:00:00Z is not after now (2031-03-02T22:00:00Z)")
+        XCTAssertEqual(problem("noon"), "expected HH:MM, HH:MM:SS or an ISO-8601 time")
     }
 }

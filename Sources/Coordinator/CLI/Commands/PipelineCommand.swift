@@ -42,9 +42,10 @@ struct PipelineRunCommand: ParsableCommand {
         let now = Date()
         var deadline = NightClock.next(minute: cfg.window.endMinute, after: now, timeZone: .current)
         if let until {
-            if let problem = NightClock.untilProblem(until, now: now, timeZone: .current) { invalid("--until '\(until)': \(problem)") }
-            guard let d = NightClock.parseUntil(until, now: now, timeZone: .current) else { invalid("--until '\(until)'") }
-            deadline = d
+            switch NightClock.until(until, now: now, timeZone: .current) {
+            case .success(let d): deadline = d
+            case .failure(let e): invalid("--until '\(until)': \(e.message)")
+            }
         }
         var clusterConfig: ClusterConfig?
         if let path = cluster ?? cfg.clusterFile ?? ProcessInfo.processInfo.environment["HYDRA_CLUSTER"] {

@@ -165,13 +165,21 @@ public enum NightClock {
         return d
     }
 
-    /// Why `--until` (or the HTTP trigger's `until`) cannot end a night, or nil: it does not parse,
-    /// or it is an ISO-8601 time that is not after `now` (a night that would end before it starts
-    /// submits nothing and reports an empty night; a typed year is the usual cause).
-    public static func untilProblem(_ s: String, now: Date, timeZone: TimeZone) -> String? {
-        guard let d = parseUntil(s, now: now, timeZone: timeZone) else { return "expected HH:MM, HH:MM:SS or an ISO-8601 time" }
-        if d <= now { return "\(ISO8601DateFormatter().string(from: d)) is not after now (\(ISO8601DateFormatter().string(from: now)))" }
-        return nil
+    /// Why `--until` (or the HTTP trigger's `until`) cannot end a night.
+    public struct UntilError: Error, Equatable { public var message: String }
+
+    /// The deadline `--until` (or the HTTP trigger's `until`) names, or why it cannot end a night:
+    /// it does not parse, or it is an ISO-8601 time that is not after `now` (a night that would end
+    /// before it starts submits nothing and reports an empty night; a typed year is the usual cause).
+    public static func until(_ s: String, now: Date, timeZone: TimeZone) -> Result<Date, UntilError> {
+        guard let d = parseUntil(s, now: now, timeZone: timeZone) else {
+            return .failure(UntilError(message: "expected HH:MM, HH:MM:SS or an ISO-8601 time"))
+        }
+        if d <= now {
+            let f = ISO8601DateFormatter()
+            return .failure(UntilError(message: "\(f.string(from: d)) is not after now (\(f.string(from: now)))"))
+        }
+        return .success(d)
     }
 
     /// `--until`: `HH:MM`, `HH:MM:SS` (the next such time) or an ISO-8601 timestamp.

@@ -59,8 +59,8 @@ public final class PipelineTrigger: Sendable {
         }
         guard let u = o["until"] else { return .success(nil) }
         guard let s = u.stringValue else { return .failure(BodyError(message: #"'until' must be a string, e.g. "06:00""#)) }
-        if let problem = NightClock.untilProblem(s, now: now, timeZone: .current) {
-            return .failure(BodyError(message: "'until' '\(String(s.prefix(64)))': \(problem)"))
+        if case .failure(let e) = NightClock.until(s, now: now, timeZone: .current) {
+            return .failure(BodyError(message: "'until' '\(String(s.prefix(64)))': \(e.message)"))
         }
         return .success(s)
     }
