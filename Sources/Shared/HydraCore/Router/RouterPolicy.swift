@@ -77,7 +77,8 @@ public struct RouterPolicy: Sendable, Equatable {
     /// (by 0.54 at the defaults) and the gang is delayed at most about its first wait in all.
     /// 0: only jobs that end before the held start. At 1, over 200 generated seeds: median 1.044
     /// → 1.044 × the bound, p90 1.212 → 1.212, 3 seeds better by more than 2 %, 2 worse; seeds
-    /// 201–400, which no rule was tuned on: median 1.038 → 1.035, p90 1.301 → 1.283, 4 better, 1 worse.
+    /// 201–400, which no rule was tuned on: median 1.038 → 1.035, p90 1.301 → 1.283, 4 better,
+    /// 1 worse; 401–600: 1.031 → 1.031, p90 1.226 → 1.225, worst 1.524 → 1.410, 3 better, 1 worse.
     public var backfillDelay: Double = 1
     /// Under `hydra`, a batch 2-GPU gang may start in a ring on a node with an odd number of
     /// GPUs, sharing each of its GPUs with one other gang (`GangRing`), where the ring's gangs at
