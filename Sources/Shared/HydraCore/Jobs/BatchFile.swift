@@ -263,15 +263,10 @@ public enum BatchFile {
 
     static func validateSpec(kind: String, spec: JSONValue, file: String, at: String) throws {
         for f in secondsFields { try checkSeconds(spec[f], file: file, at: "\(at).\(f)") }
-        switch kind {
-        case "sleep":
-            break
-        case "command":
+        if kind == "command" {
             guard let argv = spec["argv"]?.arrayValue, !argv.isEmpty, argv.allSatisfy({ $0.stringValue != nil }) else {
                 throw InputError(file: file, location: "\(at).argv", problem: "a command job needs 'argv': a non-empty list of strings (no shell)")
             }
-        default:
-            break
         }
     }
 

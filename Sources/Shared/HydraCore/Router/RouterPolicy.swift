@@ -62,9 +62,10 @@ public struct RouterPolicy: Sendable, Equatable {
     /// Under `hydra`, a single-GPU job may start on an empty GPU that is held for a job starting
     /// there later (a gang waiting for its other GPU) when its runtime × this margin ends before
     /// that start, or not much after (`backfillDelay`) — backfilling, as batch schedulers do. The
-    /// margin covers runtimes that run long (a backfilled job that overruns delays the gang). 0 turns it off. At 1.3, over 200
-    /// generated seeds: median 1.049 → 1.048 × the bound, p90 1.254 → 1.253, 7 seeds better by
-    /// more than 2 % (181 by 7 %), 1 worse (166, 5 %); at 1.0 the same less one seed.
+    /// margin covers runtimes that run long (a backfilled job that overruns delays the gang). 0
+    /// turns it off. At 1.3, over 200 generated seeds: median 1.049 → 1.048 × the bound, p90
+    /// 1.254 → 1.253, 7 seeds better by more than 2 % (181 by 7 %), 1 worse (166, 5 %); at 1.0
+    /// the same less one seed.
     public var backfillMargin: Double
     /// Under `hydra`, how much later, as a share of the wait it fills, a backfilled job may make
     /// the held job start: a single-GPU job may take the empty held GPU when its runtime × the

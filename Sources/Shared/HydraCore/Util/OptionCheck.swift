@@ -2,9 +2,10 @@ import Foundation
 
 /// Range checks for numeric command-line options, shared by `hydra`, `hydra-agent` and `hydra-dev`.
 /// ArgumentParser reads `nan`, `inf` and `--flag=-1` as valid Doubles, and a NaN passes every
-/// `x <= 0` guard: a NaN heartbeat interval traps where it becomes whole seconds, an infinite node timeout means a
-/// dead node's jobs are never requeued, a zero one that every node is dead at once. Each returns the
-/// message for a `ValidationError` (exit 2, naming the option and the value), or nil when it is fine.
+/// `x <= 0` guard: a NaN heartbeat interval traps where it becomes whole seconds, an infinite node
+/// timeout means a dead node's jobs are never requeued, a zero one that every node is dead at once.
+/// Each returns the message for a `ValidationError` (exit 2, naming the option and the value), or
+/// nil when it is fine.
 public enum OptionCheck {
     /// Seconds: finite, above `min` (or at least it, with `minIncluded`), at most `max`.
     public static func seconds(_ value: Double, _ flag: String, min: Double, minIncluded: Bool = false, max: Double) -> String? {

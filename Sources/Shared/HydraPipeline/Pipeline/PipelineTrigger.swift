@@ -32,43 +32,48 @@ public final class PipelineTrigger: Sendable {
         return t
     }
 
+    /// Why a request may not start a night: its HTTP status and message.
+    struct Refusal: Error { var status: Int; var message: String }
+
     /// Pure request checks: (status, message) when refused, nil when allowed. Body: optional `{"until": "06:00"}`.
     public static func check(_ req: HTTPRequest, token: String, now: Date = Date()) -> (Int, String)? {
-        guard req.method == "POST" else { return (405, "use POST") }
-        let presented = req.headers["authorization"].flatMap { h -> String? in
-            h.lowercased().hasPrefix("bearer ") ? String(h.dropFirst(7)).trimmingCharacters(in: .whitespaces) : nil
-        }
-        guard let presented, constantTimeEquals(presented, token) else { return (401, "missing or wrong bearer token") }
-        if case .failure(let e) = body(req, now: now) { return (400, e.message) }
+        if case .failure(let r) = admit(req, token: token, now: now) { return (r.status, r.message) }
         return nil
     }
 
-    struct BodyError: Error { var message: String }
-
-    /// The request's `until`, nil without one. A body that is not a JSON object with at most a
-    /// string `until` is refused, not ignored: a night started with a deadline other than the one
-    /// asked for runs until the config's night end.
-    static func body(_ req: HTTPRequest, now: Date) -> Result<String?, BodyError> {
+    /// The request's `until` (nil without one) when it may start a night. The token is checked before
+    /// the body, so a stranger learns nothing from it. A body that is not a JSON object with at most a
+    /// string `until` is refused, not ignored: a night started with a deadline other than the one asked
+    /// for runs until the config's night end.
+    static func admit(_ req: HTTPRequest, token: String, now: Date) -> Result<String?, Refusal> {
+        guard req.method == "POST" else { return .failure(Refusal(status: 405, message: "use POST")) }
+        let presented = req.headers["authorization"].flatMap { h -> String? in
+            h.lowercased().hasPrefix("bearer ") ? String(h.dropFirst(7)).trimmingCharacters(in: .whitespaces) : nil
+        }
+        guard let presented, constantTimeEquals(presented, token) else {
+            return .failure(Refusal(status: 401, message: "missing or wrong bearer token"))
+        }
         let text = String(decoding: req.body, as: UTF8.self)
         if text.allSatisfy(\.isWhitespace) { return .success(nil) }
         guard let v = try? JSONCoding.decode(JSONValue.self, from: text), let o = v.objectValue else {
-            return .failure(BodyError(message: #"the body must be a JSON object, e.g. {"until": "06:00"}"#))
+            return .failure(Refusal(status: 400, message: #"the body must be a JSON object, e.g. {"until": "06:00"}"#))
         }
         if let k = o.keys.sorted().first(where: { $0 != "until" }) {
-            return .failure(BodyError(message: "unknown field '\(String(k.prefix(64)))' (the body takes only 'until')"))
+            return .failure(Refusal(status: 400, message: "unknown field '\(String(k.prefix(64)))' (the body takes only 'until')"))
         }
         guard let u = o["until"] else { return .success(nil) }
-        guard let s = u.stringValue else { return .failure(BodyError(message: #"'until' must be a string, e.g. "06:00""#)) }
+        guard let s = u.stringValue else { return .failure(Refusal(status: 400, message: #"'until' must be a string, e.g. "06:00""#)) }
         if case .failure(let e) = NightClock.until(s, now: now, timeZone: .current) {
-            return .failure(BodyError(message: "'until' '\(String(s.prefix(64)))': \(e.message)"))
+            return .failure(Refusal(status: 400, message: "'until' '\(String(s.prefix(64)))': \(e.message)"))
         }
         return .success(s)
     }
 
     public func handle(_ req: HTTPRequest) -> HTTPResponse {
-        let now = Date()
-        if let (status, message) = Self.check(req, token: token, now: now) {
-            return .json(encoding: ["error": message], status: status)
+        let until: String?
+        switch Self.admit(req, token: token, now: Date()) {
+        case .success(let u): until = u
+        case .failure(let r): return .json(encoding: ["error": r.message], status: r.status)
         }
         let db = PGConnection(url: databaseURL)
         defer { db.close() }
@@ -79,7 +84,6 @@ public final class PipelineTrigger: Sendable {
                 return .json(encoding: ["error": "the night \(n) is already running"], status: 409)
             }
             var args = ["pipeline", "run", "--config", configPath, "--database-url", databaseURL, "--triggered-by", "http:\(req.remoteAddress)"]
-            let until = (try? Self.body(req, now: now).get()) ?? nil   // check() passed, so it parses
             if let until { args += ["--until", until] }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
