@@ -124,6 +124,60 @@ final class ComfyUIExecutorTests: XCTestCase {
         XCTAssertTrue(refused?.message.contains("comfyui: POST http://127.0.0.1:") ?? false, refused?.message ?? "")
     }
 
+    func testHistoryPollFailuresAreRiddenOutUpToALimit() throws {
+        // Five failed polls in a row (the limit): the job goes on and gets its image.
+        fake.faults.set("history-garbled", times: ComfyUIExecutor.badPollsTolerated)
+        let r = try executor.execute(TestEnv.context(spec(), kind: "image"))
+        XCTAssertEqual(r.output["files"]?.arrayValue?.count, 1)
+        XCTAssertNil(fake.faults.mode, "every injected failure was met by a poll")
+
+        // One more, on a prompt that is still generating: the job fails (transient) and stops the prompt,
+        // rather than leave it on the GPU beside the retry.
+        let slow = FakeComfyUI(settings: FakeSettings(latencyMs: 2_500, vramBytes: 4 << 30))   // 0.5 s a step
+        let port = try slow.start()
+        defer { slow.stop() }
+        let ex = ComfyUIExecutor(endpoint: ServiceEndpoint(url: "http://127.0.0.1:\(port)"), workflowsDirectory: Self.workflows, pollInterval: 0.02)
+        slow.faults.set("history-garbled", times: ComfyUIExecutor.badPollsTolerated + 1)
+        let f = expectFailure { try ex.execute(TestEnv.context(spec(), kind: "image")) }
+        XCTAssertEqual(f?.failureClass, .transient)
+        XCTAssertTrue(f?.message.contains("malformed JSON") ?? false, f?.message ?? "")
+        XCTAssertTrue(f?.message.contains("\(ComfyUIExecutor.badPollsTolerated + 1) polls in a row failed") ?? false, f?.message ?? "")
+        XCTAssertTrue(TestEnv.waitUntil { slow.events.contains { $0.type == "execution_interrupted" } },
+                      "the prompt must be interrupted when the job gives up on it")
+    }
+
+    func testAnAnswerLostAfterQueueingDoesNotRunThePromptTwice() throws {
+        // ComfyUI queued the prompt, then the connection broke before the answer: the prompt runs under
+        // the id the executor chose, so the job follows it instead of failing and leaving it behind.
+        fake.faults.set("drop-after-queue", times: 1)
+        let r = try executor.execute(TestEnv.context(spec(), kind: "image"))
+        XCTAssertEqual(r.output["files"]?.arrayValue?.count, 1)
+        XCTAssertEqual(fake.events.filter { $0.type == "execution_start" }.count, 1, "one prompt, run once")
+        // Not queued at all (the plain drop): nothing to follow, the job fails as before.
+        fake.faults.set("drop", times: 1)
+        XCTAssertEqual(expectFailure { try executor.execute(TestEnv.context(spec(), kind: "image")) }?.failureClass, .transient)
+        XCTAssertEqual(fake.events.filter { $0.type == "execution_start" }.count, 1)
+    }
+
+    func testAnOutputNamedBeyondTheFileSystemLimitIsShortenedNotFatal() throws {
+        // A file name over 255 bytes fails every attempt (ENAMETOOLONG): the name is cut, the extension kept.
+        let dir = TestEnv.tempDir()
+        for name in [String(repeating: "a", count: 10_000) + ".png", String(repeating: "é", count: 300) + ".png",
+                     String(repeating: "💥", count: 100), "fox_00001_.png"] {
+            let f = try ExecutorSupport.writeOutput(Data([1, 2, 3]), name: name, directory: dir)
+            let written = try XCTUnwrap(f["name"]?.stringValue)
+            XCTAssertLessThanOrEqual(written.utf8.count, ExecutorSupport.maxFileNameBytes + 4, written)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: try XCTUnwrap(f["path"]?.stringValue)))
+            if name.hasSuffix(".png") { XCTAssertTrue(written.hasSuffix(".png"), written) }
+        }
+        XCTAssertEqual(ExecutorSupport.safeFileName("fox_00001_.png"), "fox_00001_.png", "short names stay as they are")
+        // Twice the same long name: the second gets its "-1" and still fits.
+        let long = String(repeating: "b", count: 400) + ".png"
+        _ = try ExecutorSupport.writeOutput(Data([1]), name: long, directory: dir)
+        let again = try ExecutorSupport.writeOutput(Data([2]), name: long, directory: dir)
+        XCTAssertTrue(again["name"]?.stringValue?.hasSuffix("-1.png") ?? false)
+    }
+
     func testDeadlineInterruptsTheRunningPromptAndTimesOut() {
         fake.faults.set("hang")
         let start = Date()

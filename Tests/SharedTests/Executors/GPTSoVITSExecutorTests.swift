@@ -127,6 +127,16 @@ final class ScorerExecutorTests: XCTestCase {
         XCTAssertEqual(expectFailure { try executor.execute(TestEnv.context(["image_path": "a", "image_b64": "b"], kind: "score")) }?.failureClass, .permanent)
     }
 
+    func testAScoreThatIsNotANumberIsTransientNotAMissingScore() throws {
+        // Read as "no aesthetic score", the gate would reject the image; asking again gets the real score.
+        fake.faults.set("not-a-number", times: 1)
+        let f = expectFailure { try executor.execute(TestEnv.context(["image_path": "img.png"], kind: "score")) }
+        XCTAssertEqual(f?.failureClass, .transient)
+        XCTAssertTrue(f?.message.contains("aesthetic = \"n/a\", not a number") ?? false, f?.message ?? "")
+        let r = try executor.execute(TestEnv.context(["image_path": "img.png"], kind: "score"))
+        XCTAssertNotNil(r.output["aesthetic"]?.doubleValue)
+    }
+
     func testBusyIsRetriedWithRetryAfter() throws {
         fake.faults.set("busy", times: 1)
         let r = try executor.execute(TestEnv.context(["image_path": "img.png"], kind: "score"))

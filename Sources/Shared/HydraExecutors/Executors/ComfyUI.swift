@@ -212,9 +212,12 @@ public struct ComfyUIExecutor: Executor {
         let entry: JSONValue
         do {
             entry = try waitForHistory(promptID, poll: poll, context: context, peak: &peakUsed)
-        } catch let f as ExecutionFailure where f.failureClass == .timeout || f.message.hasSuffix("cancelled") {
+        } catch {
+            // Whatever ended the wait (deadline, cancel, a ComfyUI that keeps answering garbage), the prompt
+            // may still be queued or running: left there, it would hold the GPU while the retry runs a
+            // second copy. With its id, /interrupt stops only this prompt.
             interrupt(promptID)
-            throw f
+            throw error
         }
 
         let status = entry["status"]
@@ -268,14 +271,39 @@ public struct ComfyUIExecutor: Executor {
             // Not retried: a lost response may still have queued the prompt.
             resp = try client.send(.json(url: endpoint.base + "/prompt", body: body, idempotent: false),
                                    deadline: context.deadline, cancellation: context.cancellation)
-        } catch let e as HTTPClientError { throw e.executionFailure }
+        } catch let e as HTTPClientError {
+            // The request may have arrived even though its answer did not: then the prompt runs under the
+            // id we asked for, and failing here would leave it holding the GPU while the retry runs a copy.
+            if e.kind != .connect, e.kind != .deadline, e.kind != .cancelled, isKnown(wanted) { return wanted }
+            if e.kind != .connect { interrupt(wanted) }
+            throw e.executionFailure
+        }
         if resp.status == 400 { throw ExecutionFailure(.permanent, Self.describeRejection(resp)) }
         if resp.status >= 500 { throw ExecutionFailure(.transient, resp.summary) }
         guard resp.isSuccess else { throw ExecutionFailure(.permanent, resp.summary) }
         guard let json = resp.jsonValue, let id = json["prompt_id"]?.stringValue else {
+            // Queued (2xx) but the answer is garbled: as above.
+            if isKnown(wanted) { return wanted }
+            interrupt(wanted)
             throw ExecutionFailure(.transient, "comfyui: POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.text.prefix(200))")
         }
         return id
+    }
+
+    /// Whether ComfyUI has `promptID` queued, running or in its history (best effort, a few seconds at most).
+    func isKnown(_ promptID: String) -> Bool {
+        let quick = HTTPClientOptions(connectTimeout: 2, totalTimeout: 5, retries: 1)
+        if let q = try? client.send(HTTPClientRequest(url: endpoint.base + "/queue"), options: quick).jsonValue,
+           Self.queueHolds(q, promptID) { return true }
+        if let h = try? client.send(HTTPClientRequest(url: endpoint.base + "/history/" + promptID), options: quick).jsonValue,
+           h[promptID] != nil { return true }
+        return false
+    }
+
+    /// Whether a /queue answer lists `promptID` as running or pending (items are `[number, prompt_id, …]`).
+    static func queueHolds(_ q: JSONValue, _ promptID: String) -> Bool {
+        let items = (q["queue_running"]?.arrayValue ?? []) + (q["queue_pending"]?.arrayValue ?? [])
+        return items.contains { $0.arrayValue?.count ?? 0 > 1 && $0.arrayValue?[1].stringValue == promptID }
     }
 
     /// "comfyui rejected the workflow (prompt_outputs_failed_validation: …): node 4 CheckpointLoaderSimple: Value not in list: …"
@@ -301,19 +329,43 @@ public struct ComfyUIExecutor: Executor {
         return parts.isEmpty ? head : head + ": " + parts.joined(separator: "; ")
     }
 
+    /// Failed /history polls in a row that a job rides out before it fails (transient). The prompt
+    /// runs on whether or not one poll gets through, so a dropped connection or one garbled answer
+    /// must not throw away minutes of generation.
+    static let badPollsTolerated = 5
+
     func waitForHistory(_ promptID: String, poll: Double, context: ExecutionContext, peak: inout UInt64?) throws -> JSONValue {
         var polls = 0
         var missing = 0
+        var badPolls = 0
         while true {
             try ExecutorSupport.checkStop(context, service: "comfyui")
-            let resp: HTTPClientResponse
+            let answer: Result<JSONValue, ExecutionFailure>
             do {
-                resp = try client.send(HTTPClientRequest(url: endpoint.base + "/history/" + promptID),
-                                       deadline: context.deadline, cancellation: context.cancellation)
-            } catch let e as HTTPClientError { throw e.executionFailure }
-            guard resp.isSuccess else { throw ExecutionFailure(.transient, resp.summary) }
-            guard let json = resp.jsonValue else {
-                throw ExecutionFailure(.transient, "comfyui: GET \(resp.url) answered malformed JSON: \(resp.text.prefix(200))")
+                let resp = try client.send(HTTPClientRequest(url: endpoint.base + "/history/" + promptID),
+                                           deadline: context.deadline, cancellation: context.cancellation)
+                if !resp.isSuccess {
+                    answer = .failure(ExecutionFailure(.transient, resp.summary))
+                } else if let json = resp.jsonValue, json.objectValue != nil {
+                    answer = .success(json)
+                } else {
+                    answer = .failure(ExecutionFailure(.transient, "comfyui: GET \(resp.url) answered malformed JSON: \(resp.text.prefix(200))"))
+                }
+            } catch let e as HTTPClientError {
+                let f = e.executionFailure
+                if f.failureClass == .timeout || context.cancellation.isCancelled { throw f }
+                answer = .failure(f)
+            }
+            let json: JSONValue
+            switch answer {
+            case .success(let j): json = j; badPolls = 0
+            case .failure(let f):
+                badPolls += 1
+                if badPolls > Self.badPollsTolerated {
+                    throw ExecutionFailure(f.failureClass, "\(f.message) (\(badPolls) polls in a row failed)")
+                }
+                try interruptibleSleep(seconds: poll, context: context)
+                continue
             }
             if let entry = json[promptID] { return entry }
             if let used = sampleVRAM() { peak = max(peak ?? 0, used) }
@@ -321,9 +373,7 @@ public struct ComfyUIExecutor: Executor {
             // History lives in memory: after a ComfyUI restart the prompt is nowhere.
             if polls % 5 == 0 {
                 if let q = try? client.send(HTTPClientRequest(url: endpoint.base + "/queue"), options: HTTPClientOptions(totalTimeout: 5, retries: 0)).jsonValue {
-                    let items = (q["queue_running"]?.arrayValue ?? []) + (q["queue_pending"]?.arrayValue ?? [])
-                    let known = items.contains { $0.arrayValue?.count ?? 0 > 1 && $0.arrayValue?[1].stringValue == promptID }
-                    missing = known ? 0 : missing + 1
+                    missing = Self.queueHolds(q, promptID) ? 0 : missing + 1
                     if missing >= 2 {
                         throw ExecutionFailure(.transient, "comfyui: prompt \(promptID) is neither queued nor in history (ComfyUI restarted?)")
                     }

@@ -63,13 +63,28 @@ public enum ExecutorSupport {
         if let d = context.deadline, context.now() >= d { throw ExecutionFailure(.timeout, "\(service): deadline passed") }
     }
 
-    /// A file name safe to create inside the output directory (no separators, no dot-dot).
+    /// A file name safe to create inside the output directory (no separators, no dot-dot), at most
+    /// `maxFileNameBytes` UTF-8 bytes: a service that names a file 10 000 characters long would
+    /// otherwise fail the job on every attempt (ENAMETOOLONG at 255 bytes).
     public static func safeFileName(_ name: String) -> String {
         let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-"))
         var s = String(name.unicodeScalars.map { allowed.contains($0) ? Character($0) : "_" })
         while s.hasPrefix(".") { s.removeFirst() }
+        if s.utf8.count > maxFileNameBytes {
+            // Keep the extension and as much of the start as fits (room for writeOutput's "-N").
+            let ext = (s as NSString).pathExtension
+            let tail = ext.isEmpty || ext.utf8.count > 16 ? "" : "." + ext
+            var head = ""
+            for ch in s {
+                if head.utf8.count + ch.utf8.count + tail.utf8.count > maxFileNameBytes { break }
+                head.append(ch)
+            }
+            s = head + tail
+        }
         return s.isEmpty ? "output" : s
     }
+
+    public static let maxFileNameBytes = 200
 
     /// Writes `data` to `directory/name` (a new name if taken) and describes it
     /// the way results list files: path, name, size, sha256.

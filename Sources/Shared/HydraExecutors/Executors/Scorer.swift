@@ -45,6 +45,17 @@ public struct ScorerExecutor: Executor {
         guard let j = resp.jsonValue, j.objectValue != nil, j["aesthetic"] != nil || j["musiq"] != nil else {
             throw ExecutionFailure(.transient, "scorer: POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.text.prefix(200))")
         }
+        // The quality gates compare these numbers; a garbled one read as "no score" would fail the image's
+        // gate and reject it, when asking again gets the real score.
+        for k in ["aesthetic", "musiq", "face_similarity"] {
+            switch j[k] {
+            case nil, .null?: continue
+            case .number(let d)? where d.isFinite: continue
+            case let v?:
+                let shown = (try? JSONCoding.encodeString(v)) ?? "\(v)"
+                throw ExecutionFailure(.transient, "scorer: POST \(resp.url) answered \(k) = \(shown.prefix(80)), not a number")
+            }
+        }
         var out: [String: JSONValue] = [:]
         for k in ["aesthetic", "musiq", "face_similarity", "face", "models", "elapsed_ms"] { out[k] = j[k] ?? .null }
         out["duration_s"] = ExecutorSupport.seconds(since: started)

@@ -13,7 +13,10 @@ import HydraIO
 /// `node-error` (execution_error from a generic node exception), `node-errors`
 /// (400 prompt_outputs_failed_validation), `500` (POST /prompt → 500 text/plain),
 /// `hang` (the job never finishes until /interrupt), `malformed` (POST /prompt
-/// answers truncated JSON), `drop` (POST /prompt closes the connection).
+/// answers truncated JSON), `drop` (POST /prompt closes the connection),
+/// `drop-after-queue` (POST /prompt queues the prompt, then closes the connection
+/// unanswered), `history-garbled` (GET /history/{id} answers 200 with truncated JSON,
+/// which the client does not retry as it does a 5xx).
 public final class FakeComfyUI: Sendable {
     public struct Event: Sendable, Equatable {
         public var clientID: String?
@@ -151,6 +154,7 @@ public final class FakeComfyUI: Sendable {
             return FakeJSON.response(.object(o))
         default:
             if req.method == "GET", path.hasPrefix("/history/") {
+                if faults.take(ifOneOf: ["history-garbled"]) != nil { return .json("{\"", status: 200) }
                 let id = String(path.dropFirst("/history/".count))
                 let e = state.withLock { s in s.history.first { $0.0 == id }?.1 }
                 return FakeJSON.response(e.map { .object([id: $0]) } ?? .object([:]))
@@ -166,7 +170,7 @@ public final class FakeComfyUI: Sendable {
     }
 
     private func postPrompt(_ req: HTTPRequest) -> HTTPResponse {
-        let fault = faults.take(ifOneOf: ["500", "drop", "malformed", "node-errors", "oom", "node-error", "hang"])
+        let fault = faults.take(ifOneOf: ["500", "drop", "malformed", "node-errors", "oom", "node-error", "hang", "drop-after-queue"])
         switch fault {
         case "500": return .text("500 Internal Server Error\n\nServer got itself in trouble", status: 500)
         case "drop": return .drop
@@ -221,6 +225,7 @@ public final class FakeComfyUI: Sendable {
             s.pending.append(Job(number: n, promptID: promptID, graph: graph, extra: .object(extra), outputs: outputs, fault: fault))
             return n
         }
+        if fault == "drop-after-queue" { return .drop }
         return FakeJSON.response(["prompt_id": .string(promptID), "number": .int(number), "node_errors": [:]])
     }
 

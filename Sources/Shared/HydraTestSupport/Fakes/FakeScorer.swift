@@ -9,7 +9,8 @@ import HydraIO
 /// exact values for tests.
 ///
 /// Faults: `busy`/`loading` (503 + Retry-After), `oom` (500 cuda_oom), `no-face`
-/// (face_similarity null, status no_face_in_image), `500`, `hang`, `malformed`, `drop`.
+/// (face_similarity null, status no_face_in_image), `500`, `hang`, `malformed`, `drop`, `not-a-number`
+/// (200 with `"aesthetic": "n/a"`, as a scorer with a broken model head might answer).
 public final class FakeScorer: Sendable {
     public struct Scores: Sendable { public var aesthetic: Double; public var musiq: Double; public var face: Double?
         public init(aesthetic: Double, musiq: Double, face: Double?) { self.aesthetic = aesthetic; self.musiq = musiq; self.face = face } }
@@ -85,6 +86,7 @@ public final class FakeScorer: Sendable {
         case "500": return error(500, "internal", "unexpected scorer failure")
         case "hang": host.hang(); return .drop
         case "malformed": return .json("{\"aesthetic\": 6.", status: 200)
+        case "not-a-number": return .json("{\"aesthetic\": \"n/a\", \"musiq\": 61.5, \"face_similarity\": null}", status: 200)
         case "drop": return .drop
         default: break
         }
