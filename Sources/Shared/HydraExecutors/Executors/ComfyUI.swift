@@ -285,7 +285,7 @@ public struct ComfyUIExecutor: Executor {
             // Queued (2xx) but the answer is garbled: as above.
             if isKnown(wanted) { return wanted }
             interrupt(wanted)
-            throw ExecutionFailure(.transient, "comfyui: POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.text.prefix(200))")
+            throw ExecutionFailure(.transient, "comfyui: POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.excerpt())")
         }
         return id
     }
@@ -349,7 +349,7 @@ public struct ComfyUIExecutor: Executor {
                 } else if let json = resp.jsonValue, json.objectValue != nil {
                     answer = .success(json)
                 } else {
-                    answer = .failure(ExecutionFailure(.transient, "comfyui: GET \(resp.url) answered malformed JSON: \(resp.text.prefix(200))"))
+                    answer = .failure(ExecutionFailure(.transient, "comfyui: GET \(resp.url) answered malformed JSON: \(resp.excerpt())"))
                 }
             } catch let e as HTTPClientError {
                 let f = e.executionFailure

@@ -52,7 +52,7 @@ public struct OllamaClient: LLMClient {
                 resp = try client.stream(req, options: opts, deadline: context.deadline, cancellation: context.cancellation) { line in
                     if line.trimmingCharacters(in: .whitespaces).isEmpty { return true }
                     guard let j = try? JSONDecoder().decode(JSONValue.self, from: Data(line.utf8)) else {
-                        throw ExecutionFailure(.transient, "malformed NDJSON line: \(line.prefix(120))")
+                        throw ExecutionFailure(.transient, "malformed NDJSON line: \(Excerpt.of(line, limit: 120))")
                     }
                     lines += 1
                     if let e = j["error"] { streamError = e.stringValue ?? ((try? JSONCoding.encodeString(e)) ?? "null"); return false }
@@ -63,7 +63,7 @@ public struct OllamaClient: LLMClient {
                 resp = try client.send(req, options: opts, deadline: context.deadline, cancellation: context.cancellation)
                 if resp.isSuccess {
                     guard let j = resp.jsonValue else {
-                        throw ExecutionFailure(.transient, "ollama: POST \(req.url) answered HTTP \(resp.status) with malformed JSON: \(resp.text.prefix(200))")
+                        throw ExecutionFailure(.transient, "ollama: POST \(req.url) answered HTTP \(resp.status) with malformed JSON: \(resp.excerpt())")
                     }
                     if let e = j["error"] { streamError = e.stringValue ?? ((try? JSONCoding.encodeString(e)) ?? "null") } else { absorb(j) }
                 }

@@ -102,7 +102,7 @@ public struct OpenAICompatibleClient: LLMClient {
             catch let e as HTTPClientError { throw e.executionFailure }
             guard resp.isSuccess else { throw classify(resp) }
             guard let j = resp.jsonValue, let choice = j["choices"]?.arrayValue?.first else {
-                throw ExecutionFailure(.transient, "\(service): POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.text.prefix(200))")
+                throw ExecutionFailure(.transient, "\(service): POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.excerpt())")
             }
             var c = LLMCompletion()
             c.text = (r.api == .chat ? choice["message"]?["content"]?.stringValue : choice["text"]?.stringValue) ?? ""
@@ -124,7 +124,7 @@ public struct OpenAICompatibleClient: LLMClient {
                 let payload = line.dropFirst(5).trimmingCharacters(in: .whitespaces)
                 if payload == "[DONE]" { done = true; return false }
                 guard let j = try? JSONDecoder().decode(JSONValue.self, from: Data(payload.utf8)) else {
-                    throw ExecutionFailure(.transient, "malformed SSE event: \(payload.prefix(120))")
+                    throw ExecutionFailure(.transient, "malformed SSE event: \(Excerpt.of(payload, limit: 120))")
                 }
                 events += 1
                 if let e = j["error"] {

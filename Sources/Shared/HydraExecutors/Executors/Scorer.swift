@@ -43,7 +43,7 @@ public struct ScorerExecutor: Executor {
         } catch let e as HTTPClientError { throw e.executionFailure }
         guard resp.isSuccess else { throw Self.classify(resp) }
         guard let j = resp.jsonValue, j.objectValue != nil, j["aesthetic"] != nil || j["musiq"] != nil else {
-            throw ExecutionFailure(.transient, "scorer: POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.text.prefix(200))")
+            throw ExecutionFailure(.transient, "scorer: POST \(resp.url) answered HTTP \(resp.status) with malformed JSON: \(resp.excerpt())")
         }
         // The quality gates compare these numbers; a garbled one read as "no score" would fail the image's
         // gate and reject it, when asking again gets the real score.

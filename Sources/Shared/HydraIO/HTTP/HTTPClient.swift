@@ -64,12 +64,15 @@ public struct HTTPClientResponse: Sendable {
     public func json() throws -> JSONValue { try JSONDecoder().decode(JSONValue.self, from: body) }
     public var jsonValue: JSONValue? { try? json() }
 
-    /// "comfyui: POST http://…/prompt → HTTP 500: Internal Server Error" (body cut to 300 bytes).
+    /// "comfyui: POST http://…/prompt → HTTP 500: Internal Server Error" (the body as an `Excerpt`
+    /// of 300 characters: one line, and a binary body only named).
     public var summary: String {
-        var snippet = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if snippet.count > 300 { snippet = String(snippet.prefix(300)) + "…" }
+        let snippet = excerpt(300)
         return "\(service): \(method) \(url) → HTTP \(status)" + (snippet.isEmpty ? "" : ": \(snippet)")
     }
+
+    /// The start of the body, fit to quote in an error message (`Excerpt`).
+    public func excerpt(_ limit: Int = 200) -> String { Excerpt.of(body, limit: limit) }
 }
 
 public struct HTTPClientError: Error, Sendable, CustomStringConvertible, Equatable {
