@@ -83,6 +83,40 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try batchCount(), 0, "nothing may be written for invalid input")
     }
 
+    /// A reference that matches two things is refused, never guessed: a job prefix shared by two
+    /// jobs once cancelled the whole batch whose id began the same way; a batch named like the
+    /// start of another batch's id cancelled the other one; `%` and `_` matched like patterns.
+    func testReferencesThatMatchTwoThingsAreRefusedNotGuessed() throws {
+        let jobs = (0..<200).map { "  - {name: j\($0), kind: sleep}" }.joined(separator: "\n")
+        let victim = try cluster.submit("name: victim\njobs:\n" + jobs + "\n")
+        let store = cluster.store()
+        func cancelled() throws -> Int {
+            try PGConnection(url: cluster.dbURL).exec("SELECT count(*) AS n FROM jobs WHERE state = 'cancelled'")[0].int("n") ?? -1
+        }
+        // The batch id's first character starts more than one of its 200 jobs' ids.
+        let c = String(victim.prefix(1))
+        let sharing = try store.jobs(.init(batchID: victim, limit: 1000)).filter { $0.id.hasPrefix(c) }.count
+        XCTAssertGreaterThan(sharing, 1, "the test needs two jobs whose ids start with \(c)")
+        for args in [["cancel", c], ["retry", c]] {
+            let r = try cluster.hydra(args)
+            XCTAssertEqual(r.status, 2, "hydra \(args.joined(separator: " ")): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("matches more than one job"), r.stderr)
+        }
+        // A batch named like the start of the victim's id.
+        let lookalike = try cluster.submit("name: \"\(victim.prefix(3))\"\njobs:\n  - {name: one, kind: sleep}\n")
+        let named = try cluster.hydra(["cancel", "--batch", String(victim.prefix(3))])
+        XCTAssertEqual(named.status, 2, named.stderr)
+        XCTAssertTrue(named.stderr.contains("is the name of batch \(lookalike.prefix(8)) and the start of batch \(victim.prefix(8))'s id"), named.stderr)
+        for ref in ["%", "_", String(repeating: "_", count: 8), "%" + victim.suffix(6), ""] {
+            let r = try cluster.hydra(["status", ref])
+            XCTAssertEqual(r.status, 2, "status '\(ref)': \(r.stdout)")
+        }
+        XCTAssertEqual(try cancelled(), 0, "nothing may be cancelled on an ambiguous reference")
+        // Unambiguous references still work: the full id, and the name once it is unique.
+        XCTAssertEqual(try cluster.hydra(["cancel", "--batch", lookalike]).status, 0)
+        XCTAssertEqual(try cancelled(), 1)
+    }
+
     /// ArgumentParser reads `nan`, `inf` and `--flag=-1` as numbers; each of these must stop the
     /// program before it starts anything (a NaN heartbeat interval trapped in the sleep, a zero
     /// node timeout made every node dead at once, an infinite lease never requeued a job).

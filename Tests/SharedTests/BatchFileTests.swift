@@ -4,7 +4,8 @@ import XCTest
 final class BatchFileTests: XCTestCase {
     let cluster = ClusterConfig(nodes: [
         NodeConfig(name: "hydra-ai", gpus: [GPUConfig(model: "RTX 5090", memory: .gib(32)), GPUConfig(model: "RTX 4090", memory: .gib(24))]),
-        NodeConfig(name: "hydra-compute", gpus: [GPUConfig(model: "RTX 5070 Ti", memory: .gib(16)), GPUConfig(model: "RTX 3060", memory: .gib(12))]),
+        NodeConfig(name: "hydra-compute", gpus: [GPUConfig(model: "RTX 5070 Ti", memory: .gib(16)), GPUConfig(model: "RTX 3060", memory: .gib(12))],
+                   services: ["comfyui", "gpt-sovits"]),
     ])
 
     func parse(_ yaml: String) throws -> BatchPlan { try BatchFile.parse(text: yaml, file: "b.yaml", cluster: cluster) }
@@ -29,6 +30,45 @@ final class BatchFileTests: XCTestCase {
         XCTAssertEqual(Set(m.map(\.name)).count, 6)
         XCTAssertEqual(m.filter { $0.spec["style"]?.stringValue == "oil" }.count, 2)
         XCTAssertTrue(m.allSatisfy { $0.spec["duration_s"]?.doubleValue == 2 && $0.gpus == 0 && $0.vramBytes == 0 })
+    }
+
+    /// Constraints the router would ignore (a misspelt key, a number for a node) or never meet (a
+    /// node, GPU or service the cluster lacks) are refused at submit instead of running anywhere or
+    /// pending for ever.
+    func testConstraintsAreCheckedByTypeAndAgainstTheCluster() throws {
+        func job(_ c: String) -> String { "name: c\njobs:\n  - {name: a, kind: sleep, vram: 1GiB, constraints: \(c)}\n" }
+        let cases: [(String, String)] = [
+            ("{nodes: [hydra-ai]}", "jobs[0] 'a'.constraints.nodes: unknown constraint 'nodes' (known: gpu_index, gpu_model, node, service)"),
+            ("{node: 5}", "constraints.node: expected a node name"),
+            ("{node: ghost}", "constraints.node: no node 'ghost' in the cluster (nodes: hydra-ai, hydra-compute)"),
+            ("{gpu_index: 99}", "constraints.gpu_index: no GPU 99 on any node in the cluster"),
+            ("{gpu_index: -1}", "constraints.gpu_index: expected a GPU index"),
+            ("{gpu_index: 1.5}", "constraints.gpu_index: expected a GPU index"),
+            ("{node: hydra-ai, gpu_model: \"3060\"}", "constraints.gpu_model: no GPU model matching '3060' on hydra-ai in the cluster"),
+            ("{gpu_model: 3060}", "constraints.gpu_model: expected (part of) a GPU model name as a string (quote it: \"3060\")"),
+            ("{service: warp-drive}", "constraints.service: no node in the cluster runs 'warp-drive'"),
+            ("{node: hydra-ai, service: comfyui}", "no node 'hydra-ai' in the cluster runs 'comfyui'"),
+            ("{service: [1]}", "constraints.service: expected a service name or a list of them"),
+        ]
+        for (c, expected) in cases { XCTAssertTrue(error(job(c)).contains(expected), "\(c): \(error(job(c)))") }
+        for ok in ["{node: hydra-ai, gpu_index: 1}", "{gpu_model: \"3060\"}", "{service: [warp-drive, ComfyUI]}", "{service: []}", "{}"] {
+            XCTAssertNoThrow(try parse(job(ok)), ok)
+        }
+        // Without the cluster only the types can be checked.
+        XCTAssertNoThrow(try BatchFile.parse(text: job("{node: ghost}"), file: "b.yaml", cluster: nil))
+        XCTAssertThrowsError(try BatchFile.parse(text: job("{node: 5}"), file: "b.yaml", cluster: nil))
+    }
+
+    func testNamesAreShortAndPrintableAndSpecsBounded() throws {
+        XCTAssertTrue(error("name: \"night\\e[2J\"\njobs: [{kind: sleep}]").contains("b.yaml: name: contains a control character (U+001B)"))
+        XCTAssertTrue(error("name: n\njobs: [{name: \"a\\rb\", kind: sleep}]").contains("jobs[0] 'a\rb'.name: contains a control character (U+000D)"))
+        XCTAssertTrue(error("name: \(String(repeating: "x", count: 201))\njobs: [{kind: sleep}]").contains("is 201 characters long; at most 200"))
+        XCTAssertNoThrow(try parse("name: \(String(repeating: "é", count: 200))\njobs: [{kind: sleep}]"))
+        let big = String(repeating: "a", count: BatchFile.maxSpecBytes)
+        XCTAssertTrue(error("name: n\njobs: [{name: w, kind: sleep, spec: {blob: \(big)}}]").contains("jobs[0] 'w'.spec: is 1.0 MiB of JSON"),
+                      error("name: n\njobs: [{name: w, kind: sleep, spec: {blob: \(big)}}]").prefix(200).description)
+        XCTAssertNoThrow(try parse("name: n\njobs: [{name: w, kind: sleep, spec: {blob: \(big.dropFirst(100))}}]"))
+        XCTAssertEqual(TextTable.printable("ok\u{1b}[2Jx\u{7}"), "ok\\u{1b}[2Jx\\u{7}")
     }
 
     func testJSONIsAccepted() throws {

@@ -49,4 +49,24 @@ final class ThumbnailTests: XCTestCase {
             _ = PNGThumbnail.make(Data(b), maxSide: 64)
         }
     }
+
+    func testAnyClaimedSizeIsRefusedOrDecodedNeverATrap() throws {
+        // The IHDR sides are 32-bit: 4294967295 × 4294967295 once overflowed the pixel count and
+        // stopped the coordinator serving /thumb. Every side value, extreme or random, must be
+        // refused (nil) or decoded; only sizes within maxPixels may decode.
+        let good = [UInt8](try fixture())
+        var rng = SplitMix64(seed: 2026)
+        let extremes: [UInt32] = [0, 1, 200, 300, 4097, 65_536, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF]
+        var sides = extremes.flatMap { w in extremes.map { (w, $0) } }
+        for _ in 0..<200 { sides.append((UInt32(truncatingIfNeeded: rng.next()), UInt32(truncatingIfNeeded: rng.next() >> UInt64(rng.next() % 32)))) }
+        for (w, h) in sides {
+            var b = good
+            for (o, v) in [(16, w), (20, h)] { for k in 0..<4 { b[o + k] = UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32(k))) } }
+            if let img = PNGThumbnail.decode(b) {
+                XCTAssertLessThanOrEqual(img.width * img.height, PNGThumbnail.maxPixels, "\(w) × \(h)")
+            }
+            _ = PNGThumbnail.make(Data(b), maxSide: 64)
+        }
+        XCTAssertNotNil(PNGThumbnail.decode(good), "the fixture itself still decodes")
+    }
 }

@@ -202,10 +202,13 @@ struct TargetOptions: ParsableArguments {
     func jobIDs(_ store: JobStore) throws -> [String] {
         do {
             if batch { return try store.jobIDs(batch: try store.resolveBatch(target)) }
-            if let j = try? store.resolveJob(target) { return [j] }
-            // A batch id works too, so `hydra cancel <batch>` does what it says.
+            do { return [try store.resolveJob(target)] } catch StoreError.notFound {
+                // Not a job: a batch id works too, so `hydra cancel <batch>` does what it says. Only then:
+                // a job prefix that matches two jobs is an error, never a reason to act on a whole batch.
+            }
             return try store.jobIDs(batch: try store.resolveBatch(target))
         } catch let e as StoreError {
+            if case .ambiguous = e { invalid(e.description) }
             invalid("no job or batch '\(target)' (\(e.description))")
         }
     }

@@ -73,7 +73,10 @@ public enum PNGThumbnail {
                 guard n == 13 else { return nil }
                 width = be32(body.lowerBound); height = be32(body.lowerBound + 4)
                 let depth = b[body.lowerBound + 8], color = b[body.lowerBound + 9], interlace = b[body.lowerBound + 12]
-                guard depth == 8, interlace == 0, width > 0, height > 0, width * height <= maxPixels else { return nil }
+                // Each side bounded first: two 32-bit sides multiplied overflow Int and trap (a 45-byte
+                // file claiming 4294967295 × 4294967295 pixels once stopped the coordinator serving /thumb).
+                guard depth == 8, interlace == 0, (1...maxPixels).contains(width), (1...maxPixels).contains(height),
+                      width * height <= maxPixels else { return nil }
                 switch color {
                 case 0: channels = 1
                 case 2: channels = 3

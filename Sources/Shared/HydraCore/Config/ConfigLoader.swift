@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Yams
 
 /// An input file (cluster config, batch, job spec) that could not be used.
@@ -22,32 +23,102 @@ public struct InputError: Error, CustomStringConvertible, Sendable, Equatable {
 public enum ConfigLoader {
     /// Parses YAML (a superset of JSON) into a JSONValue.
     public static func parseDocument(_ text: String, file: String) throws -> JSONValue {
-        let loaded: Any?
-        do {
-            // compose + check + construct rather than Yams.load: Yams force-unwraps mapping keys as
-            // strings and traps on `? [a, b]: c` or `{[a]: 1}` (found by FuzzTests).
-            loaded = try Yams.compose(yaml: text).map { node -> Any in
-                var budget = 2_000_000
-                try checkPlain(node, file: file, depth: 0, budget: &budget)
-                return Constructor.default.any(from: node)
+        // Yams' parser recurses once per level before checkPlain can count them: 5 000 `[` overflowed
+        // the stack (a crash, where a bad file must be exit 2). Levels are bounded from the text
+        // first, and the parse runs on a thread whose stack holds far more than that bound.
+        if nestingBound(text) > maxNestingBound {
+            throw InputError(file: file, problem: "nested more than 64 levels deep (or indented more than \(maxNestingBound / 2) columns)")
+        }
+        let value = try onLargeStack { () throws -> JSONValue? in
+            let loaded: Any?
+            do {
+                // compose + check + construct rather than Yams.load: Yams force-unwraps mapping keys as
+                // strings and traps on `? [a, b]: c` or `{[a]: 1}` (found by FuzzTests).
+                loaded = try Yams.compose(yaml: text).map { node -> Any in
+                    var budget = 2_000_000
+                    try checkPlain(node, file: file, depth: 0, budget: &budget)
+                    return Constructor.default.any(from: node)
+                }
+            } catch let e as InputError {
+                throw e
+            } catch let e as YamlError {
+                throw InputError(file: file, problem: "not valid YAML or JSON: \(yamlMessage(e))")
+            } catch {
+                throw InputError(file: file, problem: "not valid YAML or JSON: \(error)")
             }
-        } catch let e as InputError {
-            throw e
-        } catch let e as YamlError {
-            throw InputError(file: file, problem: "not valid YAML or JSON: \(yamlMessage(e))")
-        } catch {
-            throw InputError(file: file, problem: "not valid YAML or JSON: \(error)")
+            guard let loaded else { throw InputError(file: file, problem: "the file is empty") }
+            guard let value = JSONValue.from(any: loaded) else {
+                throw InputError(file: file, problem: "contains values that are not plain data (use maps, lists, strings, numbers)")
+            }
+            return value
         }
-        guard let loaded else { throw InputError(file: file, problem: "the file is empty") }
-        guard let value = JSONValue.from(any: loaded) else {
-            throw InputError(file: file, problem: "contains values that are not plain data (use maps, lists, strings, numbers)")
-        }
+        guard let value else { throw InputError(file: file, problem: "the file is empty") }
         // Every input file is stored or decoded as JSON, which holds no NaN or infinity (YAML's `.nan`,
         // `.inf`): refused here with its place, not half-way through a submit or as an encoder's error.
         if let at = value.firstNonFinitePath {
             throw InputError(file: file, location: at, problem: "is not a finite number (nan or infinity), which JSON cannot hold")
         }
         return value
+    }
+
+    /// Largest `nestingBound` read at all: far above what 64 real levels need, and a parse this
+    /// deep fits `parseStackBytes` many times over (8 MiB held 2 000 levels).
+    static let maxNestingBound = 1_024
+    static let parseStackBytes = 64 << 20
+
+    /// An upper bound on how deep the parser will recurse, from the text alone: per line, the
+    /// open flow brackets (`[`, `{` outside quotes and comments) plus twice the line's indentation
+    /// and leading `- ` / `? ` indicators (every block level needs one more column or one
+    /// indicator, except a list directly under its key, which the factor 2 covers). It never reads
+    /// too few levels; it reads too many only for odd files (a line indented by hundreds of
+    /// columns), which are then refused by name.
+    static func nestingBound(_ text: String) -> Int {
+        var flow = 0, best = 0
+        var quote: UInt8 = 0            // the open quote character (" or '), or 0
+        var escaped = false             // the last byte inside "…" was an unescaped backslash
+        var lineStart = true, block = 0, inComment = false
+        var prev: UInt8 = 10
+        for b in text.utf8 {
+            defer { prev = b }
+            if b == 10 { lineStart = true; block = 0; inComment = false; continue }   // quotes and brackets carry over
+            if inComment { continue }
+            if quote == 34 {
+                if escaped { escaped = false } else if b == 92 { escaped = true } else if b == 34 { quote = 0 }
+                continue
+            }
+            if quote == 39 { if b == 39 { quote = 0 }; continue }
+            if lineStart {
+                // Indentation and `- ` / `? ` indicators: each can open a block level.
+                if b == 32 || b == 45 || b == 63 { block += 1; best = max(best, flow + 2 * block + 1); continue }
+                lineStart = false
+            }
+            let blank = prev == 32 || prev == 9 || prev == 10
+            switch b {
+            case 35 where blank: inComment = true                                    // #
+            case 34, 39 where blank || prev == 91 || prev == 123 || prev == 44 || prev == 58: quote = b
+            case 91, 123: flow += 1                                                  // [ {
+            case 93, 125: flow = max(0, flow - 1)                                    // ] }
+            default: break
+            }
+            best = max(best, flow + 2 * block + 1)
+        }
+        return best
+    }
+
+    /// Runs `body` on a thread with a `parseStackBytes` stack and waits for it. Called from any
+    /// thread (a job thread's or a task's stack may be 512 KiB); the parse is the caller's work.
+    static func onLargeStack<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            let r = Result { try body() }
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        t.stackSize = parseStackBytes
+        t.start()
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 
     /// Mapping keys must be scalars; nesting stays shallow enough for the recursive constructors;

@@ -127,6 +127,7 @@ public enum BatchFile {
         guard let name = top["name"]?.stringValue, !name.isEmpty else {
             throw InputError(file: file, location: "name", problem: "the batch needs a non-empty 'name'")
         }
+        try checkName(name, file: file, at: "name")
         let priority = try int(top["priority"], default: 0, file: file, at: "priority", range: -1000...1000)
         let maxAttempts = try int(top["max_attempts"], default: 3, file: file, at: "max_attempts", range: 1...100)
         guard let jobsValue = top["jobs"] else { throw InputError(file: file, location: "jobs", problem: "required field 'jobs' is missing") }
@@ -184,6 +185,7 @@ public enum BatchFile {
             throw InputError(file: file, location: "\(label).\(k)", problem: "unknown field '\(k)' (known: \(jobKeys.sorted().joined(separator: ", ")))")
         }
         let name = o["name"]?.stringValue ?? "job\(i)"
+        try checkName(name, file: file, at: "\(label).name")
         guard let kindValue = o["kind"] else { throw InputError(file: file, location: "\(label).kind", problem: "required field 'kind' is missing") }
         guard let kind = kindValue.stringValue, JobKind(rawValue: kind) != nil else {
             throw InputError(file: file, location: "\(label).kind",
@@ -218,7 +220,15 @@ public enum BatchFile {
         guard spec.objectValue != nil else { throw InputError(file: file, location: "\(label).spec", problem: "expected a map") }
         try validateSpec(kind: kind, spec: spec, file: file, at: "\(label).spec")
         let constraints = o["constraints"] ?? .object([:])
-        guard constraints.objectValue != nil else { throw InputError(file: file, location: "\(label).constraints", problem: "expected a map") }
+        guard let co = constraints.objectValue else { throw InputError(file: file, location: "\(label).constraints", problem: "expected a map") }
+        try checkConstraints(co, file: file, at: "\(label).constraints", cluster: cluster)
+        // Every job row carries its spec, and the console and the router read it: a 20 MB spec cost
+        // 70 MB of coordinator memory per console request for its batch.
+        let specBytes = try JSONCoding.encodeString(spec).utf8.count
+        if specBytes > maxSpecBytes {
+            throw InputError(file: file, location: "\(label).spec",
+                             problem: "is \(ByteSize.format(UInt64(specBytes))) of JSON; a job's spec may hold at most \(ByteSize.format(UInt64(maxSpecBytes))) (put large inputs in files the job reads)")
+        }
         let priority = try int(o["priority"], default: batchPriority, file: file, at: "\(label).priority", range: -1000...1000)
         let maxAttempts = try int(o["max_attempts"], default: batchMaxAttempts, file: file, at: "\(label).max_attempts", range: 1...100)
         var deadline: Double?
@@ -256,6 +266,86 @@ public enum BatchFile {
             }
         }
         return out
+    }
+
+    /// Longest batch or job entry name, in characters: names fill a column of `hydra status`.
+    public static let maxNameLength = 200
+
+    /// Names are printed in terminals and tables: no control characters (an ESC sequence in a
+    /// job name would be run by the operator's terminal), and short enough for a column.
+    static func checkName(_ name: String, file: String, at: String) throws {
+        if let c = name.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+            throw InputError(file: file, location: at,
+                             problem: "contains a control character (U+\(String(format: "%04X", c.value))); names may hold letters, digits, spaces and punctuation")
+        }
+        if name.count > maxNameLength {
+            throw InputError(file: file, location: at, problem: "is \(name.count) characters long; at most \(maxNameLength)")
+        }
+    }
+
+    /// Largest spec one job may carry, as JSON (an inline ComfyUI workflow is tens of KiB).
+    public static let maxSpecBytes = 1 << 20
+
+    static let constraintKeys = ["gpu_index", "gpu_model", "node", "service"]
+
+    /// The placement constraints the router reads (`JobDemand`), each of its type; with the cluster
+    /// known, each must name something in it. A misspelt key or a node that does not exist would
+    /// otherwise be ignored (the job runs anywhere) or leave the job pending for ever.
+    static func checkConstraints(_ c: [String: JSONValue], file: String, at: String, cluster: ClusterConfig?) throws {
+        for k in c.keys.sorted() where !constraintKeys.contains(k) {
+            throw InputError(file: file, location: "\(at).\(k)", problem: "unknown constraint '\(k)' (known: \(constraintKeys.joined(separator: ", ")))")
+        }
+        let node = try c["node"].map { v -> String in
+            guard let s = v.stringValue, !s.isEmpty else { throw InputError(file: file, location: "\(at).node", problem: "expected a node name") }
+            return s
+        }
+        let model = try c["gpu_model"].map { v -> String in
+            guard let s = v.stringValue, !s.isEmpty else {
+                // YAML reads `gpu_model: 3060` as a number, which the router would not match against anything.
+                throw InputError(file: file, location: "\(at).gpu_model",
+                                 problem: "expected (part of) a GPU model name as a string\(v.doubleValue != nil ? " (quote it: \"\(v.intValue.map(String.init) ?? "…")\")" : "")")
+            }
+            return s
+        }
+        let index = try c["gpu_index"].map { v -> Int in
+            guard case .number(let d) = v, d.rounded() == d, d >= 0, d < 1_000_000 else {
+                throw InputError(file: file, location: "\(at).gpu_index", problem: "expected a GPU index (a whole number from 0)")
+            }
+            return Int(d)
+        }
+        var services: [String]?
+        if let v = c["service"] {
+            services = v.stringValue.map { [$0] } ?? v.arrayValue?.compactMap(\.stringValue)
+            guard let list = services, list.count == (v.arrayValue?.count ?? 1), list.allSatisfy({ !$0.isEmpty }) else {
+                throw InputError(file: file, location: "\(at).service", problem: "expected a service name or a list of them")
+            }
+        }
+        guard let cluster else { return }
+        var nodes = cluster.nodes
+        if let node {
+            nodes = nodes.filter { $0.name == node }
+            if nodes.isEmpty {
+                throw InputError(file: file, location: "\(at).node",
+                                 problem: "no node '\(node)' in the cluster (nodes: \(cluster.nodes.map(\.name).joined(separator: ", ")))")
+            }
+        }
+        if let model {
+            let m = model.lowercased()
+            if !nodes.contains(where: { $0.gpus.contains { $0.model.lowercased().contains(m) } }) {
+                throw InputError(file: file, location: "\(at).gpu_model", problem: "no GPU model matching '\(model)'\(node.map { " on \($0)" } ?? "") in the cluster")
+            }
+        }
+        if let index, !nodes.contains(where: { $0.gpus.count > index }) {
+            throw InputError(file: file, location: "\(at).gpu_index", problem: "no GPU \(index)\(node.map { " on \($0)" } ?? " on any node") in the cluster")
+        }
+        // Any one of the listed services will do (the router's reading); `[]` means none is needed.
+        if let services, !services.isEmpty {
+            let have = Set(nodes.flatMap { $0.services.map { $0.lowercased() } })
+            if !services.contains(where: { have.contains($0.lowercased()) }) {
+                throw InputError(file: file, location: "\(at).service",
+                                 problem: "no node\(node.map { " '\($0)'" } ?? "") in the cluster runs \(services.map { "'\($0)'" }.joined(separator: " or ")) (services: \(have.sorted().joined(separator: ", ")))")
+            }
+        }
     }
 
     /// Spec fields the router and the sleep executor read as seconds, in any kind.

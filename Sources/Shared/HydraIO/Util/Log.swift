@@ -114,9 +114,34 @@ public struct Log: Sendable {
             + pad(Int(tv.tv_usec / 1000), 3) + "Z"
     }
 
+    /// A logfmt value: bare when it can be, else quoted with `\\`, `\"` and every control character
+    /// escaped (`\n`, `\r`, `\t`, `\u{0}`…). Scalars, not Characters: "\r\n" is one Character and
+    /// slipped past a check for "\n", so a request path with CR LF could start a forged log line.
     static func quote(_ v: String) -> String {
-        if !v.isEmpty, !v.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\n" }) { return v }
-        return "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+        if !v.isEmpty, !needsQuotes(v) { return v }
+        var out = "\""
+        for s in v.unicodeScalars {
+            switch s {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if s.properties.generalCategory == .control { out += "\\u{" + String(s.value, radix: 16) + "}" } else { out.unicodeScalars.append(s) }
+            }
+        }
+        return out + "\""
+    }
+
+    /// Bytes, not scalars: every finished job logs a line, and most values are plain ASCII ids.
+    static func needsQuotes(_ v: String) -> Bool {
+        var prev: UInt8 = 0
+        for b in v.utf8 {
+            // C0 controls and space, `"`, `=`, `\`, DEL; C1 controls are 0xC2 0x80–0x9F in UTF-8.
+            if b <= 0x20 || b == 0x22 || b == 0x3D || b == 0x5C || b == 0x7F || (prev == 0xC2 && b < 0xA0) { return true }
+            prev = b
+        }
+        return false
     }
 }

@@ -3,25 +3,42 @@ import HydraCore
 
 /// What the CLI reads and the operator commands (cancel, retry).
 extension JobStore {
-    /// Resolves a batch id, a unique prefix of one, or a batch name (newest wins).
+    /// Resolves a batch id, a unique prefix of one, or a batch name (newest wins). A reference that
+    /// is both a name and the start of another batch's id is ambiguous: `cancel --batch 18f` once
+    /// cancelled batch 18f4…'s jobs while the batch named "18f" went on.
     public func resolveBatch(_ ref: String) throws -> String {
+        guard !ref.isEmpty else { throw StoreError.notFound("an empty batch reference names no batch (give an id, a prefix of one, or a name)") }
         let r = ref.lowercased()
         if UUID(uuidString: r) != nil, try db.exec("SELECT 1 FROM batches WHERE id = $1::uuid", [r]).count == 1 { return r }
-        let byPrefix = try db.exec("SELECT id FROM batches WHERE id::text LIKE $1 || '%' LIMIT 2", [r]).all.compactMap { $0["id"] }
-        if byPrefix.count == 1 { return byPrefix[0] }
-        if byPrefix.count > 1 { throw StoreError.ambiguous("batch id prefix '\(ref)' matches more than one batch; give more characters") }
-        if let byName = try db.exec("SELECT id FROM batches WHERE name = $1 ORDER BY submitted_at DESC LIMIT 1", [ref]).all.first?["id"] {
-            return byName
+        let byPrefix = Self.isIDPrefix(r)
+            ? try db.exec("SELECT id FROM batches WHERE starts_with(id::text, $1) LIMIT 2", [r]).all.compactMap { $0["id"] } : []
+        let byName = try db.exec("SELECT id FROM batches WHERE name = $1 ORDER BY submitted_at DESC LIMIT 1", [ref]).all.first?["id"]
+        switch (byName, byPrefix.count) {
+        case (let name?, 0): return name
+        case (let name?, 1) where byPrefix[0] == name: return name
+        case (let name?, _):
+            throw StoreError.ambiguous("'\(ref)' is the name of batch \(name.prefix(8)) and the start of batch \(byPrefix[0].prefix(8))'s id; give the full id")
+        case (nil, 1): return byPrefix[0]
+        case (nil, 0): throw StoreError.notFound("no batch '\(ref)' (try `hydra status` for the list)")
+        default: throw StoreError.ambiguous("batch id prefix '\(ref)' matches more than one batch; give more characters")
         }
-        throw StoreError.notFound("no batch '\(ref)' (try `hydra status` for the list)")
     }
 
     public func resolveJob(_ ref: String) throws -> String {
         let r = ref.lowercased()
-        let rows = try db.exec("SELECT id FROM jobs WHERE id::text LIKE $1 || '%' LIMIT 2", [r]).all.compactMap { $0["id"] }
+        guard Self.isIDPrefix(r) else {
+            throw StoreError.notFound(ref.isEmpty ? "an empty job reference names no job" : "no job '\(ref)' (a job id is hexadecimal, with dashes)")
+        }
+        let rows = try db.exec("SELECT id FROM jobs WHERE starts_with(id::text, $1) LIMIT 2", [r]).all.compactMap { $0["id"] }
         if rows.count == 1 { return rows[0] }
         if rows.count > 1 { throw StoreError.ambiguous("job id prefix '\(ref)' matches more than one job; give more characters") }
         throw StoreError.notFound("no job '\(ref)'")
+    }
+
+    /// Whether `r` (lower-cased) can start a UUID's text: hex digits and dashes only, so nothing in
+    /// it acts as a pattern (a `%` or `_` once matched other batches' ids).
+    static func isIDPrefix(_ r: String) -> Bool {
+        !r.isEmpty && r.utf8.count <= 36 && r.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) || $0 == 45 }
     }
 
     /// `total` counts what was submitted (from the append-only event log), so a job row
