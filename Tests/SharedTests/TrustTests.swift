@@ -154,7 +154,7 @@ final class NodeSigningTests: XCTestCase {
     func testHeartbeatsAndEnvelopesNameTheirNode() throws {
         let ai = cluster.node("hydra-ai")
         let hb = HeartbeatMessage(node: "hydra-ai", instance: "i", seq: 3, sentAt: 1, state: "ready", version: "t", capacity: 8,
-                                  inventory: Inventory(), held: [HeldJob(id: "j", attempt: 1)])
+                                  inventory: Inventory(), held: [HeldJob(id: "0b7c2d3e-1111-4222-8333-944455556666", attempt: 1)])
         let f = try hb.fields(keys: ai)
         let dict = Dictionary(uniqueKeysWithValues: stride(from: 0, to: f.count, by: 2).map { (f[$0], f[$0 + 1]) })
         XCTAssertEqual(try HeartbeatMessage.decode(dict, node: "hydra-ai", keys: ai), hb)

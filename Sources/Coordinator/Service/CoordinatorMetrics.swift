@@ -49,9 +49,16 @@ public struct CoordinatorMetrics: Sendable {
         r.add("hydra_jobs_lost_total", [], 0)
         r.add("hydra_results_quarantined_total", [], 0)
         r.add("hydra_placements_deferred_total", [], 0)
+        r.register("hydra_node_undispatchable", .gauge,
+                   help: "1 while nothing is dispatched to the node because its job stream takes no entry (reason: stream_id_exhausted, not_a_stream).",
+                   labels: ["node", "reason"])
+        r.register("hydra_result_stream_faults_total", .counter,
+                   help: "Times a node's results stream could not be read (not a stream, deleted, group gone) and was left out for a while.",
+                   labels: ["node", "reason"])
         for source in ["result", "heartbeat"] {
             for reason in MessageRejection.allCases.map(\.rawValue) { r.add("hydra_messages_rejected_total", [source, reason], 0) }
         }
+        r.add("hydra_messages_rejected_total", ["heartbeat", ImplausibleHeartbeat.reason], 0)
         for kind in JobKind.allCases.map(\.rawValue) {
             for s in Self.endStates {
                 for c in Self.failureClasses(for: s) { r.add("hydra_jobs_finished_total", [kind, s.rawValue, c], 0) }

@@ -170,6 +170,7 @@ public final class CoordinatorService: BlockingService {
         try db.exec("LISTEN \(JobStore.submitChannel)")
         var cache = PendingCache()
         var streamIDs = StreamIDAllocator()
+        var blocked = BlockedNodes()
         var nodes: [NodeBeat] = []
         var ticker = Ticker<Chore>([.resync: 2, .heartbeats: 0.1, .explain: 1])
         var placeNeeded = true
@@ -193,7 +194,8 @@ public final class CoordinatorService: BlockingService {
             }
             // Marked before the pass: a pass that throws ends the loop anyway.
             let explain = ticker.take(.explain, at: now)
-            placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, streamIDs: &streamIDs, nodes: nodes, state: state, explain: explain)
+            placeNeeded = try placeAndDispatch(redis: redis, store: store, cache: &cache, streamIDs: &streamIDs, blocked: &blocked,
+                                               nodes: nodes, state: state, explain: explain)
         }
     }
 
@@ -205,26 +207,84 @@ public final class CoordinatorService: BlockingService {
         let redis = RedisConnection(endpoint: settings.redis)
         var gaps = DispatchGapTracker()
         var streams: [String] = []
+        var faults = StreamFaults()
         var ticker = Ticker<Chore>([.streams: 2])
         var first = true
         while !ctx.isStopping {
             try state.checkLease(now: Date())
             if ticker.isDue(.streams, at: Date()) {
                 // Nodes come from the cluster file (or, without one, from what heartbeats): their result streams.
-                let now = try nodeNames(redis).map(RedisKeys.results)
-                for s in now where !streams.contains(s) { try redis.ensureGroup(stream: s, group: RedisKeys.coordinatorGroup) }
+                let t = Date().timeIntervalSince1970
+                var now: [String] = []
+                for s in try nodeNames(redis).map(RedisKeys.results) where !faults.skips(s, now: t) {
+                    if !streams.contains(s) {
+                        do { try redis.ensureGroup(stream: s, group: RedisKeys.coordinatorGroup) } catch let e as RedisError where e.code == .server {
+                            streamFault(s, e.message, &faults, now: t)
+                            continue
+                        }
+                        faults.cleared(s)
+                    }
+                    now.append(s)
+                }
                 if now != streams { first = true }
                 streams = now
                 ticker.ran(.streams, at: Date())
             }
             if streams.isEmpty { ctx.sleep(0.1); continue }
-            if first {
-                // Results read but not acknowledged before a crash are applied again (guards make that harmless).
-                try consumeResults(redis: redis, store: store, streams: streams, id: "0", block: nil, gaps: &gaps, state: state)
-                first = false
+            do {
+                if first {
+                    // Results read but not acknowledged before a crash are applied again (guards make that harmless).
+                    try consumeResults(redis: redis, store: store, streams: streams, id: "0", block: nil, gaps: &gaps, state: state)
+                    first = false
+                }
+                try consumeResults(redis: redis, store: store, streams: streams, id: ">", block: settings.resultBlockMillis, gaps: &gaps, state: state)
+            } catch let e as RedisError where e.code == .server {
+                // One node's key (an agent may DEL or retype its own results stream) fails the whole XREADGROUP:
+                // find which, leave it out for a while, and go on reading every other node's results.
+                let t = Date().timeIntervalSince1970
+                let bad = try faultyResultStreams(redis, streams)
+                for (s, why) in bad { streamFault(s, why, &faults, now: t) }
+                if bad.isEmpty {
+                    if faults.fault("*", reason: StreamFaults.reason(e.message), now: t) { log.warning("reading results failed; retrying", [("error", e.message)]) }
+                    ctx.sleep(0.1)
+                }
+                let left = Set(bad.map(\.stream))
+                streams.removeAll(where: left.contains)
             }
-            try consumeResults(redis: redis, store: store, streams: streams, id: ">", block: settings.resultBlockMillis, gaps: &gaps, state: state)
         }
+    }
+
+    /// Leaves a node's results stream out of the reads for a while; logged once per stream and reason (then once a minute).
+    private func streamFault(_ stream: String, _ message: String, _ faults: inout StreamFaults, now: Double) {
+        let reason = StreamFaults.reason(message)
+        let node = RedisKeys.node(ofResults: stream) ?? stream
+        metrics.registry.add("hydra_result_stream_faults_total", [node, reason])
+        if faults.fault(stream, reason: reason, now: now) {
+            log.warning("results stream unreadable; the node's results wait until it is a stream again, every other node's are read",
+                        [("node", node), ("reason", reason), ("error", StoredText.clean(message, maxBytes: 512)),
+                         ("retry_s", String(Int(faults.retryAfter)))])
+        }
+    }
+
+    /// The streams among `streams` that one XREADGROUP cannot read now (not a stream, gone, or without the
+    /// coordinator's group), with why. Every stream is checked in one pipeline, only after a read failed.
+    private func faultyResultStreams(_ redis: RedisConnection, _ streams: [String]) throws -> [(stream: String, why: String)] {
+        var out: [(stream: String, why: String)] = []
+        for (s, r) in zip(streams, try redis.pipeline(streams.map { ["XINFO", "GROUPS", $0] })) {
+            switch r {
+            case .error(let e):
+                out.append((s, e))
+            case .array(let groups):
+                let named = groups.contains { g in
+                    guard let kv = g.array else { return false }
+                    return stride(from: 0, to: kv.count - 1, by: 2).contains { kv[$0].string == "name" && kv[$0 + 1].string == RedisKeys.coordinatorGroup }
+                }
+                if !named { out.append((s, "NOGROUP the stream has no group \(RedisKeys.coordinatorGroup)")) }
+            default:
+                out.append((s, "no such key"))
+            }
+        }
+        return out
     }
 
     /// Everything that is not on the path from a result to the next dispatch: node rows, leases,
@@ -395,7 +455,8 @@ public final class CoordinatorService: BlockingService {
             .filter { (try? RedisACL.checkNodeName($0)) != nil }.sorted()
     }
 
-    private let rejectedBeats = Mutex<[String: String]>([:])
+    /// Per node: why its heartbeat was last refused, and that heartbeat (the same body is not decoded again).
+    private let rejectedBeats = Mutex<[String: (reason: String, body: String, sig: String?)]>([:])
     private let beatCache = Mutex<[String: (body: String, sig: String?, beat: HeartbeatMessage)]>([:])
 
     private func readHeartbeats(_ redis: RedisConnection) throws -> [NodeBeat] {
@@ -409,6 +470,7 @@ public final class CoordinatorService: BlockingService {
             var f = ["body": body]
             if let sig = v[1].string { f["sig"] = sig }
             if let kid = v[2].string { f["kid"] = kid }
+            if let r = rejectedBeats.withLock({ $0[name] }), r.body == body, r.sig == f["sig"] { continue }
             do {
                 // Read ten times a second, rewritten once: the same signed body is checked and decoded once.
                 let hb: HeartbeatMessage
@@ -421,11 +483,15 @@ public final class CoordinatorService: BlockingService {
                 if rejectedBeats.withLock({ $0.removeValue(forKey: name) }) != nil { log.info("heartbeat accepted again", [("node", name)]) }
                 out.append(NodeBeat(name: name, beat: hb, draining: hb.stopping || drainedNow.contains(name)))
             } catch {
-                let reason = ((error as? MessageRejection) ?? .malformed).rawValue
+                let reason = error is ImplausibleHeartbeat ? ImplausibleHeartbeat.reason : ((error as? MessageRejection) ?? .malformed).rawValue
                 // Once per node and reason, not on every read: a forged heartbeat is rewritten every second.
-                if rejectedBeats.withLock({ $0.updateValue(reason, forKey: name) }) != reason {
+                if rejectedBeats.withLock({ $0.updateValue((reason, body, f["sig"]), forKey: name) })?.reason != reason {
+                    let detail = "\(error)"
                     metrics.registry.add("hydra_messages_rejected_total", ["heartbeat", reason])
-                    log.warning("heartbeat refused: the node counts as silent", [("node", name), ("reason", reason)])
+                    log.warning("heartbeat refused: the node counts as silent", [("node", name), ("reason", reason), ("detail", StoredText.clean(detail, maxBytes: 512))])
+                    _ = try? redis.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter, [
+                        "source", "heartbeat", "node", name, "reason", reason, "error", StoredText.clean(detail, maxBytes: 4096),
+                        "raw", StoredText.clean(body, maxBytes: 4096)]))
                 }
             }
         }
@@ -478,7 +544,7 @@ public final class CoordinatorService: BlockingService {
     /// One placement pass. Returns whether another pass should follow at once: it placed jobs
     /// and read a full batch, so more may be waiting behind it.
     private func placeAndDispatch(redis: RedisConnection, store: JobStore, cache: inout PendingCache,
-                                  streamIDs: inout StreamIDAllocator, nodes: [NodeBeat],
+                                  streamIDs: inout StreamIDAllocator, blocked: inout BlockedNodes, nodes: [NodeBeat],
                                   state: LeaderState, explain: Bool) throws -> Bool {
         // PostgreSQL says which jobs are pending and in which order; rows already read and decoded
         // in an earlier pass come from the cache (a pending job's row does not change until it is placed).
@@ -491,6 +557,12 @@ public final class CoordinatorService: BlockingService {
         if pending.isEmpty { return false }
         let active = state.activeJobs()
         let t0 = Date()
+        var nodes = nodes
+        if !blocked.isEmpty {
+            try recheckBlocked(redis: redis, streamIDs: &streamIDs, blocked: &blocked, now: t0)
+            // Seen as draining: what runs there still counts, nothing new goes there.
+            for i in nodes.indices where blocked.contains(nodes[i].name) { nodes[i].draining = true }
+        }
         let snap = snapshot(nodes: nodes, active: active, now: t0)
         var held: [String: Int] = [:]
         for j in active { if let n = j.node { held[n, default: 0] += 1 } }
@@ -516,7 +588,8 @@ public final class CoordinatorService: BlockingService {
         // A job that became ready since the last read is in `pending` now: counted once, there.
         inputs.upcoming = cache.upcoming.filter { cache.jobs[$0.id] == nil }
         let plan = Dispatcher.plan(inputs)
-        let result = plan.router, assignments = plan.assignments
+        let result = plan.router
+        var assignments = plan.assignments
         metrics.routerPass(seconds: Date().timeIntervalSince(t0), pending: result.pending)
         if Log.level <= .debug {
             for a in result.assignments {
@@ -529,16 +602,24 @@ public final class CoordinatorService: BlockingService {
         if !plan.deferred.isEmpty { metrics.registry.add("hydra_placements_deferred_total", [], Double(plan.deferred.count)) }
         if explain { try store.setPendingReasons(plan.reasons) }
         if assignments.isEmpty { return false }
-        var models: [String: String] = [:]
-        for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
         // Streams not written to since this coordinator took over: learn their last id first.
-        let unknown = Array(Set(assignments.map { RedisKeys.jobs($0.node) }).filter { !streamIDs.knows(stream: $0) })
+        let unknown = Array(Set(assignments.map(\.node)).filter { !streamIDs.knows(stream: RedisKeys.jobs($0)) })
         if !unknown.isEmpty {
-            for (stream, r) in zip(unknown, try redis.pipeline(unknown.map { ["XINFO", "STREAM", $0] })) {
-                streamIDs.learned(stream: stream, xinfo: r)
+            for (node, r) in zip(unknown, try redis.pipeline(unknown.map { ["XINFO", "STREAM", RedisKeys.jobs($0)] })) {
+                streamIDs.learned(stream: RedisKeys.jobs(node), xinfo: r)
+                if case .error(let e) = r, let reason = BlockedNodes.reason(streamError: e) { block(node, reason: reason, detail: e, &blocked, now: nowEpoch) }
             }
         }
         let nowMillis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+        // A stream with no id left takes no envelope, not even with `*`: its jobs stay pending and the next
+        // pass, at once, places them elsewhere. Checked per node, not per job.
+        for node in Set(assignments.map(\.node)) where streamIDs.exhausted(stream: RedisKeys.jobs(node), nowMillis: nowMillis) {
+            block(node, reason: "stream_id_exhausted", detail: "its last id is the maximum", &blocked, now: nowEpoch)
+        }
+        if !blocked.isEmpty { assignments.removeAll { blocked.contains($0.node) } }
+        if assignments.isEmpty { return true }
+        var models: [String: String] = [:]
+        for n in snap.nodes { for g in n.gpus { models[g.uuid] = g.model } }
         let placements = assignments.map {
             JobStore.Placement(jobID: $0.jobID, node: $0.node, gpuUUIDs: $0.gpuUUIDs,
                                reservedBytes: $0.gpuUUIDs.isEmpty ? 0 : $0.reservedBytesPerGPU,
@@ -601,6 +682,9 @@ public final class CoordinatorService: BlockingService {
                     streamIDs.learned(stream: RedisKeys.jobs(d.node), id: sid)
                     late.append((d.id, d.attempt, sid))
                 } else {
+                    // The agent wrote the maximum id (or a hash) since the allocator looked: this job's lease requeues it,
+                    // and nothing more goes there until the stream is repaired.
+                    if case .error(let e) = r, let reason = BlockedNodes.reason(streamError: e) { block(d.node, reason: reason, detail: e, &blocked, now: now) }
                     log.warning("XADD of an envelope failed; the lease will requeue it", [("job", d.id), ("reply", "\(r)")])
                     late.append((d.id, d.attempt, nil))
                 }
@@ -608,6 +692,34 @@ public final class CoordinatorService: BlockingService {
         }
         try store.setStreamIDs(late)
         return ids.count >= settings.placementBatch
+    }
+
+    /// Stops dispatching to `node`; logged and counted once per node and reason.
+    private func block(_ node: String, reason: String, detail: String, _ blocked: inout BlockedNodes, now: Double) {
+        guard blocked.block(node, reason: reason, now: now) else { return }
+        metrics.registry.set("hydra_node_undispatchable", [node, reason], 1)
+        log.error("node's job stream takes no envelope; nothing is dispatched there until it is repaired (DEL \(RedisKeys.jobs(node)))",
+                  [("node", node), ("reason", reason), ("detail", StoredText.clean(detail, maxBytes: 512))])
+    }
+
+    /// Looks again at the job streams of blocked nodes that are due: a node whose stream was deleted or
+    /// repaired gets jobs again.
+    private func recheckBlocked(redis: RedisConnection, streamIDs: inout StreamIDAllocator, blocked: inout BlockedNodes, now: Date) throws {
+        let due = blocked.due(now: now.timeIntervalSince1970)
+        if due.isEmpty { return }
+        let nowMillis = UInt64(max(0, now.timeIntervalSince1970 * 1000))
+        for (node, r) in zip(due, try redis.pipeline(due.map { ["XINFO", "STREAM", RedisKeys.jobs($0)] })) {
+            let stream = RedisKeys.jobs(node)
+            // Forgotten first: a deleted stream starts again from 0-0, below what the allocator last saw.
+            streamIDs.forget(stream: stream)
+            streamIDs.learned(stream: stream, xinfo: r)
+            if case .error(let e) = r, BlockedNodes.reason(streamError: e) != nil { continue }
+            if !streamIDs.knows(stream: stream) || streamIDs.exhausted(stream: stream, nowMillis: nowMillis) { continue }
+            if let reason = blocked.unblock(node) {
+                metrics.registry.set("hydra_node_undispatchable", [node, reason], 0)
+                log.info("node's job stream takes envelopes again", [("node", node)])
+            }
+        }
     }
 
     /// An envelope still waiting in its live node's stream is not lost: its lease is renewed while

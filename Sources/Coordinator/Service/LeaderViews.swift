@@ -136,11 +136,20 @@ public struct StreamIDAllocator: Sendable {
 
     public init() {}
 
+    /// nil also when no id is left above the last one (see `exhausted`): the caller checks that first.
     public mutating func next(stream: String, nowMillis: UInt64) -> String? {
         guard let l = last[stream] else { return nil }
-        let id = nowMillis > l.ms ? StreamID(ms: nowMillis, seq: 0) : StreamID(ms: l.ms, seq: l.seq + 1)
+        let id: StreamID
+        if nowMillis > l.ms { id = StreamID(ms: nowMillis, seq: 0) } else if l.seq < .max { id = StreamID(ms: l.ms, seq: l.seq + 1) } else { return nil }
         last[stream] = id
         return id.description
+    }
+
+    /// Whether no id above the last one is left on `stream` (an agent may XADD the maximum id to its own
+    /// stream; Redis then refuses every later entry, `*` included, even after that entry is deleted).
+    public func exhausted(stream: String, nowMillis: UInt64) -> Bool {
+        guard let l = last[stream] else { return false }
+        return l.seq == .max && l.ms >= nowMillis
     }
 
     /// An id Redis accepted (or generated) on `stream`.
@@ -153,7 +162,7 @@ public struct StreamIDAllocator: Sendable {
     public func knows(stream: String) -> Bool { last[stream] != nil }
 
     /// What `XINFO STREAM` said: its `last-generated-id`, or an error for a stream that does not exist
-    /// yet (then any id is above its last).
+    /// yet (then any id is above its last). Any other error (a key that is not a stream) teaches nothing.
     public mutating func learned(stream: String, xinfo: RedisReply) {
         switch xinfo {
         case .error(let e) where e.contains("no such key"):
@@ -171,4 +180,87 @@ public struct StreamIDAllocator: Sendable {
 
     /// Redis refused a proposed id (someone else wrote a later one): ask again with `*`.
     public mutating func forget(stream: String) { last[stream] = nil }
+}
+
+/// Nodes the dispatcher sends nothing to for now, with why: their job stream cannot take an entry
+/// (its last id is the maximum, or the key is not a stream). What an agent does to its own keys
+/// must cost that node alone: the router sees it as draining, so its jobs go elsewhere or wait,
+/// and the stream is looked at again every `recheckAfter` seconds, so the node comes back by
+/// itself once the key is repaired (`DEL hydra:node:<node>:jobs`).
+public struct BlockedNodes: Sendable {
+    public let recheckAfter: Double
+    public private(set) var blocked: [String: (reason: String, recheckAt: Double)] = [:]
+
+    public init(recheckAfter: Double = 10) { self.recheckAfter = recheckAfter }
+
+    public var isEmpty: Bool { blocked.isEmpty }
+    public func contains(_ node: String) -> Bool { blocked[node] != nil }
+    public func reason(_ node: String) -> String? { blocked[node]?.reason }
+
+    /// Returns whether this is news (a node not blocked before, or for another reason): log and count it then only.
+    @discardableResult
+    public mutating func block(_ node: String, reason: String, now: Double) -> Bool {
+        let news = blocked[node]?.reason != reason
+        blocked[node] = (reason, now + recheckAfter)
+        return news
+    }
+
+    /// Blocked nodes whose stream is due for another look; they stay blocked until `unblock`.
+    public mutating func due(now: Double) -> [String] {
+        var out: [String] = []
+        for (n, b) in blocked where b.recheckAt <= now {
+            out.append(n)
+            blocked[n] = (b.reason, now + recheckAfter)
+        }
+        return out.sorted()
+    }
+
+    /// Returns the reason it was blocked for, nil if it was not.
+    @discardableResult
+    public mutating func unblock(_ node: String) -> String? { blocked.removeValue(forKey: node)?.reason }
+
+    /// Why XADD or XINFO on a node's job stream failed, as a short label (nil: not about the stream itself).
+    public static func reason(streamError e: String) -> String? {
+        if e.contains("exhausted") { return "stream_id_exhausted" }
+        if e.hasPrefix("WRONGTYPE") { return "not_a_stream" }
+        return nil
+    }
+}
+
+/// Result streams the results loop leaves out for now, per stream, with why. One XREADGROUP reads
+/// every node's results stream, and Redis fails it whole when one key is wrong (a hash where the
+/// stream was, a stream deleted while the read blocked, a group gone): that stream is left out and
+/// tried again after `retryAfter` seconds, while every other node's results keep flowing. A fault
+/// is logged once per stream and reason, then at most every `logEvery` seconds.
+public struct StreamFaults: Sendable {
+    public let retryAfter: Double
+    public let logEvery: Double
+    private var faults: [String: Double] = [:]
+    private var logged: [String: (reason: String, at: Double)] = [:]
+
+    public init(retryAfter: Double = 5, logEvery: Double = 60) { self.retryAfter = retryAfter; self.logEvery = logEvery }
+
+    /// Records a fault; returns whether to log it.
+    public mutating func fault(_ stream: String, reason: String, now: Double) -> Bool {
+        faults[stream] = now + retryAfter
+        if let l = logged[stream], l.reason == reason, now - l.at < logEvery { return false }
+        logged[stream] = (reason, now)
+        return true
+    }
+
+    /// Whether `stream` is left out now (faulted, and not yet due for another try).
+    public func skips(_ stream: String, now: Double) -> Bool { faults[stream].map { now < $0 } ?? false }
+
+    /// The stream works again (its group was created): read it with the others.
+    public mutating func cleared(_ stream: String) { faults[stream] = nil }
+
+    public var faulted: [String] { faults.keys.sorted() }
+
+    /// A short label for a Redis error about one stream.
+    public static func reason(_ message: String) -> String {
+        if message.contains("WRONGTYPE") { return "not_a_stream" }
+        if message.contains("NOGROUP") { return "no_group" }
+        if message.contains("UNBLOCKED") || message.contains("no longer exists") || message.contains("no such key") { return "deleted" }
+        return "error"
+    }
 }

@@ -222,7 +222,10 @@ struct PassState: Sendable {
                 // The reading plus what it cannot show yet; and never less than what Hydra promised,
                 // so a job still growing towards its reservation is not over-booked.
                 let occupied = max(live &+ unseenRes[s], g.baselineBytes &+ allRes[s])
-                gpus[s].free = Int64(g.totalBytes) - Int64(occupied) - Int64(headroom)
+                // These readings come from heartbeats (bounds-checked at decode, 1 PiB): clamped at
+                // 4 PiB, no reading can trap this subtraction nor the sums of `free` across GPUs.
+                let cap: UInt64 = 1 << 52
+                gpus[s].free = Int64(min(g.totalBytes, cap)) - Int64(min(occupied, cap)) - Int64(min(headroom, cap))
                 gpus[s].releasable = allRes[s]
             }
             var slots = nodes[ni].cpuRemaining

@@ -54,12 +54,14 @@ public struct HeartbeatMessage: Codable, Sendable, Equatable {
     }
 
     /// Checks and decodes a heartbeat hash read from `node`'s key. With keys (the node's), anything
-    /// unsigned, forged or naming another node is refused.
+    /// unsigned, forged or naming another node is refused (`MessageRejection`), and so is a signed one
+    /// with numbers no node reports (`ImplausibleHeartbeat`, see `checkPlausible`).
     public static func decode(_ fields: [String: String], node: String, keys: SigningKeys?) throws -> HeartbeatMessage {
         guard let body = fields["body"] else { throw MessageRejection.missingBody }
         if let keys { try keys.verify("heartbeat", body, signature: fields["sig"], keyID: fields["kid"]) }
         guard let hb = try? JSONCoding.decode(HeartbeatMessage.self, from: body) else { throw MessageRejection.malformed }
         guard hb.node == node else { throw MessageRejection.wrongNode }
+        try hb.checkPlausible()
         return hb
     }
 }
@@ -148,5 +150,9 @@ public struct NodeDrain: Sendable {
     }
 
     /// The most jobs `node` may hold: its agent's read-ahead plus what it drained within the window.
-    public func limit(node: String, capacity: Int, now: Double) -> Int { capacity + drained(node: node, now: now) }
+    /// Saturates: `capacity` comes from a heartbeat, and no count an agent sends may trap the leader.
+    public func limit(node: String, capacity: Int, now: Double) -> Int {
+        let (sum, overflow) = capacity.addingReportingOverflow(drained(node: node, now: now))
+        return overflow ? (capacity < 0 ? Int.min : Int.max) : sum
+    }
 }

@@ -8,7 +8,8 @@ public enum RedisKeys {
     /// Every key of Hydra's starts with this (the coordinator's ACL grants it).
     public static let prefix = "hydra:"
     public static let events = "hydra:events"
-    /// The coordinator's dead letters: results and heartbeats it could not apply, with the reason.
+    /// The coordinator's dead letters: results and heartbeats it refused or could not apply, with the reason
+    /// (a refused heartbeat once per node and reason, not on every read).
     public static let deadLetter = "hydra:deadletter"
     public static let nodes = "hydra:nodes"
     public static let agentsGroup = "agents"
