@@ -93,7 +93,7 @@ final class HostileServiceTests: XCTestCase {
         let spec: JSONValue = ["template": "txt2img-basic", "prompt": "a copper lighthouse in fog, fictional coast", "seed": 42,
                                "width": 512, "height": 512, "steps": 2]
         // A job makes several requests (queue, history polls, one download per image): fewer are mangled each.
-        try hammer("comfyui", fake: fake.handle, trials: 120, rate: 0.06) { base in
+        try hammer("comfyui", fake: fake.handle, trials: 120, rate: 0.3) { base in
             let ex = ComfyUIExecutor(endpoint: ServiceEndpoint(url: base), workflowsDirectory: ComfyUIExecutorTests.workflows, pollInterval: 0.01)
             return try ex.execute(context(spec, kind: "image"))
         }

@@ -13,6 +13,17 @@ final class PipelineTriggerTests: XCTestCase {
                     body: Data(body.utf8), remoteAddress: "127.0.0.1:5000")
     }
 
+    /// `{"until":"06:00","until":"07:00"}` meant whichever the decoder kept; now a 400 naming the key.
+    func testADuplicateKeyIsRefused() {
+        let r = PipelineTrigger.check(post(#"{"until":"06:00","until":"07:00"}"#), token: token, now: now)
+        XCTAssertEqual(r?.0, 400)
+        XCTAssertTrue(r?.1.contains("'until' appears twice") == true, "\(String(describing: r))")
+        XCTAssertEqual(JSONBody.duplicateKey(#"{"a":{"b":1,"b":2}}"#), "b")
+        XCTAssertEqual(JSONBody.duplicateKey(#"{"a":"\"a\"","b":[{"a":1},{"a":2}],"c":{"a":1}}"#), nil)
+        XCTAssertEqual(JSONBody.duplicateKey(#"{"\u0061":1,"a":2}"#), "a")
+        XCTAssertNil(PipelineTrigger.check(post(#"{"until":"06:00"}"#), token: token, now: now))
+    }
+
     func testABodyIsAJSONObjectWithAtMostAStringUntilThatEndsLater() {
         for ok in ["", "  \n", "{}", #"{"until": "06:00"}"#, #"{"until": "23:59:59"}"#, #"{"until": "2031-03-03T06:00:00Z"}"#] {
             XCTAssertNil(PipelineTrigger.check(post(ok), token: token, now: now), ok)

@@ -181,37 +181,56 @@ public final class ConsoleSessions: Sendable {
     }
 
     public static let cookieName = "hydra_console"
-    private let sessions = Mutex<[String: Session]>([:])
+    /// Sessions made for visitors (a CSRF token for a form, before any login): anyone can create these, so
+    /// they live apart from `loggedIn` and a flood of them only ever evicts its own kind.
+    private let visitors = Mutex<[String: Session]>([:])
+    /// Sessions made by a successful login (which takes the console token): anonymous traffic never adds here.
+    private let loggedIn = Mutex<[String: Session]>([:])
     private let maxSessions: Int
     private let idleSeconds: Double
 
+    /// `maxSessions` bounds each of the two stores (visitors, logged in).
     public init(maxSessions: Int = 10_000, idleSeconds: Double = 12 * 3600) {
         self.maxSessions = maxSessions; self.idleSeconds = idleSeconds
     }
 
     public func find(_ id: String?, now: Double = Date().timeIntervalSince1970) -> Session? {
         guard let id, id.count == 64 else { return nil }
-        return sessions.withLock { s in
-            guard var found = s[id], now - found.lastUsed < idleSeconds else { s[id] = nil; return nil }
+        let idle = idleSeconds
+        let look = { (s: inout [String: Session]) -> Session? in
+            guard let old = s[id] else { return nil }
+            guard now - old.lastUsed < idle else { s[id] = nil; return nil }
+            var found = old
             found.lastUsed = now
             s[id] = found
             return found
         }
+        if let hit = loggedIn.withLock({ look(&$0) }) { return hit }
+        return visitors.withLock { look(&$0) }
     }
 
-    public func create(authenticated: Bool, now: Double = Date().timeIntervalSince1970) -> Session {
+    /// A visitor's session (`byLogin: false`, the default) or one made by a successful login.
+    public func create(authenticated: Bool, byLogin: Bool = false, now: Double = Date().timeIntervalSince1970) -> Session {
         let new = Session(id: randomHex(), csrf: randomHex(), authenticated: authenticated, lastUsed: now)
-        sessions.withLock { s in
-            if s.count >= maxSessions {
+        let cap = maxSessions
+        let insert = { (s: inout [String: Session]) in
+            if s.count >= cap {
                 // Evict the least recently used tenth instead of growing without bound.
-                for (k, _) in s.sorted(by: { $0.value.lastUsed < $1.value.lastUsed }).prefix(max(1, maxSessions / 10)) { s[k] = nil }
+                for (k, _) in s.sorted(by: { $0.value.lastUsed < $1.value.lastUsed }).prefix(max(1, cap / 10)) { s[k] = nil }
             }
             s[new.id] = new
         }
+        if byLogin { loggedIn.withLock { insert(&$0) } } else { visitors.withLock { insert(&$0) } }
         return new
     }
 
-    public func remove(_ id: String) { sessions.withLock { _ = $0.removeValue(forKey: id) } }
+    /// Sessions held now: (visitors, logged in).
+    public var counts: (visitors: Int, loggedIn: Int) { (visitors.withLock { $0.count }, loggedIn.withLock { $0.count }) }
+
+    public func remove(_ id: String) {
+        visitors.withLock { _ = $0.removeValue(forKey: id) }
+        loggedIn.withLock { _ = $0.removeValue(forKey: id) }
+    }
 
     public static func cookie(_ s: Session) -> String {
         "\(cookieName)=\(s.id); Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
@@ -322,21 +341,98 @@ public enum ConsoleGuard {
         return .allow
     }
 
-    /// `application/x-www-form-urlencoded` or JSON object bodies, as string fields.
-    public static func formFields(_ req: HTTPRequest) -> [String: String] {
-        let type = req.headers["content-type"]?.lowercased() ?? ""
-        if type.hasPrefix("application/json") {
-            guard let v = try? JSONCoding.decode(JSONValue.self, from: String(decoding: req.body, as: UTF8.self)), let o = v.objectValue else { return [:] }
-            var out: [String: String] = [:]
-            for (k, x) in o { if let s = x.stringValue { out[k] = s } else if let b = x.boolValue { out[k] = b ? "true" : "false" } }
+    /// A POST body read as fields: `json` holds the JSON values when the body was JSON (so an endpoint can ask
+    /// for a real boolean), `fields` their text (strings as they are, booleans as "true"/"false").
+    public struct Form: Sendable, Equatable {
+        public var fields: [String: String] = [:]
+        public var json: [String: JSONValue]?
+        public init(fields: [String: String] = [:], json: [String: JSONValue]? = nil) { self.fields = fields; self.json = json }
+    }
+
+    /// Why a body cannot be read; answered 400 (415 for a content type that is neither form nor JSON).
+    public struct FormProblem: Error, Equatable, Sendable {
+        public var status: Int = 400
+        public var message: String
+    }
+
+    /// Fields every state-changing form may carry besides its own.
+    public static let commonFields: Set<String> = ["csrf", "token", "next"]
+
+    /// `application/x-www-form-urlencoded` (also assumed without a Content-Type) or a JSON object, strictly: a
+    /// body that is not what its Content-Type says (JSON sent as a form, truncated JSON, `[[[[`), a malformed
+    /// percent-escape, a field given twice, a JSON value other than a string or boolean, or a field this
+    /// endpoint does not take (`allowed` plus `commonFields`; nil: any) is refused rather than read as "no
+    /// fields" — an empty reading turns "undrain" into "drain".
+    public static func parseForm(_ req: HTTPRequest, allowed: Set<String>?) throws(FormProblem) -> Form {
+        let type = (req.headers["content-type"] ?? "").lowercased()
+        let mediaType = type.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let text = String(decoding: req.body, as: UTF8.self)
+        func check(_ name: String) throws(FormProblem) {
+            guard let allowed, !allowed.contains(name), !commonFields.contains(name) else { return }
+            let shown = String(name.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+            let takes = allowed.union(commonFields).sorted().joined(separator: ", ")
+            throw FormProblem(message: "unknown field '\(shown)' (this endpoint takes: \(takes))")
+        }
+        if mediaType == "application/json" {
+            if text.allSatisfy(\.isWhitespace) { return Form(json: [:]) }
+            let o: [String: JSONValue]
+            switch JSONBody.object(text) {
+            case .success(let v): o = v
+            case .failure(let p): throw FormProblem(message: p.message + #" (send a JSON object such as {"undo": true})"#)
+            }
+            var out = Form(json: o)
+            for (k, v) in o.sorted(by: { $0.key < $1.key }) {
+                try check(k)
+                switch v {
+                case .string(let x): out.fields[k] = x
+                case .bool(let b): out.fields[k] = b ? "true" : "false"
+                default: throw FormProblem(message: "field '\(String(k.prefix(64)))' must be a string or true/false")
+                }
+            }
             return out
         }
-        var out: [String: String] = [:]
-        for pair in String(decoding: req.body, as: UTF8.self).split(separator: "&") {
+        guard mediaType.isEmpty || mediaType == "application/x-www-form-urlencoded" else {
+            throw FormProblem(status: 415, message: "send the body as application/json or application/x-www-form-urlencoded, not \(String(mediaType.prefix(64)))")
+        }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.hasPrefix("{") || trimmed.hasPrefix("[") {
+            throw FormProblem(message: "the body looks like JSON but was sent as a form; send it with Content-Type: application/json")
+        }
+        var out = Form()
+        for pair in text.split(separator: "&") {
             let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func dec(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
-            out[dec(kv[0])] = kv.count > 1 ? dec(kv[1]) : ""
+            func dec(_ s: Substring) throws(FormProblem) -> String {
+                guard let d = MiniHTTPServer.percentDecode(s.replacingOccurrences(of: "+", with: " ")) else {
+                    throw FormProblem(message: "the form body has a malformed percent-escape (or one that is not UTF-8, or NUL)")
+                }
+                return d
+            }
+            let name = try dec(kv[0])
+            try check(name)
+            guard out.fields[name] == nil else { throw FormProblem(message: "field '\(String(name.prefix(64)))' is given twice") }
+            out.fields[name] = kv.count > 1 ? try dec(kv[1]) : ""
         }
         return out
+    }
+
+    /// A boolean field: a JSON `true`/`false`, or in a form `true`, `false`, `1` or `0`; absent: nil.
+    public static func boolField(_ form: Form, _ name: String) throws(FormProblem) -> Bool? {
+        if let json = form.json {
+            guard let v = json[name] else { return nil }
+            guard case .bool(let b) = v else { throw FormProblem(message: "'\(name)' must be true or false (a JSON boolean)") }
+            return b
+        }
+        guard let v = form.fields[name] else { return nil }
+        switch v.lowercased() {
+        case "true", "1": return true
+        case "false", "0": return false
+        default: throw FormProblem(message: "'\(name)' must be true, false, 1 or 0, not '\(String(v.prefix(32)))'")
+        }
+    }
+
+    /// The fields of a form or JSON body, or none when it cannot be read (for checks and tests; the server
+    /// itself uses `parseForm`, which refuses such bodies).
+    public static func formFields(_ req: HTTPRequest) -> [String: String] {
+        (try? parseForm(req, allowed: nil).fields) ?? [:]
     }
 }

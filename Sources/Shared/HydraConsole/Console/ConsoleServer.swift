@@ -120,8 +120,64 @@ public final class ConsoleServer: Sendable {
 
     // MARK: routing
 
+    /// The path's segments, each percent-decoded once (from the raw path, so `%2F` stays inside its segment);
+    /// a malformed escape or a NUL is a 400, never a different page.
+    static func segments(_ req: HTTPRequest) throws -> [String] {
+        try req.rawPath.split(separator: "/", omittingEmptySubsequences: true).map { raw in
+            guard let s = MiniHTTPServer.percentDecode(raw) else {
+                throw Failure(status: 400, message: "the path has a malformed percent-escape (or one that is not UTF-8, or NUL)")
+            }
+            return s
+        }
+    }
+
+    /// The fields each POST endpoint takes besides `csrf`, `token` and `next` (nil: unknown endpoint, not read).
+    static func allowedFields(_ parts: [String]) -> Set<String>? {
+        guard parts.count >= 2 else { return parts == ["logout"] || parts == ["login"] ? [] : nil }
+        let a = parts.count >= 2 && parts[0] == "api" && parts[1] == "v1" ? Array(parts.dropFirst(2)) : []
+        switch (a.first ?? "", a.count, a.last ?? "") {
+        case ("approvals", 3, "decide"): return ["decision", "reason"]
+        case ("jobs", 3, "cancel"), ("jobs", 3, "retry"), ("batches", 3, "cancel"), ("batches", 3, "retry"): return []
+        case ("nodes", 3, "drain"): return ["undo"]
+        default: return nil
+        }
+    }
+
+    /// The POST body read strictly for this endpoint; what cannot be read is a 400 (415), never "no fields".
+    static func form(_ req: HTTPRequest, _ parts: [String]) throws -> ConsoleGuard.Form {
+        do { return try ConsoleGuard.parseForm(req, allowed: allowedFields(parts)) } catch { throw Failure(status: error.status, message: error.message) }
+    }
+
+    /// A whole-number query parameter: absent or empty → `defaultValue`; not a number or below `min` → 400
+    /// naming it; above `max` → `max`.
+    static func intParam(_ req: HTTPRequest, _ name: String, default defaultValue: Int, min lo: Int, max hi: Int) throws -> Int {
+        guard let raw = req.query[name], !raw.isEmpty else { return defaultValue }
+        guard raw.utf8.count <= 19, let v = Int(raw) else {
+            throw Failure(status: 400, message: "query parameter '\(name)' must be a whole number, not '\(shown(raw))'")
+        }
+        guard v >= lo else { throw Failure(status: 400, message: "query parameter '\(name)' must be at least \(lo), not \(v)") }
+        return Swift.min(v, hi)
+    }
+
+    /// A positive, finite number query parameter (NaN and infinities refused).
+    static func numberParam(_ req: HTTPRequest, _ name: String, default defaultValue: Double) throws -> Double {
+        guard let raw = req.query[name], !raw.isEmpty else { return defaultValue }
+        guard raw.utf8.count <= 32, let v = Double(raw), v.isFinite, v > 0 else {
+            throw Failure(status: 400, message: "query parameter '\(name)' must be a positive number, not '\(shown(raw))'")
+        }
+        return v
+    }
+
+    static func shown(_ s: String) -> String {
+        String(s.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+    }
+
     func route(_ req: HTTPRequest, session: ConsoleSessions.Session?, newCookie: inout String?) throws -> Reply {
-        let parts = req.path.split(separator: "/", omittingEmptySubsequences: true).map { $0.removingPercentEncoding ?? String($0) }
+        let parts = try Self.segments(req)
+        // The listener refuses these already; a handler called directly (benchmarks, tests) must not pass them to PostgreSQL either.
+        if let bad = req.query.first(where: { $0.key.contains("\0") || $0.value.contains("\0") }) {
+            throw Failure(status: 400, message: "query parameter '\(Self.shown(bad.key))' contains a NUL byte")
+        }
         switch (req.method, parts.first ?? "") {
         case ("GET", "static"), ("HEAD", "static"):
             if parts == ["static", "console.css"] { return Reply(headers: ["Content-Type": "text/css; charset=utf-8", "Cache-Control": "max-age=300"], body: Data(ConsoleAssets.css.utf8)) }
@@ -130,7 +186,7 @@ public final class ConsoleServer: Sendable {
         case (_, "login"):
             return try login(req, session: session, newCookie: &newCookie)
         case ("POST", "logout"):
-            let form = ConsoleGuard.formFields(req)
+            let form = try Self.form(req, parts).fields
             if case .forbidden(let why) = ConsoleGuard.checkWrite(req, form: form, token: settings.token, session: session, requireAuth: false,
                                                                   hosts: settings.hosts) {
                 throw Failure(status: 403, message: why)
@@ -152,13 +208,14 @@ public final class ConsoleServer: Sendable {
             return try get(req, parts, session: session)
         }
         if req.method == "POST" {
-            let form = ConsoleGuard.formFields(req)
+            let body = try Self.form(req, parts)
+            let form = body.fields
             switch ConsoleGuard.checkWrite(req, form: form, token: settings.token, session: session, hosts: settings.hosts) {
             case .allow: break
             case .unauthenticated: throw Failure(status: 401, message: "this console needs its token (log in, or send Authorization: Bearer TOKEN)")
             case .forbidden(let why): throw Failure(status: 403, message: why)
             }
-            return try post(req, parts, form: form)
+            return try post(req, parts, body: body)
         }
         throw Failure(status: 405, message: "method \(req.method) not allowed")
     }
@@ -168,14 +225,15 @@ public final class ConsoleServer: Sendable {
         guard let token = settings.token else { return .redirect("/cluster") }
         if req.method == "GET" { return .html(ConsolePages.login(ctx: ctx)) }
         guard req.method == "POST" else { throw Failure(status: 405, message: "GET or POST") }
-        let form = ConsoleGuard.formFields(req)
+        let form = try Self.form(req, ["login"]).fields
         if case .forbidden(let why) = ConsoleGuard.checkLogin(req, form: form, session: session) { throw Failure(status: 403, message: why) }
         guard let given = form["token"], constantTimeEquals(given, token) else {
             return .html(ConsolePages.login(ctx: ctx, error: "That is not the console token."), status: 401)
         }
         // A fresh session id on login, so a session id planted before login is worth nothing.
         if let s = session { sessions.remove(s.id) }
-        let s = sessions.create(authenticated: true)
+        // In the logged-in store, which visitors' sessions (anyone can make those) never evict.
+        let s = sessions.create(authenticated: true, byLogin: true)
         newCookie = ConsoleSessions.cookie(s)
         return .redirect("/cluster")
     }
@@ -199,14 +257,14 @@ public final class ConsoleServer: Sendable {
         case "cluster" where p.count == 1:
             return .html(ConsolePages.cluster(try pool.withStore { try $0.consoleCluster() }, ctx: ctx))
         case "cluster" where p.count == 2 && p[1] == "occupancy.svg":
-            return try occupancySVG(hours: Double(req.query["hours"] ?? "") ?? 1)
+            return try occupancySVG(hours: Self.numberParam(req, "hours", default: 1))
         case "batches" where p.count == 3 && p[2] == "rate.svg":
             return try batchRateSVG(p[1].lowercased())
         case "batches" where p.count == 1:
             return .html(ConsolePages.batches(try pool.withStore { try $0.batchProgress() }, ctx: ctx))
         case "batches" where p.count == 2:
             let states = try parseStates(req.query["state"])
-            let page = Int(req.query["page"] ?? "1") ?? 1
+            let page = try Self.intParam(req, "page", default: 1, min: 1, max: 1_000_000)
             guard let d = try pool.withStore({ try $0.consoleBatchPage(id: p[1].lowercased(), states: states, page: page, pageSize: settings.pageSize) }) else {
                 throw Failure(status: 404, message: "no batch \(p[1])")
             }
@@ -272,7 +330,8 @@ public final class ConsoleServer: Sendable {
             return .json(JSONValue.object(["nodes": try Self.json(snap.nodes), "reserved_bytes": try Self.json(snap.reserved),
                                            "active": try Self.json(snap.active)]))
         case ("batches", 1):
-            let list = try pool.withStore { try $0.batchProgress(limit: min(Int(req.query["limit"] ?? "50") ?? 50, 500)) }
+            let limit = try Self.intParam(req, "limit", default: 50, min: 0, max: 500)
+            let list = try pool.withStore { try $0.batchProgress(limit: limit) }
             return .json(JSONValue.object(["batches": .array(try list.map(Self.batchJSON))]))
         case ("batches", 2):
             guard let b = try pool.withStore({ s -> BatchProgress? in try s.batchProgress(ids: [try s.resolveBatch(p[1])], limit: 1).first }) else {
@@ -281,10 +340,10 @@ public final class ConsoleServer: Sendable {
             return .json(try Self.batchJSON(b))
         case ("jobs", 1):
             let states = try parseStates(req.query["state"])
-            let limit = min(max(Int(req.query["limit"] ?? "200") ?? 200, 1), 1000)
-            let offset = max(Int(req.query["offset"] ?? "0") ?? 0, 0)
+            let limit = max(try Self.intParam(req, "limit", default: 200, min: 0, max: 1000), 1)
+            let offset = try Self.intParam(req, "offset", default: 0, min: 0, max: Int(Int32.max))
             let jobs = try pool.withStore { s -> [JobRow] in
-                let batch = try req.query["batch"].map { try s.resolveBatch($0) }
+                let batch = try req.query["batch"].flatMap { $0.isEmpty ? nil : $0 }.map { try s.resolveBatch($0) }
                 return try s.consoleJobs(batchID: batch, states: states, node: req.query["node"], offset: offset, limit: limit)
             }
             return .json(["jobs": jobs])
@@ -298,7 +357,8 @@ public final class ConsoleServer: Sendable {
             guard let a = try pool.withStore({ try $0.approval(id: p[1].lowercased()) }) else { throw Failure(status: 404, message: "no approval \(p[1])") }
             return .json(a)
         case ("audit", 1):
-            let entries = try pool.withStore { try $0.auditLog(limit: min(Int(req.query["limit"] ?? "100") ?? 100, 1000)) }
+            let limit = try Self.intParam(req, "limit", default: 100, min: 0, max: 1000)
+            let entries = try pool.withStore { try $0.auditLog(limit: limit) }
             return .json(["audit": entries.map { AuditEntry(at: $0.at, actor: $0.actor, action: $0.action, target: $0.target, detail: $0.detail) }])
         case ("nights", 1):
             let reports = settings.reportsDir.map { NightReports.list(dir: $0, load: 0) } ?? []
@@ -315,7 +375,8 @@ public final class ConsoleServer: Sendable {
 
     // MARK: writes
 
-    func post(_ req: HTTPRequest, _ p: [String], form: [String: String]) throws -> Reply {
+    func post(_ req: HTTPRequest, _ p: [String], body: ConsoleGuard.Form) throws -> Reply {
+        let form = body.fields
         guard p.count >= 2, p[0] == "api", p[1] == "v1" else { throw Failure(status: 404, message: "no endpoint \(req.path)") }
         let a = Array(p.dropFirst(2))
         let actor = "console@\(req.remoteAddress)"
@@ -361,7 +422,9 @@ public final class ConsoleServer: Sendable {
             result = .object(["ok": .bool(true), "changed": .number(Double(n))])
             message = a[2] == "cancel" ? "Cancelled \(n) job\(n == 1 ? "" : "s")." : "Requeued \(n) job\(n == 1 ? "" : "s")."
         case ("nodes", 3, "drain"):
-            let undo = ["true", "1", "yes", "on"].contains((form["undo"] ?? "").lowercased())
+            // Absent: drain. Anything but a boolean is a 400: guessing turned {"undo": 1} into a drain.
+            let undo: Bool
+            do { undo = try ConsoleGuard.boolField(body, "undo") ?? false } catch { throw Failure(status: error.status, message: error.message) }
             let ok = try pool.withStore { s -> Bool in
                 let ok = try s.setDraining(node: a[1], !undo)
                 if ok { try s.audit(actor: actor, action: undo ? "undrain" : "drain", target: a[1], detail: .object([:])) }

@@ -8,14 +8,20 @@ import HydraCore
 /// A parsed HTTP/1.1 request.
 public struct HTTPRequest: Sendable {
     public var method: String
+    /// The path, percent-decoded (the server refuses malformed escapes, non-UTF-8 and NUL with 400).
     public var path: String
+    /// The path as sent, still percent-encoded: split this on "/" before decoding, so an encoded "/" stays inside its segment.
+    public var rawPath: String
+    /// Query parameters, percent-decoded strictly (like `path`); the last of repeated names wins.
     public var query: [String: String]
     /// Header names lower-cased.
     public var headers: [String: String]
     public var body: Data
     public var remoteAddress: String
-    public init(method: String, path: String, query: [String: String], headers: [String: String], body: Data, remoteAddress: String) {
+    public init(method: String, path: String, query: [String: String], headers: [String: String], body: Data, remoteAddress: String,
+                rawPath: String? = nil) {
         self.method = method; self.path = path; self.query = query; self.headers = headers; self.body = body; self.remoteAddress = remoteAddress
+        self.rawPath = rawPath ?? path
     }
 }
 
@@ -23,7 +29,8 @@ public struct HTTPRequest: Sendable {
 public final class HTTPChunkWriter: Sendable {
     private let fd: Int32
     private let alive = Atomic<Bool>(true)
-    init(fd: Int32) { self.fd = fd }
+    private let writeTimeoutS: Double
+    init(fd: Int32, writeTimeoutS: Double = 30) { self.fd = fd; self.writeTimeoutS = writeTimeoutS }
 
     @discardableResult
     public func write(_ data: Data) -> Bool {
@@ -32,7 +39,8 @@ public final class HTTPChunkWriter: Sendable {
         chunk.append(contentsOf: [13, 10])
         chunk.append(data)
         chunk.append(contentsOf: [13, 10])
-        if !MiniHTTPServer.sendAll(fd, chunk) { alive.store(false, ordering: .relaxed) }
+        // Each chunk must be taken by the client within the write budget, however it paces its reads.
+        if MiniHTTPServer.sendAll(fd, chunk, deadline: MiniHTTPServer.deadline(after: writeTimeoutS)) != .sent { alive.store(false, ordering: .relaxed) }
         return alive.load(ordering: .relaxed)
     }
 
@@ -81,23 +89,39 @@ public struct HTTPServerLimits: Sendable {
     public var bodyLimit: (@Sendable (_ method: String, _ path: String) -> Int?)?
     /// From accept to the end of the body, in total: a client that trickles bytes is cut off, whatever the pace.
     public var requestTimeoutS: Double
-    /// Per send(): a client that stops reading the response does not pin a thread.
+    /// The whole response, in total, from its first byte written (for a streamed body: each chunk): a
+    /// client that reads slowly, however it paces its reads, is cut off (and counted as `write_timeout`).
     public var writeTimeoutS: Double
+    /// Connections one remote (non-loopback) address may hold at once; one more is answered 503 by the accept
+    /// thread. Loopback addresses are not capped: a local TLS proxy brings every client from 127.0.0.1.
+    public var maxConnectionsPerClient: Int
+    /// Apply `maxConnectionsPerClient` to loopback clients too (tests; a host with no local proxy).
+    public var capLoopbackClients: Bool
 
     public init(maxConnections: Int = 64, maxHeaderBytes: Int = 16 << 10, maxHeaderCount: Int = 100, maxBodyBytes: Int = 1 << 20,
                 bodyLimit: (@Sendable (_ method: String, _ path: String) -> Int?)? = nil,
-                requestTimeoutS: Double = 10, writeTimeoutS: Double = 30) {
+                requestTimeoutS: Double = 10, writeTimeoutS: Double = 30, maxConnectionsPerClient: Int? = nil,
+                capLoopbackClients: Bool = false) {
         self.maxConnections = max(1, maxConnections); self.maxHeaderBytes = max(256, maxHeaderBytes)
         self.maxHeaderCount = max(1, maxHeaderCount); self.maxBodyBytes = max(0, maxBodyBytes); self.bodyLimit = bodyLimit
         self.requestTimeoutS = max(0.05, requestTimeoutS); self.writeTimeoutS = max(0.05, writeTimeoutS)
+        self.maxConnectionsPerClient = max(1, maxConnectionsPerClient ?? max(1, self.maxConnections / 2))
+        self.capLoopbackClients = capLoopbackClients
     }
 
-    /// `HYDRA_HTTP_MAX_CONNECTIONS`, `HYDRA_HTTP_MAX_BODY_BYTES`, `HYDRA_HTTP_MAX_HEADER_BYTES` and
-    /// `HYDRA_HTTP_REQUEST_TIMEOUT_S` override the given defaults; unparsable values are ignored with the defaults kept.
+    /// `HYDRA_HTTP_MAX_CONNECTIONS`, `HYDRA_HTTP_MAX_CONNECTIONS_PER_CLIENT`, `HYDRA_HTTP_MAX_BODY_BYTES`,
+    /// `HYDRA_HTTP_MAX_HEADER_BYTES`, `HYDRA_HTTP_REQUEST_TIMEOUT_S` and `HYDRA_HTTP_WRITE_TIMEOUT_S` override the
+    /// given defaults; unparsable values are ignored with the defaults kept. Without a per-client value, a changed
+    /// `HYDRA_HTTP_MAX_CONNECTIONS` brings the per-client cap to half of it.
     public static func fromEnvironment(_ base: HTTPServerLimits = HTTPServerLimits(),
                                        environment: [String: String] = ProcessInfo.processInfo.environment) -> HTTPServerLimits {
         var l = base
-        if let v = environment["HYDRA_HTTP_MAX_CONNECTIONS"].flatMap({ Int($0) }), v > 0 { l.maxConnections = v }
+        if let v = environment["HYDRA_HTTP_MAX_CONNECTIONS"].flatMap({ Int($0) }), v > 0 {
+            if l.maxConnectionsPerClient == max(1, l.maxConnections / 2) { l.maxConnectionsPerClient = max(1, v / 2) }
+            l.maxConnections = v
+        }
+        if let v = environment["HYDRA_HTTP_MAX_CONNECTIONS_PER_CLIENT"].flatMap({ Int($0) }), v > 0 { l.maxConnectionsPerClient = v }
+        if let v = environment["HYDRA_HTTP_WRITE_TIMEOUT_S"].flatMap({ Double($0) }), v > 0, v.isFinite { l.writeTimeoutS = v }
         if let v = environment["HYDRA_HTTP_MAX_BODY_BYTES"].flatMap({ Int($0) }), v >= 0 { l.maxBodyBytes = v }
         if let v = environment["HYDRA_HTTP_MAX_HEADER_BYTES"].flatMap({ Int($0) }), v >= 256 { l.maxHeaderBytes = v }
         if let v = environment["HYDRA_HTTP_REQUEST_TIMEOUT_S"].flatMap({ Double($0) }), v > 0, v.isFinite { l.requestTimeoutS = v }
@@ -108,15 +132,20 @@ public struct HTTPServerLimits: Sendable {
 /// Why the server answered a request itself instead of passing it to the handler.
 public enum HTTPRejection: String, Sendable, CaseIterable {
     case tooManyConnections = "connections"
+    /// One remote address already holds `maxConnectionsPerClient` connections.
+    case clientConnections = "client_connections"
     case headerTooLarge = "header_too_large"
     case bodyTooLarge = "body_too_large"
     case lengthRequired = "length_required"
     case timeout
     case badRequest = "bad_request"
+    /// The response was not taken by the client within `writeTimeoutS`; the connection was closed.
+    case writeTimeout = "write_timeout"
 
     var status: Int {
         switch self {
-        case .tooManyConnections: return 503
+        case .tooManyConnections, .clientConnections: return 503
+        case .writeTimeout: return 408
         case .headerTooLarge: return 431
         case .bodyTooLarge: return 413
         case .lengthRequired: return 411
@@ -141,6 +170,8 @@ public final class MiniHTTPServer: Sendable {
     private let state = Mutex<(fd: Int32, port: Int, stopped: Bool)>((-1, 0, false))
     private let active = Atomic<Int>(0)
     private let peak = Atomic<Int>(0)
+    /// Open connections per remote address (only addresses with at least one; loopback is not tracked).
+    private let perClient = Mutex<[String: Int]>([:])
     private let rejected = Mutex<[HTTPRejection: Int]>([:])
 
     /// `onReject` runs on the accept or connection thread for every request the server refused itself (a metrics hook).
@@ -174,7 +205,7 @@ public final class MiniHTTPServer: Sendable {
     /// Registers `hydra_http_rejected_total{server,reason}` and returns an `onReject` hook that counts into it.
     public static func rejectionCounter(_ registry: MetricsRegistry, server: String) -> @Sendable (HTTPRejection) -> Void {
         registry.register("hydra_http_rejected_total", .counter,
-                          help: "HTTP requests refused before the handler (connection cap, header/body size, request deadline, malformed).",
+                          help: "HTTP requests refused by the listener (connection caps, header/body size, request deadline, malformed, response not read in time).",
                           labels: ["server", "reason"])
         for r in HTTPRejection.allCases { registry.add("hydra_http_rejected_total", [server, r.rawValue], 0) }
         return { registry.add("hydra_http_rejected_total", [server, $0.rawValue]) }
@@ -272,9 +303,34 @@ public final class MiniHTTPServer: Sendable {
             var ip = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
             inet_ntop(AF_INET, &addr.sin_addr, &ip, socklen_t(INET_ADDRSTRLEN))
             let remote = String(cString: ip)
+            // One address may not take every slot (loopback is exempt: a local proxy is every client at once).
+            let tracked = limits.capLoopbackClients || !remote.hasPrefix("127.")
+            if tracked {
+                let admitted = perClient.withLock { m -> Bool in
+                    let n = m[remote, default: 0]
+                    guard n < limits.maxConnectionsPerClient else { return false }
+                    m[remote] = n + 1
+                    return true
+                }
+                if !admitted {
+                    active.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+                    count(.clientConnections)
+                    let reply = Self.errorReply(.clientConnections, "too many connections from \(remote); try again shortly\n")
+                    reply.withUnsafeBytes { raw in _ = send(c, raw.baseAddress!, raw.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                    shutdown(c, Int32(SHUT_WR))
+                    close(c)
+                    continue
+                }
+            }
             let t = Thread { [self] in
                 self.serve(c, remote: remote, deadline: accepted + UInt64(limits.requestTimeoutS * 1e9))
                 close(c)
+                if tracked {
+                    perClient.withLock { m in
+                        let n = m[remote, default: 1] - 1
+                        m[remote] = n > 0 ? n : nil
+                    }
+                }
                 active.wrappingSubtract(1, ordering: .acquiringAndReleasing)
             }
             t.start()
@@ -285,17 +341,34 @@ public final class MiniHTTPServer: Sendable {
         head(r.status, ["Content-Type": "text/plain; charset=utf-8"], length: message.utf8.count) + Data(message.utf8)
     }
 
+    /// Uptime nanoseconds `seconds` from now.
+    static func deadline(after seconds: Double) -> UInt64 {
+        DispatchTime.now().uptimeNanoseconds + UInt64(max(0, seconds) * 1e9)
+    }
+
+    /// Sends a response part within the write budget; on a timeout the connection is reset (no thread, no
+    /// kernel buffer left waiting on the reader) and counted. True when it was sent.
+    private func respond(_ fd: Int32, _ data: Data, deadline: UInt64) -> Bool {
+        switch Self.sendAll(fd, data, deadline: deadline) {
+        case .sent: return true
+        case .gone: return false
+        case .timedOut:
+            count(.writeTimeout)
+            var l = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+            shutdown(fd, Int32(SHUT_RDWR))
+            return false
+        }
+    }
+
     private func serve(_ fd: Int32, remote: String, deadline: UInt64) {
-        let whole = limits.writeTimeoutS.rounded(.down)
-        var tv = timeval(tv_sec: .init(whole), tv_usec: .init((limits.writeTimeoutS - whole) * 1e6))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let req: HTTPRequest
         switch readRequest(fd, remote: remote, deadline: deadline) {
         case .success(let r): req = r
         case .failure(let refusal):
             if let reason = refusal.reason {
                 count(reason)
-                _ = Self.sendAll(fd, Self.errorReply(reason, refusal.message + "\n"))
+                guard respond(fd, Self.errorReply(reason, refusal.message + "\n"), deadline: Self.deadline(after: limits.writeTimeoutS)) else { return }
                 // Reads what the client is still sending for a moment, so the close is a FIN and the reply is not lost to a reset.
                 Self.drain(fd, until: min(deadline, DispatchTime.now().uptimeNanoseconds + 200_000_000))
             }
@@ -307,14 +380,16 @@ public final class MiniHTTPServer: Sendable {
         case .full(let status, let headers, let body):
             var out = Self.head(status, headers, length: body.count)
             if req.method != "HEAD" { out.append(body) }
-            _ = Self.sendAll(fd, out)
+            // One budget for the whole response, from its first byte: a client reading a byte now and then
+            // cannot hold the thread (SO_SNDTIMEO would restart on every partial send).
+            _ = respond(fd, out, deadline: Self.deadline(after: limits.writeTimeoutS))
         case .stream(let status, let headers, let body):
             var h = headers
             h["Transfer-Encoding"] = "chunked"
-            guard Self.sendAll(fd, Self.head(status, h, length: nil)) else { return }
-            let writer = HTTPChunkWriter(fd: fd)
+            guard respond(fd, Self.head(status, h, length: nil), deadline: Self.deadline(after: limits.writeTimeoutS)) else { return }
+            let writer = HTTPChunkWriter(fd: fd, writeTimeoutS: limits.writeTimeoutS)
             body(writer)
-            if writer.isAlive { _ = Self.sendAll(fd, Data("0\r\n\r\n".utf8)) }
+            if writer.isAlive { _ = respond(fd, Data("0\r\n\r\n".utf8), deadline: Self.deadline(after: limits.writeTimeoutS)) }
         }
     }
 
@@ -404,10 +479,13 @@ public final class MiniHTTPServer: Sendable {
             guard !cl.isEmpty, cl.count <= 18, cl.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(cl) else { return bad("invalid Content-Length") }
             length = n
         }
-        let target = String(requestLine[1])
-        let comps = URLComponents(string: target)
         let method = String(requestLine[0])
-        let path = comps?.path ?? target
+        let target: Target
+        switch Self.parseTarget(String(requestLine[1])) {
+        case .success(let t): target = t
+        case .failure(let why): return bad(why.message)
+        }
+        let path = target.path
         let cap = limits.bodyLimit?(method, path) ?? limits.maxBodyBytes
         guard length <= cap else {
             return .failure(Refusal(reason: .bodyTooLarge, message: "request body of \(length) bytes is larger than the \(cap) bytes this server accepts"))
@@ -415,7 +493,9 @@ public final class MiniHTTPServer: Sendable {
         var body = Data(buf[headerEnd!...])
         guard body.count <= length else { return bad("more bytes than Content-Length (pipelining is not supported)") }
         if body.count < length, headers["expect"]?.lowercased() == "100-continue" {
-            guard Self.sendAll(fd, Data("HTTP/1.1 100 Continue\r\n\r\n".utf8)) else { return .failure(.gone) }
+            guard Self.sendAll(fd, Data("HTTP/1.1 100 Continue\r\n\r\n".utf8), deadline: min(deadline, Self.deadline(after: limits.writeTimeoutS))) == .sent else {
+                return .failure(.gone)
+            }
         }
         while body.count < length {
             guard let n = Self.recvBefore(fd, &tmp, max: min(tmp.count, length - body.count), deadline: deadline) else {
@@ -424,9 +504,67 @@ public final class MiniHTTPServer: Sendable {
             if n == 0 { return .failure(.gone) }
             body.append(contentsOf: tmp[0..<n])
         }
+        return .success(HTTPRequest(method: method, path: path, query: target.query, headers: headers, body: body, remoteAddress: remote,
+                                    rawPath: target.rawPath))
+    }
+
+    struct Target: Equatable {
+        var path: String
+        var rawPath: String
+        var query: [String: String]
+    }
+
+    struct TargetError: Error, Equatable { var message: String }
+
+    /// Splits a request target into its path and query and percent-decodes both strictly: a `%` not followed
+    /// by two hex digits, an escape that does not decode to UTF-8, or a NUL byte is a 400 naming the part,
+    /// never an empty or truncated value (which would quietly drop a filter). `+` stays `+`.
+    static func parseTarget(_ target: String) -> Result<Target, TargetError> {
+        var t = Substring(target)
+        if let hash = t.firstIndex(of: "#") { t = t[..<hash] }
+        let rawPath: Substring, rawQuery: Substring?
+        if let q = t.firstIndex(of: "?") { rawPath = t[..<q]; rawQuery = t[t.index(after: q)...] } else { rawPath = t; rawQuery = nil }
+        guard let path = percentDecode(rawPath) else {
+            return .failure(TargetError(message: "the path has a malformed percent-escape, or one that is not UTF-8 or is NUL"))
+        }
         var query: [String: String] = [:]
-        for item in comps?.queryItems ?? [] { query[item.name] = item.value ?? "" }
-        return .success(HTTPRequest(method: method, path: path, query: query, headers: headers, body: body, remoteAddress: remote))
+        for pair in (rawQuery ?? "").split(separator: "&", omittingEmptySubsequences: true) {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = percentDecode(kv[0]) else {
+                return .failure(TargetError(message: "a query parameter name has a malformed percent-escape, or one that is not UTF-8 or is NUL"))
+            }
+            guard let value = kv.count > 1 ? percentDecode(kv[1]) : "" else {
+                let shown = String(name.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+                return .failure(TargetError(message: "query parameter '\(shown)' has a malformed percent-escape, or one that is not UTF-8 or is NUL"))
+            }
+            query[name] = value
+        }
+        return .success(Target(path: path, rawPath: String(rawPath), query: query))
+    }
+
+    /// Strict percent-decoding: nil for `%` without two hex digits, bytes that are not UTF-8, or NUL.
+    public static func percentDecode<S: StringProtocol>(_ s: S) -> String? {
+        var out = [UInt8]()
+        out.reserveCapacity(s.utf8.count)
+        var it = s.utf8.makeIterator()
+        func hex(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x41...0x46: return c - 0x41 + 10
+            case 0x61...0x66: return c - 0x61 + 10
+            default: return nil
+            }
+        }
+        while let c = it.next() {
+            if c == 0x25 {
+                guard let h = it.next().flatMap(hex), let l = it.next().flatMap(hex) else { return nil }
+                out.append(h << 4 | l)
+            } else {
+                out.append(c)
+            }
+        }
+        guard !out.contains(0), let text = String(validating: out, as: UTF8.self) else { return nil }
+        return text
     }
 
     /// Index just past the first CRLFCRLF at or after `from`.
@@ -449,34 +587,63 @@ public final class MiniHTTPServer: Sendable {
 
     static func reason(_ status: Int) -> String {
         switch status {
+        case 100: return "Continue"
         case 200: return "OK"
+        case 201: return "Created"
+        case 202: return "Accepted"
         case 204: return "No Content"
+        case 301: return "Moved Permanently"
+        case 302: return "Found"
+        case 303: return "See Other"
+        case 304: return "Not Modified"
+        case 307: return "Temporary Redirect"
+        case 308: return "Permanent Redirect"
         case 400: return "Bad Request"
         case 401: return "Unauthorized"
         case 403: return "Forbidden"
         case 404: return "Not Found"
         case 405: return "Method Not Allowed"
         case 408: return "Request Timeout"
+        case 409: return "Conflict"
         case 411: return "Length Required"
         case 413: return "Content Too Large"
         case 421: return "Misdirected Request"
+        case 415: return "Unsupported Media Type"
         case 422: return "Unprocessable Entity"
+        case 429: return "Too Many Requests"
         case 431: return "Request Header Fields Too Large"
         case 500: return "Internal Server Error"
+        case 501: return "Not Implemented"
+        case 502: return "Bad Gateway"
         case 503: return "Service Unavailable"
+        case 504: return "Gateway Timeout"
         default: return "Status"
         }
     }
 
-    static func sendAll(_ fd: Int32, _ data: Data) -> Bool {
-        data.withUnsafeBytes { raw -> Bool in
+    enum SendResult: Equatable { case sent, gone, timedOut }
+
+    /// Sends all of `data` before `deadline` (uptime ns), in total, with non-blocking sends and poll():
+    /// however little the client reads at a time, the budget does not restart.
+    static func sendAll(_ fd: Int32, _ data: Data, deadline: UInt64) -> SendResult {
+        data.withUnsafeBytes { raw -> SendResult in
             var off = 0
             while off < raw.count {
-                let n = send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
-                if n <= 0 { if n < 0 && errno == EINTR { continue }; return false }
-                off += n
+                let n = Glibc.send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                if n > 0 { off += n; continue }
+                if n == 0 { return .gone }
+                if errno == EINTR { continue }
+                guard errno == EAGAIN || errno == EWOULDBLOCK else { return .gone }
+                while true {
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    guard now < deadline else { return .timedOut }
+                    var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    let r = poll(&p, 1, Int32(clamping: (deadline - now + 999_999) / 1_000_000))
+                    if r < 0 { if errno == EINTR { continue }; return .gone }
+                    if r > 0 { break }
+                }
             }
-            return true
+            return .sent
         }
     }
 }

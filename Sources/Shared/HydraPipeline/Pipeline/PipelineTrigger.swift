@@ -13,8 +13,9 @@ public final class PipelineTrigger: Sendable {
     let configPath: String
     let executable: String
     let databaseURL: String
-    /// Children are kept so Foundation can reap them; the set only grows by one per accepted request.
-    private let children = Mutex<[Int32: Process]>([:])
+    /// The runner this process started, while it lives (kept so Foundation can reap it), and whether a start
+    /// is under way: checked and set under one lock, so of parallel requests exactly one spawns a runner.
+    private let runner = Mutex<(starting: Bool, next: Int, children: [Int: Process])>((false, 0, [:]))
 
     public init(token: String, configPath: String, executable: String, databaseURL: String) {
         self.token = token; self.configPath = configPath; self.executable = executable; self.databaseURL = databaseURL
@@ -58,6 +59,9 @@ public final class PipelineTrigger: Sendable {
         guard let v = try? JSONCoding.decode(JSONValue.self, from: text), let o = v.objectValue else {
             return .failure(Refusal(status: 400, message: #"the body must be a JSON object, e.g. {"until": "06:00"}"#))
         }
+        if let k = JSONBody.duplicateKey(text) {
+            return .failure(Refusal(status: 400, message: "the key '\(String(k.prefix(64)))' appears twice in the body"))
+        }
         if let k = o.keys.sorted().first(where: { $0 != "until" }) {
             return .failure(Refusal(status: 400, message: "unknown field '\(String(k.prefix(64)))' (the body takes only 'until')"))
         }
@@ -75,6 +79,18 @@ public final class PipelineTrigger: Sendable {
         case .success(let u): until = u
         case .failure(let r): return .json(encoding: ["error": r.message], status: r.status)
         }
+        // One runner at a time from this process: refused while the one it started is alive or being started.
+        let busy = runner.withLock { r -> Int32? in
+            if r.starting { return 0 }
+            if let p = r.children.values.first { return p.processIdentifier }
+            r.starting = true
+            return nil
+        }
+        if let pid = busy {
+            return .json(encoding: ["error": "a night started by this coordinator is still running" + (pid > 0 ? " (pid \(pid))" : "")], status: 409)
+        }
+        var spawned = false
+        defer { if !spawned { runner.withLock { $0.starting = false } } }
         let db = PGConnection(url: databaseURL)
         defer { db.close() }
         let store = PipelineStore(jobs: JobStore(db: db))
@@ -83,17 +99,30 @@ public final class PipelineTrigger: Sendable {
             if let n = try store.liveNight(staleAfter: 120) {
                 return .json(encoding: ["error": "the night \(n) is already running"], status: 409)
             }
-            var args = ["pipeline", "run", "--config", configPath, "--database-url", databaseURL, "--triggered-by", "http:\(req.remoteAddress)"]
+            // A runner started elsewhere (the timer, a person) holds this lock for its whole night.
+            if try db.exec("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = \(Self.runnerLock) AND objsubid = 1) AS held")[0].bool("held") == true {
+                return .json(encoding: ["error": "another pipeline runner is active (PostgreSQL advisory lock \(Self.runnerLock) is held)"], status: 409)
+            }
+            // The URL goes in the environment, not argv: a password in it would show in `ps`.
+            var args = ["pipeline", "run", "--config", configPath, "--triggered-by", "http:\(req.remoteAddress)"]
             if let until { args += ["--until", until] }
+            var env = ProcessInfo.processInfo.environment
+            env["HYDRA_DATABASE_URL"] = databaseURL
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = args
+            p.environment = env
+            let key = runner.withLock { r -> Int in r.next += 1; r.children[r.next] = p; return r.next }
             p.terminationHandler = { [weak self] proc in
                 Log(component: "pipeline-trigger").info("runner exited", [("pid", String(proc.processIdentifier)), ("status", String(proc.terminationStatus))])
-                _ = self?.children.withLock { $0.removeValue(forKey: proc.processIdentifier) }
+                _ = self?.runner.withLock { $0.children.removeValue(forKey: key) }
             }
-            try p.run()
-            children.withLock { $0[p.processIdentifier] = p }
+            do { try p.run() } catch {
+                _ = runner.withLock { $0.children.removeValue(forKey: key) }
+                throw error
+            }
+            spawned = true
+            runner.withLock { $0.starting = false }
             try store.jobs.audit(actor: "http:\(req.remoteAddress)", action: "pipeline_trigger", target: configPath,
                                  detail: .object(["pid": .number(Double(p.processIdentifier)), "until": until.map { .string($0) } ?? .null]))
             Log(component: "pipeline-trigger").info("night started by HTTP", [("pid", String(p.processIdentifier)), ("from", req.remoteAddress)])
@@ -103,4 +132,10 @@ public final class PipelineTrigger: Sendable {
             return .json(encoding: ["error": "\(error)"], status: 500)
         }
     }
+
+    /// The advisory lock `PipelineRunner` holds for a night.
+    static let runnerLock = 7210050
+
+    /// Whether a runner started by this process is still alive.
+    public var runnerAlive: Bool { runner.withLock { !$0.children.isEmpty } }
 }
