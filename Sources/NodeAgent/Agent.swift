@@ -29,7 +29,34 @@ final class RunningJob: Sendable {
     let cancellation = CancellationFlag()
     /// Why it was cancelled: by an operator, or because the agent is shutting down.
     let handBack = Atomic<Bool>(false)
-    init(envelope: Envelope, streamID: String) { self.envelope = envelope; self.streamID = streamID }
+    /// Older attempts of the same job this node still held when this one arrived: stopped, and waited
+    /// for before this one starts (`AgentDecisions.superseded`).
+    let supersedes: [RunningJob]
+    /// Set once `run` has returned (its executor is done with the job's processes and directory).
+    let ended = Completion()
+    var key: AttemptKey { AttemptKey(envelope.jobID, envelope.attempt) }
+    init(envelope: Envelope, streamID: String, supersedes: [RunningJob] = []) {
+        self.envelope = envelope; self.streamID = streamID; self.supersedes = supersedes
+    }
+}
+
+/// A one-way flag that threads can wait on with a deadline.
+final class Completion: Sendable {
+    private let done = Mutex(false)
+    private let condition = NSCondition()
+    func set() {
+        done.withLock { $0 = true }
+        condition.lock(); condition.broadcast(); condition.unlock()
+    }
+    var isSet: Bool { done.withLock { $0 } }
+    /// Returns whether it was set before `deadline`.
+    @discardableResult
+    func wait(until deadline: Date) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while !isSet { if !condition.wait(until: deadline) { break } }
+        return isSet
+    }
 }
 
 /// hydra-agent: heartbeats with the live inventory, pulls envelopes from its node
@@ -50,7 +77,19 @@ final class Agent: Sendable {
     private let services = Mutex<ServiceGroup?>(nil)
     /// The consumer takes no more envelopes: once nothing is held or queued either, the publisher may end.
     private let consumerDone = Atomic<Bool>(false)
-    private let jobs = Mutex<[String: RunningJob]>([:])
+    /// Held attempts, keyed by (job, attempt): a newer attempt of a job never overwrites an older one's
+    /// entry, and an older one retiring never removes the newer one from the heartbeat's held list.
+    private let jobs = Mutex<[AttemptKey: RunningJob]>([:])
+    /// Set by `shutdown()`: take no more envelopes, heartbeat `stopping`, let held jobs finish.
+    private let draining = Atomic<Bool>(false)
+    /// The job stream could not be read on the last try: heartbeat `stopping` with no capacity, so the
+    /// coordinator places nothing here until it reads again (`AgentDecisions.heartbeatState`).
+    private let streamFailing = Atomic<Bool>(false)
+    /// When the latest GPU sample was taken (nil: none yet); the sampler thread writes it.
+    private let lastSampleAt = Mutex<Date?>(nil)
+    private let startedAt = Date()
+    /// Whether a stale GPU sample was already reported, so the warning is logged once per episode.
+    private let staleReported = Atomic<Bool>(false)
     /// Attempts taken, on disk: a redelivered envelope (Redis lost an acknowledgement in a restart)
     /// or a replayed copy is refused instead of being run twice, also after a restart.
     private let seen: SeenAttempts
@@ -91,14 +130,16 @@ final class Agent: Sendable {
     var jobsStream: String { RedisKeys.jobs(settings.node) }
     var consumerName: String { "agent-\(settings.node)" }
     var isStopping: Bool { lifecycle.isStopping }
+    /// Taking no more jobs: a graceful shutdown has begun (or the loops are stopping).
+    var isDraining: Bool { draining.load(ordering: .acquiring) || lifecycle.isStopping }
 
     var healthy: Bool {
         guard let t = lastHeartbeatOK.withLock({ $0 }) else { return false }
         return Date().timeIntervalSince(t) < max(3 * settings.heartbeatInterval, 3)
     }
 
-    func runningJobIDs() -> [String] { jobs.withLock { Array($0.keys).sorted() } }
-    func heldJobs() -> [HeldJob] { jobs.withLock { $0.values.map { HeldJob(id: $0.envelope.jobID, attempt: $0.envelope.attempt) } }.sorted { $0.id < $1.id } }
+    func runningJobIDs() -> [String] { jobs.withLock { $0.keys.sorted().map(\.description) } }
+    func heldJobs() -> [HeldJob] { jobs.withLock { $0.keys.sorted().map { HeldJob(id: $0.jobID, attempt: $0.attempt) } } }
 
     // MARK: lifecycle
 
@@ -107,6 +148,7 @@ final class Agent: Sendable {
     @discardableResult
     func start() -> ServiceGroup {
         let group = ServiceGroup(services: [
+            ServiceLoop("gpu-sampler") { self.samplerLoop($0) },
             ServiceLoop("heartbeat") { self.heartbeatLoop($0) },
             ServiceLoop("consumer") { self.consumerLoop($0) },
             ServiceLoop("publisher") { _ in self.publisherLoop() },
@@ -123,28 +165,32 @@ final class Agent: Sendable {
     }
 
     /// Graceful stop: take no new jobs, let running ones finish within the grace
-    /// period, hand the rest back, then stop heartbeating.
+    /// period, hand the rest back, then stop heartbeating. The heartbeat goes on (as `stopping`) until
+    /// every held job's result is out: a node that fell silent during the grace period would have its
+    /// still-running jobs declared lost and run a second time elsewhere.
     func shutdown() {
         log.info("shutting down: no new jobs; waiting for running jobs", [("running", String(runningJobIDs().count)), ("grace_s", String(settings.graceSeconds))])
-        lifecycle.stop()
+        draining.store(true, ordering: .releasing)
         // Tell the coordinator at once, so that it places nothing more here.
         collectAndPublish(RedisConnection(endpoint: settings.redis))
         let deadline = Date().addingTimeInterval(settings.graceSeconds)
         while !runningJobIDs().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         // Jobs still running are handed back; re-read the set until it is empty, since the
-        // consumer may have taken one more envelope while the stop was being signalled.
-        var handedBack = Set<String>()
+        // consumer may have taken one more envelope while the drain was being signalled.
+        var handedBack = Set<AttemptKey>()
         let handBackDeadline = Date().addingTimeInterval(10)
         while Date() < handBackDeadline {
             let left = jobs.withLock { Array($0.values) }
             if left.isEmpty { break }
-            for j in left where !handedBack.contains(j.envelope.jobID) {
+            for j in left where !handedBack.contains(j.key) {
                 j.handBack.store(true, ordering: .relaxed)
                 j.cancellation.cancel()
-                handedBack.insert(j.envelope.jobID)
+                handedBack.insert(j.key)
             }
             Thread.sleep(forTimeInterval: 0.02)
         }
+        // Every result is out (or the hand-back deadline passed): now the loops may end.
+        lifecycle.stop()
         // Bounded: a publisher still retrying against an unreachable Redis must not hold the exit.
         services.withLock { $0 }?.wait(timeout: max(5, 2 * settings.heartbeatInterval))
         // The node is going away on purpose: say so at once rather than after the TTL.
@@ -164,11 +210,23 @@ final class Agent: Sendable {
         }
     }
 
-    func collectAndPublish(_ conn: RedisConnection) {
+    /// Reads the GPUs on a thread of its own, once per heartbeat interval at most: nvidia-smi may take
+    /// seconds or hang until its deadline, and the heartbeat must not wait for it (a node whose heartbeat
+    /// is late is declared dead and its running jobs are sent again). The heartbeat carries the latest sample.
+    private func samplerLoop(_ ctx: ServiceContext) {
+        while !ctx.isStopping {
+            let started = Date()
+            sampleInventory()
+            ctx.sleep(until: started.addingTimeInterval(settings.heartbeatInterval))
+        }
+    }
+
+    private func sampleInventory() {
         let t0 = Date()
         do {
             let inv = try readInventory()
             lastInventory.withLock { $0 = inv }
+            lastSampleAt.withLock { $0 = Date() }
             metrics.recordInventory(inv, reservedByUUID: reservations())
         } catch {
             let reason: String
@@ -180,18 +238,34 @@ final class Agent: Sendable {
             case nil: reason = "error"
             }
             metrics.collectionError(reason: reason)
-            log.warning("GPU inventory collection failed: \(error)")
+            // An excerpt: nvidia-smi's words may hold NULs and invalid bytes, never written raw to the log.
+            log.warning("GPU inventory collection failed: \(Excerpt.of(String(describing: error), limit: 400))")
         }
         metrics.collectionDuration(Date().timeIntervalSince(t0))
+    }
+
+    func collectAndPublish(_ conn: RedisConnection) {
+        let now = Date()
+        let sampledAt = lastSampleAt.withLock { $0 }
+        if AgentDecisions.sampleIsStale(sampledAt: sampledAt, startedAt: startedAt, now: now, interval: settings.heartbeatInterval) {
+            if !staleReported.exchange(true, ordering: .relaxed) {
+                let age = sampledAt.map { Log.seconds(now.timeIntervalSince($0)) } ?? "never"
+                log.warning("GPU inventory is stale (nvidia-smi slow or hung); heartbeating with the last sample", [("sample_age_s", age)])
+            }
+        } else if staleReported.exchange(false, ordering: .relaxed) {
+            log.info("GPU inventory is fresh again")
+        }
         let inv = lastInventory.withLock { $0 }
         let held = heldJobs()
         metrics.jobsRunning(held.count)
+        let failing = streamFailing.load(ordering: .relaxed)
+        let (state, capacity) = AgentDecisions.heartbeatState(draining: isDraining, streamFailing: failing, prefetch: settings.prefetch)
         do {
             let key = RedisKeys.heartbeat(settings.node)
             let ttl = max(1, Int((3 * settings.heartbeatInterval).rounded(.up)))
             let hb = HeartbeatMessage(node: settings.node, instance: settings.instanceID,
                                       seq: heartbeatSeq.add(1, ordering: .relaxed).newValue, sentAt: Date().timeIntervalSince1970,
-                                      state: isStopping ? "stopping" : "ready", version: settings.version, capacity: settings.prefetch,
+                                      state: state, version: settings.version, capacity: capacity,
                                       inventory: inv, held: held)
             let replies = try conn.pipeline([
                 ["HSET", key] + (try hb.fields(keys: settings.keys)),
@@ -211,7 +285,8 @@ final class Agent: Sendable {
     private func reservations() -> [String: UInt64] {
         jobs.withLock { js in
             var out: [String: UInt64] = [:]
-            for j in js.values { for u in j.envelope.gpuUUIDs { out[u, default: 0] += j.envelope.vramBytes } }
+            // Saturating: vram_bytes comes from a message; two near 2^63 on one GPU must not trap this thread.
+            for j in js.values { for u in j.envelope.gpuUUIDs { out[u] = Saturating.add(out[u] ?? 0, j.envelope.vramBytes) } }
             return out
         }
     }
@@ -228,6 +303,11 @@ final class Agent: Sendable {
         let conn = RedisConnection(endpoint: settings.redis)
         var recovered = false
         while !ctx.isStopping {
+            if draining.load(ordering: .acquiring) {
+                // Shutting down: read nothing more; the loop ends when `shutdown()` stops the group.
+                ctx.sleep(0.2)
+                continue
+            }
             do {
                 if !recovered {
                     try conn.ensureGroup(stream: jobsStream, group: RedisKeys.agentsGroup)
@@ -245,12 +325,19 @@ final class Agent: Sendable {
                 }
                 let entries = try conn.readGroup(stream: jobsStream, group: RedisKeys.agentsGroup, consumer: consumerName,
                                                  id: ">", count: room, blockMillis: 500)
+                if streamFailing.exchange(false, ordering: .relaxed) { log.info("job stream readable again: ready for jobs") }
                 let start = entries.compactMap { handle($0, conn: conn, recovered: false) }
                 // The attempts are on disk before any of their jobs starts (`SeenAttempts.flush`).
                 seen.flush()
                 for job in start { workers.submit { self.run(job) } }
             } catch {
-                log.warning("job stream read failed, retrying: \(error)")
+                // Until it reads again the heartbeat says `stopping` with no capacity: jobs placed here now
+                // would sit unread and burn attempts when their leases run out.
+                if !streamFailing.exchange(true, ordering: .relaxed) {
+                    log.warning("job stream read failed; taking no jobs until it reads again: \(error)")
+                } else {
+                    log.debug("job stream read failed, retrying: \(error)")
+                }
                 ctx.sleep(0.5)
             }
         }
@@ -278,12 +365,13 @@ final class Agent: Sendable {
         }
     }
 
-    private func deadLetter(_ conn: RedisConnection, entry: StreamEntry, reason: String) {
+    private func deadLetter(_ conn: RedisConnection, entry: StreamEntry, reason: String, error: String? = nil) {
         metrics.deadLettered(reason: reason)
-        log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)])
+        log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)] + (error.map { [("error", $0)] } ?? []))
         let raw = entry.fields?["body"] ?? entry.fields.map { "\($0.keys.sorted())" } ?? ""
         _ = try? conn.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter(settings.node), [
-            "node", settings.node, "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(raw, maxBytes: 4096)]))
+            "node", settings.node, "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(raw, maxBytes: 4096)]
+            + (error.map { ["error", $0] } ?? [])))
     }
 
     /// Acts on one stream entry; returns the job to start, if it is one (the caller starts it).
@@ -297,7 +385,7 @@ final class Agent: Sendable {
         do {
             switch try NodeMessage.decode(fields, keys: settings.keys, now: Date().timeIntervalSince1970, node: settings.node) {
             case .cancel(let id, let attempt, _, _, _):
-                if let j = jobs.withLock({ $0[id] }), j.envelope.attempt == attempt {
+                if let j = jobs.withLock({ $0[AttemptKey(id, attempt)] }) {
                     log.info("cancel requested", [("job", id)])
                     j.cancellation.cancel()
                 }
@@ -312,6 +400,13 @@ final class Agent: Sendable {
             ack(conn, entry.id)
             return nil
         }
+        // Signed, for this node, and still it may not be used: its job id becomes a directory and a line
+        // in the seen-attempts file, so anything but a UUID is refused before either happens.
+        if let why = EnvelopeCheck.refusal(env) {
+            deadLetter(conn, entry: entry, reason: MessageRejection.malformed.rawValue, error: why)
+            ack(conn, entry.id)
+            return nil
+        }
         if recovered {
             log.warning("found a job from before a restart; reporting it failed", [("job", env.jobID), ("attempt", String(env.attempt))])
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed, failureClass: .lost,
@@ -319,7 +414,8 @@ final class Agent: Sendable {
             return nil
         }
         // The very entry this node is running, delivered again: nothing to do until its result is out.
-        if jobs.withLock({ $0[env.jobID]?.streamID == entry.id }) { return nil }
+        let key = AttemptKey(env.jobID, env.attempt)
+        if jobs.withLock({ $0[key]?.streamID == entry.id }) { return nil }
         switch seen.take(jobID: env.jobID, attempt: env.attempt, expiresAt: env.expiresAt, now: Date().timeIntervalSince1970) {
         case .new: break
         case .seen, .older:
@@ -328,13 +424,31 @@ final class Agent: Sendable {
             ack(conn, entry.id)
             return nil
         }
-        if isStopping {
+        if let why = EnvelopeCheck.failure(env) {
+            log.warning("refused a job", [("job", env.jobID), ("attempt", String(env.attempt)), ("error", why)])
+            publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .failed,
+                                  failureClass: .permanent, error: why), ack: entry.id)
+            return nil
+        }
+        if isDraining {
             publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
                                   error: "agent on \(settings.node) is shutting down"), ack: entry.id)
             return nil
         }
-        let job = RunningJob(envelope: env, streamID: entry.id)
-        jobs.withLock { $0[env.jobID] = job }
+        // A newer attempt of a job this node still runs: the coordinator has given the older one up (its
+        // result is fenced), so the older one is stopped and the newer one waits for it to end before it
+        // starts (see `AgentDecisions.superseded`): never two attempts of one job at once here.
+        let (job, older) = jobs.withLock { js -> (RunningJob, [RunningJob]) in
+            let older = AgentDecisions.superseded(by: key, held: js.keys).compactMap { js[$0] }
+            let job = RunningJob(envelope: env, streamID: entry.id, supersedes: older)
+            js[key] = job
+            return (job, older)
+        }
+        for o in older {
+            log.warning("a newer attempt of this job arrived; stopping the older one", [("job", env.jobID), ("attempt", String(o.envelope.attempt)),
+                                                                                      ("newer_attempt", String(env.attempt))])
+            o.cancellation.cancel()
+        }
         return job
     }
 
@@ -421,7 +535,7 @@ final class Agent: Sendable {
     /// After its result is in Redis and its entry acknowledged: the job leaves the held set.
     private func retire(_ job: RunningJob, _ result: AttemptResult) {
         let env = job.envelope
-        jobs.withLock { _ = $0.removeValue(forKey: env.jobID) }
+        jobs.withLock { _ = $0.removeValue(forKey: job.key) }
         roomSignal.lock()
         roomSignal.signal()
         roomSignal.unlock()
@@ -431,12 +545,18 @@ final class Agent: Sendable {
     }
 
     private func run(_ job: RunningJob) {
+        defer { job.ended.set() }
         let env = job.envelope
         let jlog = log.with("job", env.jobID).with("attempt", String(env.attempt))
+        // Older attempts of this job were told to stop; their processes and output directory are theirs
+        // until they have. Bounded, so that an executor that ignores its cancellation cannot hold this one forever.
+        for o in job.supersedes where !o.ended.wait(until: Date().addingTimeInterval(60)) {
+            jlog.warning("the older attempt did not stop within 60 s; starting anyway", [("older_attempt", String(o.envelope.attempt))])
+        }
         let started = Date()
         let inv = lastInventory.withLock { $0 }
         let indexes = env.gpuUUIDs.compactMap { u in inv.gpus.first { $0.uuid == u }?.index }
-        simulated?.allocate(jobID: env.jobID, uuids: env.gpuUUIDs, bytesPerGPU: env.vramBytes)
+        simulated?.allocate(jobID: env.jobID, attempt: env.attempt, uuids: env.gpuUUIDs, bytesPerGPU: env.vramBytes)
         publish(AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .started,
                               startedAt: started.timeIntervalSince1970))
         let outDir = "\(settings.outputDirectory)/\(env.jobID)"
@@ -470,7 +590,7 @@ final class Agent: Sendable {
             result = AttemptResult(jobID: env.jobID, attempt: env.attempt, node: settings.node, outcome: .released,
                                    error: "agent on \(settings.node) shut down before the job finished")
         }
-        simulated?.release(jobID: env.jobID)
+        simulated?.release(jobID: env.jobID, attempt: env.attempt)
         // Acknowledged and retired by the publisher once the result is in Redis.
         publish(result, ack: job.streamID, job: job)
     }

@@ -10,7 +10,8 @@ public final class SimulatedGPUs: Sendable {
         var info: GPUInfo
         var baseline: UInt64
     }
-    private let state: Mutex<(devices: [Device], jobs: [String: (uuids: [String], bytes: UInt64)], services: [Int: UInt64])>
+    /// Jobs keyed by "job/attempt": two attempts of a job on the node are two allocations.
+    private let state: Mutex<(devices: [Device], jobs: [String: (jobID: String, uuids: [String], bytes: UInt64)], services: [Int: UInt64])>
 
     public init(node: String, gpus: [GPUConfig]) {
         let devices = gpus.enumerated().map { i, g in
@@ -31,17 +32,22 @@ public final class SimulatedGPUs: Sendable {
         return "GPU-5151\(padded.prefix(4))-\(padded.dropFirst(4).prefix(4))-\(padded.dropFirst(8).prefix(4))-\(padded.suffix(4))-0000000000\(String(format: "%02d", index))"
     }
 
-    public func allocate(jobID: String, uuids: [String], bytesPerGPU: UInt64) {
-        state.withLock { s in s.jobs[jobID] = (uuids, bytesPerGPU) }
+    public func allocate(jobID: String, attempt: Int = 0, uuids: [String], bytesPerGPU: UInt64) {
+        state.withLock { s in s.jobs["\(jobID)/\(attempt)"] = (jobID, uuids, bytesPerGPU) }
     }
 
-    public func release(jobID: String) {
-        _ = state.withLock { s in s.jobs.removeValue(forKey: jobID) }
+    public func release(jobID: String, attempt: Int = 0) {
+        _ = state.withLock { s in s.jobs.removeValue(forKey: "\(jobID)/\(attempt)") }
     }
 
     /// VRAM resident services report holding, per GPU index (see ServiceVRAMProbe).
     public func setServiceHeld(_ bytes: [Int: UInt64]) {
         state.withLock { $0.services = bytes }
+    }
+
+    static func add(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (s, o) = a.addingReportingOverflow(b)
+        return o ? .max : s
     }
 
     public func inventory() -> Inventory {
@@ -51,13 +57,14 @@ public final class SimulatedGPUs: Sendable {
             for (i, d) in s.devices.enumerated() {
                 var jobsBytes: UInt64 = 0
                 var busy = false
-                for (jobID, j) in s.jobs.sorted(by: { $0.key < $1.key }) where j.uuids.contains(d.info.uuid) {
-                    jobsBytes += j.bytes
+                for (_, j) in s.jobs.sorted(by: { $0.key < $1.key }) where j.uuids.contains(d.info.uuid) {
+                    // Saturating: envelopes' vram_bytes come from messages, and two near 2^64 must not trap.
+                    jobsBytes = Self.add(jobsBytes, j.bytes)
                     busy = true
-                    procs.append(GPUProcess(gpuUUID: d.info.uuid, pid: nil, usedMemoryBytes: j.bytes, processName: "hydra-job-\(jobID)"))
+                    procs.append(GPUProcess(gpuUUID: d.info.uuid, pid: nil, usedMemoryBytes: j.bytes, processName: "hydra-job-\(j.jobID)"))
                 }
                 // A service's report includes the job it runs, so the two overlap: the larger one counts.
-                let used = d.baseline + max(jobsBytes, s.services[i] ?? 0)
+                let used = Self.add(d.baseline, max(jobsBytes, s.services[i] ?? 0))
                 var info = d.info
                 let total = info.memoryTotalBytes ?? 0
                 info.memoryUsedBytes = min(used, total)

@@ -36,10 +36,10 @@ public enum NvidiaSMICSV {
         var gpus: [GPUInfo] = []
         for row in try table.rows(joiningExtraCellsInto: nil) {
             guard let uuid = row.text(uuidCol) else {
-                throw NvidiaSMIError.unparsable("query-gpu row without a uuid: \(row.line)")
+                throw NvidiaSMIError.unparsable("query-gpu row without a uuid: \(excerpt(row.line))")
             }
             guard seen.insert(uuid).inserted else {
-                throw NvidiaSMIError.unparsable("query-gpu lists uuid \(uuid) twice")
+                throw NvidiaSMIError.unparsable("query-gpu lists uuid \(excerpt(uuid, limit: 80)) twice")
             }
             var power: Double?
             for col in powerCols where power == nil {
@@ -55,6 +55,7 @@ public enum NvidiaSMICSV {
                 utilizationGPUPercent: try row.number(utilCol, units: Units.percent),
                 temperatureCelsius: try row.number(tempCol, units: Units.celsius),
                 powerDrawWatts: power))
+            try checkMemory(gpus[gpus.count - 1], line: row.line)
         }
         return gpus
     }
@@ -70,7 +71,7 @@ public enum NvidiaSMICSV {
 
         return try table.rows(joiningExtraCellsInto: nameCol).map { row in
             guard let uuid = row.text(uuidCol) else {
-                throw NvidiaSMIError.unparsable("query-compute-apps row without a gpu_uuid: \(row.line)")
+                throw NvidiaSMIError.unparsable("query-compute-apps row without a gpu_uuid: \(excerpt(row.line))")
             }
             return GPUProcess(gpuUUID: uuid, pid: try row.integer(pidCol),
                               usedMemoryBytes: try row.bytes(memCol), processName: row.text(nameCol))
@@ -103,22 +104,38 @@ public enum NvidiaSMICSV {
                         units: [String: Double]) throws -> Double {
         let parts = cell.split(separator: " ", omittingEmptySubsequences: true)
         guard parts.count == 1 || parts.count == 2, let value = Double(parts[0]), value.isFinite else {
-            throw NvidiaSMIError.unparsable("\(field): not a number: \"\(cell)\"")
+            throw NvidiaSMIError.unparsable("\(field): not a number: \"\(excerpt(cell, limit: 60))\"")
         }
         guard let unit = parts.count == 2 ? String(parts[1]) : headerUnit else { return value }
         guard let scale = units[unit] else {
-            throw NvidiaSMIError.unparsable("\(field): unexpected unit \"\(unit)\" in \"\(cell)\"")
+            throw NvidiaSMIError.unparsable("\(field): unexpected unit \"\(excerpt(unit, limit: 30))\" in \"\(excerpt(cell, limit: 60))\"")
         }
         return value * scale
     }
 
+    /// More memory than any GPU has (1 PiB): a reading beyond it is garbage, not a GPU.
+    public static let maxBytes: UInt64 = 1 << 50
+    /// How far `memory.used` or `memory.free` may exceed `memory.total` (each is rounded to a MiB, and
+    /// some drivers count reserved memory on one side only) before the row is taken for garbage.
+    public static let memoryMarginBytes: UInt64 = 64 << 20
+
     /// nvidia-smi reports memory in MiB; with no unit given, MiB it is.
     static func byteCount(_ cell: String, field: String, unit: String?) throws -> UInt64 {
         let value = try reading(cell, field: field, unit: unit ?? "MiB", units: Units.bytes)
-        guard value >= 0, value < Double(UInt64.max) else {
-            throw NvidiaSMIError.unparsable("\(field): out of range: \"\(cell)\"")
+        guard value >= 0, value <= Double(maxBytes) else {
+            throw NvidiaSMIError.unparsable("\(field): out of range (0 to 2^50 bytes): \"\(excerpt(cell, limit: 60))\"")
         }
         return UInt64(value.rounded())
+    }
+
+    /// Used or free memory beyond the total (past a rounding margin) is no reading of a real GPU.
+    static func checkMemory(_ g: GPUInfo, line: String) throws {
+        guard let total = g.memoryTotalBytes else { return }
+        for (name, v) in [("memory.used", g.memoryUsedBytes), ("memory.free", g.memoryFreeBytes)] {
+            if let v, v > total + memoryMarginBytes {
+                throw NvidiaSMIError.unparsable("\(name) \(v) bytes is more than memory.total \(total) bytes: \(excerpt(line, limit: 120))")
+            }
+        }
     }
 
     struct Column {
@@ -151,7 +168,7 @@ public enum NvidiaSMICSV {
         func integer(_ col: Column?) throws -> Int? {
             guard let col, let cell = text(col) else { return nil }
             guard let value = Int(cell) else {
-                throw NvidiaSMIError.unparsable("\(col.name): not an integer: \"\(cell)\"")
+                throw NvidiaSMIError.unparsable("\(col.name): not an integer: \"\(NvidiaSMICSV.excerpt(cell, limit: 60))\"")
             }
             return value
         }
@@ -237,8 +254,8 @@ public enum NvidiaSMICSV {
         return Column(index: index, name: String(name), unit: unit)
     }
 
+    /// One line, at most `limit` characters, and never raw NULs or invalid bytes (they would land in logs).
     static func excerpt(_ text: String, limit: Int = 300) -> String {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        return trimmed.count <= limit ? trimmed : String(trimmed.prefix(limit)) + "…"
+        Excerpt.of(text, limit: limit)
     }
 }

@@ -44,10 +44,15 @@ public struct NvidiaSMIReader: Sendable {
     public let executable: String
     /// Seconds allowed for each of the two invocations.
     public let timeout: Double
+    /// Bytes of output (stdout and stderr together) read from one invocation before it is killed:
+    /// a real answer is a few KiB per GPU; a runaway one must not fill the agent's memory.
+    public let maxOutputBytes: Int
+    public static let defaultMaxOutputBytes = 4 << 20
 
-    public init(executable: String = "nvidia-smi", timeout: Double = 5) {
+    public init(executable: String = "nvidia-smi", timeout: Double = 5, maxOutputBytes: Int = NvidiaSMIReader.defaultMaxOutputBytes) {
         self.executable = executable
         self.timeout = timeout
+        self.maxOutputBytes = maxOutputBytes
     }
 
     public func read() throws -> Inventory {
@@ -58,12 +63,13 @@ public struct NvidiaSMIReader: Sendable {
 
     private func query<T>(_ selector: String, parse: (String) throws -> T) throws -> T {
         let result = try ChildProcess.run(executable, arguments: [selector, "--format=csv"],
-                                          environment: ["LC_ALL": "C"], timeout: timeout)
+                                          environment: ["LC_ALL": "C"], timeout: timeout, maxOutputBytes: maxOutputBytes)
         let stdout = String(decoding: result.stdout, as: UTF8.self)
         guard result.exitStatus == 0 else {
             let stderr = String(decoding: result.stderr, as: UTF8.self)
+            // An excerpt, never the raw bytes: this text goes into logs and metrics' neighbours.
             let words = [stdout, stderr].map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-                .filter { !$0.isEmpty }.joined(separator: "\n")
+                .filter { !$0.isEmpty }.map { Excerpt.of($0, limit: 300) }.joined(separator: " / ")
             throw NvidiaSMIError.failed(exitStatus: result.exitStatus, output: words)
         }
         do {
@@ -87,7 +93,7 @@ enum ChildProcess {
     }
 
     static func run(_ executable: String, arguments: [String], environment overrides: [String: String],
-                    timeout: Double) throws -> Result {
+                    timeout: Double, maxOutputBytes: Int = NvidiaSMIReader.defaultMaxOutputBytes) throws -> Result {
         var env = ProcessInfo.processInfo.environment
         for (k, v) in overrides { env[k] = v }
 
@@ -134,6 +140,13 @@ enum ChildProcess {
                 let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
                 if n > 0 {
                     output[i].append(contentsOf: buffer[0..<n])
+                    if output[0].count + output[1].count > maxOutputBytes {
+                        kill(-pid, SIGKILL)
+                        kill(pid, SIGKILL)
+                        if status == nil { reapInBackground(pid) }
+                        throw NvidiaSMIError.unparsable(
+                            "\(executable) wrote more than \(maxOutputBytes) bytes (the cap); killed it: \(Excerpt.of(output[0].prefix(200), limit: 80))")
+                    }
                 } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
                     close(readEnds[i])
                     readEnds[i] = -1
