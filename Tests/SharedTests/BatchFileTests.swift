@@ -61,7 +61,7 @@ final class BatchFileTests: XCTestCase {
 
     func testNamesAreShortAndPrintableAndSpecsBounded() throws {
         XCTAssertTrue(error("name: \"night\\e[2J\"\njobs: [{kind: sleep}]").contains("b.yaml: name: contains a control character (U+001B)"))
-        XCTAssertTrue(error("name: n\njobs: [{name: \"a\\rb\", kind: sleep}]").contains("jobs[0] 'a\rb'.name: contains a control character (U+000D)"))
+        XCTAssertTrue(error("name: n\njobs: [{name: \"a\\rb\", kind: sleep}]").contains("jobs[0] 'a\\u{d}b'.name: contains a control character (U+000D)"))
         XCTAssertTrue(error("name: \(String(repeating: "x", count: 201))\njobs: [{kind: sleep}]").contains("is 201 characters long; at most 200"))
         XCTAssertNoThrow(try parse("name: \(String(repeating: "é", count: 200))\njobs: [{kind: sleep}]"))
         let big = String(repeating: "a", count: BatchFile.maxSpecBytes)

@@ -180,7 +180,8 @@ public enum BatchFile {
     static func expand(_ j: JSONValue, index i: Int, file: String, batchPriority: Int, batchMaxAttempts: Int,
                        cluster: ClusterConfig?) throws -> [NewJob] {
         guard let o = j.objectValue else { throw InputError(file: file, location: "jobs[\(i)]", problem: "expected a map") }
-        let label = o["name"]?.stringValue.map { "jobs[\(i)] '\($0)'" } ?? "jobs[\(i)]"
+        // Printable: the label goes to the operator's terminal, and the name may hold an escape sequence.
+        let label = o["name"]?.stringValue.map { "jobs[\(i)] '\(TextTable.printable($0))'" } ?? "jobs[\(i)]"
         for k in o.keys where !jobKeys.contains(k) {
             throw InputError(file: file, location: "\(label).\(k)", problem: "unknown field '\(k)' (known: \(jobKeys.sorted().joined(separator: ", ")))")
         }
