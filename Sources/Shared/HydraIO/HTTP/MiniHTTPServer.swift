@@ -261,6 +261,17 @@ public final class MiniHTTPServer: Sendable {
         if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
+    /// Gives back the slot reserved for `c`, counts the refusal and answers it at once. Non-blocking:
+    /// the accept thread must never wait on a client.
+    private func refuseAtAccept(_ c: Int32, _ reason: HTTPRejection, _ message: String) {
+        active.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+        count(reason)
+        let reply = Self.errorReply(reason, message)
+        reply.withUnsafeBytes { raw in _ = send(c, raw.baseAddress!, raw.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        shutdown(c, Int32(SHUT_WR))
+        close(c)
+    }
+
     private func count(_ r: HTTPRejection) {
         rejected.withLock { $0[r, default: 0] += 1 }
         onReject?(r)
@@ -285,13 +296,7 @@ public final class MiniHTTPServer: Sendable {
             // Reserve the slot before the thread exists, so the count can never run ahead of the cap.
             let now = active.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
             if now > limits.maxConnections {
-                active.wrappingSubtract(1, ordering: .acquiringAndReleasing)
-                count(.tooManyConnections)
-                // Non-blocking: the accept thread must never wait on a client.
-                let reply = Self.errorReply(.tooManyConnections, "too many connections; try again shortly\n")
-                reply.withUnsafeBytes { raw in _ = send(c, raw.baseAddress!, raw.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-                shutdown(c, Int32(SHUT_WR))
-                close(c)
+                refuseAtAccept(c, .tooManyConnections, "too many connections; try again shortly\n")
                 continue
             }
             var seen = peak.load(ordering: .relaxed)
@@ -313,12 +318,7 @@ public final class MiniHTTPServer: Sendable {
                     return true
                 }
                 if !admitted {
-                    active.wrappingSubtract(1, ordering: .acquiringAndReleasing)
-                    count(.clientConnections)
-                    let reply = Self.errorReply(.clientConnections, "too many connections from \(remote); try again shortly\n")
-                    reply.withUnsafeBytes { raw in _ = send(c, raw.baseAddress!, raw.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-                    shutdown(c, Int32(SHUT_WR))
-                    close(c)
+                    refuseAtAccept(c, .clientConnections, "too many connections from \(remote); try again shortly\n")
                     continue
                 }
             }
