@@ -147,6 +147,10 @@ final class Agent: Sendable {
     /// (the publisher runs on after the stop until every result is out), or when one of them fails.
     @discardableResult
     func start() -> ServiceGroup {
+        // The first sample before the first heartbeat: a node must never announce itself without the
+        // GPUs it has (`hydra submit` without a cluster file checks VRAM against what nodes report).
+        // After this one, the sampler loop reads on its own thread and heartbeats never wait for it.
+        sampleInventory()
         let group = ServiceGroup(services: [
             ServiceLoop("gpu-sampler") { self.samplerLoop($0) },
             ServiceLoop("heartbeat") { self.heartbeatLoop($0) },
@@ -214,6 +218,8 @@ final class Agent: Sendable {
     /// seconds or hang until its deadline, and the heartbeat must not wait for it (a node whose heartbeat
     /// is late is declared dead and its running jobs are sent again). The heartbeat carries the latest sample.
     private func samplerLoop(_ ctx: ServiceContext) {
+        // `start()` took the first sample.
+        ctx.sleep(until: Date().addingTimeInterval(settings.heartbeatInterval))
         while !ctx.isStopping {
             let started = Date()
             sampleInventory()
