@@ -40,6 +40,18 @@ final class ConfigNestingTests: XCTestCase {
         }
     }
 
+    func testARepeatedKeyIsRefusedWithItsLine() {
+        for (text, line) in [("name: n\njobs:\n  - name: a\n    kind: sleep\n    kind: command\n", 5),
+                             ("{\"until\": \"06:00\", \"until\": \"07:00\"}", 1), ("a: 1\n\"a\": 2\n", 2)] {
+            XCTAssertThrowsError(try ConfigLoader.parseDocument(text, file: "dup.yaml")) { e in
+                XCTAssertTrue("\(e)".contains("appears twice in one map (line \(line))"), "\(e)")
+            }
+        }
+        // The same key in two maps, and YAML's merge key, are fine.
+        XCTAssertNoThrow(try ConfigLoader.parseDocument("a: {k: 1}\nb: {k: 2}\n", file: "ok.yaml"))
+        XCTAssertNoThrow(try ConfigLoader.parseDocument("base: &b {k: 1}\nc:\n  <<: *b\n  j: 2\n", file: "ok.yaml"))
+    }
+
     /// The bound read from the text is never below the levels the parser will go down, for random
     /// documents written as block YAML (Yams), compact JSON and pretty JSON.
     func testTheTextBoundIsNeverBelowTheRealDepth() throws {

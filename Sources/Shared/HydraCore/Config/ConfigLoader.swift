@@ -131,9 +131,16 @@ public enum ConfigLoader {
         case .scalar: return
         case .sequence(let seq): for n in seq { try checkPlain(n, file: file, depth: depth + 1, budget: &budget) }
         case .mapping(let map):
+            var seen = Set<String>()
             for (k, v) in map {
-                guard case .scalar = k else {
+                guard case .scalar(let key) = k else {
                     throw InputError(file: file, problem: "a map key is itself a list or a map (keys must be plain strings)")
+                }
+                // Yams keeps both and the later one wins: `kind: sleep` then `kind: command` ran a command
+                // with an error about its argv that never named the repeated key. (`<<` merges are YAML's own.)
+                if key.string != "<<", !seen.insert(key.string).inserted {
+                    let line = k.mark.map { " (line \($0.line))" } ?? ""
+                    throw InputError(file: file, problem: "the key '\(Excerpt.of(key.string, limit: 80))' appears twice in one map\(line)")
                 }
                 try checkPlain(v, file: file, depth: depth + 1, budget: &budget)
             }
