@@ -20,7 +20,7 @@ public enum PipelineRunError: Error, CustomStringConvertible {
     case busy
     public var description: String {
         switch self {
-        case .busy: return "another pipeline runner is active (PostgreSQL advisory lock 7210050 is held)"
+        case .busy: return "another pipeline runner is active (PostgreSQL advisory lock \(PipelineRunner.advisoryLock) is held)"
         }
     }
 }
@@ -40,6 +40,10 @@ public struct PipelineRunOutcome: Sendable {
 /// machine's actions, stops submitting at the deadline and writes the report. All the
 /// decisions are in `NightPlanner`, `NightMachine`, `QualityGate` and `NightReport`.
 public final class PipelineRunner {
+    /// The PostgreSQL advisory lock a runner holds for its night: one runner at a time, whichever
+    /// host started it (the HTTP trigger reads it too, to answer 409 before spawning another).
+    public static let advisoryLock = 7210050
+
     public let config: PipelineConfig
     public let collections: [ImageCollection]
     public let denylist: Denylist
@@ -78,8 +82,8 @@ public final class PipelineRunner {
     var withReference: Set<String> { Set(collections.filter { $0.reference != nil }.map(\.name)) }
 
     public func run() throws -> PipelineRunOutcome {
-        guard try store.db.exec("SELECT pg_try_advisory_lock(7210050) AS ok")[0].bool("ok") == true else { throw PipelineRunError.busy }
-        defer { _ = try? store.db.exec("SELECT pg_advisory_unlock(7210050)") }
+        guard try store.db.exec("SELECT pg_try_advisory_lock(\(Self.advisoryLock)) AS ok")[0].bool("ok") == true else { throw PipelineRunError.busy }
+        defer { _ = try? store.db.exec("SELECT pg_advisory_unlock(\(Self.advisoryLock))") }
         let started = clock.now()
         try store.beginNight(night, deadline: deadline, triggeredBy: triggeredBy)
         log.info("night started", [("night", night), ("deadline", ISO8601DateFormatter().string(from: deadline))])

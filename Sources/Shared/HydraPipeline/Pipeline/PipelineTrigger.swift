@@ -100,8 +100,8 @@ public final class PipelineTrigger: Sendable {
                 return .json(encoding: ["error": "the night \(n) is already running"], status: 409)
             }
             // A runner started elsewhere (the timer, a person) holds this lock for its whole night.
-            if try db.exec("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = \(Self.runnerLock) AND objsubid = 1) AS held")[0].bool("held") == true {
-                return .json(encoding: ["error": "another pipeline runner is active (PostgreSQL advisory lock \(Self.runnerLock) is held)"], status: 409)
+            if try db.exec("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = \(PipelineRunner.advisoryLock) AND objsubid = 1) AS held")[0].bool("held") == true {
+                return .json(encoding: ["error": PipelineRunError.busy.description], status: 409)
             }
             // The URL goes in the environment, not argv: a password in it would show in `ps`.
             var args = ["pipeline", "run", "--config", configPath, "--triggered-by", "http:\(req.remoteAddress)"]
@@ -132,9 +132,6 @@ public final class PipelineTrigger: Sendable {
             return .json(encoding: ["error": "\(error)"], status: 500)
         }
     }
-
-    /// The advisory lock `PipelineRunner` holds for a night.
-    static let runnerLock = 7210050
 
     /// Whether a runner started by this process is still alive.
     public var runnerAlive: Bool { runner.withLock { !$0.children.isEmpty } }
