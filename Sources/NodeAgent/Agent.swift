@@ -79,7 +79,7 @@ final class Agent: Sendable {
     private let consumerDone = Atomic<Bool>(false)
     /// Held attempts, keyed by (job, attempt): a newer attempt of a job never overwrites an older one's
     /// entry, and an older one retiring never removes the newer one from the heartbeat's held list.
-    private let jobs = Mutex<[AttemptKey: RunningJob]>([:])
+    private let jobs = Mutex(HeldAttempts<RunningJob>())
     /// Set by `shutdown()`: take no more envelopes, heartbeat `stopping`, let held jobs finish.
     private let draining = Atomic<Bool>(false)
     /// The job stream could not be read on the last try: heartbeat `stopping` with no capacity, so the
@@ -445,9 +445,9 @@ final class Agent: Sendable {
         // result is fenced), so the older one is stopped and the newer one waits for it to end before it
         // starts (see `AgentDecisions.superseded`): never two attempts of one job at once here.
         let (job, older) = jobs.withLock { js -> (RunningJob, [RunningJob]) in
-            let older = AgentDecisions.superseded(by: key, held: js.keys).compactMap { js[$0] }
+            let older = js.superseded(by: key).compactMap { js[$0] }
             let job = RunningJob(envelope: env, streamID: entry.id, supersedes: older)
-            js[key] = job
+            js.insert(key, job)
             return (job, older)
         }
         for o in older {

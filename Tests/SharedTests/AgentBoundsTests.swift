@@ -90,6 +90,26 @@ final class AgentBoundsTests: XCTestCase {
         XCTAssertEqual(AgentDecisions.superseded(by: AttemptKey("c", 9), held: held), [])
     }
 
+    /// The agent's index of held attempts answers what the pure scan over every held key answers,
+    /// through random inserts and removals (a stale index would stop the wrong attempt or none).
+    func testTheHeldAttemptsIndexAgreesWithTheScanOverEveryKey() {
+        var rng = SystemRandomNumberGenerator()
+        var held = HeldAttempts<Int>()
+        var model: [AttemptKey: Int] = [:]
+        for step in 0..<20_000 {
+            let key = AttemptKey("job-\(Int.random(in: 0..<12, using: &rng))", Int.random(in: 1...5, using: &rng))
+            if Bool.random(using: &rng) {
+                held.insert(key, step); model[key] = step
+            } else {
+                XCTAssertEqual(held.removeValue(forKey: key), model.removeValue(forKey: key))
+            }
+            let probe = AttemptKey("job-\(Int.random(in: 0..<13, using: &rng))", Int.random(in: 1...6, using: &rng))
+            XCTAssertEqual(held.superseded(by: probe), AgentDecisions.superseded(by: probe, held: model.keys), "step \(step)")
+            XCTAssertEqual(held.count, model.count)
+            XCTAssertEqual(held[probe], model[probe])
+        }
+    }
+
     /// Attempt 1 ending must not free attempt 2's VRAM (the simulator keyed jobs by id only).
     func testSimulatedAllocationsAreKeptPerAttempt() {
         let sim = SimulatedGPUs(node: "n", gpus: [GPUConfig(model: "RTX", memory: ByteCount(24 << 30))])

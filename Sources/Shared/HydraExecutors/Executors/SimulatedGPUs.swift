@@ -10,8 +10,13 @@ public final class SimulatedGPUs: Sendable {
         var info: GPUInfo
         var baseline: UInt64
     }
-    /// Jobs keyed by "job/attempt": two attempts of a job on the node are two allocations.
-    private let state: Mutex<(devices: [Device], jobs: [String: (jobID: String, uuids: [String], bytes: UInt64)], services: [Int: UInt64])>
+    /// One attempt of one job: two attempts of a job on the node are two allocations.
+    struct Key: Hashable, Sendable, Comparable {
+        var jobID: String
+        var attempt: Int
+        static func < (a: Key, b: Key) -> Bool { (a.jobID, a.attempt) < (b.jobID, b.attempt) }
+    }
+    private let state: Mutex<(devices: [Device], jobs: [Key: (uuids: [String], bytes: UInt64)], services: [Int: UInt64])>
 
     public init(node: String, gpus: [GPUConfig]) {
         let devices = gpus.enumerated().map { i, g in
@@ -32,12 +37,19 @@ public final class SimulatedGPUs: Sendable {
         return "GPU-5151\(padded.prefix(4))-\(padded.dropFirst(4).prefix(4))-\(padded.dropFirst(8).prefix(4))-\(padded.suffix(4))-0000000000\(String(format: "%02d", index))"
     }
 
+    // Every job's worker thread calls these: the lock is held for one hash of an existing string, and a
+    // CPU-only job (no GPU) is not recorded at all. Building a "job/attempt" key inside the lock made
+    // the agents' threads spin on it and cost the no-op benchmark ~8 % (bench/e2e, this stop's note).
     public func allocate(jobID: String, attempt: Int = 0, uuids: [String], bytesPerGPU: UInt64) {
-        state.withLock { s in s.jobs["\(jobID)/\(attempt)"] = (jobID, uuids, bytesPerGPU) }
+        guard !uuids.isEmpty else { return }
+        let key = Key(jobID: jobID, attempt: attempt)
+        state.withLock { s in s.jobs[key] = (uuids, bytesPerGPU) }
     }
 
     public func release(jobID: String, attempt: Int = 0) {
-        _ = state.withLock { s in s.jobs.removeValue(forKey: "\(jobID)/\(attempt)") }
+        let key = Key(jobID: jobID, attempt: attempt)
+        // The removed entry is returned, so that it is freed after the lock is let go.
+        _ = state.withLock { s in s.jobs.removeValue(forKey: key) }
     }
 
     /// VRAM resident services report holding, per GPU index (see ServiceVRAMProbe).
@@ -51,30 +63,31 @@ public final class SimulatedGPUs: Sendable {
     }
 
     public func inventory() -> Inventory {
-        state.withLock { s in
-            var gpus: [GPUInfo] = []
-            var procs: [GPUProcess] = []
-            for (i, d) in s.devices.enumerated() {
-                var jobsBytes: UInt64 = 0
-                var busy = false
-                for (_, j) in s.jobs.sorted(by: { $0.key < $1.key }) where j.uuids.contains(d.info.uuid) {
-                    // Saturating: envelopes' vram_bytes come from messages, and two near 2^64 must not trap.
-                    jobsBytes = Self.add(jobsBytes, j.bytes)
-                    busy = true
-                    procs.append(GPUProcess(gpuUUID: d.info.uuid, pid: nil, usedMemoryBytes: j.bytes, processName: "hydra-job-\(j.jobID)"))
-                }
-                // A service's report includes the job it runs, so the two overlap: the larger one counts.
-                let used = Self.add(d.baseline, max(jobsBytes, s.services[i] ?? 0))
-                var info = d.info
-                let total = info.memoryTotalBytes ?? 0
-                info.memoryUsedBytes = min(used, total)
-                info.memoryFreeBytes = total - min(used, total)
-                info.utilizationGPUPercent = busy ? 97 : 0
-                info.temperatureCelsius = busy ? 71 : 35
-                info.powerDrawWatts = busy ? 300 : 20
-                gpus.append(info)
+        // Copied out (copy-on-write: no element is copied) and computed without the lock the jobs' threads take.
+        let (devices, jobs, services) = state.withLock { ($0.devices, $0.jobs, $0.services) }
+        let sorted = jobs.sorted { $0.key < $1.key }
+        var gpus: [GPUInfo] = []
+        var procs: [GPUProcess] = []
+        for (i, d) in devices.enumerated() {
+            var jobsBytes: UInt64 = 0
+            var busy = false
+            for (key, j) in sorted where j.uuids.contains(d.info.uuid) {
+                // Saturating: envelopes' vram_bytes come from messages, and two near 2^64 must not trap.
+                jobsBytes = Self.add(jobsBytes, j.bytes)
+                busy = true
+                procs.append(GPUProcess(gpuUUID: d.info.uuid, pid: nil, usedMemoryBytes: j.bytes, processName: "hydra-job-\(key.jobID)"))
             }
-            return Inventory(gpus: gpus, processes: procs)
+            // A service's report includes the job it runs, so the two overlap: the larger one counts.
+            let used = Self.add(d.baseline, max(jobsBytes, services[i] ?? 0))
+            var info = d.info
+            let total = info.memoryTotalBytes ?? 0
+            info.memoryUsedBytes = min(used, total)
+            info.memoryFreeBytes = total - min(used, total)
+            info.utilizationGPUPercent = busy ? 97 : 0
+            info.temperatureCelsius = busy ? 71 : 35
+            info.powerDrawWatts = busy ? 300 : 20
+            gpus.append(info)
         }
+        return Inventory(gpus: gpus, processes: procs)
     }
 }

@@ -51,6 +51,43 @@ public struct AttemptKey: Hashable, Sendable, Comparable, CustomStringConvertibl
     public var description: String { "\(jobID)/\(attempt)" }
 }
 
+/// The attempts an agent holds, by (job, attempt), with the attempts of each job indexed: a new
+/// envelope asks which older attempts of its job are still held, and scanning every held key for that
+/// (up to the prefetch, 256 by default) under the jobs lock cost each envelope on the hot path.
+public struct HeldAttempts<Value: Sendable>: Sendable {
+    public private(set) var byKey: [AttemptKey: Value] = [:]
+    /// Job id → its attempts held (almost always one).
+    private var attempts: [String: [Int]] = [:]
+
+    public init() {}
+
+    public var count: Int { byKey.count }
+    public var isEmpty: Bool { byKey.isEmpty }
+    public var keys: Dictionary<AttemptKey, Value>.Keys { byKey.keys }
+    public var values: Dictionary<AttemptKey, Value>.Values { byKey.values }
+    public subscript(key: AttemptKey) -> Value? { byKey[key] }
+
+    public mutating func insert(_ key: AttemptKey, _ value: Value) {
+        if byKey.updateValue(value, forKey: key) == nil { attempts[key.jobID, default: []].append(key.attempt) }
+    }
+
+    @discardableResult
+    public mutating func removeValue(forKey key: AttemptKey) -> Value? {
+        guard let v = byKey.removeValue(forKey: key) else { return nil }
+        if var a = attempts[key.jobID] {
+            a.removeAll { $0 == key.attempt }
+            attempts[key.jobID] = a.isEmpty ? nil : a
+        }
+        return v
+    }
+
+    /// What `AgentDecisions.superseded` says for `key` over the held keys, from the index.
+    public func superseded(by key: AttemptKey) -> [AttemptKey] {
+        guard let a = attempts[key.jobID] else { return [] }
+        return a.filter { $0 < key.attempt }.sorted().map { AttemptKey(key.jobID, $0) }
+    }
+}
+
 /// Pure decisions of the agent's heartbeat and intake.
 public enum AgentDecisions {
     /// Older attempts of `key`'s job that this node still holds: the newer attempt supersedes them.
