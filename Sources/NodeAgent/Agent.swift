@@ -68,6 +68,8 @@ final class Agent: Sendable {
     let readInventory: @Sendable () throws -> Inventory
     let simulated: SimulatedGPUs?
     let executors: [String: any Executor]
+    /// What the heartbeat says this node's `command` jobs may run (empty: none; every agent has the command executor).
+    let commandTemplates: [[String]]?
     let metrics: AgentMetrics
     let log: Log
 
@@ -121,6 +123,7 @@ final class Agent: Sendable {
         self.readInventory = readInventory
         self.simulated = simulated
         self.executors = executors
+        commandTemplates = (executors["command"] as? CommandExecutor).map { $0.allowlist.templates.map(\.elements) } ?? []
         self.metrics = AgentMetrics(node: settings.node)
         self.log = Log(component: "agent", fields: [("node", settings.node)])
         self.results = Mutex(RedisConnection(endpoint: settings.redis))
@@ -272,7 +275,7 @@ final class Agent: Sendable {
             let hb = HeartbeatMessage(node: settings.node, instance: settings.instanceID,
                                       seq: heartbeatSeq.add(1, ordering: .relaxed).newValue, sentAt: Date().timeIntervalSince1970,
                                       state: state, version: settings.version, capacity: capacity,
-                                      inventory: inv, held: held)
+                                      inventory: inv, held: held, commands: commandTemplates)
             let replies = try conn.pipeline([
                 ["HSET", key] + (try hb.fields(keys: settings.keys)),
                 ["EXPIRE", key, String(ttl)],

@@ -150,7 +150,6 @@ final class EndToEndTests: XCTestCase {
         jobs:
           - {name: whoami, kind: command, spec: {argv: ["/usr/bin/id", "-u"]}}
           - {name: read-key, kind: command, max_attempts: 1, spec: {argv: ["/bin/cat", "\(cluster.keyFile)"]}}
-          - {name: option-injected, kind: command, spec: {argv: ["/bin/echo", "-e"]}}
           - {name: env-injected, kind: command, spec: {argv: ["/usr/bin/id", "-u"], env: {LD_PRELOAD: /tmp/x.so}}}
         """)
         try waitUntil("batch done", timeout: 60) { try cluster.summary(batch).isDone }
@@ -160,12 +159,46 @@ final class EndToEndTests: XCTestCase {
         let readKey = try job("read-key")
         XCTAssertNotEqual(readKey.state, .succeeded)
         XCTAssertTrue("\(readKey.errors ?? .null)".contains("Permission denied"), "\(readKey.errors ?? .null)")
-        for (name, why) in [("option-injected", "argv[1]"), ("env-injected", "env.LD_PRELOAD")] {
+        // An argv no node allows never reaches an agent now (testCommandJobsGoOnlyWhereTheirArgvIsAllowed);
+        // what the allowlist cannot see, the environment, is still refused by the agent.
+        for (name, why) in [("env-injected", "env.LD_PRELOAD")] {
             let j = try job(name)
             XCTAssertEqual(j.state, .failed, name)
             XCTAssertEqual(j.attempt, 1, "\(name): a refused command line is not retried")
             XCTAssertTrue("\(j.errors ?? .null)".contains(why), "\(name): \(j.errors ?? .null)")
         }
+    }
+
+    /// The red team's finding: an unpinned command job was placed on a node whose allowlist lacked it
+    /// and failed for good, though another node allowed it. Only hydra-ai runs `id -u` here (its
+    /// `--allow-command`, which the coordinator learns from its heartbeat, not from the cluster file).
+    func testCommandJobsGoOnlyWhereTheirArgvIsAllowed() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-ai", extra: ["--allow-command", "/usr/bin/id -u"])
+        for n in Cluster.nodeNames where n != "hydra-ai" { try cluster.startAgent(n) }
+        try waitUntil("3 nodes up", timeout: 30) { cluster.nodeCount() == 3 }
+        let batch = try cluster.submit("""
+        name: allowlisted-commands
+        jobs:
+          - {name: uid, kind: command, count: 8, spec: {argv: ["/usr/bin/id", "-u"]}}
+          - {name: echo, kind: command, count: 4, spec: {argv: ["/bin/echo", "anywhere"]}}
+          - {name: option-injected, kind: command, spec: {argv: ["/bin/echo", "-e"]}}
+        """)
+        let store = try cluster.store()
+        try waitUntil("allowed jobs done, the refused one explained", timeout: 60) {
+            let jobs = try store.jobs(.init(batchID: batch))
+            return jobs.filter { $0.name != "option-injected" }.allSatisfy { $0.state == .succeeded }
+                && jobs.contains { $0.name == "option-injected" && ($0.pendingReason ?? "").contains("argv[1]") }
+        }
+        let jobs = try store.jobs(.init(batchID: batch))
+        let uid = jobs.filter { $0.name.hasPrefix("uid") }
+        XCTAssertEqual(uid.count, 8)
+        XCTAssertEqual(Set(uid.compactMap(\.node)), ["hydra-ai"], "only hydra-ai allows id -u")
+        XCTAssertTrue(uid.allSatisfy { $0.attempt == 1 }, "no attempt was spent on a node that refuses it")
+        let refused = try XCTUnwrap(jobs.first { $0.name == "option-injected" })
+        XCTAssertEqual(refused.state, .pending)
+        XCTAssertEqual(refused.attempt, 0, "never sent to an agent")
+        XCTAssertTrue(refused.pendingReason?.contains("no node's command allowlist runs /bin/echo -e") ?? false, refused.pendingReason ?? "")
     }
 
     func testFailedJobIsRetriedThenSucceedsAndPermanentFailureIsNotRetried() throws {

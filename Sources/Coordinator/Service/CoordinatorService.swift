@@ -525,7 +525,8 @@ public final class CoordinatorService: BlockingService {
         var processes: [String: Set<String>] = [:]
         let activeIDs = Set(active.map(\.id))
         for h in nodes {
-            live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs))
+            live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs),
+                                 commands: h.beat.commands.map { CommandAllowlist($0.map(CommandTemplate.init)) })
             processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
         }
         let running = active.compactMap { j -> RouterRunningJob? in

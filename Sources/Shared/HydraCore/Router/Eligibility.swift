@@ -88,6 +88,10 @@ struct Eligibility: Sendable {
         }
         if snapshot.nodes.isEmpty { return (.unschedulable, "no nodes in the cluster", true) }
         if staticNodeRej.count == snapshot.nodes.count {
+            if let argv = s.command, staticNodeRej.allSatisfy({ $0.1.filter == "command" }) {
+                let list = staticNodeRej.map { "\(name($0.0)) \($0.1.detail)" }.joined(separator: "; ")
+                return (.unschedulable, "no node's command allowlist runs \(CommandTemplate.shown(argv.joined(separator: " "))): \(list)", true)
+            }
             if staticNodeRej.allSatisfy({ $0.1.filter == "service" }) {
                 return (.unschedulable, "no node runs \(s.services.joined(separator: " or "))", true)
             }

@@ -25,7 +25,7 @@ extension PlacementFilter {
 enum PlacementFilters {
     /// Order matters for the reasons: the most permanent explanation comes first.
     static let standard: [any PlacementFilter] = [
-        ServiceAffinityFilter(), NodeSelectorFilter(), CPUSlotsFilter(), NodeUpFilter(), NotDrainingFilter(),
+        ServiceAffinityFilter(), NodeSelectorFilter(), CommandAllowlistFilter(), CPUSlotsFilter(), NodeUpFilter(), NotDrainingFilter(),
         GPUModelSelectorFilter(), GPUIndexSelectorFilter(), StaticCapacityFilter(),
     ]
 }
@@ -46,6 +46,18 @@ struct NodeSelectorFilter: PlacementFilter {
     func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
         guard let want = s.nodeSelector, want != node.name else { return nil }
         return Rejection(filter: name, detail: "is not node \(want)", transient: false)
+    }
+}
+
+/// A `command` job goes only where the agent's command allowlist matches its argv: elsewhere it
+/// would fail at once, permanently, though another node runs it. A node whose list is not known
+/// (no `command_allowlist` in the cluster file and an agent that does not say) is not turned down.
+struct CommandAllowlistFilter: PlacementFilter {
+    let name = "command"
+    func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
+        guard let argv = s.command, let list = node.commands, case .failure(let why) = list.check(argv) else { return nil }
+        return Rejection(filter: name, detail: "refuses the command (\(why.description.replacingOccurrences(of: "this node's ", with: "its ")))",
+                         transient: false)
     }
 }
 

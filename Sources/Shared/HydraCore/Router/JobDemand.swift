@@ -72,6 +72,9 @@ struct DemandShape: Hashable, Sendable {
     var gpuIndexSelector: Int?
     /// The seed's fixed GPU model for this job (seed-static only).
     var seedTarget: String?
+    /// A `command` job's argv (nil for other kinds, or an argv that is not a list of strings, which
+    /// the agent refuses anyway): it may go only to a node whose command allowlist matches it.
+    var command: [String]? = nil
 }
 
 /// Everything the router derives from one pending job.
@@ -134,6 +137,12 @@ struct JobDemand: Sendable {
                             services: services, nodeSelector: c?["node"]?.stringValue,
                             gpuModelSelector: c?["gpu_model"]?.stringValue?.lowercased(), gpuIndexSelector: gpuIndex,
                             seedTarget: policy.name == .seedStatic ? SeedStaticRuleFilter.target(kind: kind, modelKey: modelKey, spec: job.spec) : nil)
+        if kind == "command", let a = spec.argv?.arrayValue, !a.isEmpty {
+            var argv: [String] = []
+            argv.reserveCapacity(a.count)
+            for v in a { if let s = v.stringValue { argv.append(s) } }
+            if argv.count == a.count { shape.command = argv }
+        }
     }
 
     /// The spec entries a demand reads. A small spec is walked once instead of looked up five
@@ -141,12 +150,13 @@ struct JobDemand: Sendable {
     /// in the profile. Same values either way (keys compare as the dictionary compares them).
     struct SpecFields {
         var model: JSONValue?, durationS: JSONValue?, baseRuntimeS: JSONValue?, service: JSONValue?, endpoint: JSONValue?
+        var argv: JSONValue?
 
         init(_ spec: JSONValue) {
             guard case .object(let o) = spec else { return }
             guard o.count <= 8 else {
                 model = o["model"]; durationS = o["duration_s"]; baseRuntimeS = o["base_runtime_s"]
-                service = o["service"]; endpoint = o["endpoint"]
+                service = o["service"]; endpoint = o["endpoint"]; argv = o["argv"]
                 return
             }
             for (k, v) in o {
@@ -156,6 +166,7 @@ struct JobDemand: Sendable {
                 case "base_runtime_s": baseRuntimeS = v
                 case "service": service = v
                 case "endpoint": endpoint = v
+                case "argv": argv = v
                 default: break
                 }
             }

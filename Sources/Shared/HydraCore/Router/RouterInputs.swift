@@ -81,11 +81,13 @@ public struct RouterNode: Sendable, Equatable {
     public var gpus: [RouterGPU]
     /// CPU-only jobs this node runs at once.
     public var cpuSlots: Int
+    /// The command templates this node's agent runs (`command` jobs); nil: not known, any argv may go here.
+    public var commands: CommandAllowlist?
 
     public init(name: String, up: Bool = true, draining: Bool = false, services: [String] = [],
-                gpus: [RouterGPU] = [], cpuSlots: Int = RouterNode.defaultCPUSlots) {
+                gpus: [RouterGPU] = [], cpuSlots: Int = RouterNode.defaultCPUSlots, commands: CommandAllowlist? = nil) {
         self.name = name; self.up = up; self.draining = draining; self.services = services
-        self.gpus = gpus; self.cpuSlots = cpuSlots
+        self.gpus = gpus; self.cpuSlots = cpuSlots; self.commands = commands
     }
 
     public static let defaultCPUSlots = 4
@@ -137,8 +139,10 @@ public struct ClusterSnapshot: Sendable, Equatable {
         public var draining: Bool
         /// The heartbeat's inventory; nil: the config's GPUs with no live reading.
         public var inventory: Inventory?
-        public init(up: Bool, draining: Bool = false, inventory: Inventory? = nil) {
-            self.up = up; self.draining = draining; self.inventory = inventory
+        /// The command templates the agent says it runs; nil: the cluster file's `command_allowlist`, if any.
+        public var commands: CommandAllowlist?
+        public init(up: Bool, draining: Bool = false, inventory: Inventory? = nil, commands: CommandAllowlist? = nil) {
+            self.up = up; self.draining = draining; self.inventory = inventory; self.commands = commands
         }
     }
 
@@ -166,8 +170,12 @@ public struct ClusterSnapshot: Sendable, Equatable {
                                           loadedModels: g.models ?? []))
                 }
             }
+            // What the agent says it runs wins; without a word from it (down, or from before agents said), the
+            // cluster file's list, which its agent starts from; a node with neither takes any argv.
+            let commands = l?.commands ?? n.commandAllowlist.map(CommandAllowlist.init)
             nodes.append(RouterNode(name: n.name, up: l?.up ?? false, draining: l?.draining ?? false,
-                                    services: n.services, gpus: gpus, cpuSlots: n.cpuSlots ?? RouterNode.defaultCPUSlots))
+                                    services: n.services, gpus: gpus, cpuSlots: n.cpuSlots ?? RouterNode.defaultCPUSlots,
+                                    commands: commands))
         }
         return ClusterSnapshot(nodes: nodes, running: running, headroomBytes: config.headroom?.bytes ?? 0)
     }

@@ -26,6 +26,11 @@ extension HeartbeatMessage {
     public static let maxCapacity = 1_000_000
     /// Attempts are `integer` columns in PostgreSQL.
     public static let maxAttempt = Int(Int32.max)
+    /// Command templates, elements per template, and bytes per element: an allowlist is typed by
+    /// people, and every placement pass matches job argvs against it.
+    public static let maxCommandTemplates = 1024
+    public static let maxCommandElements = 256
+    public static let maxCommandElementBytes = 4096
 
     /// Throws `ImplausibleHeartbeat` naming the first field out of bounds.
     public func checkPlausible() throws(ImplausibleHeartbeat) {
@@ -53,6 +58,15 @@ extension HeartbeatMessage {
         }
         for (i, p) in inventory.processes.enumerated() {
             try bytes(p.usedMemoryBytes, "inventory.processes[\(i)].used_memory_bytes")
+        }
+        for (i, t) in (commands ?? []).enumerated() {
+            guard i < Self.maxCommandTemplates else { throw refuse("commands", "lists \(commands?.count ?? 0) templates (at most \(Self.maxCommandTemplates))") }
+            guard !t.isEmpty, t.count <= Self.maxCommandElements else {
+                throw refuse("commands[\(i)]", "has \(t.count) elements (1…\(Self.maxCommandElements))")
+            }
+            if let j = t.firstIndex(where: { $0.utf8.count > Self.maxCommandElementBytes }) {
+                throw refuse("commands[\(i)][\(j)]", "is longer than \(Self.maxCommandElementBytes) bytes")
+            }
         }
         for (i, h) in held.enumerated() {
             guard (1...Self.maxAttempt).contains(h.attempt) else { throw refuse("held[\(i)].attempt", "\(h.attempt) is outside 1…\(Self.maxAttempt)") }

@@ -28,15 +28,19 @@ public struct HeartbeatMessage: Codable, Sendable, Equatable {
     public var capacity: Int
     public var inventory: Inventory
     public var held: [HeldJob]
+    /// The agent's command allowlist as it runs (the cluster file's `command_allowlist` plus its
+    /// `--allow-command` flags), one template's elements per entry: the router places a `command` job
+    /// only where its argv matches. nil (an agent from before it was sent): not known, not filtered.
+    public var commands: [[String]]?
 
     public init(node: String, instance: String, seq: UInt64, sentAt: Double, state: String, version: String, capacity: Int,
-                inventory: Inventory, held: [HeldJob]) {
+                inventory: Inventory, held: [HeldJob], commands: [[String]]? = nil) {
         self.node = node; self.instance = instance; self.seq = seq; self.sentAt = sentAt; self.state = state
-        self.version = version; self.capacity = capacity; self.inventory = inventory; self.held = held
+        self.version = version; self.capacity = capacity; self.inventory = inventory; self.held = held; self.commands = commands
     }
 
     enum CodingKeys: String, CodingKey {
-        case node, instance, seq, state, version, capacity, inventory, held
+        case node, instance, seq, state, version, capacity, inventory, held, commands
         case sentAt = "sent_at"
     }
 
