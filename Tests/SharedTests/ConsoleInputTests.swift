@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import Synchronization
 @testable import HydraCore
 @testable import HydraIO
 @testable import HydraStore
@@ -146,5 +147,52 @@ final class ConsoleInputTests: XCTestCase {
         XCTAssertLessThanOrEqual(sessions.counts.visitors, 20)
         for i in 0..<50 { _ = sessions.create(authenticated: true, byLogin: true, now: 1070 + Double(i) / 10) }
         XCTAssertLessThanOrEqual(sessions.counts.loggedIn, 20)
+    }
+}
+
+/// The console's shared reads: one computation per key per `ttl`, a fresh one after it or after `clear`,
+/// and requests that arrive while a key is computed wait for that computation instead of running their own.
+final class ReadCacheTests: XCTestCase {
+    func testAValueIsComputedOncePerKeyPerTTL() throws {
+        let now = Mutex(100.0)
+        let cache = ReadCache(ttl: 1, maxKeys: 3, clock: { now.withLock { $0 } })
+        var calls = 0
+        func read(_ key: String, at t: Double) throws -> Int {
+            now.withLock { $0 = t }
+            return try cache.value(key) { calls += 1; return calls }
+        }
+        XCTAssertEqual(try read("a", at: 100), 1)
+        XCTAssertEqual(try read("a", at: 100.9), 1, "within the ttl: shared")
+        XCTAssertEqual(try read("b", at: 100.9), 2, "another key is its own read")
+        XCTAssertEqual(try read("a", at: 101.0), 3, "after the ttl: read again")
+        cache.clear()
+        XCTAssertEqual(try read("a", at: 101.1), 4, "after a POST cleared it: read again")
+        XCTAssertEqual(try read("a", at: 50), 5, "a clock that went back does not keep a value for ever")
+        struct Boom: Error {}
+        XCTAssertThrowsError(try cache.value("c") { () throws -> Int in throw Boom() })
+        XCTAssertEqual(try read("c", at: 200), 6, "a failed read is not cached")
+        for k in 0..<10 { _ = try read("k\(k)", at: 300) }
+        XCTAssertLessThanOrEqual(cache.count, 3, "keys come from paths: the table stays bounded")
+    }
+
+    func testConcurrentRequestsForOneKeyShareOneComputation() {
+        let cache = ReadCache(ttl: 1)
+        let computations = Atomic<Int>(0)
+        let results = Mutex<[Int]>([])
+        let group = DispatchGroup()
+        for _ in 0..<16 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                let v = try? cache.value("batch") { () -> Int in
+                    Thread.sleep(forTimeInterval: 0.3)   // a read slower than the requests' arrival
+                    return computations.add(1, ordering: .relaxed).newValue
+                }
+                results.withLock { $0.append(v ?? -1) }
+            }
+        }
+        XCTAssertEqual(group.wait(timeout: .now() + 30), .success)
+        XCTAssertEqual(computations.load(ordering: .relaxed), 1, "one computation for 16 concurrent requests")
+        XCTAssertEqual(results.withLock { $0 }, Array(repeating: 1, count: 16))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HydraCore
 import HydraIO
 import HydraStore
@@ -34,10 +35,18 @@ public final class ConsoleServer: Sendable {
     public let sessions = ConsoleSessions()
     let files: OutputFileGuard
     let thumbnails = ThumbnailCache()
+    /// The aggregate reads every open tab polls (cluster counts, batch progress: each scans a batch's
+    /// or all jobs): at most one per key per second, however many tabs ask. Cleared by any POST, so
+    /// the page an action redirects to shows its effect.
+    let reads: ReadCache
 
-    public init(databaseURL: String, settings: ConsoleSettings) {
+    /// `pool`: the connections its requests share (default: `PGPool`'s limit of 6 at once).
+    /// `readCacheTTL`: how long one aggregate read serves every tab (0: every request reads; the
+    /// console benchmark times the queries that way).
+    public init(databaseURL: String, settings: ConsoleSettings, pool: PGPool? = nil, readCacheTTL: Double = 1) {
         self.settings = settings
-        self.pool = PGPool(url: databaseURL)
+        self.reads = ReadCache(ttl: readCacheTTL)
+        self.pool = pool ?? PGPool(url: databaseURL)
         self.files = OutputFileGuard(roots: settings.outputDirs)
     }
 
@@ -93,15 +102,25 @@ public final class ConsoleServer: Sendable {
             reply = errorReply(req, f.status, f.message, session: session)
         } catch let e as StoreError {
             reply = errorReply(req, 404, e.description, session: session)
+        } catch let busy as PGPool.PoolBusy {
+            reply = errorReply(req, 503, busy.description, session: session)
+            reply.headers["Retry-After"] = "1"
         } catch {
             Log(component: "console").warning("request failed", [("path", req.path), ("error", "\(error)")])
             reply = errorReply(req, 503, "the database is not reachable right now: \(error)", session: session)
         }
+        if req.method != "GET" && req.method != "HEAD" { reads.clear() }
         var headers = Self.securityHeaders.merging(reply.headers) { _, new in new }
         if let newCookie { headers["Set-Cookie"] = newCookie }
         let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
         headers["Server-Timing"] = String(format: "app;dur=%.2f", ms)
         return .full(status: reply.status, headers: headers, body: reply.body)
+    }
+
+    func cluster() throws -> ConsoleClusterView { try reads.value("cluster") { try pool.withStore { try $0.consoleCluster() } } }
+
+    func batchProgress(_ id: String) throws -> BatchProgress? {
+        try reads.value("batch:\(id)") { try pool.withStore { try $0.batchProgress(ids: [id], limit: 1).first } }
     }
 
     func errorReply(_ req: HTTPRequest, _ status: Int, _ message: String, session: ConsoleSessions.Session?) -> Reply {
@@ -255,17 +274,19 @@ public final class ConsoleServer: Sendable {
         switch p.first ?? "" {
         case "": return .redirect("/cluster", status: 302)
         case "cluster" where p.count == 1:
-            return .html(ConsolePages.cluster(try pool.withStore { try $0.consoleCluster() }, ctx: ctx))
+            return .html(ConsolePages.cluster(try cluster(), ctx: ctx))
         case "cluster" where p.count == 2 && p[1] == "occupancy.svg":
             return try occupancySVG(hours: Self.numberParam(req, "hours", default: 1))
         case "batches" where p.count == 3 && p[2] == "rate.svg":
             return try batchRateSVG(p[1].lowercased())
         case "batches" where p.count == 1:
-            return .html(ConsolePages.batches(try pool.withStore { try $0.batchProgress() }, ctx: ctx))
+            return .html(ConsolePages.batches(try reads.value("batches:50") { try pool.withStore { try $0.batchProgress() } }, ctx: ctx))
         case "batches" where p.count == 2:
             let states = try parseStates(req.query["state"])
             let page = try Self.intParam(req, "page", default: 1, min: 1, max: 1_000_000)
-            guard let d = try pool.withStore({ try $0.consoleBatchPage(id: p[1].lowercased(), states: states, page: page, pageSize: settings.pageSize) }) else {
+            let id = p[1].lowercased()
+            let progress = UUID(uuidString: id) == nil ? nil : try batchProgress(id)
+            guard let progress, let d = try pool.withStore({ try $0.consoleBatchPage(progress: progress, states: states, page: page, pageSize: settings.pageSize) }) else {
                 throw Failure(status: 404, message: "no batch \(p[1])")
             }
             return .html(ConsolePages.batchPage(d, ctx: ctx))
@@ -326,15 +347,15 @@ public final class ConsoleServer: Sendable {
     func apiGet(_ req: HTTPRequest, _ p: [String]) throws -> Reply {
         switch (p.first ?? "", p.count) {
         case ("nodes", 1):
-            let snap = try pool.withStore { try $0.consoleCluster() }
+            let snap = try cluster()
             return .json(JSONValue.object(["nodes": try Self.json(snap.nodes), "reserved_bytes": try Self.json(snap.reserved),
                                            "active": try Self.json(snap.active)]))
         case ("batches", 1):
             let limit = try Self.intParam(req, "limit", default: 50, min: 0, max: 500)
-            let list = try pool.withStore { try $0.batchProgress(limit: limit) }
+            let list = try reads.value("batches:\(limit)") { try pool.withStore { try $0.batchProgress(limit: limit) } }
             return .json(JSONValue.object(["batches": .array(try list.map(Self.batchJSON))]))
         case ("batches", 2):
-            guard let b = try pool.withStore({ s -> BatchProgress? in try s.batchProgress(ids: [try s.resolveBatch(p[1])], limit: 1).first }) else {
+            guard let b = try batchProgress(try pool.withStore { try $0.resolveBatch(p[1]) }) else {
                 throw Failure(status: 404, message: "no batch \(p[1])")
             }
             return .json(try Self.batchJSON(b))
@@ -448,4 +469,51 @@ public final class ConsoleServer: Sendable {
         if !target.hasPrefix("/") || target.hasPrefix("//") || target.hasPrefix("/\\") || target.contains("\r") || target.contains("\n") { target = "/cluster" }
         return target + (target.contains("?") ? "&" : "?") + "flash=" + HTML.urlComponent(flash)
     }
+}
+
+/// Values computed at most once per `ttl` seconds per key, shared by every request thread. Requests
+/// for a key whose value is being computed wait for it instead of computing it again: on a 100 000-job
+/// batch one read takes longer than the ttl under load, and without that every tab's request ran its own.
+/// Keys come from request paths, so the table is emptied when it grows past `maxKeys`.
+final class ReadCache: Sendable {
+    let ttl: Double
+    let maxKeys: Int
+    let clock: @Sendable () -> Double
+    /// One per key: held while the key's value is computed.
+    private final class Entry: Sendable {
+        let lock = NSLock()
+        let value = Mutex<(at: Double, value: any Sendable)?>(nil)
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+
+    init(ttl: Double, maxKeys: Int = 256, clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.ttl = ttl; self.maxKeys = maxKeys; self.clock = clock
+    }
+
+    private func fresh<T>(_ e: Entry) -> T? {
+        guard let v = e.value.withLock({ $0 }) else { return nil }
+        let now = clock()
+        return now - v.at < ttl && now >= v.at ? v.value as? T : nil
+    }
+
+    func value<T: Sendable>(_ key: String, _ compute: () throws -> T) throws -> T {
+        let e = entries.withLock { m -> Entry in
+            if let e = m[key] { return e }
+            if m.count >= maxKeys { m.removeAll() }
+            let e = Entry()
+            m[key] = e
+            return e
+        }
+        if let v: T = fresh(e) { return v }
+        e.lock.lock()
+        defer { e.lock.unlock() }
+        // Whoever held the lock may have just computed it.
+        if let v: T = fresh(e) { return v }
+        let v = try compute()
+        e.value.withLock { $0 = (clock(), v) }
+        return v
+    }
+
+    func clear() { entries.withLock { $0.removeAll() } }
+    var count: Int { entries.withLock { $0.count } }
 }

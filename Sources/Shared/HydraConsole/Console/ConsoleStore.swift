@@ -5,20 +5,42 @@ import HydraStore
 
 /// A few PostgreSQL connections for the console's request threads. A
 /// PGConnection is not thread-safe; the pool hands each one to a single thread
-/// at a time.
+/// at a time. At most `maxOpen` are out at once: the console shares PostgreSQL with the
+/// coordinator's placement loop, and 64 request threads each with a query on its own
+/// connection (a page hammer; ten tabs on a 100 000-job batch) starved dispatch. A request
+/// that finds every connection busy waits up to `waitS`, then gets `PoolBusy` (a 503 with
+/// Retry-After), and PostgreSQL never sees more than `maxOpen` console queries.
 public final class PGPool: Sendable {
     public let url: String
     private let maxIdle: Int
+    public let maxOpen: Int
+    public let waitS: Double
     private let idle = Mutex<[Pooled]>([])
+    private let slots: DispatchSemaphore
+    private let waiting = Atomic<Int>(0)
+
+    /// Every connection was busy for `waitS`.
+    public struct PoolBusy: Error, CustomStringConvertible {
+        public var waiting: Int
+        public var description: String { "the console is busy (\(waiting) request(s) waiting for one of its database connections); try again" }
+    }
 
     /// `@unchecked Sendable` because PGConnection is a non-thread-safe class: it is
     /// safe here because a connection is either in `idle` (touched only under the
     /// mutex) or owned by exactly one request thread between `take` and `put`.
     private struct Pooled: @unchecked Sendable { let conn: PGConnection }
 
-    public init(url: String, maxIdle: Int = 8) { self.url = url; self.maxIdle = maxIdle }
+    public init(url: String, maxIdle: Int = 8, maxOpen: Int = 6, waitS: Double = 5) {
+        self.url = url; self.maxOpen = max(1, maxOpen); self.maxIdle = min(maxIdle, self.maxOpen); self.waitS = waitS
+        slots = DispatchSemaphore(value: self.maxOpen)
+    }
 
     public func withStore<T>(_ body: (JobStore) throws -> T) throws -> T {
+        let queued = waiting.add(1, ordering: .relaxed).newValue
+        let got = slots.wait(timeout: .now() + waitS)
+        waiting.subtract(1, ordering: .relaxed)
+        guard got == .success else { throw PoolBusy(waiting: queued) }
+        defer { slots.signal() }
         let conn = idle.withLock { $0.popLast() }?.conn ?? PGConnection(url: url)
         do {
             let v = try body(JobStore(db: conn))
@@ -104,6 +126,12 @@ extension JobStore {
     public func consoleBatchPage(id: String, states: [JobState], page: Int, pageSize: Int = 100,
                                  now: Double = Date().timeIntervalSince1970) throws -> BatchPageData? {
         guard UUID(uuidString: id) != nil, let progress = try batchProgress(ids: [id], limit: 1, now: now).first else { return nil }
+        return try consoleBatchPage(progress: progress, states: states, page: page, pageSize: pageSize)
+    }
+
+    /// The page for a batch whose progress was read already (the console shares one read a second).
+    public func consoleBatchPage(progress: BatchProgress, states: [JobState], page: Int, pageSize: Int = 100) throws -> BatchPageData? {
+        let id = progress.summary.id
         let s = progress.summary
         let matching = states.isEmpty ? s.byState.values.reduce(0, +) : states.reduce(0) { $0 + s.count($1) }
         let pages = max(1, (matching + pageSize - 1) / pageSize)

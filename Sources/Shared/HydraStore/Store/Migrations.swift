@@ -268,6 +268,11 @@ public enum Migrations {
         (11, "entry end times", """
         CREATE INDEX jobs_group_finished ON jobs (dep_group, finished_at) WHERE dep_group IS NOT NULL;
         """),
+        // A batch's jobs a page at a time in `seq` order (the console's batch page, `/api/v1/jobs?batch=`):
+        // without it every page sorted the whole batch (31 ms of PostgreSQL per page at 100 000 jobs).
+        (12, "batch pages", """
+        CREATE INDEX jobs_batch_seq ON jobs (batch_id, seq);
+        """),
     ]
 
     /// Applies what is missing (up to `through`: tests build an older schema to migrate from); returns the versions applied now.
