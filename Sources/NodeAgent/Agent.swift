@@ -82,6 +82,7 @@ final class Agent: Sendable {
     /// Held attempts, keyed by (job, attempt): a newer attempt of a job never overwrites an older one's
     /// entry, and an older one retiring never removes the newer one from the heartbeat's held list.
     private let jobs = Mutex(HeldAttempts<RunningJob>())
+    private let refusalLog = LogThrottle(every: 60)
     /// Set by `shutdown()`: take no more envelopes, heartbeat `stopping`, let held jobs finish.
     private let draining = Atomic<Bool>(false)
     /// The job stream could not be read on the last try: heartbeat `stopping` with no capacity, so the
@@ -376,7 +377,12 @@ final class Agent: Sendable {
 
     private func deadLetter(_ conn: RedisConnection, entry: StreamEntry, reason: String, error: String? = nil) {
         metrics.deadLettered(reason: reason)
-        log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)] + (error.map { [("error", $0)] } ?? []))
+        // Once a minute per reason (each is counted and on the dead-letter stream): whoever can write to
+        // this node's stream must not be able to fill its log.
+        if let left = refusalLog.admit(reason, now: Date().timeIntervalSince1970) {
+            log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)] + (error.map { [("error", $0)] } ?? [])
+                        + (left > 0 ? [("more_dead_lettered_since_last_line", String(left))] : []))
+        }
         let raw = entry.fields?["body"] ?? entry.fields.map { "\($0.keys.sorted())" } ?? ""
         _ = try? conn.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter(settings.node), [
             "node", settings.node, "stream", jobsStream, "id", entry.id, "reason", reason, "raw", StoredText.clean(raw, maxBytes: 4096)]

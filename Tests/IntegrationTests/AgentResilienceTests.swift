@@ -108,4 +108,32 @@ final class AgentResilienceTests: XCTestCase {
         _ = try r.command(["DEL", jobs])
         try waitUntil("ready again", timeout: 10) { heartbeat("hydra-ai", r).map { !$0.stopping && $0.capacity > 0 } ?? false }
     }
+
+    /// A cancel Redis refuses (the node's job stream turned into a hash) was marked sent and lost: the
+    /// job ran on. Now it stays due and is sent once the stream is repaired, and the agent stops the job.
+    func testACancelTheJobStreamRefusesIsSentAgainOnceItIsRepaired() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-ai")
+        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        let batch = try cluster.submit("""
+        name: cancel-later
+        jobs:
+          - {name: long, kind: sleep, constraints: {node: hydra-ai}, spec: {duration_s: 120}}
+        """)
+        let store = try cluster.store()
+        try waitUntil("running", timeout: 30) { try store.jobs(.init(batchID: batch)).first?.state == .running }
+        let job = try XCTUnwrap(try store.jobs(.init(batchID: batch)).first)
+        let r = try RedisConnection(url: cluster.redisURL)
+        let jobs = RedisKeys.jobs("hydra-ai")
+        _ = try r.pipeline([["DEL", jobs], ["HSET", jobs, "x", "y"]])
+        XCTAssertEqual(try store.cancel(jobIDs: [job.id]), 1)
+        func cancelSent() throws -> Bool? { try store.db.exec("SELECT cancel_sent FROM jobs WHERE id = $1::uuid", [job.id]).all.first?.bool("cancel_sent") }
+        try waitUntil("the refused cancel is logged", timeout: 20) { cluster.log("coordinator").contains("cannot send a cancel") }
+        XCTAssertEqual(try cancelSent(), false, "a cancel Redis refused is not marked sent")
+        XCTAssertFalse(heartbeat("hydra-ai", r)?.held.isEmpty ?? true, "the job still runs: nothing reached the agent")
+        _ = try r.command(["DEL", jobs])
+        try waitUntil("cancel sent and the job stopped on the node", timeout: 30) {
+            try cancelSent() == true && (heartbeat("hydra-ai", r).map { $0.held.isEmpty && !$0.stopping } ?? false)
+        }
+    }
 }

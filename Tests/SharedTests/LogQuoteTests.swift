@@ -57,3 +57,17 @@ final class LogQuoteTests: XCTestCase {
         }
     }
 }
+
+/// Repeated warnings: the first of a kind at once, then one line a window with how many were left out.
+final class LogThrottleTests: XCTestCase {
+    func testAFloodBecomesOneLineAWindowWithItsCount() {
+        let t = LogThrottle(every: 60, maxKeys: 4)
+        XCTAssertEqual(t.admit("results bad_signature", now: 1000), 0, "the first is logged")
+        for i in 1...33_000 { XCTAssertNil(t.admit("results bad_signature", now: 1000 + Double(i) / 1000), "\(i)") }
+        XCTAssertEqual(t.admit("results malformed", now: 1010), 0, "another reason is its own line")
+        XCTAssertEqual(t.admit("results bad_signature", now: 1060), 33_000, "the next window says how many were left out")
+        XCTAssertNil(t.admit("results bad_signature", now: 1061))
+        XCTAssertEqual(t.admit("results bad_signature", now: 900), 1, "a clock that went back logs rather than going quiet")
+        for k in 0..<10 { XCTAssertNotNil(t.admit("k\(k)", now: 2000), "new keys are logged even past the bound") }
+    }
+}

@@ -426,9 +426,12 @@ public final class CoordinatorService: BlockingService {
     }
 
     private func deadLetterResults(_ redis: RedisConnection, _ items: [(stream: String, entry: StreamEntry, reason: String)]) {
+        let now = Date().timeIntervalSince1970
         for i in items {
             metrics.registry.add("hydra_messages_rejected_total", ["result", i.reason])
-            log.warning("result refused, moved to the dead-letter stream", [("stream", i.stream), ("id", i.entry.id), ("reason", i.reason)])
+            guard let left = refusalLog.admit("\(i.stream) \(i.reason)", now: now) else { continue }
+            log.warning("result refused, moved to the dead-letter stream", [("stream", i.stream), ("id", i.entry.id), ("reason", i.reason)]
+                        + (left > 0 ? [("more_refused_since_last_line", String(left))] : []))
         }
         _ = try? redis.pipeline(items.map { i in
             let raw = i.entry.fields?["result"] ?? i.entry.fields.map { "\($0.keys.sorted())" } ?? "(deleted entry)"
@@ -456,6 +459,8 @@ public final class CoordinatorService: BlockingService {
     }
 
     /// Per node: why its heartbeat was last refused, and that heartbeat (the same body is not decoded again).
+    /// Refused results are logged once per stream and reason a minute (each is counted and dead-lettered).
+    private let refusalLog = LogThrottle(every: 60)
     private let rejectedBeats = Mutex<[String: (reason: String, body: String, sig: String?)]>([:])
     private let beatCache = Mutex<[String: (body: String, sig: String?, beat: HeartbeatMessage)]>([:])
 
@@ -758,15 +763,32 @@ public final class CoordinatorService: BlockingService {
         var envelopeThere: [String: Bool] = [:]
         for (item, ours) in zip(recorded, try redis.entriesBelongToJobs(recorded)) { envelopeThere[item.jobID] = ours }
         var cmds: [[String]] = []
+        var xadds: [Int] = []
         let now = Date().timeIntervalSince1970
         for c in items {
             let msg = NodeMessage.cancel(jobID: c.jobID, attempt: c.attempt, issuedAt: now, node: c.node,
                                          expiresAt: now + settings.envelopeTTLSeconds)
+            xadds.append(cmds.count)
             cmds.append(["XADD", RedisKeys.jobs(c.node), "*"] + (try msg.fields(keys: keys(c.node))))
             if let sid = c.streamID, envelopeThere[c.jobID] == true { cmds.append(["XDEL", RedisKeys.jobs(c.node), sid]) }
         }
-        _ = try redis.pipeline(cmds)
-        try store.markCancelSent(items.map { ($0.jobID, $0.attempt) })
+        let replies = try redis.pipeline(cmds)
+        // A cancel Redis refused (the node's job stream is not a stream, or its ids are used up) is not
+        // sent: it stays due and goes again on the next round, once the stream is repaired.
+        var sent: [(String, Int)] = []
+        for (c, i) in zip(items, xadds) {
+            if case .error(let e) = replies[i] {
+                if let left = refusalLog.admit("cancel \(c.node)", now: now) {
+                    log.warning("cannot send a cancel to the node's job stream; it is sent again until the stream takes it",
+                                [("node", c.node), ("job", c.jobID), ("error", StoredText.clean(e, maxBytes: 512))]
+                                + (left > 0 ? [("more_unsent_since_last_line", String(left))] : []))
+                }
+                metrics.registry.add("hydra_cancels_unsent_total", [c.node])
+            } else {
+                sent.append((c.jobID, c.attempt))
+            }
+        }
+        if !sent.isEmpty { try store.markCancelSent(sent) }
     }
 }
 

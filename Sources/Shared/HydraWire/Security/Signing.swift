@@ -7,7 +7,7 @@ import HydraCore
 /// and the label of hydra_agent_deadletter_total).
 public enum MessageRejection: String, Sendable, Error, CaseIterable {
     case unsigned, badSignature = "bad_signature", unknownKey = "unknown_key", expired, malformed
-    case missingBody = "missing_envelope", unknownType = "unknown_type"
+    case missingBody = "missing_body", unknownType = "unknown_type"
     case wrongNode = "wrong_node", replayed
 }
 
@@ -19,7 +19,7 @@ extension MessageRejection: CustomStringConvertible {
         case .unknownKey: return "signed with a key id that is neither the current nor the previous key"
         case .expired: return "envelope expired before it was read"
         case .malformed: return "malformed message (no 'type', or a body that is not the expected JSON)"
-        case .missingBody: return "message without a 'body' field"
+        case .missingBody: return "message without its body ('body' for envelopes and heartbeats, 'result' for results)"
         case .unknownType: return "unknown message type (expected 'job' or 'cancel')"
         case .wrongNode: return "message for another node (or naming none): copied onto this node's stream"
         case .replayed: return "envelope of an attempt this node has already taken (a replay)"
