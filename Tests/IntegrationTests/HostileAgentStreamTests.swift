@@ -50,6 +50,11 @@ final class HostileAgentStreamTests: XCTestCase {
         let pinned = try XCTUnwrap(try jobs(batch).first { $0.name.hasPrefix("pinned") })
         XCTAssertEqual(pinned.state, .pending, "a job for the blocked node must wait, not burn attempts")
         XCTAssertEqual(pinned.attempt, 0)
+        // Its reason says why (it read "draining", which the operator had not done).
+        try waitUntil("the pinned job's reason names the stream", timeout: 20) {
+            try ai.heartbeat()
+            return try jobs(batch).first { $0.name.hasPrefix("pinned") }?.pendingReason?.contains("takes no envelopes (its job stream: stream_id_exhausted)") ?? false
+        }
         let log = cluster.log("coordinator")
         XCTAssertTrue(log.contains("stream_id_exhausted"), "the blocked node is named with its reason")
         XCTAssertTrue(log.contains("not_a_stream"), "the unreadable results stream is named with its reason")

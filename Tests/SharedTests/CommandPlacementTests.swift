@@ -118,6 +118,17 @@ final class CommandPlacementTests: XCTestCase {
         XCTAssertGreaterThan(refused, 100)
     }
 
+    /// A node whose job stream takes no entry: its jobs wait and say why, and another node takes what it can.
+    func testAnUndispatchableNodeMakesItsJobsWaitNamingTheStream() throws {
+        let config = ClusterConfig(nodes: [NodeConfig(name: "a"), NodeConfig(name: "b")])
+        let snap = ClusterSnapshot.build(config: config, live: ["a": .init(up: true, undispatchable: "not_a_stream"), "b": .init(up: true)], running: [])
+        let r = RT.place([RT.job("pinned", gpus: 0, constraints: ["node": "a"]), RT.job("free", gpus: 0)], snap)
+        XCTAssertEqual(r.assignment(for: "free")?.node, "b")
+        let p = try XCTUnwrap(r.reason(for: "pinned"))
+        XCTAssertFalse(p.neverRunnable)
+        XCTAssertTrue(p.message.contains("a takes no envelopes (its job stream: not_a_stream)"), p.message)
+    }
+
     // MARK: the heartbeat carries the list
 
     func testTheHeartbeatCarriesTheAllowlistAndAnOlderAgentsHeartbeatStillReads() throws {

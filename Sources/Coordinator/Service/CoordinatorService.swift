@@ -447,6 +447,8 @@ public final class CoordinatorService: BlockingService {
         var name: String
         var beat: HeartbeatMessage
         var draining: Bool
+        /// Its job stream takes no entry now (`BlockedNodes`): nothing is dispatched here.
+        var undispatchable: String? = nil
         var inventory: Inventory { beat.inventory }
     }
 
@@ -531,7 +533,8 @@ public final class CoordinatorService: BlockingService {
         let activeIDs = Set(active.map(\.id))
         for h in nodes {
             live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs),
-                                 commands: h.beat.commands.map { CommandAllowlist($0.map(CommandTemplate.init)) })
+                                 commands: h.beat.commands.map { CommandAllowlist($0.map(CommandTemplate.init)) },
+                                 undispatchable: h.undispatchable)
             processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
         }
         let running = active.compactMap { j -> RouterRunningJob? in
@@ -566,8 +569,8 @@ public final class CoordinatorService: BlockingService {
         var nodes = nodes
         if !blocked.isEmpty {
             try recheckBlocked(redis: redis, streamIDs: &streamIDs, blocked: &blocked, now: t0)
-            // Seen as draining: what runs there still counts, nothing new goes there.
-            for i in nodes.indices where blocked.contains(nodes[i].name) { nodes[i].draining = true }
+            // What runs there still counts, nothing new goes there, and its jobs say why.
+            for i in nodes.indices { nodes[i].undispatchable = blocked.reason(nodes[i].name) }
         }
         let snap = snapshot(nodes: nodes, active: active, now: t0)
         var held: [String: Int] = [:]

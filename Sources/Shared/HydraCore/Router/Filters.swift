@@ -26,6 +26,7 @@ enum PlacementFilters {
     /// Order matters for the reasons: the most permanent explanation comes first.
     static let standard: [any PlacementFilter] = [
         ServiceAffinityFilter(), NodeSelectorFilter(), CommandAllowlistFilter(), CPUSlotsFilter(), NodeUpFilter(), NotDrainingFilter(),
+        DispatchableFilter(),
         GPUModelSelectorFilter(), GPUIndexSelectorFilter(), StaticCapacityFilter(),
     ]
 }
@@ -83,6 +84,15 @@ struct NotDrainingFilter: PlacementFilter {
     let name = "draining"
     func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
         node.draining ? Rejection(filter: name, detail: "draining", transient: true) : nil
+    }
+}
+
+/// A node whose job stream takes no entry (an agent may break its own stream) gets nothing until the
+/// stream is repaired; its jobs say so rather than "draining".
+struct DispatchableFilter: PlacementFilter {
+    let name = "undispatchable"
+    func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
+        node.undispatchable.map { Rejection(filter: name, detail: "takes no envelopes (its job stream: \($0))", transient: true) }
     }
 }
 

@@ -83,6 +83,9 @@ public struct RouterNode: Sendable, Equatable {
     public var cpuSlots: Int
     /// The command templates this node's agent runs (`command` jobs); nil: not known, any argv may go here.
     public var commands: CommandAllowlist?
+    /// Why nothing can be dispatched here now although the node is up (its job stream takes no entry:
+    /// `stream_id_exhausted`, `not_a_stream`); nil: dispatchable. What runs there still counts.
+    public var undispatchable: String? = nil
 
     public init(name: String, up: Bool = true, draining: Bool = false, services: [String] = [],
                 gpus: [RouterGPU] = [], cpuSlots: Int = RouterNode.defaultCPUSlots, commands: CommandAllowlist? = nil) {
@@ -141,8 +144,12 @@ public struct ClusterSnapshot: Sendable, Equatable {
         public var inventory: Inventory?
         /// The command templates the agent says it runs; nil: the cluster file's `command_allowlist`, if any.
         public var commands: CommandAllowlist?
-        public init(up: Bool, draining: Bool = false, inventory: Inventory? = nil, commands: CommandAllowlist? = nil) {
+        /// See `RouterNode.undispatchable`.
+        public var undispatchable: String?
+        public init(up: Bool, draining: Bool = false, inventory: Inventory? = nil, commands: CommandAllowlist? = nil,
+                    undispatchable: String? = nil) {
             self.up = up; self.draining = draining; self.inventory = inventory; self.commands = commands
+            self.undispatchable = undispatchable
         }
     }
 
@@ -173,9 +180,11 @@ public struct ClusterSnapshot: Sendable, Equatable {
             // What the agent says it runs wins; without a word from it (down, or from before agents said), the
             // cluster file's list, which its agent starts from; a node with neither takes any argv.
             let commands = l?.commands ?? n.commandAllowlist.map(CommandAllowlist.init)
-            nodes.append(RouterNode(name: n.name, up: l?.up ?? false, draining: l?.draining ?? false,
-                                    services: n.services, gpus: gpus, cpuSlots: n.cpuSlots ?? RouterNode.defaultCPUSlots,
-                                    commands: commands))
+            var node = RouterNode(name: n.name, up: l?.up ?? false, draining: l?.draining ?? false,
+                                  services: n.services, gpus: gpus, cpuSlots: n.cpuSlots ?? RouterNode.defaultCPUSlots,
+                                  commands: commands)
+            node.undispatchable = l?.undispatchable
+            nodes.append(node)
         }
         return ClusterSnapshot(nodes: nodes, running: running, headroomBytes: config.headroom?.bytes ?? 0)
     }
