@@ -80,8 +80,13 @@ final class HeartbeatBoundsTests: XCTestCase {
         let bytes: [UInt64] = [0, 1, gib, 24 * gib, 1 << 31, 1 << 50, (1 << 50) + 1, 1 << 53, UInt64(Int64.max), UInt64(Int64.max) + 1, .max]
         let ints: [Int] = [0, -1, 1, 64, 1 << 31, Int(Int32.max), 1 << 53, Int.max, Int.min]
         let t0 = Date(timeIntervalSince1970: 1_750_000_000)
+        // Words for argvs and allowlists: placeholders, options, empty, NUL, a lone brace, long, non-ASCII.
+        let words = ["/bin/echo", "{text}", "{int}", "{path}", "{name}", "{", "{}", "-e", "", "\u{0}", "12", "a/../b",
+                     String(repeating: "x", count: 5000), "ğ", "\u{202E}"]
         let jobs = (0..<12).map { i in
-            RouterJob(id: "j\(i)", kind: "command", vramRequestBytes: [nil, 0, gib, 20 * gib, 1 << 50, .max][i % 6],
+            RouterJob(id: "j\(i)", kind: "command",
+                      spec: i % 3 == 0 ? .object(["argv": .array((0...(i % 4)).map { k in .string(words[(i + k) % words.count]) })]) : .object([:]),
+                      vramRequestBytes: [nil, 0, gib, 20 * gib, 1 << 50, .max][i % 6],
                       gpusRequested: [0, 1, 2, 1][i % 4], submittedAt: t0)
         }
         var rng = SplitMix64(seed: 20261206)
@@ -103,9 +108,16 @@ final class HeartbeatBoundsTests: XCTestCase {
                            processName: rng.next() % 2 == 0 ? "hydra-job-gone" : "python")
             }
             let held = (0..<Int(rng.next() % 3)).map { _ in HeldJob(id: rng.next() % 8 == 0 ? "not-a-uuid" : UUID().uuidString, attempt: anyInt(1)) }
+            var sent = beat(capacity: anyInt(64), gpus: gpus, processes: processes, held: held)
+            switch rng.next() % 8 {
+            case 0: sent.commands = nil
+            case 1: sent.commands = Array(repeating: ["/bin/true"], count: 1025)
+            case 2: sent.commands = [[]]
+            default: sent.commands = (0..<Int(rng.next() % 4)).map { _ in ["/bin/echo"] + (0..<Int(rng.next() % 3)).map { _ in pick(words) } }
+            }
             let hb: HeartbeatMessage
             do {
-                hb = try decode(beat(capacity: anyInt(64), gpus: gpus, processes: processes, held: held))
+                hb = try decode(sent)
             } catch let e as ImplausibleHeartbeat {
                 XCTAssertFalse(e.problem.isEmpty)
                 refused += 1
