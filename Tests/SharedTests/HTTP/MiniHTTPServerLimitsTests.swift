@@ -187,6 +187,18 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
         XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
     }
 
+    /// A head ended by LF LF alone (no CR) never ended for the parser and held its slot until the request
+    /// timeout (408 after 10 s). Now 400 at once; a mix of LF and CR LF is refused as before.
+    func testAHeadEndedByBareLFIsRefusedAtOnce() throws {
+        let server = try serve(HTTPServerLimits(requestTimeoutS: 30))
+        // Before, this waited for the request timeout and got 408.
+        let reply = Self.request(server.port, "GET /healthz HTTP/1.1\nHost: x\n\n", timeout: 20)
+        XCTAssertTrue(reply.hasPrefix("HTTP/1.1 400 "), reply)
+        XCTAssertTrue(reply.contains("LF alone"), reply)
+        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
+    }
+
     func testSlowlorisIsCutOffAtTheTotalDeadlineWhileOthersAreServed() throws {
         let deadline = 1.5
         let server = try serve(HTTPServerLimits(maxConnections: 8, requestTimeoutS: deadline))

@@ -434,7 +434,14 @@ public final class MiniHTTPServer: Sendable {
             }
             if n == 0 { return .failure(.gone) }
             buf.append(contentsOf: tmp[0..<n])
-            if let end = Self.findHeaderEnd(buf, from: scanFrom) { headerEnd = end } else { scanFrom = max(0, buf.count - 3) }
+            if let end = Self.findHeaderEnd(buf, from: scanFrom) { headerEnd = end } else {
+                // A head ended by LF LF alone never ends for this parser: refused now, not after holding the
+                // connection (and one of its slots) until the request timeout.
+                if Self.hasBareLFBlankLine(buf, from: scanFrom) {
+                    return .failure(Refusal(reason: .badRequest, message: "bad request: header lines end in LF alone (HTTP/1.1 needs CR LF)"))
+                }
+                scanFrom = max(0, buf.count - 3)
+            }
             if (headerEnd ?? buf.count) > limits.maxHeaderBytes {
                 return .failure(Refusal(reason: .headerTooLarge, message: "request headers larger than \(limits.maxHeaderBytes) bytes"))
             }
@@ -568,6 +575,16 @@ public final class MiniHTTPServer: Sendable {
     }
 
     /// Index just past the first CRLFCRLF at or after `from`.
+    /// Whether `b` holds an empty line ended by a bare LF (LF LF) from `from` on.
+    static func hasBareLFBlankLine(_ b: [UInt8], from: Int) -> Bool {
+        var i = max(0, from)
+        while i + 1 < b.count {
+            if b[i] == 10 && b[i + 1] == 10 { return true }
+            i += 1
+        }
+        return false
+    }
+
     static func findHeaderEnd(_ b: [UInt8], from: Int) -> Int? {
         var i = max(0, from)
         while i + 3 < b.count {
