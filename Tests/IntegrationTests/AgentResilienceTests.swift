@@ -56,9 +56,7 @@ final class AgentResilienceTests: XCTestCase {
     /// Finding C: SIGTERM stopped the heartbeat at once, so the coordinator declared the still-finishing job
     /// lost and ran it again after attempt 1 had succeeded.
     func testAGracefulStopKeepsHeartbeatingUntilItsJobsHaveFinished() throws {
-        try cluster.startCoordinator(extra: ["--node-timeout", "2"])
-        try cluster.startAgent("hydra-ai")
-        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        try cluster.startWithOneNode("hydra-ai", coordinator: ["--node-timeout", "2"])
         let batch = try cluster.submit("""
         name: graceful
         jobs:
@@ -112,9 +110,7 @@ final class AgentResilienceTests: XCTestCase {
     /// A cancel Redis refuses (the node's job stream turned into a hash) was marked sent and lost: the
     /// job ran on. Now it stays due and is sent once the stream is repaired, and the agent stops the job.
     func testACancelTheJobStreamRefusesIsSentAgainOnceItIsRepaired() throws {
-        try cluster.startCoordinator()
-        try cluster.startAgent("hydra-ai")
-        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        try cluster.startWithOneNode("hydra-ai")
         let batch = try cluster.submit("""
         name: cancel-later
         jobs:

@@ -340,9 +340,7 @@ final class DependencyTests: XCTestCase {
     override func tearDown() { cluster?.stopAll() }
 
     func testDependentsRunAfterTheirDependenciesAndAreCancelledWhenOneFails() throws {
-        try cluster.startCoordinator()
-        try cluster.startAgent("hydra-storage")
-        try waitUntil("node up", timeout: 30) { cluster.nodeCount() == 1 }
+        try cluster.startWithOneNode("hydra-storage")
         let batch = try cluster.submit("""
         name: pipeline-shape
         jobs:

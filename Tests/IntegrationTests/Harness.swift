@@ -205,6 +205,13 @@ final class Cluster {
         return try JSONDecoder().decode(BatchSummary.self, from: Data(r.stdout.utf8))
     }
 
+    /// A coordinator and one agent, once the coordinator has recorded the node.
+    func startWithOneNode(_ node: String, coordinator: [String] = [], agent: [String] = []) throws {
+        try startCoordinator(extra: coordinator)
+        try startAgent(node, extra: agent)
+        try waitUntil("node up", timeout: 30) { nodeCount() == 1 }
+    }
+
     func nodeCount() -> Int {
         guard let r = try? hydra(["nodes", "--json"]), r.status == 0,
               let v = try? JSONCoding.decode(JSONValue.self, from: r.stdout) else { return 0 }
