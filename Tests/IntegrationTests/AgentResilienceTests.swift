@@ -126,10 +126,11 @@ final class AgentResilienceTests: XCTestCase {
         func cancelSent() throws -> Bool? { try store.db.exec("SELECT cancel_sent FROM jobs WHERE id = $1::uuid", [job.id]).all.first?.bool("cancel_sent") }
         try waitUntil("the refused cancel is logged", timeout: 20) { cluster.log("coordinator").contains("cannot send a cancel") }
         XCTAssertEqual(try cancelSent(), false, "a cancel Redis refused is not marked sent")
-        XCTAssertFalse(heartbeat("hydra-ai", r)?.held.isEmpty ?? true, "the job still runs: nothing reached the agent")
+        XCTAssertFalse(cluster.log("hydra-ai").contains("cancel requested"), "nothing can have reached the agent yet")
         _ = try r.command(["DEL", jobs])
-        try waitUntil("cancel sent and the job stopped on the node", timeout: 30) {
-            try cancelSent() == true && (heartbeat("hydra-ai", r).map { $0.held.isEmpty && !$0.stopping } ?? false)
+        try waitUntil("cancel sent, and the agent stopped the job", timeout: 30) {
+            try cancelSent() == true && cluster.log("hydra-ai").contains("cancel requested")
         }
+        try waitUntil("the node holds nothing", timeout: 30) { heartbeat("hydra-ai", r).map { $0.held.isEmpty && !$0.stopping } ?? false }
     }
 }
