@@ -177,28 +177,33 @@ final class EndToEndTests: XCTestCase {
         try cluster.startAgent("hydra-ai", extra: ["--allow-command", "/usr/bin/id -u"])
         for n in Cluster.nodeNames where n != "hydra-ai" { try cluster.startAgent(n) }
         try waitUntil("3 nodes up", timeout: 30) { cluster.nodeCount() == 3 }
+        let store = try cluster.store()
+        // Each agent's list reaches the nodes table with its heartbeat; `hydra submit` judges against it.
+        try waitUntil("every node's allowlist recorded", timeout: 30) { try store.nodes().filter { $0.commands != nil }.count == 3 }
         let batch = try cluster.submit("""
         name: allowlisted-commands
         jobs:
           - {name: uid, kind: command, count: 8, spec: {argv: ["/usr/bin/id", "-u"]}}
           - {name: echo, kind: command, count: 4, spec: {argv: ["/bin/echo", "anywhere"]}}
-          - {name: option-injected, kind: command, spec: {argv: ["/bin/echo", "-e"]}}
         """)
-        let store = try cluster.store()
-        try waitUntil("allowed jobs done, the refused one explained", timeout: 60) {
-            let jobs = try store.jobs(.init(batchID: batch))
-            return jobs.filter { $0.name != "option-injected" }.allSatisfy { $0.state == .succeeded }
-                && jobs.contains { $0.name == "option-injected" && ($0.pendingReason ?? "").contains("argv[1]") }
-        }
+        try waitUntil("every job done", timeout: 60) { try cluster.summary(batch).isDone }
         let jobs = try store.jobs(.init(batchID: batch))
+        XCTAssertTrue(jobs.allSatisfy { $0.state == .succeeded }, "\(jobs.map { ($0.name, $0.state, $0.errors ?? .null) })")
         let uid = jobs.filter { $0.name.hasPrefix("uid") }
         XCTAssertEqual(uid.count, 8)
         XCTAssertEqual(Set(uid.compactMap(\.node)), ["hydra-ai"], "only hydra-ai allows id -u")
         XCTAssertTrue(uid.allSatisfy { $0.attempt == 1 }, "no attempt was spent on a node that refuses it")
-        let refused = try XCTUnwrap(jobs.first { $0.name == "option-injected" })
-        XCTAssertEqual(refused.state, .pending)
-        XCTAssertEqual(refused.attempt, 0, "never sent to an agent")
-        XCTAssertTrue(refused.pendingReason?.contains("no node's command allowlist runs /bin/echo -e") ?? false, refused.pendingReason ?? "")
+        // An argv no node runs is refused at submit (exit 2), naming the job, the element and each node.
+        let f = cluster.dir.appendingPathComponent("refused.yaml").path
+        try "name: refused\njobs:\n  - {name: option-injected, kind: command, spec: {argv: [\"/bin/echo\", \"-e\"]}}\n"
+            .write(toFile: f, atomically: true, encoding: .utf8)
+        let r = try cluster.hydra(["submit", f, "--cluster", cluster.clusterFile])
+        XCTAssertEqual(r.status, 2, r.stderr)
+        for part in ["job 'option-injected'.spec.argv", "no node's command allowlist runs /bin/echo -e", "hydra-compute: argv matches no allowlisted template: argv[1] '-e'"] {
+            XCTAssertTrue(r.stderr.contains(part), "\(part) in: \(r.stderr)")
+        }
+        XCTAssertEqual(try store.jobs(.init(batchID: nil)).filter { $0.name.hasPrefix("option-injected") }.count, 0, "nothing written")
+        XCTAssertTrue(try cluster.hydra(["nodes", "--json"]).stdout.contains("/usr/bin/id"), "hydra nodes --json shows what each node runs")
     }
 
     func testFailedJobIsRetriedThenSucceedsAndPermanentFailureIsNotRetried() throws {

@@ -129,6 +129,50 @@ final class CommandPlacementTests: XCTestCase {
         XCTAssertTrue(p.message.contains("a takes no envelopes (its job stream: not_a_stream)"), p.message)
     }
 
+    // MARK: hydra submit
+
+    func plan(_ jobs: [(String, [String], String?)]) -> BatchPlan {
+        BatchPlan(name: "b", jobs: jobs.map { name, argv, pin in
+            NewJob(name: name, kind: "command", spec: .object(["argv": .array(argv.map { .string($0) })]), vramBytes: 0, gpus: 0,
+                   constraints: .object(pin.map { ["node": .string($0)] } ?? [:]))
+        })
+    }
+
+    func lists(_ l: [String: [String]?]) -> [String: CommandAllowlist?] {
+        l.mapValues { $0.map { CommandAllowlist($0.map { CommandTemplate(CommandTemplate.split($0)) }) } }
+    }
+
+    func testSubmitRefusesAnArgvNoNodeRunsOnlyWhenEveryNodeHasSaid() throws {
+        let known = lists(["a": ["/bin/echo {text}"], "b": ["/usr/bin/id -u"]])
+        XCTAssertNil(plan([("ok", ["/bin/echo", "hi"], nil), ("ok2", ["/usr/bin/id", "-u"], nil)]).commandRefusal(lists: known, file: "f.yaml"))
+        let e = try XCTUnwrap(plan([("ok", ["/bin/echo", "hi"], nil), ("bad", ["/bin/echo", "-e"], nil)]).commandRefusal(lists: known, file: "f.yaml"))
+        XCTAssertEqual(e.location, "job 'bad'.spec.argv")
+        XCTAssertTrue(e.problem.hasPrefix("no node's command allowlist runs /bin/echo -e (a: argv matches no allowlisted template: argv[1] '-e'"), e.problem)
+        XCTAssertTrue(e.problem.contains("b: '/bin/echo' is not in its command allowlist"), e.problem)
+        // Pinned to the node that refuses it, though another runs it.
+        XCTAssertNotNil(plan([("pinned", ["/usr/bin/id", "-u"], "a")]).commandRefusal(lists: known, file: "f.yaml"))
+        // One node has not said: it may run anything, so nothing is refused.
+        XCTAssertNil(plan([("bad", ["/bin/echo", "-e"], nil)]).commandRefusal(lists: lists(["a": ["/bin/echo {text}"], "b": nil]), file: "f.yaml"))
+        XCTAssertNil(plan([("bad", ["/bin/echo", "-e"], nil)]).commandRefusal(lists: [:], file: "f.yaml"))
+    }
+
+    /// Submit and router agree: with every list known, an argv is refused at submit exactly when the
+    /// router would find it never runnable.
+    func testSubmitAndRouterAgreeOnRandomLists() {
+        var rng = SystemRandomNumberGenerator()
+        let pool = ["/bin/echo {text}", "/bin/sleep {int}", "/usr/bin/true", "/bin/cat {path}", "/usr/bin/id -u"]
+        let words = ["/bin/echo", "/bin/sleep", "/usr/bin/true", "/bin/cat", "/usr/bin/id", "-u", "-e", "12", "x y", "../a", ""]
+        for round in 0..<800 {
+            var l: [String: [String]?] = [:]
+            for n in ["a", "b", "c"] { l[n] = .some((0..<Int.random(in: 0...2, using: &rng)).map { _ in pool.randomElement(using: &rng)! }) }
+            let argv = [words[Int.random(in: 0..<5, using: &rng)]] + (0..<Int.random(in: 0...2, using: &rng)).map { _ in words.randomElement(using: &rng)! }
+            let refused = plan([("j", argv, nil)]).commandRefusal(lists: lists(l), file: "f") != nil
+            let r = RT.place([command("j", argv)], snapshot(l))
+            let never = r.reason(for: "j")?.neverRunnable ?? false
+            XCTAssertEqual(refused, never, "round \(round): \(argv) with \(l)")
+        }
+    }
+
     // MARK: the heartbeat carries the list
 
     func testTheHeartbeatCarriesTheAllowlistAndAnOlderAgentsHeartbeatStillReads() throws {

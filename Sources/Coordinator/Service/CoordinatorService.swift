@@ -510,7 +510,7 @@ public final class CoordinatorService: BlockingService {
     private func writeNodes(store: JobStore, nodes: [NodeBeat], liveness: NodeLiveness, now: Double, active: [JobRow]) throws {
         try store.upsertNodes(nodes.map {
             NodeRow(name: $0.name, lastSeen: liveness.lastChange($0.name) ?? now, up: true, draining: false, agentVersion: $0.beat.version,
-                    inventory: $0.inventory, running: $0.beat.held.map(\.id))
+                    inventory: $0.inventory, running: $0.beat.held.map(\.id), commands: $0.beat.commands)
         })
         try store.markNodesDown(except: nodes.map(\.name))
         let rows = try store.nodes()

@@ -28,13 +28,22 @@ struct SubmitCommand: ParsableCommand {
         var store: JobStore?
         if !dryRun {
             store = try conn.store()
+            let rows = (try? store!.nodes()) ?? []
             // Without a cluster file, validate against the GPUs the nodes have reported.
-            if cluster == nil, let nodes = try? store!.nodes(), !nodes.isEmpty {
-                cluster = ClusterConfig(nodes: nodes.map { n in
+            if cluster == nil, !rows.isEmpty {
+                cluster = ClusterConfig(nodes: rows.map { n in
                     NodeConfig(name: n.name, gpus: n.inventory.gpus.map { GPUConfig(model: $0.name ?? "GPU", memory: ByteCount($0.memoryTotalBytes ?? 0)) })
                 })
                 do { plan = try BatchFile.load(path: file, cluster: cluster) } catch { invalid("\(error)") }
             }
+            // Command lines against what each node's agent said it runs (the cluster file's list alone may
+            // lack an agent's --allow-command): refused only when every node has said.
+            let said = Dictionary(rows.map { ($0.name, $0.commands) }, uniquingKeysWith: { a, _ in a })
+            let names = cluster?.nodes.map(\.name) ?? rows.map(\.name)
+            let lists = Dictionary(uniqueKeysWithValues: names.map { n in
+                (n, (said[n] ?? nil).map { CommandAllowlist($0.map(CommandTemplate.init)) })
+            })
+            if let e = plan.commandRefusal(lists: lists, file: file) { invalid("\(e)") }
         }
         if dryRun {
             if json {

@@ -392,3 +392,39 @@ public enum BatchFile {
         return i
     }
 }
+
+extension BatchPlan {
+    /// The first `command` job whose argv no node runs, as an error naming the job and each node's
+    /// refusal; nil when every one may run somewhere. Judged only when every node's list is known
+    /// (`lists`: node → its agent's allowlist, nil for a node whose agent has not said): a node that has
+    /// not said may run anything, and refusing on a guess would refuse work a node takes.
+    public func commandRefusal(lists: [String: CommandAllowlist?], file: String) -> InputError? {
+        guard !lists.isEmpty, lists.values.allSatisfy({ $0 != nil }) else { return nil }
+        var allowed = Set<[String]>()
+        for j in jobs where j.kind == "command" {
+            guard let raw = j.spec["argv"]?.arrayValue, !raw.isEmpty else { continue }
+            let argv = raw.compactMap(\.stringValue)
+            guard argv.count == raw.count else { continue }
+            let pin = j.constraints["node"]?.stringValue
+            if pin == nil && allowed.contains(argv) { continue }
+            let names = lists.keys.sorted().filter { pin == nil || $0 == pin }
+            // A pin to a node not in the list is the constraint check's to report.
+            if names.isEmpty { continue }
+            var why: [String] = []
+            var runs = false
+            for n in names {
+                guard let list = lists[n] ?? nil else { continue }
+                switch list.check(argv) {
+                case .success: runs = true
+                case .failure(let e): why.append("\(n): \(e.description.replacingOccurrences(of: "this node's ", with: "its "))")
+                }
+                if runs { break }
+            }
+            if runs { if pin == nil { allowed.insert(argv) }; continue }
+            return InputError(file: file, location: "job '\(TextTable.printable(j.name))'.spec.argv",
+                              problem: "no node's command allowlist runs \(CommandTemplate.shown(argv.joined(separator: " "))) (\(why.joined(separator: "; "))); "
+                                  + "allow it on a node (command_allowlist in the cluster file, or the agent's --allow-command) or change the argv")
+        }
+        return nil
+    }
+}

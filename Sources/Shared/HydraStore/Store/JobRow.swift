@@ -117,14 +117,18 @@ public struct NodeRow: Sendable, Equatable, Codable {
     public var agentVersion: String?
     public var inventory: Inventory
     public var running: [String]
+    /// The command templates the node's agent last said it runs (one template's elements each);
+    /// nil: it never said (an agent from before it was sent).
+    public var commands: [[String]]?
 
-    public init(name: String, lastSeen: Double?, up: Bool, draining: Bool, agentVersion: String?, inventory: Inventory, running: [String]) {
+    public init(name: String, lastSeen: Double?, up: Bool, draining: Bool, agentVersion: String?, inventory: Inventory, running: [String],
+                commands: [[String]]? = nil) {
         self.name = name; self.lastSeen = lastSeen; self.up = up; self.draining = draining
-        self.agentVersion = agentVersion; self.inventory = inventory; self.running = running
+        self.agentVersion = agentVersion; self.inventory = inventory; self.running = running; self.commands = commands
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, up, draining, inventory, running
+        case name, up, draining, inventory, running, commands
         case lastSeen = "last_seen"
         case agentVersion = "agent_version"
     }

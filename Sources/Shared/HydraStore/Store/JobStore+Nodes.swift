@@ -7,13 +7,15 @@ extension JobStore {
     public func upsertNodes(_ nodes: [NodeRow]) throws {
         for n in nodes {
             try db.exec("""
-                INSERT INTO nodes (name, last_seen, up, agent_version, inventory, running)
-                VALUES ($1, to_timestamp($2::float8), $3::boolean, $4, $5::jsonb, $6::jsonb)
+                INSERT INTO nodes (name, last_seen, up, agent_version, inventory, running, commands)
+                VALUES ($1, to_timestamp($2::float8), $3::boolean, $4, $5::jsonb, $6::jsonb, $7::jsonb)
                 ON CONFLICT (name) DO UPDATE SET last_seen = coalesce(EXCLUDED.last_seen, nodes.last_seen), up = EXCLUDED.up,
                     agent_version = coalesce(EXCLUDED.agent_version, nodes.agent_version),
-                    inventory = coalesce(EXCLUDED.inventory, nodes.inventory), running = EXCLUDED.running
+                    inventory = coalesce(EXCLUDED.inventory, nodes.inventory), running = EXCLUDED.running,
+                    commands = CASE WHEN EXCLUDED.up THEN EXCLUDED.commands ELSE nodes.commands END
                 """, [n.name, n.lastSeen.map { String($0) }, n.up ? "true" : "false", n.agentVersion,
-                      n.up ? try JSONCoding.encodeString(n.inventory) : nil, try JSONCoding.encodeString(n.running)])
+                      n.up ? try JSONCoding.encodeString(n.inventory) : nil, try JSONCoding.encodeString(n.running),
+                      try n.commands.map { try JSONCoding.encodeString($0) }])
         }
     }
 
@@ -22,11 +24,12 @@ extension JobStore {
     }
 
     public func nodes() throws -> [NodeRow] {
-        try db.exec("SELECT name, extract(epoch from last_seen) AS last_seen, up, draining, agent_version, inventory, running FROM nodes ORDER BY name").all.map { r in
+        try db.exec("SELECT name, extract(epoch from last_seen) AS last_seen, up, draining, agent_version, inventory, running, commands FROM nodes ORDER BY name").all.map { r in
             let inv = r["inventory"].flatMap { try? JSONCoding.decode(Inventory.self, from: $0) } ?? Inventory()
             let running = r["running"].flatMap { try? JSONCoding.decode([String].self, from: $0) } ?? []
             return NodeRow(name: r["name"] ?? "", lastSeen: r.double("last_seen"), up: r.bool("up") ?? false,
-                           draining: r.bool("draining") ?? false, agentVersion: r["agent_version"], inventory: inv, running: running)
+                           draining: r.bool("draining") ?? false, agentVersion: r["agent_version"], inventory: inv, running: running,
+                           commands: r["commands"].flatMap { try? JSONCoding.decode([[String]].self, from: $0) })
         }
     }
 

@@ -273,6 +273,11 @@ public enum Migrations {
         (12, "batch pages", """
         CREATE INDEX jobs_batch_seq ON jobs (batch_id, seq);
         """),
+        // What each agent's `command` jobs may run, as its heartbeat says: `hydra nodes --json` shows it,
+        // and `hydra submit` refuses an argv that no node runs.
+        (13, "node command allowlists", """
+        ALTER TABLE nodes ADD COLUMN commands jsonb;
+        """),
     ]
 
     /// Applies what is missing (up to `through`: tests build an older schema to migrate from); returns the versions applied now.
