@@ -10,7 +10,9 @@ struct SubmitCommand: ParsableCommand {
         abstract: "Submit a batch file (YAML or JSON); prints the batch id.",
         discussion: """
         The file is validated completely before anything is written (one transaction): unknown kinds,
-        VRAM larger than any GPU of the cluster, malformed fields → exit 2 naming the file, job and field.
+        VRAM larger than any GPU of the cluster, malformed fields, a command argv that no node's
+        allowlist runs (judged once every node's agent has reported its list) → exit 2 naming the
+        file, job and field.
         Batch format: see README ("Batch files").
         """
     )
