@@ -47,7 +47,7 @@ final class HeartbeatBoundsTests: XCTestCase {
         func gpu(total: UInt64?, used: UInt64?, free: UInt64? = nil, index: Int? = 0) -> [GPUInfo] {
             [GPUInfo(index: index, uuid: "GPU-0", name: "RTX", memoryTotalBytes: total, memoryUsedBytes: used, memoryFreeBytes: free)]
         }
-        let id = UUID().uuidString
+        let id = UUID().uuidString.lowercased()
         XCTAssertEqual(refusedField(beat(capacity: Int.max)), "capacity")
         XCTAssertEqual(refusedField(beat(capacity: -1)), "capacity")
         XCTAssertEqual(refusedField(beat(gpus: gpu(total: max64, used: max64, free: max64))), "inventory.gpus[0].memory_total_bytes")
@@ -60,6 +60,10 @@ final class HeartbeatBoundsTests: XCTestCase {
         XCTAssertEqual(refusedField(beat(held: [HeldJob(id: id, attempt: 9_999_999_999)])), "held[0].attempt")
         XCTAssertEqual(refusedField(beat(held: [HeldJob(id: id, attempt: 1), HeldJob(id: id, attempt: 0)])), "held[1].attempt")
         XCTAssertEqual(refusedField(beat(held: [HeldJob(id: "x'; DROP", attempt: 1)])), "held[0].id")
+        // One rule with the agent's envelopes: lower case, no spaces around, exactly 36 characters.
+        for bad in [id.uppercased(), " " + id, id + "\n", id + "0", String(id.dropLast())] {
+            XCTAssertEqual(refusedField(beat(held: [HeldJob(id: bad, attempt: 1)])), "held[0].id", bad.debugDescription)
+        }
         // The edges themselves are fine.
         XCTAssertNoThrow(try decode(beat(capacity: HeartbeatMessage.maxCapacity, gpus: gpu(total: 1 << 50, used: 1 << 50, free: 0),
                                          held: [HeldJob(id: id, attempt: Int(Int32.max))])))
@@ -107,7 +111,7 @@ final class HeartbeatBoundsTests: XCTestCase {
                 GPUProcess(gpuUUID: gpus.first?.uuid ?? "GPU-x", pid: pick(ints), usedMemoryBytes: anyBytes([gib, 1 << 50]),
                            processName: rng.next() % 2 == 0 ? "hydra-job-gone" : "python")
             }
-            let held = (0..<Int(rng.next() % 3)).map { _ in HeldJob(id: rng.next() % 8 == 0 ? "not-a-uuid" : UUID().uuidString, attempt: anyInt(1)) }
+            let held = (0..<Int(rng.next() % 3)).map { _ in HeldJob(id: rng.next() % 8 == 0 ? "not-a-uuid" : UUID().uuidString.lowercased(), attempt: anyInt(1)) }
             var sent = beat(capacity: anyInt(64), gpus: gpus, processes: processes, held: held)
             switch rng.next() % 8 {
             case 0: sent.commands = nil

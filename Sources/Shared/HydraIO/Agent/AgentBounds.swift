@@ -26,20 +26,8 @@ public enum EnvelopeCheck {
         return nil
     }
 
-    /// A job id as the coordinator issues them: a UUID in lower case (`8-4-4-4-12` hex digits), so it
-    /// is safe as a path component and as a word in a line.
-    public static func isJobID(_ s: String) -> Bool {
-        let u = Array(s.utf8)
-        guard u.count == 36 else { return false }
-        for (i, c) in u.enumerated() {
-            if i == 8 || i == 13 || i == 18 || i == 23 {
-                if c != UInt8(ascii: "-") { return false }
-            } else if !((c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "f"))) {
-                return false
-            }
-        }
-        return true
-    }
+    /// See `JobID.isCanonical`.
+    public static func isJobID(_ s: String) -> Bool { JobID.isCanonical(s) }
 }
 
 /// One attempt of one job, as an agent holds it: attempts of the same job are different entries.

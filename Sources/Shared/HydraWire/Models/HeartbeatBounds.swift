@@ -70,7 +70,8 @@ extension HeartbeatMessage {
         }
         for (i, h) in held.enumerated() {
             guard (1...Self.maxAttempt).contains(h.attempt) else { throw refuse("held[\(i)].attempt", "\(h.attempt) is outside 1…\(Self.maxAttempt)") }
-            guard UUID(uuidString: h.id) != nil else { throw refuse("held[\(i)].id", "is not a job id (a UUID)") }
+            // The agent lists the ids of the envelopes it took, which it accepts only in this form.
+            guard JobID.isCanonical(h.id) else { throw refuse("held[\(i)].id", "is not a job id (a lower-case UUID)") }
         }
     }
 }
