@@ -276,7 +276,8 @@ final class Agent: Sendable {
             let hb = HeartbeatMessage(node: settings.node, instance: settings.instanceID,
                                       seq: heartbeatSeq.add(1, ordering: .relaxed).newValue, sentAt: Date().timeIntervalSince1970,
                                       state: state, version: settings.version, capacity: capacity,
-                                      inventory: inv, held: held, commands: commandTemplates)
+                                      inventory: inv, held: held, commands: commandTemplates,
+                                      sampleAgeS: sampledAt.map { max(0, now.timeIntervalSince($0)) })
             let replies = try conn.pipeline([
                 ["HSET", key] + (try hb.fields(keys: settings.keys)),
                 ["EXPIRE", key, String(ttl)],

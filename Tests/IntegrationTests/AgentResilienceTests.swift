@@ -49,8 +49,13 @@ final class AgentResilienceTests: XCTestCase {
         // Every 0.5 s: 6 more within 4.5 s, while each GPU sample takes 6 s.
         try waitUntil("6 more heartbeats", timeout: 4.5, poll: 0.05) { (heartbeat(node, r)?.seq ?? 0) >= first + 6 }
         XCTAssertLessThan(Date().timeIntervalSince(t0), 4.5)
-        // And every one of them still lists it.
-        XCTAssertEqual(heartbeat(node, r)?.inventory.gpus.count, 1)
+        // And every one of them still lists it, with how old that reading is (each sample takes 6 s, so
+        // it is seconds old, never negative, and grows between samples).
+        let hb = try XCTUnwrap(heartbeat(node, r))
+        XCTAssertEqual(hb.inventory.gpus.count, 1)
+        let age = try XCTUnwrap(hb.sampleAgeS, "the heartbeat says how old its GPU reading is")
+        XCTAssertGreaterThanOrEqual(age, 0)
+        XCTAssertLessThan(age, 60)
     }
 
     /// Finding C: SIGTERM stopped the heartbeat at once, so the coordinator declared the still-finishing job

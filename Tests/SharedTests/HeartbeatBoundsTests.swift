@@ -198,3 +198,54 @@ final class HeartbeatBoundsTests: XCTestCase {
         XCTAssertTrue(f.fault(s, reason: "not_a_stream", now: 70))
     }
 }
+
+/// A slow or hung nvidia-smi leaves the last GPU reading in the heartbeat; past 30 s the router stops
+/// placing GPU jobs by it (CPU-only jobs still go there), and the age is a metric.
+final class StaleGPUReadingTests: XCTestCase {
+    let gib: UInt64 = 1 << 30
+
+    func beat(age: Double?) -> HeartbeatMessage {
+        HeartbeatMessage(node: "n1", instance: "i", seq: 1, sentAt: 0, state: "ready", version: "t", capacity: 8,
+                         inventory: Inventory(gpus: [GPUInfo(index: 0, uuid: "GPU-0", name: "RTX", memoryTotalBytes: 24 * gib, memoryUsedBytes: gib)]),
+                         held: [], sampleAgeS: age)
+    }
+
+    func testAnOldReadingKeepsGPUJobsOffTheNodeButNotCPUJobs() throws {
+        let config = ClusterConfig(nodes: [NodeConfig(name: "n1", gpus: [GPUConfig(model: "RTX", memory: .gib(24))])])
+        let service = CoordinatorService(settings: CoordinatorSettings(redis: try RedisEndpoint(url: "redis://127.0.0.1:1/0"),
+                                                                       databaseURL: "postgresql://x@127.0.0.1:1/x", cluster: config))
+        let t0 = Date(timeIntervalSince1970: 1_750_000_000)
+        let jobs = [RouterJob(id: "gpu", kind: "command", vramRequestBytes: gib, gpusRequested: 1, submittedAt: t0),
+                    RouterJob(id: "cpu", kind: "command", gpusRequested: 0, submittedAt: t0)]
+        for (age, gpuPlaced) in [(nil, true), (2.0, true), (30.0, true), (45.0, false)] as [(Double?, Bool)] {
+            let snap = service.snapshot(nodes: [CoordinatorService.NodeBeat(name: "n1", beat: beat(age: age), draining: false)], active: [], now: t0)
+            let r = Router.place(pending: jobs, snapshot: snap, now: t0)
+            XCTAssertEqual(r.assignments.contains { $0.jobID == "gpu" }, gpuPlaced, "age \(age.map { "\($0)" } ?? "nil")")
+            XCTAssertTrue(r.assignments.contains { $0.jobID == "cpu" }, "a CPU job does not read the GPUs")
+            if !gpuPlaced {
+                let p = try XCTUnwrap(r.pending.first { $0.jobID == "gpu" })
+                XCTAssertFalse(p.neverRunnable)
+                XCTAssertTrue(p.message.contains("GPU readings 45 s old (nvidia-smi slow or hung)"), p.message)
+            }
+        }
+    }
+
+    func testTheAgeCrossesTheWireAndNonsenseIsRefused() throws {
+        let back = try JSONCoding.decode(HeartbeatMessage.self, from: try JSONCoding.encodeString(beat(age: 12.5)))
+        XCTAssertEqual(back.sampleAgeS, 12.5)
+        XCTAssertNoThrow(try beat(age: 0).checkPlausible())
+        for bad in [-1.0, 2e9] {
+            XCTAssertThrowsError(try beat(age: bad).checkPlausible()) { XCTAssertEqual(($0 as? ImplausibleHeartbeat)?.field, "sample_age_s") }
+        }
+    }
+
+    func testTheMetricsTheCoordinatorWritesAreRegistered() {
+        // An unregistered name is dropped silently by the registry: hydra_cancels_unsent_total was, at first.
+        let m = CoordinatorMetrics()
+        m.registry.add("hydra_cancels_unsent_total", ["n1"])
+        m.registry.set("hydra_node_gpu_sample_age_seconds", ["n1"], 41)
+        let text = m.registry.render()
+        XCTAssertTrue(text.contains("hydra_cancels_unsent_total{node=\"n1\"} 1"), text)
+        XCTAssertTrue(text.contains("hydra_node_gpu_sample_age_seconds{node=\"n1\"} 41"), text)
+    }
+}

@@ -52,6 +52,12 @@ public struct CoordinatorMetrics: Sendable {
         r.register("hydra_node_undispatchable", .gauge,
                    help: "1 while nothing is dispatched to the node because its job stream takes no entry (reason: stream_id_exhausted, not_a_stream).",
                    labels: ["node", "reason"])
+        r.register("hydra_cancels_unsent_total", .counter,
+                   help: "Cancels Redis refused on the node's job stream (not a stream, ids used up); each is sent again until it is taken.",
+                   labels: ["node"])
+        r.register("hydra_node_gpu_sample_age_seconds", .gauge,
+                   help: "Age of the GPU reading in the node's last heartbeat; above 30 s no GPU job is placed there.",
+                   labels: ["node"])
         r.register("hydra_result_stream_faults_total", .counter,
                    help: "Times a node's results stream could not be read (not a stream, deleted, group gone) and was left out for a while.",
                    labels: ["node", "reason"])

@@ -16,6 +16,8 @@ public struct CoordinatorSettings: Sendable {
     public var keys: SigningKeys?
     /// A node silent this long is dead: its jobs are requeued.
     public var nodeTimeoutSeconds: Double = 5
+    /// A node's GPU reading older than this (its heartbeat's `sample_age_s`) places no GPU job there.
+    public var staleGPUReadingSeconds: Double = 30
     public var policy: RouterPolicy = .hydra
     /// A leader that has not renewed its lease for this long is replaced (`Leadership`); it stops by itself too.
     public var leaderTTLSeconds: Double = 5
@@ -513,6 +515,8 @@ public final class CoordinatorService: BlockingService {
                     inventory: $0.inventory, running: $0.beat.held.map(\.id), commands: $0.beat.commands)
         })
         try store.markNodesDown(except: nodes.map(\.name))
+        metrics.registry.reset("hydra_node_gpu_sample_age_seconds")
+        for n in nodes { if let a = n.beat.sampleAgeS { metrics.registry.set("hydra_node_gpu_sample_age_seconds", [n.name], a) } }
         let rows = try store.nodes()
         drained.withLock { $0 = Set(rows.filter(\.draining).map(\.name)) }
         metrics.nodes(rows, active: active)
@@ -535,6 +539,7 @@ public final class CoordinatorService: BlockingService {
             live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs),
                                  commands: h.beat.commands.map { CommandAllowlist($0.map(CommandTemplate.init)) },
                                  undispatchable: h.undispatchable)
+            if let age = h.beat.sampleAgeS, age > settings.staleGPUReadingSeconds { live[h.name]?.staleGPUReadingS = age }
             processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
         }
         let running = active.compactMap { j -> RouterRunningJob? in

@@ -26,7 +26,7 @@ enum PlacementFilters {
     /// Order matters for the reasons: the most permanent explanation comes first.
     static let standard: [any PlacementFilter] = [
         ServiceAffinityFilter(), NodeSelectorFilter(), CommandAllowlistFilter(), CPUSlotsFilter(), NodeUpFilter(), NotDrainingFilter(),
-        DispatchableFilter(),
+        DispatchableFilter(), FreshGPUReadingFilter(),
         GPUModelSelectorFilter(), GPUIndexSelectorFilter(), StaticCapacityFilter(),
     ]
 }
@@ -93,6 +93,17 @@ struct DispatchableFilter: PlacementFilter {
     let name = "undispatchable"
     func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
         node.undispatchable.map { Rejection(filter: name, detail: "takes no envelopes (its job stream: \($0))", transient: true) }
+    }
+}
+
+/// GPU jobs are placed by what the node's GPUs hold; a reading nvidia-smi has not renewed for a
+/// while (slow or hung) may say a GPU is free that a process has since filled. GPU jobs wait for a
+/// fresh reading; CPU-only jobs do not read it and still go there.
+struct FreshGPUReadingFilter: PlacementFilter {
+    let name = "stale_gpus"
+    func check(_ s: DemandShape, node: RouterNode) -> Rejection? {
+        guard !s.cpuOnly, let age = node.staleGPUReadingS else { return nil }
+        return Rejection(filter: name, detail: "GPU readings \(Int(age)) s old (nvidia-smi slow or hung)", transient: true)
     }
 }
 

@@ -86,6 +86,8 @@ public struct RouterNode: Sendable, Equatable {
     /// Why nothing can be dispatched here now although the node is up (its job stream takes no entry:
     /// `stream_id_exhausted`, `not_a_stream`); nil: dispatchable. What runs there still counts.
     public var undispatchable: String? = nil
+    /// Set when the node's GPU reading is too old to place GPU jobs by (its age in seconds).
+    public var staleGPUReadingS: Double? = nil
 
     public init(name: String, up: Bool = true, draining: Bool = false, services: [String] = [],
                 gpus: [RouterGPU] = [], cpuSlots: Int = RouterNode.defaultCPUSlots, commands: CommandAllowlist? = nil) {
@@ -146,6 +148,8 @@ public struct ClusterSnapshot: Sendable, Equatable {
         public var commands: CommandAllowlist?
         /// See `RouterNode.undispatchable`.
         public var undispatchable: String?
+        /// See `RouterNode.staleGPUReadingS`.
+        public var staleGPUReadingS: Double? = nil
         public init(up: Bool, draining: Bool = false, inventory: Inventory? = nil, commands: CommandAllowlist? = nil,
                     undispatchable: String? = nil) {
             self.up = up; self.draining = draining; self.inventory = inventory; self.commands = commands
@@ -184,6 +188,7 @@ public struct ClusterSnapshot: Sendable, Equatable {
                                   services: n.services, gpus: gpus, cpuSlots: n.cpuSlots ?? RouterNode.defaultCPUSlots,
                                   commands: commands)
             node.undispatchable = l?.undispatchable
+            node.staleGPUReadingS = l?.staleGPUReadingS
             nodes.append(node)
         }
         return ClusterSnapshot(nodes: nodes, running: running, headroomBytes: config.headroom?.bytes ?? 0)

@@ -59,6 +59,7 @@ extension HeartbeatMessage {
         for (i, p) in inventory.processes.enumerated() {
             try bytes(p.usedMemoryBytes, "inventory.processes[\(i)].used_memory_bytes")
         }
+        if let a = sampleAgeS, !(a >= 0 && a <= 1e9) { throw refuse("sample_age_s", "\(a) is outside 0…1e9 seconds") }
         for (i, t) in (commands ?? []).enumerated() {
             guard i < Self.maxCommandTemplates else { throw refuse("commands", "lists \(commands?.count ?? 0) templates (at most \(Self.maxCommandTemplates))") }
             guard !t.isEmpty, t.count <= Self.maxCommandElements else {

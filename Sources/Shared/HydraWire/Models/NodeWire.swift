@@ -32,16 +32,23 @@ public struct HeartbeatMessage: Codable, Sendable, Equatable {
     /// `--allow-command` flags), one template's elements per entry: the router places a `command` job
     /// only where its argv matches. nil (an agent from before it was sent): not known, not filtered.
     public var commands: [[String]]?
+    /// How old the GPU reading in `inventory` is, in seconds on the agent's own clock (a difference,
+    /// never compared with another clock). The GPUs are read on their own loop; a slow or hung
+    /// nvidia-smi leaves the last reading in place, and the router stops trusting it when it is old.
+    /// nil: never read yet, or an agent from before it was sent.
+    public var sampleAgeS: Double?
 
     public init(node: String, instance: String, seq: UInt64, sentAt: Double, state: String, version: String, capacity: Int,
-                inventory: Inventory, held: [HeldJob], commands: [[String]]? = nil) {
+                inventory: Inventory, held: [HeldJob], commands: [[String]]? = nil, sampleAgeS: Double? = nil) {
         self.node = node; self.instance = instance; self.seq = seq; self.sentAt = sentAt; self.state = state
         self.version = version; self.capacity = capacity; self.inventory = inventory; self.held = held; self.commands = commands
+        self.sampleAgeS = sampleAgeS
     }
 
     enum CodingKeys: String, CodingKey {
         case node, instance, seq, state, version, capacity, inventory, held, commands
         case sentAt = "sent_at"
+        case sampleAgeS = "sample_age_s"
     }
 
     public var stopping: Bool { state == "stopping" }
