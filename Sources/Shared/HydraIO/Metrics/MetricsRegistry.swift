@@ -31,16 +31,25 @@ public final class MetricsRegistry: Sendable {
         }
     }
 
+    /// A series of a family that was never registered is dropped, and one with the wrong number of
+    /// label values renders wrong: both are bugs in the caller (`hydra_cancels_unsent_total` was written
+    /// for a stop without ever being exported), so debug builds, which run the tests, stop on them.
+    private static func check(_ f: Family?, _ name: String, _ labels: [String]) {
+        guard let f else { return assertionFailure("metric \(name) is written but was never registered") }
+        assert(f.labelNames.count == labels.count, "metric \(name) takes labels \(f.labelNames), was given \(labels.count) values")
+    }
+
     public func set(_ name: String, _ labels: [String] = [], _ value: Double) {
-        families.withLock { f in f[name]?.samples[labels] = value }
+        families.withLock { f in Self.check(f[name], name, labels); f[name]?.samples[labels] = value }
     }
 
     public func add(_ name: String, _ labels: [String] = [], _ delta: Double = 1) {
-        families.withLock { f in f[name]?.samples[labels, default: 0] += delta }
+        families.withLock { f in Self.check(f[name], name, labels); f[name]?.samples[labels, default: 0] += delta }
     }
 
     public func observe(_ name: String, _ labels: [String] = [], _ value: Double) {
         families.withLock { f in
+            Self.check(f[name], name, labels)
             guard var fam = f[name] else { return }
             var h = fam.histos[labels] ?? (Array(repeating: 0, count: fam.buckets.count), 0, 0)
             for (i, b) in fam.buckets.enumerated() where value <= b { h.counts[i] += 1 }
