@@ -69,7 +69,7 @@ final class Agent: Sendable {
     let simulated: SimulatedGPUs?
     let executors: [String: any Executor]
     /// What the heartbeat says this node's `command` jobs may run (empty: none; every agent has the command executor).
-    let commandTemplates: [[String]]?
+    let commandTemplates: [[String]]
     let metrics: AgentMetrics
     let log: Log
 
