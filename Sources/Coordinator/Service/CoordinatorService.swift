@@ -451,7 +451,14 @@ public final class CoordinatorService: BlockingService {
         var draining: Bool
         /// Its job stream takes no entry now (`BlockedNodes`): nothing is dispatched here.
         var undispatchable: String? = nil
+        /// The agent's allowlist, built once per heartbeat read rather than in every placement pass.
+        let commands: CommandAllowlist?
         var inventory: Inventory { beat.inventory }
+
+        init(name: String, beat: HeartbeatMessage, draining: Bool) {
+            self.name = name; self.beat = beat; self.draining = draining
+            commands = beat.commands.map { CommandAllowlist($0.map(CommandTemplate.init)) }
+        }
     }
 
     /// The nodes this coordinator works with: those of the cluster file, and nothing an agent can add.
@@ -537,7 +544,7 @@ public final class CoordinatorService: BlockingService {
         let activeIDs = Set(active.map(\.id))
         for h in nodes {
             live[h.name] = .init(up: true, draining: h.draining, inventory: h.inventory.withoutEndedJobs(active: activeIDs),
-                                 commands: h.beat.commands.map { CommandAllowlist($0.map(CommandTemplate.init)) },
+                                 commands: h.commands,
                                  undispatchable: h.undispatchable)
             if let age = h.beat.sampleAgeS, age > settings.staleGPUReadingSeconds { live[h.name]?.staleGPUReadingS = age }
             processes[h.name] = Set(h.inventory.processes.compactMap(\.processName))
