@@ -29,7 +29,9 @@ public indirect enum RedisReply: Sendable, Equatable {
 }
 
 public struct RedisError: Error, CustomStringConvertible, Sendable {
-    public enum Code: Sendable { case connect, io, protocolError, server }
+    /// `tooLarge`: a reply went past the connection's byte ceiling (`maxReplyBytes`); the
+    /// connection was dropped, and the command itself did run on the server.
+    public enum Code: Sendable { case connect, io, protocolError, server, tooLarge }
     public var code: Code
     public var message: String
     public var description: String { message }
@@ -88,10 +90,16 @@ public final class RedisConnection {
     public let endpoint: RedisEndpoint
     private var ctx: UnsafeMutablePointer<redisContext>?
     private let timeout: Double
+    /// The most bytes one reply may take (protocol included). Keys an agent writes can hold anything
+    /// Redis takes (512 MB a value, any number of entries); a connection that reads them lowers this.
+    public var maxReplyBytes: Int
 
-    public init(endpoint: RedisEndpoint, timeout: Double = 5) {
+    public static let defaultMaxReplyBytes = 1 << 30
+
+    public init(endpoint: RedisEndpoint, timeout: Double = 5, maxReplyBytes: Int = RedisConnection.defaultMaxReplyBytes) {
         self.endpoint = endpoint
         self.timeout = timeout
+        self.maxReplyBytes = maxReplyBytes
     }
 
     public convenience init(url: String, timeout: Double = 5) throws {
@@ -152,9 +160,9 @@ public final class RedisConnection {
     /// Sends one command and returns its reply. Server errors come back as `.error`,
     /// I/O errors throw (and the connection is dropped, to be re-made next call).
     @discardableResult
-    public func command(_ args: [String]) throws -> RedisReply {
+    public func command(_ args: [String], maxReplyBytes cap: Int? = nil) throws -> RedisReply {
         try connect()
-        return try rawCommand(args)
+        return try rawCommand(args, cap: cap)
     }
 
     /// Like `command`, but a server error reply throws.
@@ -165,22 +173,14 @@ public final class RedisConnection {
         return r
     }
 
-    private func rawCommand(_ args: [String]) throws -> RedisReply {
-        guard let ctx else { throw RedisError(code: .io, message: "not connected") }
-        let reply = withArgv(args) { argc, argv, lens in
-            redisCommandArgv(ctx, argc, argv, lens)
-        }
-        guard let reply else {
-            let msg = Self.errString(ctx)
-            close()
-            throw RedisError(code: .io, message: "Redis at \(endpoint.display): \(msg.isEmpty ? "connection lost" : msg)")
-        }
-        defer { freeReplyObject(reply) }
-        return Self.decode(reply.assumingMemoryBound(to: redisReply.self))
+    private func rawCommand(_ args: [String], cap: Int? = nil) throws -> RedisReply {
+        try pipeline([args], maxReplyBytes: cap)[0]
     }
 
-    /// Sends many commands in one round trip (pipelining) and returns every reply in order.
-    public func pipeline(_ commands: [[String]]) throws -> [RedisReply] {
+    /// Sends many commands in one round trip (pipelining) and returns every reply in order. Each
+    /// reply may take up to `maxReplyBytes` (default: the connection's); one that goes past drops the
+    /// connection and throws `tooLarge` (every command was sent and has run).
+    public func pipeline(_ commands: [[String]], maxReplyBytes cap: Int? = nil) throws -> [RedisReply] {
         if commands.isEmpty { return [] }
         try connect()
         guard let ctx else { throw RedisError(code: .io, message: "not connected") }
@@ -191,13 +191,18 @@ public final class RedisConnection {
                 throw RedisError(code: .io, message: "Redis pipeline append failed")
             }
         }
+        let limit = UInt64(max(cap ?? maxReplyBytes, 0))
         var out: [RedisReply] = []
         out.reserveCapacity(commands.count)
-        for _ in commands {
+        for args in commands {
             var raw: UnsafeMutableRawPointer?
-            if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil {
+            var tooLarge: Int32 = 0
+            if hydra_get_reply_capped(ctx, &raw, limit, &tooLarge) != REDIS_OK || raw == nil {
                 let msg = Self.errString(ctx)
                 close()
+                if tooLarge != 0 {
+                    throw RedisError(code: .tooLarge, message: "Redis at \(endpoint.display): the reply to \(args.first ?? "?") \(args.dropFirst().first ?? "") is over \(limit) bytes (this connection's limit); connection dropped")
+                }
                 throw RedisError(code: .io, message: "Redis at \(endpoint.display): \(msg.isEmpty ? "connection lost" : msg)")
             }
             out.append(Self.decode(raw!.assumingMemoryBound(to: redisReply.self)))

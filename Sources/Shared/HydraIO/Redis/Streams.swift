@@ -47,6 +47,53 @@ extension RedisConnection {
         return out
     }
 
+    /// The ids `consumer` holds unacknowledged on `stream` (XPENDING, oldest first): no payloads.
+    public func pendingIDs(stream: String, group: String, consumer: String, count: Int) throws -> [String] {
+        let r = try command(["XPENDING", stream, group, "-", "+", String(count), consumer])
+        if case .error(let e) = r { throw RedisError(code: .server, message: "XPENDING \(stream): \(e)") }
+        return (r.array ?? []).compactMap { $0.array?.first?.string }
+    }
+
+    /// One entry by id, its reply under `maxReplyBytes` (else `tooLarge`); nil when it is gone.
+    public func entry(stream: String, id: String, maxReplyBytes: Int) throws -> StreamEntry? {
+        let r = try command(["XRANGE", stream, id, id], maxReplyBytes: maxReplyBytes)
+        if case .error(let e) = r { throw RedisError(code: .server, message: "XRANGE \(stream): \(e)") }
+        return Self.parseEntries(r.array ?? []).first
+    }
+
+    /// What `XINFO STREAM` says of each stream's `last-generated-id`, as `["last-generated-id", id]`
+    /// (errors as Redis gave them). XINFO STREAM itself also returns the stream's first and last
+    /// entries, which a node can make as large as Redis takes; the script keeps them inside Redis.
+    /// Where Redis refuses the script, each stream's XINFO is read alone under `maxReplyBytes`, and
+    /// one over it reads as the error `OVERSIZE …`.
+    public func lastGeneratedIDs(streams: [String], maxReplyBytes: Int) throws -> [RedisReply] {
+        if streams.isEmpty { return [] }
+        let r = try command(["EVAL", Self.lastIDScript, String(streams.count)] + streams)
+        if let items = r.array, items.count == streams.count { return items }
+        return try streams.map { s in
+            do {
+                return try command(["XINFO", "STREAM", s], maxReplyBytes: maxReplyBytes)
+            } catch let e as RedisError where e.code == .tooLarge {
+                return .error("OVERSIZE the stream's first or last entry takes more than \(maxReplyBytes) bytes")
+            }
+        }
+    }
+
+    static let lastIDScript = """
+    local out = {}
+    for i, k in ipairs(KEYS) do
+      local r = redis.pcall('XINFO', 'STREAM', k)
+      if r.err then
+        out[i] = r
+      else
+        local id = false
+        for j = 1, #r, 2 do if r[j] == 'last-generated-id' then id = r[j + 1] end end
+        out[i] = {'last-generated-id', id}
+      end
+    end
+    return out
+    """
+
     public static func parseEntries(_ entries: [RedisReply]) -> [StreamEntry] {
         var out: [StreamEntry] = []
         for e in entries {
