@@ -90,4 +90,93 @@ final class HostileAgentStreamTests: XCTestCase {
         let dead = RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter, "-", "+"]).array ?? [])
         XCTAssertTrue(dead.contains { $0.fields?["source"] == "heartbeat" && $0.fields?["reason"] == "implausible" && $0.fields?["node"] == "hydra-ai" })
     }
+
+    /// An agent may write anything Redis takes into its own keys: results of 4 MiB and more, 70 MiB of
+    /// them at once, a 17 MiB heartbeat. The coordinator reads none of it whole (`MessageLimits`),
+    /// refuses it as `oversize`, and applies the genuine results written between the big ones.
+    func testResultsAndAHeartbeatOverTheLimitsAreRefusedUnreadAndCostOnlyThatNode() throws {
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-compute")
+        let ai = try rogue("hydra-ai")
+        try ai.heartbeat()
+        let batch = try cluster.submit("""
+        name: oversize
+        jobs:
+          - {name: compute, kind: sleep, count: 6, constraints: {node: hydra-compute}, spec: {duration_s: 0}}
+          - {name: pinned, kind: sleep, count: 4, constraints: {node: hydra-ai}, spec: {duration_s: 0}}
+        """)
+        var envelopes: [Envelope] = []
+        try waitUntil("the rogue node holds its 4 envelopes", timeout: 30) {
+            try ai.heartbeat(held: envelopes.map { HeldJob(id: $0.jobID, attempt: $0.attempt) })
+            envelopes += try ai.take()
+            return envelopes.count == 4
+        }
+        // In one transaction, so that one read meets them all (78 MB, past a read's limit): two entries
+        // past the entry limit, twenty under it, and the genuine results between them.
+        let keys = try XCTUnwrap(ai.keys)
+        func xadd(_ body: String) -> [String] {
+            let (sig, kid) = keys.sign("result", body)
+            return ["XADD", RedisKeys.results("hydra-ai"), "*", "result", body, "sig", sig, "kid", kid]
+        }
+        let huge = String(repeating: "x", count: MessageLimits.resultEntryBytes + 1)
+        let bulky = String(repeating: "y", count: 3_500_000)
+        var tx = [["MULTI"], xadd(huge)]
+        for i in 0..<20 {
+            tx.append(xadd(bulky))
+            if i % 5 == 0 { tx.append(xadd(try ai.succeeded(envelopes[i / 5], output: .string("done")).jsonString())) }
+        }
+        tx += [xadd(huge), ["EXEC"]]
+        let writer = try RedisConnection(url: cluster.redisURL)
+        XCTAssertEqual(try writer.pipeline(tx).last?.array?.count, 26, "the transaction ran")
+        try waitUntil("every job done", timeout: 60) {
+            try ai.heartbeat()
+            return try jobs(batch).filter { $0.state == .succeeded }.count == 10
+        }
+        // And one alone, which a read takes whole: the entry limit holds on that path too.
+        try writer.run(xadd(huge))
+        let redis = try RedisConnection(url: cluster.redisURL)
+        func deadLetters() throws -> [[String: String]] {
+            RedisConnection.parseEntries(try redis.run(["XRANGE", RedisKeys.deadLetter, "-", "+"]).array ?? []).compactMap(\.fields)
+        }
+        try waitUntil("the results stream emptied", timeout: 30) { try redis.run(["XLEN", RedisKeys.results("hydra-ai")]).integer == 0 }
+        let results = try deadLetters().filter { $0["source"] == "result" && $0["stream"] == RedisKeys.results("hydra-ai") }
+        XCTAssertEqual(results.filter { $0["reason"] == "oversize" }.count, 3, "\(results.map { $0["reason"] ?? "" })")
+        XCTAssertEqual(results.filter { $0["reason"] == "malformed" }.count, 20)
+        XCTAssertTrue(results.allSatisfy { ($0["raw"]?.utf8.count ?? 0) < 8192 }, "the dead-letter stream keeps an excerpt, never the entry")
+        XCTAssertTrue(cluster.log("coordinator").contains("a read of results went past its limit"), "the transaction's read took the entry-by-entry path")
+
+        // A heartbeat over its limit: refused unread, the node counts as silent, the others work on.
+        try redis.run(["HSET", RedisKeys.heartbeat("hydra-ai"), "body", String(repeating: "z", count: MessageLimits.heartbeatBytes + 1)])
+        try waitUntil("the heartbeat refused as oversize", timeout: 30) {
+            try deadLetters().contains { $0["source"] == "heartbeat" && $0["node"] == "hydra-ai" && $0["reason"] == "oversize" }
+        }
+        let more = try cluster.submit("name: after\njobs:\n  - {name: any, kind: sleep, count: 4, spec: {duration_s: 0}}\n")
+        try waitUntil("jobs after the heartbeat done", timeout: 30) { try jobs(more).filter { $0.state == .succeeded }.count == 4 }
+        XCTAssertTrue(try jobs(more).allSatisfy { $0.node == "hydra-compute" }, "the silent node took none")
+        XCTAssertEqual(cluster.processes["coordinator"]?.isRunning, true, "the coordinator died")
+    }
+
+    /// With Redis ACLs on (as production runs), a results stream its node turned into a hash makes the
+    /// coordinator's read fail; it finds that stream with XINFO GROUPS. Its Redis user lacked that
+    /// subcommand, so every stream looked at fault and every node's results waited 5 s each time.
+    func testUnderACLsAResultsStreamTurnedIntoAHashLeavesOnlyThatNodesResultsOut() throws {
+        try cluster.enableACL()
+        try cluster.startCoordinator()
+        try cluster.startAgent("hydra-compute")
+        let admin = try RedisConnection(url: cluster.redisURL)
+        let key = RedisKeys.results("hydra-ai")
+        try waitUntil("the coordinator reads hydra-ai's results stream", timeout: 30) {
+            (try admin.command(["XINFO", "GROUPS", key]).array ?? []).count == 1
+        }
+        try admin.run(["DEL", key])
+        try admin.run(["HSET", key, "body", "x"])
+        let batch = try cluster.submit("name: acl\njobs:\n  - {name: any, kind: sleep, count: 6, constraints: {node: hydra-compute}, spec: {duration_s: 0}}\n")
+        try waitUntil("every job done", timeout: 30) { try jobs(batch).filter { $0.state == .succeeded }.count == 6 }
+        try waitUntil("the hash named", timeout: 30) { self.cluster.log("coordinator").contains("not_a_stream") }
+        let unreadable = cluster.log("coordinator").split(separator: "\n").filter { $0.contains("results stream unreadable") }
+        XCTAssertFalse(unreadable.isEmpty)
+        XCTAssertTrue(unreadable.allSatisfy { $0.contains("hydra-ai") }, "only the node that broke its stream is left out:\n\(unreadable.joined(separator: "\n"))")
+        XCTAssertFalse(cluster.log("coordinator").contains("refused the heartbeat read script"), "the coordinator's ACL user runs the heartbeat script")
+        XCTAssertFalse(cluster.log("coordinator").contains("NOPERM"))
+    }
 }

@@ -206,7 +206,8 @@ public final class CoordinatorService: BlockingService {
         let (db, store) = leaderConnection(state, keyLookups: true)
         defer { db.close() }
         try db.connect()
-        let redis = RedisConnection(endpoint: settings.redis)
+        // What agents wrote, read in bounded bites (`MessageLimits`): see `consumeResults`.
+        let redis = RedisConnection(endpoint: settings.redis, maxReplyBytes: MessageLimits.resultReadBytes)
         var gaps = DispatchGapTracker()
         var streams: [String] = []
         var faults = StreamFaults()
@@ -349,13 +350,29 @@ public final class CoordinatorService: BlockingService {
     private func consumeResults(redis: RedisConnection, store: JobStore, streams: [String], id: String, block: Int?,
                                 gaps: inout DispatchGapTracker, state: LeaderState) throws {
         while true {
-            let entries = try redis.readGroup(streams: streams, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
+            let entries: [(stream: String, entry: StreamEntry)]
+            do {
+                entries = try redis.readGroup(streams: streams, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
                                               id: id, count: 1000, blockMillis: block)
+            } catch let e as RedisError where e.code == .tooLarge {
+                // The read went past `resultReadBytes` (the connection is dropped; Redis did deliver the
+                // entries): take what it delivered one entry at a time instead.
+                if refusalLog.admit("results read over its limit", now: Date().timeIntervalSince1970) != nil {
+                    log.warning("a read of results went past its limit; taking its entries one at a time", [("limit_bytes", String(MessageLimits.resultReadBytes))])
+                }
+                entries = try siftPending(redis, streams)
+            }
             if entries.isEmpty { return }
             var results: [AttemptResult] = []
             var rejected: [(stream: String, entry: StreamEntry, reason: String)] = []
             for (stream, e) in entries {
                 guard let node = RedisKeys.node(ofResults: stream) else { continue }
+                // However it was read (alone, its read was under `resultReadBytes`), an entry over the
+                // entry limit is refused unparsed: the limit means the same on every path.
+                if let n = e.fields?.reduce(0, { $0 + $1.key.utf8.count + $1.value.utf8.count }), n > MessageLimits.resultEntryBytes {
+                    rejected.append((stream, StreamEntry(id: e.id, fields: ["result": Self.oversizeNote(n)]), MessageRejection.oversize.rawValue))
+                    continue
+                }
                 do {
                     results.append(try ResultMessage.decode(e.fields, node: node, keys: keys(node)))
                 } catch {
@@ -389,6 +406,36 @@ public final class CoordinatorService: BlockingService {
             }
             if id == ">" && entries.count < 1000 { return }
         }
+    }
+
+    /// The entries this consumer holds unacknowledged (what a read too large to take delivered), each
+    /// read on its own under `MessageLimits.resultEntryBytes`. One over it is never read: it goes to the
+    /// dead-letter stream as `oversize` (so its job ends as a lost attempt would, by its lease) and is deleted.
+    private func siftPending(_ redis: RedisConnection, _ streams: [String]) throws -> [(stream: String, entry: StreamEntry)] {
+        var out: [(stream: String, entry: StreamEntry)] = []
+        var oversize: [(stream: String, entry: StreamEntry, reason: String)] = []
+        for s in streams {
+            for id in try redis.pendingIDs(stream: s, group: RedisKeys.coordinatorGroup, consumer: "coordinator", count: 1000) {
+                do {
+                    // Gone (its node deleted it): no fields, refused as `missing_body` like any deleted entry.
+                    out.append((s, try redis.entry(stream: s, id: id, maxReplyBytes: MessageLimits.resultEntryBytes) ?? StreamEntry(id: id, fields: nil)))
+                } catch let e as RedisError where e.code == .tooLarge {
+                    oversize.append((s, StreamEntry(id: id, fields: ["result": Self.oversizeNote(nil)]), MessageRejection.oversize.rawValue))
+                }
+            }
+        }
+        if !oversize.isEmpty {
+            deadLetterResults(redis, oversize)
+            _ = try redis.pipeline(oversize.flatMap { o in
+                [["XACK", o.stream, RedisKeys.coordinatorGroup, o.entry.id], ["XDEL", o.stream, o.entry.id]]
+            })
+        }
+        return out
+    }
+
+    /// What the dead-letter stream keeps of an entry over the limit: its size, never its bytes.
+    static func oversizeNote(_ bytes: Int?) -> String {
+        "(not kept: \(bytes.map { "\($0) bytes" } ?? "an entry") over the \(MessageLimits.resultEntryBytes)-byte limit on one result)"
     }
 
     /// Applies results as one batch; when PostgreSQL refuses the batch for something other than a lost
@@ -478,14 +525,29 @@ public final class CoordinatorService: BlockingService {
     private func readHeartbeats(_ redis: RedisConnection) throws -> [NodeBeat] {
         let names = try nodeNames(redis)
         if names.isEmpty { return [] }
-        let replies = try redis.pipeline(names.map { ["HMGET", RedisKeys.heartbeat($0), "body", "sig", "kid"] })
+        let (reads, scripted) = try redis.boundedHMGET(keys: names.map(RedisKeys.heartbeat), fields: ["body", "sig", "kid"],
+                                                       maxBytes: MessageLimits.heartbeatBytes)
+        if !scripted, refusalLog.admit("heartbeat script", now: Date().timeIntervalSince1970) != nil {
+            log.warning("Redis refused the heartbeat read script (EVAL): heartbeats are read one per round trip; run `hydra acl --apply` to give the coordinator's Redis user EVAL and HSTRLEN")
+        }
         let drainedNow = drained.withLock { $0 }
         var out: [NodeBeat] = []
-        for (name, reply) in zip(names, replies) {
-            guard let v = reply.array, v.count == 3, let body = v[0].string else { continue }
-            var f = ["body": body]
-            if let sig = v[1].string { f["sig"] = sig }
-            if let kid = v[2].string { f["kid"] = kid }
+        for (name, read) in zip(names, reads) {
+            let f: [String: String]
+            switch read {
+            case .absent: continue
+            case .oversize(let bytes):
+                let size = bytes.map { "\($0) bytes" } ?? "more bytes"
+                refuseBeat(redis, name, reason: MessageRejection.oversize.rawValue, body: "", sig: nil,
+                           detail: "heartbeat of \(size) (body, sig and kid), over the \(MessageLimits.heartbeatBytes) the coordinator reads; not read")
+                continue
+            case .fields(let v):
+                var x = ["body": v[0] ?? ""]
+                if let sig = v[1] { x["sig"] = sig }
+                if let kid = v[2] { x["kid"] = kid }
+                f = x
+            }
+            let body = f["body"] ?? ""
             if let r = rejectedBeats.withLock({ $0[name] }), r.body == body, r.sig == f["sig"] { continue }
             do {
                 // Read ten times a second, rewritten once: the same signed body is checked and decoded once.
@@ -500,18 +562,21 @@ public final class CoordinatorService: BlockingService {
                 out.append(NodeBeat(name: name, beat: hb, draining: hb.stopping || drainedNow.contains(name)))
             } catch {
                 let reason = error is ImplausibleHeartbeat ? ImplausibleHeartbeat.reason : ((error as? MessageRejection) ?? .malformed).rawValue
-                // Once per node and reason, not on every read: a forged heartbeat is rewritten every second.
-                if rejectedBeats.withLock({ $0.updateValue((reason, body, f["sig"]), forKey: name) })?.reason != reason {
-                    let detail = "\(error)"
-                    metrics.registry.add("hydra_messages_rejected_total", ["heartbeat", reason])
-                    log.warning("heartbeat refused: the node counts as silent", [("node", name), ("reason", reason), ("detail", StoredText.clean(detail, maxBytes: 512))])
-                    _ = try? redis.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter, [
-                        "source", "heartbeat", "node", name, "reason", reason, "error", StoredText.clean(detail, maxBytes: 4096),
-                        "raw", StoredText.clean(body, maxBytes: 4096)]))
-                }
+                refuseBeat(redis, name, reason: reason, body: body, sig: f["sig"], detail: "\(error)")
             }
         }
         return out
+    }
+
+    /// Counts, logs and dead-letters a refused heartbeat once per node and reason, not on every read:
+    /// a forged heartbeat is rewritten every second.
+    private func refuseBeat(_ redis: RedisConnection, _ name: String, reason: String, body: String, sig: String?, detail: String) {
+        guard rejectedBeats.withLock({ $0.updateValue((reason, body, sig), forKey: name) })?.reason != reason else { return }
+        metrics.registry.add("hydra_messages_rejected_total", ["heartbeat", reason])
+        log.warning("heartbeat refused: the node counts as silent", [("node", name), ("reason", reason), ("detail", StoredText.clean(detail, maxBytes: 512))])
+        _ = try? redis.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter, [
+            "source", "heartbeat", "node", name, "reason", reason, "error", StoredText.clean(detail, maxBytes: 4096),
+            "raw", StoredText.clean(body, maxBytes: 4096)]))
     }
 
     private let drained = Mutex<Set<String>>([])
@@ -626,7 +691,7 @@ public final class CoordinatorService: BlockingService {
         // Streams not written to since this coordinator took over: learn their last id first.
         let unknown = Array(Set(assignments.map(\.node)).filter { !streamIDs.knows(stream: RedisKeys.jobs($0)) })
         if !unknown.isEmpty {
-            for (node, r) in zip(unknown, try redis.pipeline(unknown.map { ["XINFO", "STREAM", RedisKeys.jobs($0)] })) {
+            for (node, r) in zip(unknown, try redis.lastGeneratedIDs(streams: unknown.map(RedisKeys.jobs), maxReplyBytes: MessageLimits.streamInfoBytes)) {
                 streamIDs.learned(stream: RedisKeys.jobs(node), xinfo: r)
                 if case .error(let e) = r, let reason = BlockedNodes.reason(streamError: e) { block(node, reason: reason, detail: e, &blocked, now: nowEpoch) }
             }
@@ -729,7 +794,7 @@ public final class CoordinatorService: BlockingService {
         let due = blocked.due(now: now.timeIntervalSince1970)
         if due.isEmpty { return }
         let nowMillis = UInt64(max(0, now.timeIntervalSince1970 * 1000))
-        for (node, r) in zip(due, try redis.pipeline(due.map { ["XINFO", "STREAM", RedisKeys.jobs($0)] })) {
+        for (node, r) in zip(due, try redis.lastGeneratedIDs(streams: due.map(RedisKeys.jobs), maxReplyBytes: MessageLimits.streamInfoBytes)) {
             let stream = RedisKeys.jobs(node)
             // Forgotten first: a deleted stream starts again from 0-0, below what the allocator last saw.
             streamIDs.forget(stream: stream)

@@ -223,6 +223,8 @@ public struct BlockedNodes: Sendable {
     public static func reason(streamError e: String) -> String? {
         if e.contains("exhausted") { return "stream_id_exhausted" }
         if e.hasPrefix("WRONGTYPE") { return "not_a_stream" }
+        // Only where Redis refused the script that keeps entries inside it (`lastGeneratedIDs`).
+        if e.hasPrefix("OVERSIZE") { return "oversize_entry" }
         return nil
     }
 }

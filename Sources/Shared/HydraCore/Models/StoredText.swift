@@ -11,6 +11,9 @@ public enum StoredText {
     /// Longest single string kept from a job's result or error (bytes of UTF-8); the rest is cut
     /// with a marker. Agents cap outputs too; this is the coordinator's own limit.
     public static let maxStringBytes = 64 * 1024
+    /// Largest result document kept per attempt; a bigger one keeps its size and an excerpt
+    /// (`JSONValue.cappedDocument`). Agents send no more either.
+    public static let maxDocumentBytes = 256 * 1024
 
     /// The text with NULs replaced and cut to `maxBytes` on a character boundary.
     public static func clean(_ s: String, maxBytes: Int = maxStringBytes) -> String {
@@ -38,6 +41,12 @@ public enum StoredText {
 }
 
 extension JSONValue {
+    /// What is kept of a document whose serialization `text` is over `StoredText.maxDocumentBytes`.
+    public static func cappedDocument(serialized text: String) -> JSONValue {
+        .object(["truncated": .bool(true), "bytes": .number(Double(text.utf8.count)),
+                 "excerpt": .string(StoredText.clean(text, maxBytes: 4096))])
+    }
+
     /// The value with every string and key made storable (`StoredText.clean`), non-finite numbers
     /// as null (JSON has none), and nesting deeper than `maxDepth` replaced by a marker string.
     public func storable(maxStringBytes: Int = StoredText.maxStringBytes, maxDepth: Int = 64) -> JSONValue {

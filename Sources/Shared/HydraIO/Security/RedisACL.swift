@@ -36,7 +36,11 @@ public enum RedisACL {
 
     public static func coordinatorRules(passwordSHA256: String) -> [String] {
         ["reset", "on", "#\(passwordSHA256)", "~\(RedisKeys.prefix)*", "resetchannels", "-@all",
-         "+xreadgroup", "+xack", "+xadd", "+xdel", "+xrange", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+hmget", "+ping", "+select", "+auth"]
+         "+xreadgroup", "+xack", "+xadd", "+xdel", "+xrange", "+xinfo|stream", "+xgroup|create", "+smembers", "+hgetall", "+hmget", "+ping", "+select", "+auth",
+         // Reading what agents wrote under a size limit (`MessageLimits`): heartbeats through one script
+         // (EVAL, HSTRLEN, HMGET), an oversize read of results entry by entry (XPENDING, XRANGE); and
+         // XINFO GROUPS, which finds the one results stream that made a read fail.
+         "+eval", "+hstrlen", "+xpending", "+xinfo|groups"]
     }
 
     /// An ACL-file line (`user NAME rules…`).

@@ -79,16 +79,10 @@ extension JobStore {
         }
     }
 
-    /// Largest result document kept per attempt; a bigger one keeps its size and an excerpt.
-    public static let maxResultBytes = 256 * 1024
-
     static func cappedResult(_ v: JSONValue) throws -> String {
         let text = try v.serialized()
-        if text.utf8.count <= maxResultBytes { return text }
-        return try JSONValue.object([
-            "truncated": .bool(true), "bytes": .number(Double(text.utf8.count)),
-            "excerpt": .string(StoredText.clean(text, maxBytes: 4096)),
-        ]).serialized()
+        if text.utf8.count <= StoredText.maxDocumentBytes { return text }
+        return try JSONValue.cappedDocument(serialized: text).serialized()
     }
 
     /// Fails an attempt whose result cannot be applied (see `CoordinatorService.quarantine`): the job

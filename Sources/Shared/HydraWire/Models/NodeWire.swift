@@ -77,11 +77,36 @@ public struct HeartbeatMessage: Codable, Sendable, Equatable {
     }
 }
 
+/// How much of what an agent writes the coordinator reads. An agent may put anything Redis takes
+/// into its own keys (512 MB a value, any number of stream entries); reading it whole would put the
+/// coordinator's memory in the agent's hands. A genuine agent stays far below (it caps what it sends:
+/// `ResultMessage.fields`).
+public enum MessageLimits {
+    /// One result entry. A genuine one carries at most a 256 KiB result document and 16 KiB of error.
+    public static let resultEntryBytes = 4 << 20
+    /// One read of every node's results stream (up to 1 000 entries each); past it, the entries read
+    /// are taken one at a time, each under `resultEntryBytes`.
+    public static let resultReadBytes = 64 << 20
+    /// One heartbeat's body, signature and key id together. A genuine one is kilobytes; one listing
+    /// 100 000 held jobs (the largest `--prefetch`) about 7 MiB.
+    public static let heartbeatBytes = 16 << 20
+    /// `XINFO STREAM` of a job stream, read only where Redis refuses the script that leaves out its
+    /// entries (`RedisConnection.lastGeneratedIDs`): an envelope is the coordinator's, at most a batch
+    /// entry's spec, but the node can append its own.
+    public static let streamInfoBytes = 64 << 20
+    /// Above this an agent shrinks a result before sending it (see `ResultMessage.fields`).
+    public static let resultSendBytes = 512 << 10
+}
+
 /// Results on `hydra:node:<node>:results`: field `result` (the AttemptResult JSON), with keys
 /// `sig` and `kid`, signed with the node's own key.
 public enum ResultMessage {
+    /// The stream entry's fields. A result over `MessageLimits.resultSendBytes` goes with its document
+    /// cut the way the coordinator would store it (size and excerpt, `JSONValue.capped`) and its error
+    /// to 16 KiB: the coordinator refuses entries over `resultEntryBytes` unread.
     public static func fields(_ r: AttemptResult, keys: SigningKeys?) throws -> [String] {
-        let body = try r.jsonString()
+        var body = try r.jsonString()
+        if body.utf8.count > MessageLimits.resultSendBytes { body = try r.withCappedDocument().storable().jsonString() }
         var f = ["result", body]
         if let keys {
             let (sig, kid) = keys.sign("result", body)

@@ -9,6 +9,8 @@ public enum MessageRejection: String, Sendable, Error, CaseIterable {
     case unsigned, badSignature = "bad_signature", unknownKey = "unknown_key", expired, malformed
     case missingBody = "missing_body", unknownType = "unknown_type"
     case wrongNode = "wrong_node", replayed
+    /// Larger than the coordinator reads (`MessageLimits`): refused unread.
+    case oversize
 }
 
 extension MessageRejection: CustomStringConvertible {
@@ -23,6 +25,7 @@ extension MessageRejection: CustomStringConvertible {
         case .unknownType: return "unknown message type (expected 'job' or 'cancel')"
         case .wrongNode: return "message for another node (or naming none): copied onto this node's stream"
         case .replayed: return "envelope of an attempt this node has already taken (a replay)"
+        case .oversize: return "message larger than the coordinator reads (a result over \(MessageLimits.resultEntryBytes >> 20) MiB, a heartbeat over \(MessageLimits.heartbeatBytes >> 20) MiB); refused unread"
         }
     }
 }
