@@ -390,13 +390,14 @@ final class ChaosRun {
             + "forged=\(h.forgedResults + h.forgedHeartbeats) replayed=\(h.replays + h.misrouted) refused=\(refused.values.reduce(0, +)) "
             + "cancel_races=\(h.cancelRaces) cancels_unsent=\(cancelsUnsent)"
         say("hostile: rogue took \(h.rogueJobs) jobs (\(h.hostileOutputs) hostile outputs, \(h.unstorable.count) unstorable, \(h.brokenBodies) broken, "
-            + "\(h.silent) silent, \(h.duplicates) doubled); refused: \(refused.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")); "
+            + "\(h.silent) silent, \(h.duplicates) doubled, \(h.oversize) oversize); refused: \(refused.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")); "
             + String(format: "longest pause outside faults %.1f s", longest))
         if case .object(var o) = outcome.summary {
             o["hostile"] = .object([
                 "rogue_jobs": .number(Double(h.rogueJobs)), "hostile_outputs": .number(Double(h.hostileOutputs)),
                 "unstorable_sent": .number(Double(h.unstorable.count)), "quarantined": .number(Double(quarantined)),
                 "broken_bodies": .number(Double(h.brokenBodies)), "silent": .number(Double(h.silent)), "doubled": .number(Double(h.duplicates)),
+                "oversize": .number(Double(h.oversize)),
                 "forged_results": .number(Double(h.forgedResults)), "forged_heartbeats": .number(Double(h.forgedHeartbeats)),
                 "replays": .number(Double(h.replays)), "misrouted": .number(Double(h.misrouted)), "cancel_races": .number(Double(h.cancelRaces)),
                 "cancels_unsent": .number(Double(cancelsUnsent)), "failed_unexpected": .number(Double(failedUnexpected)),

@@ -23,6 +23,7 @@ final class HostileDriver: @unchecked Sendable {
         var brokenBodies = 0
         var silent = 0
         var duplicates = 0
+        var oversize = 0
         var forgedResults = 0
         var forgedHeartbeats = 0
         var replays = 0
@@ -110,7 +111,11 @@ final class HostileDriver: @unchecked Sendable {
         case 60..<75:
             // Silence: the job is not even listed as held, so its lease runs out and it goes elsewhere.
             stats.withLock { $0.silent += 1 }
-        case 75..<85:
+        case 75..<78:
+            // A result over the coordinator's entry limit: refused unread, so the job runs out its lease.
+            try rogue.send(rogue.succeeded(env, output: .string(String(repeating: "o", count: MessageLimits.resultEntryBytes))))
+            stats.withLock { $0.oversize += 1 }
+        case 78..<85:
             let r = rogue.succeeded(env, output: ["twice": true])
             try rogue.send(r)
             try rogue.send(r)
