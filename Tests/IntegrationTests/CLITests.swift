@@ -6,6 +6,7 @@ import HydraCore
 import HydraWire
 import HydraStore
 import HydraExecutors
+import HydraIO
 import HydraTestSupport
 #endif
 
@@ -253,6 +254,29 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(body.contains("# TYPE hydra_agent_jobs_finished_total counter"))
         let health = try String(contentsOf: URL(string: "http://127.0.0.1:\(port)/healthz")!, encoding: .utf8)
         XCTAssertEqual(health, "ok\n")
+    }
+
+    /// A node whose GPU reading is too old to place GPU jobs by (a hung nvidia-smi) says so in
+    /// `hydra nodes` and the console, as the router's pending reasons do; a fresh reading clears it.
+    func testNodesMarksANodeWhoseGPUReadingIsTooOldToPlaceBy() throws {
+        try cluster.startCoordinator()
+        let keys = try XCTUnwrap(try SigningKeys.load(current: cluster.keyFile, previous: nil))
+        let ai = RogueAgent(node: "hydra-ai", redis: try RedisEndpoint(url: cluster.redisURL), keys: keys.node("hydra-ai"))
+        let gib: UInt64 = 1 << 30
+        let inventory = Inventory(gpus: [GPUInfo(index: 0, uuid: "GPU-stale-0", name: "RTX 5090", memoryTotalBytes: 32 * gib,
+                                                 memoryUsedBytes: gib, memoryFreeBytes: 31 * gib)])
+        try waitUntil("hydra nodes marks the old reading", timeout: 30) {
+            try ai.heartbeat(inventory: inventory, sampleAgeS: 45)
+            return try cluster.hydra(["nodes"]).stdout.contains("up (GPU reading 45s old: no GPU jobs)")
+        }
+        let json = try JSONCoding.decode(JSONValue.self, from: cluster.hydra(["nodes", "--json"]).stdout)
+        let row = json["nodes"]?.arrayValue?.first { $0["name"]?.stringValue == "hydra-ai" }
+        XCTAssertEqual(row?["gpu_sample_age_s"], .number(45))
+        try waitUntil("a fresh reading clears the mark", timeout: 30) {
+            try ai.heartbeat(inventory: inventory, sampleAgeS: 2)
+            let out = try cluster.hydra(["nodes"]).stdout
+            return out.contains("hydra-ai") && !out.contains("GPU reading")
+        }
     }
 }
 

@@ -138,6 +138,20 @@ final class ConsoleRenderingTests: XCTestCase {
         assertClean(html)
     }
 
+    func testClusterPageMarksAGPUReadingTooOldToPlaceBy() {
+        let gpu = GPUInfo(index: 0, uuid: "GPU-a", name: "RTX 4090", memoryTotalBytes: 24 << 30, memoryUsedBytes: 1 << 30)
+        func page(_ age: Double?, up: Bool = true, gpus: [GPUInfo]? = nil) -> String {
+            let n = NodeRow(name: "hydra-ai", lastSeen: 1_999_999_999, up: up, draining: false, agentVersion: "0.1.0",
+                            inventory: Inventory(gpus: gpus ?? [gpu]), running: [], gpuSampleAgeS: age)
+            return ConsolePages.cluster(ConsoleClusterView(nodes: [n], active: [], jobCounts: [:], now: 2_000_000_000), ctx: ctx).text
+        }
+        XCTAssertTrue(page(45).contains("GPU reading 45 s old: no GPU jobs placed here"))
+        // The router's own threshold: 30 s still places, and so does a node that never said.
+        for quiet in [page(30), page(2), page(nil), page(45, up: false), page(45, gpus: [])] {
+            XCTAssertFalse(quiet.contains("data-stale-reading"))
+        }
+    }
+
     func testVRAMSplitNeverGoesNegative() {
         let g = GPUInfo(uuid: "g", memoryTotalBytes: 10, memoryUsedBytes: 4)
         let s = VRAMSplit(gpu: g, reserved: 6)

@@ -17,7 +17,7 @@ public struct CoordinatorSettings: Sendable {
     /// A node silent this long is dead: its jobs are requeued.
     public var nodeTimeoutSeconds: Double = 5
     /// A node's GPU reading older than this (its heartbeat's `sample_age_s`) places no GPU job there.
-    public var staleGPUReadingSeconds: Double = 30
+    public var staleGPUReadingSeconds: Double = HeartbeatMessage.staleSampleSeconds
     public var policy: RouterPolicy = .hydra
     /// A leader that has not renewed its lease for this long is replaced (`Leadership`); it stops by itself too.
     public var leaderTTLSeconds: Double = 5
@@ -584,7 +584,7 @@ public final class CoordinatorService: BlockingService {
     private func writeNodes(store: JobStore, nodes: [NodeBeat], liveness: NodeLiveness, now: Double, active: [JobRow]) throws {
         try store.upsertNodes(nodes.map {
             NodeRow(name: $0.name, lastSeen: liveness.lastChange($0.name) ?? now, up: true, draining: false, agentVersion: $0.beat.version,
-                    inventory: $0.inventory, running: $0.beat.held.map(\.id), commands: $0.beat.commands)
+                    inventory: $0.inventory, running: $0.beat.held.map(\.id), commands: $0.beat.commands, gpuSampleAgeS: $0.beat.sampleAgeS)
         })
         try store.markNodesDown(except: nodes.map(\.name))
         metrics.registry.reset("hydra_node_gpu_sample_age_seconds")

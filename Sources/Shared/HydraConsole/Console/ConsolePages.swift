@@ -2,6 +2,7 @@ import Foundation
 import HydraCore
 import HydraIO
 import HydraStore
+import HydraWire
 
 /// Per-request facts every page needs.
 public struct PageContext: Sendable {
@@ -95,6 +96,11 @@ public enum ConsolePages {
             guard let n = snap.jobCounts[s.rawValue], n > 0 else { return nil }
             return "<li>\(stateBadge(s.rawValue)) <b data-count=\"\(s.rawValue)\">\(n)</b></li>"
         }
+        // As the router: a GPU reading this old places no GPU job on the node (a slow or hung nvidia-smi).
+        func staleReading(_ n: NodeRow) -> HTML {
+            guard n.up, !n.inventory.gpus.isEmpty, let age = n.gpuSampleAgeS, age > HeartbeatMessage.staleSampleSeconds else { return "" }
+            return " · <b class=\"stale\" data-stale-reading>GPU reading \(Int(age)) s old: no GPU jobs placed here</b>"
+        }
         var cards: [HTML] = []
         for n in snap.nodes {
             let state = !n.up ? "down" : (n.draining ? "draining" : "up")
@@ -121,7 +127,7 @@ public enum ConsolePages {
                              confirm: "Stop placing new jobs on \(n.name)?")
             cards.append("""
             <section class="node" data-node="\(n.name)"><h2>\(n.name) <span class="badge \(state)" data-node-state>\(state)</span> \(drain)</h2>
-            <p class="meta">last seen <span data-last-seen="\(n.lastSeen.map { String($0) } ?? "")">\(ConsoleFormat.ago(n.lastSeen, now: ctx.now))</span> · agent \(n.agentVersion ?? "—") · <span data-running>\(jobs.count)</span> active job\(jobs.count == 1 ? "" : "s")</p>
+            <p class="meta">last seen <span data-last-seen="\(n.lastSeen.map { String($0) } ?? "")">\(ConsoleFormat.ago(n.lastSeen, now: ctx.now))</span> · agent \(n.agentVersion ?? "—") · <span data-running>\(jobs.count)</span> active job\(jobs.count == 1 ? "" : "s")\(staleReading(n))</p>
             \(gpuTable)\(running)</section>
             """)
         }

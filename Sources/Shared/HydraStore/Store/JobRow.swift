@@ -120,17 +120,21 @@ public struct NodeRow: Sendable, Equatable, Codable {
     /// The command templates the node's agent last said it runs (one template's elements each);
     /// nil: it never said (an agent from before it was sent).
     public var commands: [[String]]?
+    /// How old the agent's GPU reading was at its last heartbeat (seconds; nil: it does not say).
+    public var gpuSampleAgeS: Double?
 
     public init(name: String, lastSeen: Double?, up: Bool, draining: Bool, agentVersion: String?, inventory: Inventory, running: [String],
-                commands: [[String]]? = nil) {
+                commands: [[String]]? = nil, gpuSampleAgeS: Double? = nil) {
         self.name = name; self.lastSeen = lastSeen; self.up = up; self.draining = draining
         self.agentVersion = agentVersion; self.inventory = inventory; self.running = running; self.commands = commands
+        self.gpuSampleAgeS = gpuSampleAgeS
     }
 
     enum CodingKeys: String, CodingKey {
         case name, up, draining, inventory, running, commands
         case lastSeen = "last_seen"
         case agentVersion = "agent_version"
+        case gpuSampleAgeS = "gpu_sample_age_s"
     }
 }
 

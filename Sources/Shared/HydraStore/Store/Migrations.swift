@@ -278,6 +278,11 @@ public enum Migrations {
         (13, "node command allowlists", """
         ALTER TABLE nodes ADD COLUMN commands jsonb;
         """),
+        // How old each node's GPU reading was at its last heartbeat: `hydra nodes` marks a node whose
+        // reading is too old to place GPU jobs by (a hung nvidia-smi), as the router does.
+        (14, "node GPU reading age", """
+        ALTER TABLE nodes ADD COLUMN gpu_sample_age_s double precision;
+        """),
     ]
 
     /// Applies what is missing (up to `through`: tests build an older schema to migrate from); returns the versions applied now.

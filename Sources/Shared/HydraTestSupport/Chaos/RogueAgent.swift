@@ -27,11 +27,11 @@ public final class RogueAgent {
     /// One heartbeat listing `held`, signed with `keys` (default: its own); `forNode` writes under another
     /// node's key (which ACLs forbid a real agent; the coordinator must refuse it without them too).
     public func heartbeat(held: [HeldJob] = [], inventory: Inventory = Inventory(), signWith: SigningKeys?? = nil,
-                          forNode: String? = nil, state: String = "ready") throws {
+                          forNode: String? = nil, state: String = "ready", sampleAgeS: Double? = nil) throws {
         seq += 1
         let target = forNode ?? node
         let hb = HeartbeatMessage(node: target, instance: instance, seq: seq, sentAt: now, state: state, version: "rogue",
-                                  capacity: capacity, inventory: inventory, held: held)
+                                  capacity: capacity, inventory: inventory, held: held, sampleAgeS: sampleAgeS)
         let key = RedisKeys.heartbeat(target)
         _ = try redis.pipeline([["DEL", key], ["HSET", key] + (try hb.fields(keys: signWith ?? keys)), ["EXPIRE", key, "30"],
                                 ["SADD", RedisKeys.nodes, target]])

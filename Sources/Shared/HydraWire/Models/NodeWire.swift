@@ -37,6 +37,8 @@ public struct HeartbeatMessage: Codable, Sendable, Equatable {
     /// nvidia-smi leaves the last reading in place, and the router stops trusting it when it is old.
     /// nil: never read yet, or an agent from before it was sent.
     public var sampleAgeS: Double?
+    /// A reading older than this places no GPU job on the node (the coordinator's default).
+    public static let staleSampleSeconds: Double = 30
 
     public init(node: String, instance: String, seq: UInt64, sentAt: Double, state: String, version: String, capacity: Int,
                 inventory: Inventory, held: [HeldJob], commands: [[String]]? = nil, sampleAgeS: Double? = nil) {
