@@ -382,7 +382,7 @@ final class Agent: Sendable {
         // this node's stream must not be able to fill its log.
         if let left = refusalLog.admit(reason, now: Date().timeIntervalSince1970) {
             log.warning("dead-lettered a message", [("stream_id", entry.id), ("reason", reason)] + (error.map { [("error", $0)] } ?? [])
-                        + (left > 0 ? [("more_dead_lettered_since_last_line", String(left))] : []))
+                        + LogThrottle.leftOut("dead_lettered", left))
         }
         let raw = entry.fields?["body"] ?? entry.fields.map { "\($0.keys.sorted())" } ?? ""
         _ = try? conn.command(RedisKeys.deadLetterEntry(RedisKeys.deadLetter(settings.node), [

@@ -70,4 +70,9 @@ final class LogThrottleTests: XCTestCase {
         XCTAssertEqual(t.admit("results bad_signature", now: 900), 1, "a clock that went back logs rather than going quiet")
         for k in 0..<10 { XCTAssertNotNil(t.admit("k\(k)", now: 2000), "new keys are logged even past the bound") }
     }
+
+    func testTheLeftOutFieldAppearsOnlyWhenLinesWereLeftOut() {
+        XCTAssertTrue(LogThrottle.leftOut("refused", 0).isEmpty)
+        XCTAssertEqual(LogThrottle.leftOut("refused", 33_000).map { "\($0.0)=\($0.1)" }, ["more_refused_since_last_line=33000"])
+    }
 }

@@ -480,7 +480,7 @@ public final class CoordinatorService: BlockingService {
             metrics.registry.add("hydra_messages_rejected_total", ["result", i.reason])
             guard let left = refusalLog.admit("\(i.stream) \(i.reason)", now: now) else { continue }
             log.warning("result refused, moved to the dead-letter stream", [("stream", i.stream), ("id", i.entry.id), ("reason", i.reason)]
-                        + (left > 0 ? [("more_refused_since_last_line", String(left))] : []))
+                        + LogThrottle.leftOut("refused", left))
         }
         _ = try? redis.pipeline(items.map { i in
             let raw = i.entry.fields?["result"] ?? i.entry.fields.map { "\($0.keys.sorted())" } ?? "(deleted entry)"
@@ -861,7 +861,7 @@ public final class CoordinatorService: BlockingService {
                 if let left = refusalLog.admit("cancel \(c.node)", now: now) {
                     log.warning("cannot send a cancel to the node's job stream; it is sent again until the stream takes it",
                                 [("node", c.node), ("job", c.jobID), ("error", StoredText.clean(e, maxBytes: 512))]
-                                + (left > 0 ? [("more_unsent_since_last_line", String(left))] : []))
+                                + LogThrottle.leftOut("unsent", left))
                 }
                 metrics.registry.add("hydra_cancels_unsent_total", [c.node])
             } else {

@@ -27,4 +27,9 @@ public final class LogThrottle: Sendable {
             return suppressed
         }
     }
+
+    /// The log field saying how many lines `admit` left out (`more_<what>_since_last_line`), or none.
+    public static func leftOut(_ what: String, _ count: Int) -> [(String, String)] {
+        count > 0 ? [("more_\(what)_since_last_line", String(count))] : []
+    }
 }
