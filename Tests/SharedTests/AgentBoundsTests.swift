@@ -43,8 +43,8 @@ final class AgentBoundsTests: XCTestCase {
             }
             // An oracle independent of the checker (Foundation's UUID(uuidString:) on Linux accepts spaces and newlines).
             let expected = s.range(of: "\\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\\z", options: .regularExpression) != nil
-            XCTAssertEqual(EnvelopeCheck.isJobID(s), expected, s.debugDescription)
-            if EnvelopeCheck.isJobID(s) {
+            XCTAssertEqual(JobID.isCanonical(s), expected, s.debugDescription)
+            if JobID.isCanonical(s) {
                 XCTAssertFalse(s.contains("/") || s.contains("\n") || s.contains(" ") || s.contains("."))
             }
         }

@@ -11,7 +11,7 @@ public enum EnvelopeCheck {
 
     /// Why the envelope cannot be taken at all (it is dead-lettered), or nil.
     public static func refusal(_ env: Envelope) -> String? {
-        if !isJobID(env.jobID) {
+        if !JobID.isCanonical(env.jobID) {
             return "job_id is not a lower-case UUID: \(Excerpt.of(env.jobID, limit: 80))"
         }
         if env.attempt < 1 { return "attempt \(env.attempt) is below 1" }
@@ -25,9 +25,6 @@ public enum EnvelopeCheck {
         }
         return nil
     }
-
-    /// See `JobID.isCanonical`.
-    public static func isJobID(_ s: String) -> Bool { JobID.isCanonical(s) }
 }
 
 /// One attempt of one job, as an agent holds it: attempts of the same job are different entries.
