@@ -3,6 +3,7 @@ import XCTest
 #if canImport(Glibc)
 import Glibc
 import HydraCore
+import HydraTestSupport
 import HydraStore
 import HydraConsole
 #endif
@@ -25,27 +26,16 @@ final class ConsoleIntegrationTests: XCTestCase {
     /// A raw HTTP/1.1 client: full control over Host, Origin and cookies, and redirects are not followed.
     func http(_ method: String, _ base: String, _ target: String, headers: [String: String] = [:], body: String? = nil) throws -> Response {
         let u = URLComponents(string: base)!
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = LoopbackHTTP.connect(u.port!)
+        guard fd >= 0 else { throw TestFailure("connect to \(base) failed") }
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(u.port!).bigEndian)
-        inet_pton(AF_INET, u.host!, &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw TestFailure("connect to \(base) failed") }
         var h = ["Host": "\(u.host!):\(u.port!)"]
         h.merge(headers) { _, n in n }
         if let body { h["Content-Length"] = String(body.utf8.count) }
         var req = "\(method) \(target) HTTP/1.1\r\n" + h.map { "\($0.key): \($0.value)\r\n" }.joined() + "Connection: close\r\n\r\n"
         if let body { req += body }
-        _ = req.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, Int32(MSG_NOSIGNAL)) }
-        var data = Data()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { break }
-            data.append(contentsOf: buf[0..<n])
-        }
+        LoopbackHTTP.send(fd, req)
+        let data = Data(LoopbackHTTP.readReply(fd, timeout: 30, maxBytes: 64 << 20).text.utf8)
         guard let split = data.range(of: Data("\r\n\r\n".utf8)) else { throw TestFailure("no HTTP answer from \(target)") }
         let head = String(decoding: data[..<split.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
         var headers: [String: String] = [:]

@@ -6,6 +6,7 @@ import HydraIO
 import HydraStore
 import HydraConsole
 import HydraPipeline
+import HydraTestSupport
 
 /// The audit's races and inputs against a real database: parallel pipeline triggers, generated query strings
 /// against the console's API over a real listener.
@@ -82,38 +83,10 @@ final class HTTPHardeningIntegrationTests: XCTestCase {
             let route = routes.randomElement(using: &g)!
             let q = (0..<Int.random(in: 0...3, using: &g)).map { _ in "\(names.randomElement(using: &g)!)=\(values.randomElement(using: &g)!)" }
             let target = route + (q.isEmpty ? "" : "?" + q.joined(separator: "&"))
-            let reply = MiniHTTPServerLimitsTestsClient.request(server.port, "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let reply = LoopbackHTTP.request(server.port, "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             let status = Int(reply.dropFirst(9).prefix(3)) ?? 0
             XCTAssertTrue((200..<300).contains(status) || status == 400 || status == 404, "\(i) \(target): \(reply.prefix(300))")
         }
-        XCTAssertTrue(MiniHTTPServerLimitsTestsClient.request(server.port, "GET /api/v1/nodes HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
-    }
-}
-
-/// A blocking loopback client (IntegrationTests cannot see the SharedTests helpers).
-enum MiniHTTPServerLimitsTestsClient {
-    static func request(_ port: Int, _ raw: String) -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { return "" }
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        _ = raw.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress!, $0.count - 1, Int32(MSG_NOSIGNAL)) }
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while out.count < 4 << 20 {
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { break }
-            out.append(contentsOf: buf[0..<n])
-        }
-        return String(decoding: out, as: UTF8.self)
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET /api/v1/nodes HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
     }
 }

@@ -5,6 +5,7 @@ import Synchronization
 import Glibc
 @testable import HydraCore
 @testable import HydraIO
+import HydraTestSupport
 #endif
 
 /// The response side of MiniHTTPServer's limits (a whole-response write budget, a per-client connection cap),
@@ -26,12 +27,12 @@ final class HTTPResponseLimitsTests: XCTestCase {
         let server = try serve(HTTPServerLimits(writeTimeoutS: 1)) { req in
             req.path == "/healthz" ? .text("ok\n") : .full(status: 200, headers: [:], body: big)
         }
-        let fd = C.connectLoopback(server.port)
+        let fd = LoopbackHTTP.connect(server.port)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd) }
         var small: Int32 = 4096
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
-        C.sendRaw(fd, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        LoopbackHTTP.send(fd, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         let started = Date()
         var got = 0
         var closed = false
@@ -61,10 +62,10 @@ final class HTTPResponseLimitsTests: XCTestCase {
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
         for _ in 0..<4 {
-            let fd = C.connectLoopback(server.port)
+            let fd = LoopbackHTTP.connect(server.port)
             var small: Int32 = 4096
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
-            C.sendRaw(fd, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            LoopbackHTTP.send(fd, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             fds.append(fd)
         }
         XCTAssertTrue(C.waitFor(10) { server.rejections[.writeTimeout] == 4 }, "\(server.rejections)")
@@ -83,12 +84,12 @@ final class HTTPResponseLimitsTests: XCTestCase {
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
         for _ in 0..<4 {
-            let fd = C.connectLoopback(server.port)
-            C.sendRaw(fd, "GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let fd = LoopbackHTTP.connect(server.port)
+            LoopbackHTTP.send(fd, "GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             fds.append(fd)
         }
         XCTAssertTrue(C.waitFor(5) { server.activeConnections == 4 })
-        let refused = C.request(server.port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: 5)
+        let refused = LoopbackHTTP.request(server.port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: 5)
         XCTAssertTrue(refused.hasPrefix("HTTP/1.1 503 Service Unavailable"), refused)
         XCTAssertEqual(server.rejections[.clientConnections], 1)
         release.store(true, ordering: .relaxed)
@@ -142,7 +143,7 @@ final class HTTPResponseLimitsTests: XCTestCase {
             for _ in 0..<Int.random(in: 0...4, using: &g) { value += pieces.randomElement(using: &g)! }
             let expected = MiniHTTPServer.percentDecode(value)
             seen.withLock { $0 = nil }
-            let reply = C.request(server.port, "GET /x?k=\(value) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: 5)
+            let reply = LoopbackHTTP.request(server.port, "GET /x?k=\(value) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: 5)
             if let expected {
                 XCTAssertTrue(reply.hasPrefix("HTTP/1.1 200 "), "\(i) \(value): \(reply.prefix(80))")
                 XCTAssertEqual(seen.withLock { $0?["k"] }, expected, value)
@@ -152,6 +153,6 @@ final class HTTPResponseLimitsTests: XCTestCase {
                 XCTAssertNil(seen.withLock { $0 }, "a refused target must not reach the handler")
             }
         }
-        XCTAssertTrue(C.healthz(server.port) || C.request(server.port, "GET /x HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        XCTAssertTrue(C.healthz(server.port) || LoopbackHTTP.request(server.port, "GET /x HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 200"))
     }
 }

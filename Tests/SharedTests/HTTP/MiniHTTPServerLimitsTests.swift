@@ -5,6 +5,7 @@ import Synchronization
 import Glibc
 @testable import HydraCore
 @testable import HydraIO
+import HydraTestSupport
 #endif
 
 /// Raw-socket clients against MiniHTTPServer's limits. Loopback only; every wait
@@ -21,61 +22,8 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
 
     // MARK: raw client
 
-    static func connectLoopback(_ port: Int) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        precondition(fd >= 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if rc != 0 { close(fd); return -1 }
-        return fd
-    }
-
-    @discardableResult
-    static func sendRaw(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
-                if n <= 0 { return false }
-                off += n
-            }
-            return true
-        }
-    }
-
-    static func sendRaw(_ fd: Int32, _ s: String) -> Bool { sendRaw(fd, Array(s.utf8)) }
-
-    /// Reads until the server closes or the deadline passes; `closed` says which.
-    static func readReply(_ fd: Int32, timeout: Double) -> (text: String, closed: Bool) {
-        let end = Date().addingTimeInterval(timeout)
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 8192)
-        while Date() < end && out.count < 1 << 20 {
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let r = poll(&p, 1, Int32(max(1, end.timeIntervalSinceNow * 1000)))
-            if r <= 0 { continue }
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { return (String(decoding: out, as: UTF8.self), true) }
-            out.append(contentsOf: buf[0..<n])
-        }
-        return (String(decoding: out, as: UTF8.self), false)
-    }
-
-    static func request(_ port: Int, _ raw: String, timeout: Double = 10) -> String {
-        let fd = connectLoopback(port)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        sendRaw(fd, raw)
-        return readReply(fd, timeout: timeout).text
-    }
-
     static func healthz(_ port: Int) -> Bool {
-        request(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: 5).hasPrefix("HTTP/1.1 200 ")
+        LoopbackHTTP.request(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout: 5).hasPrefix("HTTP/1.1 200 ")
     }
 
     static func waitFor(_ timeout: Double, _ cond: () -> Bool) -> Bool {
@@ -99,16 +47,16 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
         let server = try serve(HTTPServerLimits(maxConnections: cap, requestTimeoutS: 20))
         var idle: [Int32] = []
         defer { idle.forEach { close($0) } }
-        for _ in 0..<cap { idle.append(Self.connectLoopback(server.port)) }
+        for _ in 0..<cap { idle.append(LoopbackHTTP.connect(server.port)) }
         XCTAssertTrue(Self.waitFor(10) { server.activeConnections == cap }, "the server took the first \(cap) connections")
         let threadsBefore = Self.threadCount()
 
         let extra = 24
         var replies: [String] = []
         for _ in 0..<extra {
-            let fd = Self.connectLoopback(server.port)
+            let fd = LoopbackHTTP.connect(server.port)
             XCTAssertGreaterThanOrEqual(fd, 0)
-            replies.append(Self.readReply(fd, timeout: 5).text)
+            replies.append(LoopbackHTTP.readReply(fd, timeout: 5).text)
             close(fd)
         }
         XCTAssertEqual(replies.filter { $0.hasPrefix("HTTP/1.1 503 ") }.count, extra, replies.first { !$0.hasPrefix("HTTP/1.1 503 ") } ?? "")
@@ -135,36 +83,36 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
         }
         let started = Date()
         // 100 MiB announced, 10 bytes sent: a server that read the body first would wait for the 30 s deadline.
-        let r = Self.request(server.port, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n0123456789", timeout: 15)
+        let r = LoopbackHTTP.request(server.port, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n0123456789", timeout: 15)
         XCTAssertTrue(r.hasPrefix("HTTP/1.1 413 "), r)
         XCTAssertLessThan(Date().timeIntervalSince(started), 10)
         XCTAssertEqual(called.load(ordering: .relaxed), 0)
         XCTAssertEqual(server.rejections[.bodyTooLarge], 1)
 
         let body = String(repeating: "a", count: 2000)
-        let big = Self.request(server.port, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + body)
+        let big = LoopbackHTTP.request(server.port, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + body)
         XCTAssertTrue(big.hasPrefix("HTTP/1.1 200 ") && big.hasSuffix("len=2000\n"), "a route with its own cap: \(big)")
-        XCTAssertTrue(Self.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + body).hasPrefix("HTTP/1.1 413 "))
-        XCTAssertTrue(Self.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
-        XCTAssertTrue(Self.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
-        XCTAssertTrue(Self.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc").hasPrefix("HTTP/1.1 400 "))
-        let chunked = Self.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000\r\n")
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + body).hasPrefix("HTTP/1.1 413 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc").hasPrefix("HTTP/1.1 400 "))
+        let chunked = LoopbackHTTP.request(server.port, "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000\r\n")
         XCTAssertTrue(chunked.hasPrefix("HTTP/1.1 411 "), chunked)
         XCTAssertEqual(called.load(ordering: .relaxed), 1, "only the /big request reached the handler")
     }
 
     func testExpectContinueGetsTheBodyOnlyWhenItFits() throws {
         let server = try serve(HTTPServerLimits(maxBodyBytes: 1024))
-        let fd = Self.connectLoopback(server.port)
+        let fd = LoopbackHTTP.connect(server.port)
         defer { close(fd) }
-        Self.sendRaw(fd, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        LoopbackHTTP.send(fd, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         var got = [UInt8](repeating: 0, count: 64)
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         XCTAssertEqual(poll(&p, 1, 5000), 1)
         let n = recv(fd, &got, got.count, 0)
         XCTAssertTrue(String(decoding: got[0..<max(0, n)], as: UTF8.self).hasPrefix("HTTP/1.1 100 Continue\r\n\r\n"))
-        Self.sendRaw(fd, "hello")
-        XCTAssertTrue(Self.readReply(fd, timeout: 5).text.hasSuffix("len=5\n"))
+        LoopbackHTTP.send(fd, "hello")
+        XCTAssertTrue(LoopbackHTTP.readReply(fd, timeout: 5).text.hasSuffix("len=5\n"))
     }
 
     func testOversizedHeadersAreRefused() throws {
@@ -173,18 +121,18 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
             called.wrappingAdd(1, ordering: .relaxed)
             return .text("ok\n")
         }
-        let long = Self.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + String(repeating: "a", count: 20_000) + "\r\n\r\n")
+        let long = LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + String(repeating: "a", count: 20_000) + "\r\n\r\n")
         XCTAssertTrue(long.hasPrefix("HTTP/1.1 431 "), long)
         // No terminator at all: refused as soon as the cap is passed, not at the deadline.
-        let endless = Self.request(server.port, "GET / HTTP/1.1\r\nX-Long: " + String(repeating: "b", count: 8000))
+        let endless = LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nX-Long: " + String(repeating: "b", count: 8000))
         XCTAssertTrue(endless.hasPrefix("HTTP/1.1 431 "), endless)
         let many = (0..<40).map { "X-H\($0): v\r\n" }.joined()
-        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n" + many + "\r\n").hasPrefix("HTTP/1.1 431 "))
-        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").hasPrefix("HTTP/1.1 400 "), "two Host headers")
-        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: a\u{0}b\r\n\r\n").hasPrefix("HTTP/1.1 400 "), "NUL in a header")
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n" + many + "\r\n").hasPrefix("HTTP/1.1 431 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").hasPrefix("HTTP/1.1 400 "), "two Host headers")
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nHost: a\u{0}b\r\n\r\n").hasPrefix("HTTP/1.1 400 "), "NUL in a header")
         XCTAssertEqual(called.load(ordering: .relaxed), 0)
         XCTAssertEqual(server.rejections[.headerTooLarge], 3)
-        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
     }
 
     /// A head ended by LF LF alone (no CR) never ended for the parser and held its slot until the request
@@ -192,20 +140,20 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
     func testAHeadEndedByBareLFIsRefusedAtOnce() throws {
         let server = try serve(HTTPServerLimits(requestTimeoutS: 30))
         // Before, this waited for the request timeout and got 408.
-        let reply = Self.request(server.port, "GET /healthz HTTP/1.1\nHost: x\n\n", timeout: 20)
+        let reply = LoopbackHTTP.request(server.port, "GET /healthz HTTP/1.1\nHost: x\n\n", timeout: 20)
         XCTAssertTrue(reply.hasPrefix("HTTP/1.1 400 "), reply)
         XCTAssertTrue(reply.contains("LF alone"), reply)
-        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
-        XCTAssertTrue(Self.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET / HTTP/1.1\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(LoopbackHTTP.request(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
     }
 
     func testSlowlorisIsCutOffAtTheTotalDeadlineWhileOthersAreServed() throws {
         let deadline = 1.5
         let server = try serve(HTTPServerLimits(maxConnections: 8, requestTimeoutS: deadline))
-        let fd = Self.connectLoopback(server.port)
+        let fd = LoopbackHTTP.connect(server.port)
         defer { close(fd) }
         let started = Date()
-        XCTAssertTrue(Self.sendRaw(fd, "GET /healthz HTTP/1.1\r\n"))
+        XCTAssertTrue(LoopbackHTTP.send(fd, "GET /healthz HTTP/1.1\r\n"))
         var servedMeanwhile = false
         var cutAt: Double?
         var reply = [UInt8]()
@@ -218,7 +166,7 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
                 if n > 0 { reply.append(contentsOf: buf[0..<n]) }
                 if n <= 0 || reply.count > 0 { cutAt = Date().timeIntervalSince(started); break }
             }
-            if !Self.sendRaw(fd, [i % 2 == 0 ? UInt8(ascii: "X") : UInt8(ascii: "y")]) { cutAt = Date().timeIntervalSince(started); break }
+            if !LoopbackHTTP.send(fd, [i % 2 == 0 ? UInt8(ascii: "X") : UInt8(ascii: "y")]) { cutAt = Date().timeIntervalSince(started); break }
             if i == 5 { servedMeanwhile = Self.healthz(server.port) }
         }
         XCTAssertTrue(servedMeanwhile, "another client is served while the slow one trickles")
@@ -243,7 +191,7 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
         let okPrefixes = ["HTTP/1.1 200 ", "HTTP/1.1 400 ", "HTTP/1.1 404 ", "HTTP/1.1 408 ", "HTTP/1.1 411 ", "HTTP/1.1 413 ",
                           "HTTP/1.1 431 ", "HTTP/1.1 503 ", "HTTP/1.1 100 "]
         for i in 0..<160 {
-            let fd = Self.connectLoopback(server.port)
+            let fd = LoopbackHTTP.connect(server.port)
             XCTAssertGreaterThanOrEqual(fd, 0)
             var bytes = [UInt8]()
             for _ in 0..<Int(rng.next() % 6) + 1 {
@@ -254,11 +202,11 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
                 }
             }
             if rng.next() % 4 == 0 { bytes = Array(bytes.prefix(Int(rng.next() % UInt64(bytes.count + 1)))) }
-            Self.sendRaw(fd, bytes)
+            LoopbackHTTP.send(fd, bytes)
             // Half-close so the server sees the end instead of waiting for its deadline; sometimes drop at once.
             if rng.next() % 5 == 0 { close(fd); continue }
             shutdown(fd, Int32(SHUT_WR))
-            let reply = Self.readReply(fd, timeout: 5)
+            let reply = LoopbackHTTP.readReply(fd, timeout: 5)
             close(fd)
             XCTAssertTrue(reply.closed, "iteration \(i): the server closed the connection")
             if !reply.text.isEmpty {
@@ -290,7 +238,7 @@ final class MiniHTTPServerLimitsTests: XCTestCase {
                                onReject: MiniHTTPServer.rejectionCounter(registry, server: "agent")) { _ in .text("ok\n") }
         let port = try s.start()
         defer { s.stop() }
-        XCTAssertTrue(Self.request(port, "GET / HTTP/1.1\r\nX: " + String(repeating: "z", count: 3000) + "\r\n\r\n").hasPrefix("HTTP/1.1 431 "))
+        XCTAssertTrue(LoopbackHTTP.request(port, "GET / HTTP/1.1\r\nX: " + String(repeating: "z", count: 3000) + "\r\n\r\n").hasPrefix("HTTP/1.1 431 "))
         XCTAssertEqual(registry.value("hydra_http_rejected_total", ["agent", "header_too_large"]), 1)
         XCTAssertEqual(registry.value("hydra_http_rejected_total", ["agent", "connections"]), 0)
         XCTAssertTrue(registry.render().contains("hydra_http_rejected_total{server=\"agent\",reason=\"header_too_large\"} 1"))
