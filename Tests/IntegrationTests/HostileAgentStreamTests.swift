@@ -128,10 +128,12 @@ final class HostileAgentStreamTests: XCTestCase {
         tx += [xadd(huge), ["EXEC"]]
         let writer = try RedisConnection(url: cluster.redisURL)
         XCTAssertEqual(try writer.pipeline(tx).last?.array?.count, 26, "the transaction ran")
+        // Held until their results are applied, as a genuine agent does: the leases do not run out meanwhile.
         try waitUntil("every job done", timeout: 60) {
-            try ai.heartbeat()
+            try ai.heartbeat(held: envelopes.map { HeldJob(id: $0.jobID, attempt: $0.attempt) })
             return try jobs(batch).filter { $0.state == .succeeded }.count == 10
         }
+        XCTAssertTrue(try jobs(batch).allSatisfy { $0.attempt == 1 }, "no attempt was lost while the big entries were read")
         // And one alone, which a read takes whole: the entry limit holds on that path too.
         try writer.run(xadd(huge))
         let redis = try RedisConnection(url: cluster.redisURL)

@@ -17,8 +17,9 @@ public enum StoredText {
 
     /// The text with NULs replaced and cut to `maxBytes` on a character boundary.
     public static func clean(_ s: String, maxBytes: Int = maxStringBytes) -> String {
-        let hasNUL = s.utf8.contains(0)
-        if !hasNUL && s.utf8.count <= maxBytes { return s }
+        // Length first: a long string is cut anyway, so only its first `maxBytes` are ever looked at
+        // (a 4 MB result refused for its size used to be scanned whole for a NUL, for a 4 KiB excerpt).
+        if s.utf8.count <= maxBytes && !s.utf8.contains(0) { return s }
         var out = String.UnicodeScalarView()
         var bytes = 0
         var cut = false
@@ -36,7 +37,7 @@ public enum StoredText {
 
     /// Whether `s` can go into PostgreSQL unchanged.
     public static func isClean(_ s: String, maxBytes: Int = maxStringBytes) -> Bool {
-        !s.utf8.contains(0) && s.utf8.count <= maxBytes
+        s.utf8.count <= maxBytes && !s.utf8.contains(0)
     }
 }
 
