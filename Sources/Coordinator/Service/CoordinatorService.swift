@@ -528,7 +528,7 @@ public final class CoordinatorService: BlockingService {
         let (reads, scripted) = try redis.boundedHMGET(keys: names.map(RedisKeys.heartbeat), fields: ["body", "sig", "kid"],
                                                        maxBytes: MessageLimits.heartbeatBytes)
         if !scripted, refusalLog.admit("heartbeat script", now: Date().timeIntervalSince1970) != nil {
-            log.warning("Redis refused the heartbeat read script (EVAL): heartbeats are read one per round trip; run `hydra acl --apply` to give the coordinator's Redis user EVAL and HSTRLEN")
+            log.warning("Redis refused the heartbeat read script (EVAL): heartbeats are read one per round trip; give the coordinator's Redis user its new commands: ACL SETUSER hydra-coordinator +eval +hstrlen +xpending +xinfo|groups, then ACL SAVE")
         }
         let drainedNow = drained.withLock { $0 }
         var out: [NodeBeat] = []

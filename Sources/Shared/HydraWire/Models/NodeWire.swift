@@ -104,7 +104,7 @@ public enum MessageLimits {
 /// `sig` and `kid`, signed with the node's own key.
 public enum ResultMessage {
     /// The stream entry's fields. A result over `MessageLimits.resultSendBytes` goes with its document
-    /// cut the way the coordinator would store it (size and excerpt, `JSONValue.capped`) and its error
+    /// cut the way the coordinator would store it (size and excerpt, `JSONValue.cappedDocument`) and its error
     /// to 16 KiB: the coordinator refuses entries over `resultEntryBytes` unread.
     public static func fields(_ r: AttemptResult, keys: SigningKeys?) throws -> [String] {
         var body = try r.jsonString()
