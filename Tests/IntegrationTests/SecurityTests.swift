@@ -46,6 +46,18 @@ final class SecurityTests: XCTestCase {
         }
     }
 
+    /// A cluster upgraded without giving the coordinator's user its new commands (README "Security",
+    /// upgrading) keeps working: heartbeats are read one per round trip, and the log says what to run.
+    func testACoordinatorUserFromBeforeTheHeartbeatScriptStillRunsTheCluster() throws {
+        try cluster.enableACL()
+        let admin = try RedisConnection(url: cluster.redisURL)
+        try admin.run(["ACL", "SETUSER", RedisACL.coordinatorUser, "-eval", "-hstrlen", "-xpending", "-xinfo|groups"])
+        _ = try runBatch()
+        let log = cluster.log("coordinator")
+        XCTAssertTrue(log.contains("ACL SETUSER hydra-coordinator +eval +hstrlen +xpending +xinfo|groups"), "the log names the upgrade step")
+        XCTAssertEqual(log.components(separatedBy: "refused the heartbeat read script").count - 1, 1, "once a minute, not on every read")
+    }
+
     func testAgentUserCannotReadAnotherNodesStreamOrWriteJobs() throws {
         try cluster.enableACL()
         var u = URLComponents(string: cluster.redisURL)!
