@@ -350,7 +350,8 @@ public final class CoordinatorService: BlockingService {
     private func consumeResults(redis: RedisConnection, store: JobStore, streams: [String], id: String, block: Int?,
                                 gaps: inout DispatchGapTracker, state: LeaderState) throws {
         while true {
-            let entries: [(stream: String, entry: StreamEntry)]
+            var entries: [(stream: String, entry: StreamEntry)]
+            var unread: [(stream: String, id: String)] = []
             do {
                 entries = try redis.readGroup(streams: streams, group: RedisKeys.coordinatorGroup, consumer: "coordinator",
                                               id: id, count: 1000, blockMillis: block)
@@ -360,17 +361,17 @@ public final class CoordinatorService: BlockingService {
                 if refusalLog.admit("results read over its limit", now: Date().timeIntervalSince1970) != nil {
                     log.warning("a read of results went past its limit; taking its entries one at a time", [("limit_bytes", String(MessageLimits.resultReadBytes))])
                 }
-                entries = try siftPending(redis, streams)
+                (entries, unread) = try siftPending(redis, streams)
             }
-            if entries.isEmpty { return }
+            if entries.isEmpty && unread.isEmpty { return }
             var results: [AttemptResult] = []
-            var rejected: [(stream: String, entry: StreamEntry, reason: String)] = []
+            var rejected = unread.map { Self.oversize($0.stream, $0.id, bytes: nil) }
             for (stream, e) in entries {
                 guard let node = RedisKeys.node(ofResults: stream) else { continue }
                 // However it was read (alone, its read was under `resultReadBytes`), an entry over the
                 // entry limit is refused unparsed: the limit means the same on every path.
                 if let n = e.fields?.reduce(0, { $0 + $1.key.utf8.count + $1.value.utf8.count }), n > MessageLimits.resultEntryBytes {
-                    rejected.append((stream, StreamEntry(id: e.id, fields: ["result": Self.oversizeNote(n)]), MessageRejection.oversize.rawValue))
+                    rejected.append(Self.oversize(stream, e.id, bytes: n))
                     continue
                 }
                 do {
@@ -385,6 +386,7 @@ public final class CoordinatorService: BlockingService {
             // Acknowledge only after the transitions are committed, and delete: nothing else trims the streams.
             var byStream: [String: [String]] = [:]
             for (stream, e) in entries { byStream[stream, default: []].append(e.id) }
+            for u in unread { byStream[u.stream, default: []].append(u.id) }
             _ = try redis.pipeline(byStream.sorted { $0.key < $1.key }.flatMap { stream, ids in
                 [["XACK", stream, RedisKeys.coordinatorGroup] + ids, ["XDEL", stream] + ids]
             })
@@ -404,38 +406,34 @@ public final class CoordinatorService: BlockingService {
                     log.debug("job \(t.to.rawValue)", [("job", t.jobID), ("attempt", String(t.attempt)), ("node", t.node ?? "")])
                 }
             }
-            if id == ">" && entries.count < 1000 { return }
+            if id == ">" && entries.count + unread.count < 1000 { return }
         }
     }
 
     /// The entries this consumer holds unacknowledged (what a read too large to take delivered), each
-    /// read on its own under `MessageLimits.resultEntryBytes`. One over it is never read: it goes to the
-    /// dead-letter stream as `oversize` (so its job ends as a lost attempt would, by its lease) and is deleted.
-    private func siftPending(_ redis: RedisConnection, _ streams: [String]) throws -> [(stream: String, entry: StreamEntry)] {
-        var out: [(stream: String, entry: StreamEntry)] = []
-        var oversize: [(stream: String, entry: StreamEntry, reason: String)] = []
+    /// read on its own under `MessageLimits.resultEntryBytes`. One over it is never read (`unread`): it
+    /// is refused as `oversize` with the others (so its job ends as a lost attempt would, by its lease).
+    private func siftPending(_ redis: RedisConnection, _ streams: [String]) throws
+        -> (read: [(stream: String, entry: StreamEntry)], unread: [(stream: String, id: String)]) {
+        var read: [(stream: String, entry: StreamEntry)] = []
+        var unread: [(stream: String, id: String)] = []
         for s in streams {
             for id in try redis.pendingIDs(stream: s, group: RedisKeys.coordinatorGroup, consumer: "coordinator", count: 1000) {
                 do {
                     // Gone (its node deleted it): no fields, refused as `missing_body` like any deleted entry.
-                    out.append((s, try redis.entry(stream: s, id: id, maxReplyBytes: MessageLimits.resultEntryBytes) ?? StreamEntry(id: id, fields: nil)))
+                    read.append((s, try redis.entry(stream: s, id: id, maxReplyBytes: MessageLimits.resultEntryBytes) ?? StreamEntry(id: id, fields: nil)))
                 } catch let e as RedisError where e.code == .tooLarge {
-                    oversize.append((s, StreamEntry(id: id, fields: ["result": Self.oversizeNote(nil)]), MessageRejection.oversize.rawValue))
+                    unread.append((s, id))
                 }
             }
         }
-        if !oversize.isEmpty {
-            deadLetterResults(redis, oversize)
-            _ = try redis.pipeline(oversize.flatMap { o in
-                [["XACK", o.stream, RedisKeys.coordinatorGroup, o.entry.id], ["XDEL", o.stream, o.entry.id]]
-            })
-        }
-        return out
+        return (read, unread)
     }
 
-    /// What the dead-letter stream keeps of an entry over the limit: its size, never its bytes.
-    static func oversizeNote(_ bytes: Int?) -> String {
-        "(not kept: \(bytes.map { "\($0) bytes" } ?? "an entry") over the \(MessageLimits.resultEntryBytes)-byte limit on one result)"
+    /// The refusal of an entry over the limit: the dead-letter stream keeps its size, never its bytes.
+    static func oversize(_ stream: String, _ id: String, bytes: Int?) -> (stream: String, entry: StreamEntry, reason: String) {
+        let note = "(not kept: \(bytes.map { "\($0) bytes" } ?? "an entry") over the \(MessageLimits.resultEntryBytes)-byte limit on one result)"
+        return (stream, StreamEntry(id: id, fields: ["result": note]), MessageRejection.oversize.rawValue)
     }
 
     /// Applies results as one batch; when PostgreSQL refuses the batch for something other than a lost
