@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import HydraCore
 import HydraStore
-import HydraWire
 import HydraCoordinator
 
 struct StatusCommand: ParsableCommand {
@@ -141,9 +140,7 @@ struct NodesCommand: ParsableCommand {
             var state = !n.up ? "down" : (n.draining ? "draining" : "up")
             let seen = n.lastSeen.map { String(format: "%.0fs ago", max(0, now - $0)) } ?? "never"
             // The coordinator places no GPU job by a reading this old (CPU-only jobs still go there).
-            if n.up, let age = n.gpuSampleAgeS, age > HeartbeatMessage.staleSampleSeconds, !n.inventory.gpus.isEmpty {
-                state += String(format: " (GPU reading %.0fs old: no GPU jobs)", age)
-            }
+            if let age = n.staleGPUReadingS { state += String(format: " (GPU reading %.0fs old: no GPU jobs)", age) }
             if n.inventory.gpus.isEmpty {
                 rows.append([n.name, state, "-", "(no GPUs: CPU jobs)", "-", "-", "-", "-", String(n.running.count), seen])
             }

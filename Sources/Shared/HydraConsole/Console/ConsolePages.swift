@@ -2,7 +2,6 @@ import Foundation
 import HydraCore
 import HydraIO
 import HydraStore
-import HydraWire
 
 /// Per-request facts every page needs.
 public struct PageContext: Sendable {
@@ -98,7 +97,7 @@ public enum ConsolePages {
         }
         // As the router: a GPU reading this old places no GPU job on the node (a slow or hung nvidia-smi).
         func staleReading(_ n: NodeRow) -> HTML {
-            guard n.up, !n.inventory.gpus.isEmpty, let age = n.gpuSampleAgeS, age > HeartbeatMessage.staleSampleSeconds else { return "" }
+            guard let age = n.staleGPUReadingS else { return "" }
             return " · <b class=\"stale\" data-stale-reading>GPU reading \(Int(age)) s old: no GPU jobs placed here</b>"
         }
         var cards: [HTML] = []

@@ -1,5 +1,6 @@
 import Foundation
 import HydraCore
+import HydraWire
 
 /// A job as stored in PostgreSQL.
 public struct JobRow: Sendable, Equatable, Codable {
@@ -122,6 +123,13 @@ public struct NodeRow: Sendable, Equatable, Codable {
     public var commands: [[String]]?
     /// How old the agent's GPU reading was at its last heartbeat (seconds; nil: it does not say).
     public var gpuSampleAgeS: Double?
+
+    /// The reading's age when it is too old for the router to place GPU jobs by (the coordinator's
+    /// default threshold) on an up node with GPUs; nil otherwise. What `hydra nodes` and the console mark.
+    public var staleGPUReadingS: Double? {
+        guard up, !inventory.gpus.isEmpty, let age = gpuSampleAgeS, age > HeartbeatMessage.staleSampleSeconds else { return nil }
+        return age
+    }
 
     public init(name: String, lastSeen: Double?, up: Bool, draining: Bool, agentVersion: String?, inventory: Inventory, running: [String],
                 commands: [[String]]? = nil, gpuSampleAgeS: Double? = nil) {
