@@ -20,6 +20,18 @@ final class BoundedReadTests: XCTestCase {
         try RedisConnection(url: url).run(["FLUSHDB"])
     }
 
+    /// A connection as a Redis user without EVAL, as a coordinator's user from before the scripts is;
+    /// the user is removed when the test ends.
+    func connectionWithoutEVAL() throws -> RedisConnection {
+        let admin = try RedisConnection(url: url)
+        let user = "hydra-test-noeval-\(UInt32.random(in: 0...UInt32.max))"
+        try admin.run(["ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-eval"])
+        addTeardownBlock { _ = try? admin.command(["ACL", "DELUSER", user]) }
+        var c = URLComponents(string: url)!
+        c.user = user; c.password = "pw"
+        return try RedisConnection(url: c.string!)
+    }
+
     /// Text of exactly `bytes` UTF-8 bytes, with the characters that break naive protocol code.
     func text(_ bytes: Int, _ rng: inout SplitMix64) -> String {
         let pieces = ["\r\n", "\u{0}", "$", "*", "é", "€", "😀", "a", "b", "\n"]
@@ -95,14 +107,8 @@ final class BoundedReadTests: XCTestCase {
     func testBoundedHMGETAgreesWithWhatWasWrittenWithAndWithoutTheScript() throws {
         var rng = SplitMix64(seed: 0x4EA7)
         let admin = try RedisConnection(url: url)
-        // A Redis user without EVAL, as a coordinator's user from before the script is.
-        let user = "hydra-test-noeval-\(UInt32.random(in: 0...UInt32.max))"
-        try admin.run(["ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-eval"])
-        defer { _ = try? admin.command(["ACL", "DELUSER", user]) }
-        var c = URLComponents(string: url)!
-        c.user = user; c.password = "pw"
         let scripted = try RedisConnection(url: url)
-        let unscripted = try RedisConnection(url: c.string!)
+        let unscripted = try connectionWithoutEVAL()
         let fields = ["body", "sig", "kid"]
         var kinds: [String: Int] = [:]
         for round in 0..<60 {
@@ -173,12 +179,7 @@ final class BoundedReadTests: XCTestCase {
         XCTAssertTrue(wrong.hasPrefix("WRONGTYPE"), wrong)
 
         // A Redis user without EVAL: each stream alone, the oversize one as an error of its own.
-        let user = "hydra-test-noeval-\(UInt32.random(in: 0...UInt32.max))"
-        try admin.run(["ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-eval"])
-        defer { _ = try? admin.command(["ACL", "DELUSER", user]) }
-        var c = URLComponents(string: url)!
-        c.user = user; c.password = "pw"
-        let old = try RedisConnection(url: c.string!)
+        let old = try connectionWithoutEVAL()
         let f = try old.lastGeneratedIDs(streams: streams, maxReplyBytes: 1 << 20)
         guard case .error(let e) = f[1] else { return XCTFail("\(f[1])") }
         XCTAssertTrue(e.hasPrefix("OVERSIZE"), e)
